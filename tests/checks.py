@@ -1,0 +1,57 @@
+"""Shared test helpers: dtype-keyed tolerances, a comparison that explains
+itself, and a central finite-difference gradient checker."""
+from __future__ import annotations
+
+import numpy as np
+
+from fastlenet import kernels
+
+#: (rtol, atol) keyed by dtype; atol is scaled by the reference's magnitude.
+TOLERANCE = {
+    np.dtype(np.float32): (2e-4, 2e-5),
+    np.dtype(np.float64): (1e-9, 1e-11),
+}
+
+COMPILED = ("numba", "cython")
+
+
+def assert_close(name, actual, expected, dtype=None, rtol=None, atol=None):
+    """Compare with dtype-keyed tolerances; on failure name the tensor, the max
+    difference and the first mismatching index."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != expected {expected.shape}"
+    dt = np.dtype(dtype or expected.dtype)
+    r, a = TOLERANCE.get(dt, TOLERANCE[np.dtype(np.float64)])
+    rtol = r if rtol is None else rtol
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    atol = a * scale if atol is None else atol
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    bad = diff > atol + rtol * np.abs(expected)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{name}: max |diff| {diff.max():.3e} (rtol {rtol:g}, atol {atol:.1e}); "
+            f"{int(bad.sum())} of {bad.size} mismatch, first at {first}: "
+            f"got {actual[first]!r}, expected {expected[first]!r}"
+        )
+
+
+def numerical_grad(f, x, eps=1e-6, indices=None):
+    """Central differences of scalar f() w.r.t. x (modified in place and restored).
+    ``indices``: flat indices to probe (default: all)."""
+    flat = x.reshape(-1)
+    idx = range(flat.size) if indices is None else indices
+    grad = np.zeros(flat.size)
+    for i in idx:
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        grad[i] = (up - down) / (2 * eps)
+    return grad.reshape(x.shape)
+
+
+def backend(name):
+    return kernels.backend(name)

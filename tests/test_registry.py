@@ -1,0 +1,70 @@
+"""kernels.available(), kernels.backend(), the default backend and the
+report of a backend that failed to import."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastlenet import kernels
+
+
+def test_all_three_backends_are_available():
+    assert kernels.available() == ["numpy", "numba", "cython"], kernels.unavailable()
+    assert kernels.unavailable() == {}
+
+
+def test_backend_returns_the_same_contract_everywhere():
+    for name in kernels.available():
+        k = kernels.backend(name)
+        assert k.name == name
+        for fn in kernels.KERNEL_NAMES:
+            assert callable(getattr(k, fn)), (name, fn)
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown kernel backend 'torch'"):
+        kernels.backend("torch")
+
+
+def test_broken_backend_is_reported_not_replaced(monkeypatch):
+    monkeypatch.setitem(kernels._MODULES, "cython", "fastlenet.kernels._does_not_exist")
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setattr(kernels, "_errors", {})
+    assert "cython" not in kernels.available()
+    assert "_does_not_exist" in kernels.unavailable()["cython"]
+    with pytest.raises(kernels.BackendUnavailable, match="'cython' is not available"):
+        kernels.backend("cython")
+    monkeypatch.setenv("FASTLENET_BACKEND", "cython")
+    with pytest.raises(kernels.BackendUnavailable):
+        kernels.default_backend()
+
+
+def run(code, **env):
+    full = dict(os.environ, **env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_default_backend_follows_the_environment():
+    code = "from fastlenet import kernels; print(kernels.default_backend().name)"
+    assert run(code, FASTLENET_BACKEND="numpy") == "numpy"
+    assert run(code, FASTLENET_BACKEND="numba") == "numba"
+    env = {k: v for k, v in os.environ.items() if k != "FASTLENET_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "cython"
+
+
+def test_module_level_functions_are_the_default_backends():
+    from fastlenet.kernels import conv2d_forward
+    x = np.ones((1, 1, 4, 4), np.float32)
+    w = np.ones((1, 1, 3, 3), np.float32)
+    y = conv2d_forward(x, w, np.zeros(1, np.float32))
+    np.testing.assert_array_equal(y, np.full((1, 1, 2, 2), 9, np.float32))
+
+
+def test_set_num_threads_validates():
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        kernels.set_num_threads(0)
