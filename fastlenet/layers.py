@@ -1,0 +1,326 @@
+"""Layers: forward and backward side by side, parameters and their gradients.
+
+Dimension legend: N batch, C channels, H/W height/width, F filters, D input
+features, U output units.
+
+Every layer has ``forward(x, training)`` and ``backward(dy)``; ``backward``
+returns the gradient of the input and writes parameter gradients into
+``self.grads`` (arrays allocated once, same keys as ``self.params``).  A layer
+is built lazily by :meth:`Layer.build` once its input shape is known; weights
+are drawn from the generator it is given, so the same seed gives the same
+network on every kernel backend.  Conv and pool layers call the kernels of the
+backend they were built with (``fastlenet.kernels``); layers never import the
+trainer.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from . import kernels
+
+Shape = Tuple[int, ...]
+
+
+class Layer:
+    """Base class. ``params``/``grads``: name -> array; ``buffers``: non-trained state."""
+
+    #: the weight initialisation a preset asks for: "he" (ReLU) or "glorot" (sigmoid/tanh)
+    init = "he"
+
+    def __init__(self) -> None:
+        self.params: Dict[str, np.ndarray] = {}
+        self.grads: Dict[str, np.ndarray] = {}
+        self.buffers: Dict[str, np.ndarray] = {}
+        self.need_input_grad = True      # False for the first layer: skips dx work
+        self.dtype = np.dtype(np.float32)
+
+    def build(self, input_shape: Shape, rng: np.random.Generator, dtype, backend) -> Shape:
+        """Create parameters for inputs of ``input_shape`` (no batch axis); return the output shape."""
+        self.dtype = np.dtype(dtype)
+        return input_shape
+
+    def _add_param(self, name: str, value: np.ndarray) -> None:
+        self.params[name] = np.ascontiguousarray(value, dtype=self.dtype)
+        self.grads[name] = np.zeros_like(self.params[name])
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> Optional[np.ndarray]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+def _init_weights(rng, shape, fan_in, fan_out, init):
+    """He normal (std sqrt(2/fan_in)) for ReLU; Glorot uniform (+-sqrt(6/(in+out))) otherwise."""
+    if init == "he":
+        return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+    if init == "glorot":
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, size=shape)
+    raise ValueError(f"unknown init {init!r}; use 'he' or 'glorot'")
+
+
+# --------------------------------------------------------------------------- convolution
+class Conv2D(Layer):
+    """x (N, C, H, W) -> y (N, F, OH, OW); w (F, C, KH, KW), b (F,).
+
+    ``padding`` is an int or ``"same"`` (stride 1, odd kernel: output size = input size).
+    """
+
+    def __init__(self, filters: int, kernel_size, stride: int = 1, padding=0, init: str = "he") -> None:
+        super().__init__()
+        self.filters = int(filters)
+        self.kh, self.kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else tuple(kernel_size)
+        self.stride = int(stride)
+        if padding == "same":
+            if self.stride != 1 or self.kh % 2 == 0 or self.kw % 2 == 0 or self.kh != self.kw:
+                raise ValueError("padding='same' needs stride 1 and a square, odd kernel")
+            self.pad = self.kh // 2
+        else:
+            self.pad = int(padding)
+        self.init = init
+
+    def build(self, input_shape, rng, dtype, backend):
+        super().build(input_shape, rng, dtype, backend)
+        self.k = backend
+        c, h, w = input_shape
+        fan_in, fan_out = c * self.kh * self.kw, self.filters * self.kh * self.kw
+        self._add_param("w", _init_weights(rng, (self.filters, c, self.kh, self.kw), fan_in, fan_out, self.init))
+        self._add_param("b", np.zeros(self.filters))
+        oh = (h + 2 * self.pad - self.kh) // self.stride + 1
+        ow = (w + 2 * self.pad - self.kw) // self.stride + 1
+        if oh < 1 or ow < 1:
+            raise ValueError(f"Conv2D {self.kh}x{self.kw} does not fit input {input_shape}")
+        return (self.filters, oh, ow)
+
+    def forward(self, x, training=False):
+        self.x = x
+        return self.k.conv2d_forward(x, self.params["w"], self.params["b"], self.stride, self.pad)
+
+    def backward(self, dy):
+        dx, dw, db = self.k.conv2d_backward(dy, self.x, self.params["w"], self.stride, self.pad,
+                                            need_dx=self.need_input_grad)
+        self.grads["w"][...] = dw
+        self.grads["b"][...] = db
+        return dx
+
+    def describe(self):
+        return f"Conv2D({self.filters}, {self.kh}x{self.kw}, stride={self.stride}, pad={self.pad})"
+
+
+# --------------------------------------------------------------------------- pooling
+class _Pool2D(Layer):
+    def __init__(self, size: int = 2, stride: Optional[int] = None) -> None:
+        super().__init__()
+        self.size = int(size)
+        self.stride = self.size if stride is None else int(stride)
+
+    def build(self, input_shape, rng, dtype, backend):
+        super().build(input_shape, rng, dtype, backend)
+        self.k = backend
+        c, h, w = input_shape
+        return (c, (h - self.size) // self.stride + 1, (w - self.size) // self.stride + 1)
+
+    def describe(self):
+        return f"{type(self).__name__}({self.size}, stride={self.stride})"
+
+
+class MaxPool2D(_Pool2D):
+    """x (N, C, H, W) -> (N, C, OH, OW), the max of each window."""
+
+    def forward(self, x, training=False):
+        y, self.arg = self.k.maxpool2d_forward(x, self.size, self.stride)
+        self.x_shape = x.shape
+        return y
+
+    def backward(self, dy):
+        return self.k.maxpool2d_backward(dy, self.arg, self.x_shape, self.size, self.stride)
+
+
+class AvgPool2D(_Pool2D):
+    """x (N, C, H, W) -> (N, C, OH, OW), the mean of each window."""
+
+    def forward(self, x, training=False):
+        self.x_shape = x.shape
+        return self.k.avgpool2d_forward(x, self.size, self.stride)
+
+    def backward(self, dy):
+        return self.k.avgpool2d_backward(dy, self.x_shape, self.size, self.stride)
+
+
+# --------------------------------------------------------------------------- dense and reshaping
+class Dense(Layer):
+    """x (N, D) -> y (N, U) = x @ w + b; w (D, U), b (U,)."""
+
+    def __init__(self, units: int, init: str = "he") -> None:
+        super().__init__()
+        self.units = int(units)
+        self.init = init
+
+    def build(self, input_shape, rng, dtype, backend):
+        super().build(input_shape, rng, dtype, backend)
+        if len(input_shape) != 1:
+            raise ValueError(f"Dense needs flat inputs (D,), got {input_shape}; add a Flatten layer")
+        d = input_shape[0]
+        self._add_param("w", _init_weights(rng, (d, self.units), d, self.units, self.init))
+        self._add_param("b", np.zeros(self.units))
+        return (self.units,)
+
+    def forward(self, x, training=False):
+        self.x = x
+        y = x @ self.params["w"]
+        y += self.params["b"]
+        return y
+
+    def backward(self, dy):
+        np.matmul(self.x.T, dy, out=self.grads["w"])       # dW = x^T dy   (D, U)
+        np.sum(dy, axis=0, out=self.grads["b"])            # db = sum_n dy (U,)
+        return dy @ self.params["w"].T if self.need_input_grad else None
+
+    def describe(self):
+        return f"Dense({self.units})"
+
+
+class Flatten(Layer):
+    """x (N, ...) -> (N, prod(...)); a view, no copy."""
+
+    def build(self, input_shape, rng, dtype, backend):
+        super().build(input_shape, rng, dtype, backend)
+        self.in_shape = input_shape
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, training=False):
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape((dy.shape[0],) + tuple(self.in_shape))
+
+
+# --------------------------------------------------------------------------- activations
+class ReLU(Layer):
+    """y = max(x, 0); dy passes where x > 0."""
+
+    def forward(self, x, training=False):
+        self.mask = x > 0
+        return np.maximum(x, 0, dtype=x.dtype)
+
+    def backward(self, dy):
+        return dy * self.mask
+
+
+class Sigmoid(Layer):
+    """y = 1 / (1 + exp(-x)), computed without overflow; dy * y * (1 - y)."""
+
+    init = "glorot"
+
+    def forward(self, x, training=False):
+        e = np.exp(-np.abs(x))                            # in (0, 1]: never overflows
+        self.y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        return self.y
+
+    def backward(self, dy):
+        return dy * self.y * (1 - self.y)
+
+
+class Tanh(Layer):
+    """y = tanh(x); dy * (1 - y^2)."""
+
+    init = "glorot"
+
+    def forward(self, x, training=False):
+        self.y = np.tanh(x)
+        return self.y
+
+    def backward(self, dy):
+        return dy * (1 - self.y * self.y)
+
+
+ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
+
+
+# --------------------------------------------------------------------------- normalisation, dropout
+class BatchNorm(Layer):
+    """Batch normalisation over the batch (and spatial axes for (N, C, H, W) inputs).
+
+    Training: x_hat = (x - mean_B) / sqrt(var_B + eps), y = gamma * x_hat + beta,
+    and running statistics ``running_mean``/``running_var`` (unbiased variance)
+    are updated with ``momentum``.  Inference uses the running statistics.
+    """
+
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.momentum, self.eps = float(momentum), float(eps)
+
+    def build(self, input_shape, rng, dtype, backend):
+        super().build(input_shape, rng, dtype, backend)
+        c = input_shape[0]
+        self._add_param("gamma", np.ones(c))
+        self._add_param("beta", np.zeros(c))
+        self.buffers["running_mean"] = np.zeros(c, dtype=self.dtype)
+        self.buffers["running_var"] = np.ones(c, dtype=self.dtype)
+        return input_shape
+
+    def _shape(self, x):
+        """Axes reduced over and the broadcast shape of per-channel vectors."""
+        if x.ndim == 4:
+            return (0, 2, 3), (1, -1, 1, 1)
+        return (0,), (1, -1)
+
+    def forward(self, x, training=False):
+        axes, bshape = self._shape(x)
+        if training:
+            mean = x.mean(axis=axes)
+            var = x.var(axis=axes)
+            count = x.size // mean.size
+            m = self.momentum
+            self.buffers["running_mean"] *= 1 - m
+            self.buffers["running_mean"] += m * mean
+            self.buffers["running_var"] *= 1 - m
+            self.buffers["running_var"] += m * var * (count / max(count - 1, 1))
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        self.inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
+        self.x_hat = (x - mean.reshape(bshape)) * self.inv_std.reshape(bshape)
+        return self.x_hat * self.params["gamma"].reshape(bshape) + self.params["beta"].reshape(bshape)
+
+    def backward(self, dy):
+        # dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))  (batch statistics)
+        axes, bshape = self._shape(dy)
+        np.sum(dy, axis=axes, out=self.grads["beta"])
+        np.sum(dy * self.x_hat, axis=axes, out=self.grads["gamma"])
+        count = dy.size // self.grads["beta"].size
+        mean_dy = (self.grads["beta"] / count).reshape(bshape)
+        mean_dyx = (self.grads["gamma"] / count).reshape(bshape)
+        scale = (self.params["gamma"] * self.inv_std).reshape(bshape)
+        return scale * (dy - mean_dy - self.x_hat * mean_dyx)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability ``rate`` and
+    scale the survivors by 1/(1-rate); identity at inference."""
+
+    def __init__(self, rate: float = 0.5, seed: int = 0) -> None:
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.rng = np.random.default_rng(seed)
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0.0:
+            self.mask = None
+            return x
+        keep = self.rng.random(x.shape) >= self.rate
+        self.mask = keep.astype(x.dtype) / (1.0 - self.rate)
+        return x * self.mask
+
+    def backward(self, dy):
+        return dy if self.mask is None else dy * self.mask
+
+    def describe(self):
+        return f"Dropout({self.rate})"

@@ -1,0 +1,44 @@
+"""Softmax cross-entropy, fused and numerically stable.
+
+Dimension legend: N batch, K classes.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """logits (N, K) -> log p (N, K), via the log-sum-exp shift (finite for any finite logits)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """logits (N, K) -> probabilities (N, K)."""
+    return np.exp(log_softmax(logits))
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray,
+                          label_smoothing: float = 0.0) -> Tuple[float, np.ndarray]:
+    """Mean cross-entropy of softmax(logits) against integer ``labels`` (N,).
+
+    With smoothing e the target is (1 - e) one-hot + e / K.  Returns the loss
+    (a Python float) and its gradient w.r.t. the logits, (softmax - target) / N,
+    in the logits' dtype.
+    """
+    n, k = logits.shape
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+    if n and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"labels must lie in 0..{k - 1}, found {labels.min()}..{labels.max()}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    logp = log_softmax(logits.astype(np.float64, copy=False))
+    target = np.full((n, k), label_smoothing / k)
+    target[np.arange(n), labels] += 1.0 - label_smoothing
+    loss = float(-(target * logp).sum() / n)
+    grad = (np.exp(logp) - target) / n
+    return loss, grad.astype(logits.dtype, copy=False)

@@ -1,0 +1,285 @@
+"""Optimizers, learning-rate schedules and early stopping.
+
+Optimizers update ``params`` (name -> array) in place from ``grads`` (same
+keys).  Every buffer (momentum, Adam moments, a scratch array) is allocated
+once, in the constructor: a step allocates nothing parameter-sized.  Weight
+decay applies to weights (names ending in ``.w``), not to biases or
+batch-norm parameters.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional
+
+import numpy as np
+
+Arrays = Dict[str, np.ndarray]
+
+
+def _decays(name: str) -> bool:
+    return name.endswith(".w")
+
+
+class Optimizer:
+    """Base: ``step(grads)`` updates the params; ``lr`` may be changed between steps."""
+
+    def __init__(self, params: Arrays, lr: float) -> None:
+        if lr <= 0 or not math.isfinite(lr):
+            raise ValueError(f"learning rate must be a positive number, got {lr}")
+        self.params = params
+        self.lr = float(lr)
+        self.steps = 0
+        self._scratch = {k: np.empty_like(p) for k, p in params.items()}
+
+    def _slots(self) -> Dict[str, Arrays]:
+        """Named per-parameter state (for checkpoints)."""
+        return {}
+
+    def state_dict(self) -> Arrays:
+        """Flat name -> array state (scalars as 0-d arrays): lr, steps and every slot."""
+        state = {"lr": np.array(self.lr), "steps": np.array(self.steps)}
+        for slot, arrays in self._slots().items():
+            for k, a in arrays.items():
+                state[f"{slot}/{k}"] = a
+        return state
+
+    def load_state_dict(self, state: Arrays) -> None:
+        self.lr = float(state["lr"])
+        self.steps = int(state["steps"])
+        for slot, arrays in self._slots().items():
+            for k, a in arrays.items():
+                a[...] = state[f"{slot}/{k}"]
+
+
+class SGD(Optimizer):
+    """v = momentum * v + (g + wd * p);  p -= lr * v   (Nesterov: p -= lr * (g + momentum * v))."""
+
+    def __init__(self, params: Arrays, lr: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr)
+        if nesterov and momentum <= 0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
+        self.velocity = {k: np.zeros_like(p) for k, p in params.items()} if momentum else {}
+
+    def _slots(self):
+        return {"velocity": self.velocity}
+
+    def step(self, grads: Arrays) -> None:
+        self.steps += 1
+        lr, mu = self.lr, self.momentum
+        for k, p in self.params.items():
+            g, tmp = grads[k], self._scratch[k]
+            if self.weight_decay and _decays(k):           # g <- g + wd * p (coupled L2)
+                np.multiply(p, self.weight_decay, out=tmp)
+                tmp += g
+                g = tmp
+            if not mu:
+                np.multiply(g, lr, out=tmp)
+                p -= tmp
+                continue
+            v = self.velocity[k]
+            v *= mu
+            v += g
+            if self.nesterov:                               # p -= lr * (g + mu * v)
+                np.multiply(g, lr, out=tmp)
+                p -= tmp
+                np.multiply(v, lr * mu, out=tmp)
+            else:                                           # p -= lr * v
+                np.multiply(v, lr, out=tmp)
+            p -= tmp
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction; ``decoupled=True`` gives AdamW.
+
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+    p -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps).
+    Weight decay: L2 added to g (Adam) or p *= 1 - lr * wd (AdamW).
+    """
+
+    def __init__(self, params: Arrays, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled: bool = False) -> None:
+        super().__init__(params, lr)
+        self.b1, self.b2 = map(float, betas)
+        self.eps, self.weight_decay, self.decoupled = float(eps), float(weight_decay), bool(decoupled)
+        self.m = {k: np.zeros_like(p) for k, p in params.items()}
+        self.v = {k: np.zeros_like(p) for k, p in params.items()}
+        coupled = self.weight_decay and not self.decoupled
+        self._g_l2 = {k: np.empty_like(p) for k, p in params.items()} if coupled else {}
+
+    def _slots(self):
+        return {"m": self.m, "v": self.v}
+
+    def step(self, grads: Arrays) -> None:
+        self.steps += 1
+        t = self.steps
+        step_size = self.lr / (1 - self.b1 ** t)
+        root_bc2 = math.sqrt(1 - self.b2 ** t)
+        for k, p in self.params.items():
+            g, m, v, tmp = grads[k], self.m[k], self.v[k], self._scratch[k]
+            if self.weight_decay and _decays(k):
+                if self.decoupled:                          # AdamW: p <- p (1 - lr wd)
+                    p *= 1 - self.lr * self.weight_decay
+                else:                                       # Adam + L2: g <- g + wd p
+                    np.multiply(p, self.weight_decay, out=self._g_l2[k])
+                    self._g_l2[k] += g
+                    g = self._g_l2[k]
+            m *= self.b1
+            np.multiply(g, 1 - self.b1, out=tmp)
+            m += tmp
+            v *= self.b2
+            np.multiply(g, g, out=tmp)
+            tmp *= 1 - self.b2
+            v += tmp
+            np.sqrt(v, out=tmp)
+            tmp /= root_bc2
+            tmp += self.eps
+            np.divide(m, tmp, out=tmp)
+            tmp *= step_size
+            p -= tmp
+
+
+def AdamW(params: Arrays, lr: float = 1e-3, weight_decay: float = 1e-2, **kwargs) -> Adam:
+    """Adam with decoupled weight decay (Loshchilov & Hutter)."""
+    return Adam(params, lr=lr, weight_decay=weight_decay, decoupled=True, **kwargs)
+
+
+# --------------------------------------------------------------------------- schedules
+class Schedule:
+    """Learning rate per epoch: ``lr(epoch)`` before the epoch (0-based); ``observe(metric)`` after it."""
+
+    def __init__(self, base_lr: float) -> None:
+        self.base_lr = float(base_lr)
+
+    def lr(self, epoch: int) -> float:
+        return self.base_lr
+
+    def observe(self, metric: float) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+class StepLR(Schedule):
+    """lr = base * gamma ** (epoch // step_size)."""
+
+    def __init__(self, base_lr: float, step_size: int, gamma: float = 0.1) -> None:
+        super().__init__(base_lr)
+        if step_size < 1:
+            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        self.step_size, self.gamma = int(step_size), float(gamma)
+
+    def lr(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class ListLR(Schedule):
+    """One rate per epoch; the last one is kept after the list ends."""
+
+    def __init__(self, rates: List[float]) -> None:
+        if not rates or any(r <= 0 for r in rates):
+            raise ValueError(f"lr list must hold positive rates, got {rates}")
+        super().__init__(rates[0])
+        self.rates = [float(r) for r in rates]
+
+    def lr(self, epoch):
+        return self.rates[min(epoch, len(self.rates) - 1)]
+
+
+class CosineLR(Schedule):
+    """Cosine decay from base to ``min_lr`` over ``epochs``."""
+
+    def __init__(self, base_lr: float, epochs: int, min_lr: float = 0.0) -> None:
+        super().__init__(base_lr)
+        self.epochs, self.min_lr = max(int(epochs), 1), float(min_lr)
+
+    def lr(self, epoch):
+        frac = min(epoch, self.epochs - 1) / max(self.epochs - 1, 1)
+        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * frac))
+
+
+class ReduceLROnPlateau(Schedule):
+    """Multiply the rate by ``factor`` when the monitored metric (lower is better)
+    has not improved by ``min_delta`` for ``patience`` epochs; never below ``min_lr``."""
+
+    def __init__(self, base_lr: float, factor: float = 0.1, patience: int = 10,
+                 min_lr: float = 0.0, min_delta: float = 0.0) -> None:
+        super().__init__(base_lr)
+        if not 0 < factor < 1:
+            raise ValueError(f"plateau factor must be in (0, 1), got {factor}")
+        self.factor, self.patience = float(factor), int(patience)
+        self.min_lr, self.min_delta = float(min_lr), float(min_delta)
+        self.current, self.best, self.bad_epochs = self.base_lr, math.inf, 0
+
+    def lr(self, epoch):
+        return self.current
+
+    def observe(self, metric):
+        if metric < self.best - self.min_delta:
+            self.best, self.bad_epochs = float(metric), 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            self.current = max(self.current * self.factor, self.min_lr)
+            self.bad_epochs = 0
+
+    def state(self):
+        return {"current": self.current, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state(self, state):
+        self.current, self.best, self.bad_epochs = state["current"], state["best"], state["bad_epochs"]
+
+
+# --------------------------------------------------------------------------- early stopping
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    ``mode`` is "min" (losses) or "max" (accuracies).  With ``restore_best``
+    a copy of the best parameters is kept and :meth:`restore` writes it back.
+    """
+
+    def __init__(self, patience: int, monitor: str = "val_loss", min_delta: float = 0.0,
+                 mode: Optional[str] = None, restore_best: bool = True) -> None:
+        if patience < 1:
+            raise ValueError(f"early-stopping patience must be >= 1, got {patience}")
+        self.patience, self.monitor, self.min_delta = int(patience), monitor, float(min_delta)
+        self.mode = mode or ("max" if "acc" in monitor else "min")
+        self.restore_best = bool(restore_best)
+        self.best = -math.inf if self.mode == "max" else math.inf
+        self.best_epoch, self.bad_epochs = -1, 0
+        self.best_params: Optional[Arrays] = None
+
+    def improved(self, value: float) -> bool:
+        if self.mode == "max":
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    def update(self, epoch: int, value: float, params: Arrays) -> bool:
+        """Record the epoch's metric; True when training should stop."""
+        if self.improved(value):
+            self.best, self.best_epoch, self.bad_epochs = float(value), int(epoch), 0
+            if self.restore_best:
+                if self.best_params is None:
+                    self.best_params = {k: p.copy() for k, p in params.items()}
+                else:
+                    for k, p in params.items():
+                        self.best_params[k][...] = p
+            return False
+        self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def restore(self, params: Arrays) -> None:
+        if self.best_params is not None:
+            for k, p in params.items():
+                p[...] = self.best_params[k]
+
+    def state(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state(self, state: dict) -> None:
+        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]

@@ -1,0 +1,107 @@
+"""Tier 2 for layers and the loss: one helper checks a layer's input gradient
+and every parameter gradient against float64 finite differences, with a random
+upstream gradient, so each layer test is one line."""
+import numpy as np
+import pytest
+
+from checks import assert_close, numerical_grad
+from fastlenet import kernels, layers
+from fastlenet.losses import softmax_cross_entropy
+
+
+def check_layer(layer, input_shape, seed=0, positive=False):
+    """Build ``layer`` in float64 on the numpy backend and compare backward() with FD."""
+    rng = np.random.default_rng(seed)
+    layer.build(input_shape[1:], rng, np.float64, kernels.backend("numpy"))
+    x = rng.standard_normal(input_shape)
+    if positive:                              # keep away from ReLU's kink / pooling ties
+        x = np.sign(x) * (np.abs(x) + 0.1)
+    reseed = getattr(layer, "rng", None) is not None
+    def forward():
+        if reseed:
+            layer.rng = np.random.default_rng(123)   # same dropout mask every call
+        return layer.forward(x, training=True)
+    dy = rng.standard_normal(forward().shape)
+    loss = lambda: float(np.sum(dy * forward()))
+    forward()
+    dx = layer.backward(dy)
+    assert_close(f"{type(layer).__name__} dx", dx, numerical_grad(loss, x), rtol=1e-5, atol=1e-7)
+    for name, p in layer.params.items():
+        forward()
+        layer.backward(dy)
+        got = layer.grads[name].copy()
+        assert_close(f"{type(layer).__name__} d{name}", got, numerical_grad(loss, p), rtol=1e-5, atol=1e-7)
+
+
+def test_conv2d():            check_layer(layers.Conv2D(3, (2, 3), stride=2, padding=1), (2, 2, 6, 7))
+def test_conv2d_same():       check_layer(layers.Conv2D(2, 3, padding="same"), (2, 2, 5, 5))
+def test_maxpool():           check_layer(layers.MaxPool2D(2), (2, 2, 6, 6), positive=True)
+def test_maxpool_overlap():   check_layer(layers.MaxPool2D(3, stride=2), (2, 2, 7, 7))
+def test_avgpool():           check_layer(layers.AvgPool2D(2), (2, 3, 6, 5))
+def test_dense():             check_layer(layers.Dense(4), (3, 5))
+def test_relu():              check_layer(layers.ReLU(), (3, 7), positive=True)
+def test_sigmoid():           check_layer(layers.Sigmoid(), (3, 7))
+def test_tanh():              check_layer(layers.Tanh(), (3, 7))
+def test_flatten():           check_layer(layers.Flatten(), (2, 3, 2, 2))
+def test_batchnorm_conv():    check_layer(layers.BatchNorm(), (4, 3, 3, 3))
+def test_batchnorm_dense():   check_layer(layers.BatchNorm(), (5, 4))
+def test_dropout():           check_layer(layers.Dropout(0.3), (4, 6))
+
+
+def test_batchnorm_inference_uses_running_statistics():
+    bn = layers.BatchNorm(momentum=1.0)
+    bn.build((2,), np.random.default_rng(0), np.float64, None)
+    x = np.array([[1.0, 10.0], [3.0, 30.0]])
+    bn.forward(x, training=True)
+    np.testing.assert_allclose(bn.buffers["running_mean"], [2.0, 20.0])
+    np.testing.assert_allclose(bn.buffers["running_var"], [2.0, 200.0])   # unbiased
+    y = bn.forward(np.array([[2.0, 20.0]]), training=False)
+    np.testing.assert_allclose(y, [[0.0, 0.0]], atol=1e-12)
+
+
+def test_dropout_is_identity_at_inference_and_scales_in_training():
+    d = layers.Dropout(0.5, seed=1)
+    x = np.ones((1000, 10))
+    assert d.forward(x, training=False) is x
+    y = d.forward(x, training=True)
+    assert set(np.unique(y)) == {0.0, 2.0}
+    assert abs(y.mean() - 1.0) < 0.05
+
+
+def test_same_padding_rejects_even_kernels():
+    with pytest.raises(ValueError, match="padding='same'"):
+        layers.Conv2D(4, 4, padding="same")
+
+
+def test_saturated_activations_stay_finite():
+    x = np.array([[-1e4, -100.0, 0.0, 100.0, 1e4]], np.float32)
+    for layer in (layers.Sigmoid(), layers.Tanh()):
+        y = layer.forward(x)
+        dx = layer.backward(np.ones_like(y))
+        assert np.isfinite(y).all() and np.isfinite(dx).all(), type(layer).__name__
+
+
+# ---------------------------------------------------------------------------- loss
+def test_cross_entropy_gradient_by_finite_differences():
+    rng = np.random.default_rng(0)
+    logits, labels = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)
+    for smoothing in (0.0, 0.1):
+        loss, grad = softmax_cross_entropy(logits, labels, smoothing)
+        fd = numerical_grad(lambda: softmax_cross_entropy(logits, labels, smoothing)[0], logits)
+        assert_close(f"dlogits (smoothing {smoothing})", grad, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_cross_entropy_value_and_extreme_logits():
+    loss, _ = softmax_cross_entropy(np.zeros((2, 10)), np.array([3, 7]))
+    assert abs(loss - np.log(10)) < 1e-12
+    extreme = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 5.0]], np.float32)
+    loss, grad = softmax_cross_entropy(extreme, np.array([1, 0]))
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    assert abs(loss - 2e4) < 1.0
+
+
+def test_cross_entropy_rejects_bad_labels():
+    with pytest.raises(ValueError, match="labels must lie in 0..2"):
+        softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        softmax_cross_entropy(np.zeros((2, 3)), np.array([0]))

@@ -1,0 +1,134 @@
+"""Optimizers against hand-written update formulas, in-place updates without
+parameter-sized allocations, schedules and early stopping."""
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from fastlenet import optim
+
+
+def setup(seed=0):
+    rng = np.random.default_rng(seed)
+    params = {"a.w": rng.standard_normal((4, 3)), "a.b": rng.standard_normal(3)}
+    grads = [{k: rng.standard_normal(p.shape) for k, p in params.items()} for _ in range(5)]
+    return params, grads
+
+
+def run(opt_factory, params, grads):
+    ids = {k: id(p) for k, p in params.items()}
+    o = opt_factory(params)
+    for g in grads:
+        o.step(g)
+    assert {k: id(p) for k, p in params.items()} == ids       # updated in place
+    return params
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_matches_formula(nesterov):
+    params, grads = setup()
+    ref = {k: p.copy() for k, p in params.items()}
+    vel = {k: np.zeros_like(p) for k, p in ref.items()}
+    lr, mu, wd = 0.1, 0.9, 0.01
+    for g in grads:
+        for k in ref:
+            ge = g[k] + (wd * ref[k] if k.endswith(".w") else 0)
+            vel[k] = mu * vel[k] + ge
+            ref[k] = ref[k] - lr * (ge + mu * vel[k] if nesterov else vel[k])
+    got = run(lambda p: optim.SGD(p, lr=lr, momentum=mu, nesterov=nesterov, weight_decay=wd), params, grads)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_matches_formula(decoupled):
+    params, grads = setup(1)
+    ref = {k: p.copy() for k, p in params.items()}
+    m = {k: np.zeros_like(p) for k, p in ref.items()}
+    v = {k: np.zeros_like(p) for k, p in ref.items()}
+    lr, b1, b2, eps, wd = 1e-2, 0.9, 0.999, 1e-8, 0.05
+    for t, g in enumerate(grads, 1):
+        for k in ref:
+            ge = g[k]
+            if k.endswith(".w"):
+                if decoupled:
+                    ref[k] = ref[k] * (1 - lr * wd)
+                else:
+                    ge = ge + wd * ref[k]
+            m[k] = b1 * m[k] + (1 - b1) * ge
+            v[k] = b2 * v[k] + (1 - b2) * ge * ge
+            mhat, vhat = m[k] / (1 - b1 ** t), v[k] / (1 - b2 ** t)
+            ref[k] = ref[k] - lr * mhat / (np.sqrt(vhat) + eps)
+    got = run(lambda p: optim.Adam(p, lr=lr, weight_decay=wd, decoupled=decoupled), params, grads)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-10, err_msg=k)
+
+
+def test_adamw_is_decoupled_adam():
+    o = optim.AdamW({"x.w": np.zeros(3)}, lr=1e-3, weight_decay=0.1)
+    assert o.decoupled and o.weight_decay == 0.1
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4),
+    lambda p: optim.Adam(p, lr=1e-3, weight_decay=1e-4),
+    lambda p: optim.AdamW(p, lr=1e-3),
+], ids=["sgd", "adam", "adamw"])
+def test_step_allocates_nothing_parameter_sized(make):
+    params = {"big.w": np.zeros((500, 400), np.float32), "big.b": np.zeros(400, np.float32)}
+    grads = {k: np.ones_like(p) for k, p in params.items()}
+    o = make(params)
+    o.step(grads)                          # warm-up
+    tracemalloc.start()
+    o.step(grads)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < params["big.w"].nbytes // 10, peak
+
+
+def test_optimizer_state_round_trip():
+    params, grads = setup()
+    a = optim.Adam(params, lr=1e-2)
+    a.step(grads[0])
+    state = {k: np.array(v, copy=True) for k, v in a.state_dict().items()}
+    b = optim.Adam({k: p.copy() for k, p in params.items()}, lr=5.0)
+    b.load_state_dict(state)
+    assert b.steps == 1 and b.lr == 1e-2
+    np.testing.assert_array_equal(b.m["a.w"], a.m["a.w"])
+
+
+def test_bad_learning_rate_is_rejected():
+    with pytest.raises(ValueError, match="learning rate must be a positive number"):
+        optim.SGD({"p": np.zeros(2)}, lr=0)
+    with pytest.raises(ValueError, match="Nesterov"):
+        optim.SGD({"p": np.zeros(2)}, lr=0.1, nesterov=True)
+
+
+def test_schedules():
+    assert [optim.StepLR(1.0, 2, 0.5).lr(e) for e in range(5)] == [1, 1, 0.5, 0.5, 0.25]
+    assert [optim.ListLR([3, 2, 1]).lr(e) for e in range(5)] == [3, 2, 1, 1, 1]
+    cos = optim.CosineLR(1.0, 5, min_lr=0.0)
+    assert cos.lr(0) == 1.0 and abs(cos.lr(4)) < 1e-12 and abs(cos.lr(2) - 0.5) < 1e-12
+    plateau = optim.ReduceLROnPlateau(1.0, factor=0.2, patience=2, min_lr=0.05)
+    rates = []
+    for metric in [5, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4]:
+        plateau.observe(metric)
+        rates.append(plateau.lr(0))
+    assert rates[:4] == [1.0, 1.0, 1.0, 1.0] and rates[4] == pytest.approx(0.2)
+    assert rates[-1] == pytest.approx(0.05)             # floored at min_lr
+
+
+def test_early_stopping_restores_best_weights():
+    params = {"p.w": np.zeros(2)}
+    es = optim.EarlyStopping(patience=2, monitor="val_loss", min_delta=0.01)
+    stops = []
+    for epoch, loss in enumerate([1.0, 0.5, 0.495, 0.6]):
+        params["p.w"][:] = epoch
+        stops.append(es.update(epoch, loss, params))
+    assert stops == [False, False, False, True]
+    assert es.best_epoch == 1
+    es.restore(params)
+    np.testing.assert_array_equal(params["p.w"], [1.0, 1.0])
+    acc = optim.EarlyStopping(patience=1, monitor="val_accuracy")
+    assert acc.mode == "max" and not acc.update(0, 0.5, params) and acc.update(1, 0.4, params)
