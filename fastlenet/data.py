@@ -1,0 +1,487 @@
+"""Datasets: the IDX codec, the dataset registry, finding/downloading the files,
+and turning them into float32 NCHW batches.
+
+Dimension legend: N images, C channels (1), H/W height/width.
+
+Errors are all :class:`DatasetError` subclasses with a message that says what
+is wrong and how to fix it: :class:`IDXError` (a malformed file),
+:class:`ChecksumError` (right format, wrong content) and
+:class:`DatasetNotFound` (nowhere to be found, download impossible).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+
+class DatasetError(Exception):
+    """Base class of every data error fastlenet raises."""
+
+
+class IDXError(DatasetError, ValueError):
+    """A file that is not a valid IDX file (bad header, truncated, corrupt gzip, ...)."""
+
+
+class ChecksumError(DatasetError):
+    """A dataset file whose content does not match the registered checksum."""
+
+
+class DatasetNotFound(DatasetError):
+    """The dataset's files are in none of the searched places and could not be downloaded."""
+
+
+# --------------------------------------------------------------------------- IDX codec
+#: IDX type code -> big-endian dtype
+IDX_TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+             0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_CODES = {dt.newbyteorder("="): code for code, dt in IDX_TYPES.items()}
+#: no IDX payload above this is accepted (the largest real ones are ~50 MB)
+MAX_PAYLOAD = 1 << 32
+#: deflate cannot expand data by more than ~1032x; a header claiming more is a lie
+MAX_GZIP_RATIO = 1100
+
+
+def _name(source) -> str:
+    return str(source) if not isinstance(source, (bytes, bytearray)) else "<bytes>"
+
+
+def _raw_bytes(source) -> Tuple[bytes, bool]:
+    """The file's bytes and whether they are gzip-compressed."""
+    data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    return data, data[:2] == b"\x1f\x8b"
+
+
+def _parse_header(head: bytes, name: str, ndim: Optional[int]):
+    if len(head) < 4:
+        raise IDXError(f"{name}: file too short for an IDX header ({len(head)} bytes)")
+    if head[0] != 0 or head[1] != 0:
+        raise IDXError(f"{name}: bad magic number {head[:4].hex()} (an IDX file starts with 00 00)")
+    code, rank = head[2], head[3]
+    if code not in IDX_TYPES:
+        raise IDXError(f"{name}: unknown IDX type code 0x{code:02x} (known: "
+                       + ", ".join(f"0x{c:02x}" for c in IDX_TYPES) + ")")
+    if rank == 0:
+        raise IDXError(f"{name}: IDX rank 0 (no dimensions)")
+    if ndim is not None and rank != ndim:
+        raise IDXError(f"{name}: expected a rank-{ndim} IDX file, got rank {rank}")
+    return IDX_TYPES[code], rank
+
+
+def _shape(head: bytes, rank: int, name: str) -> Tuple[int, ...]:
+    if len(head) < 4 + 4 * rank:
+        raise IDXError(f"{name}: truncated IDX header (needs {4 + 4 * rank} bytes, has {len(head)})")
+    return tuple(int(d) for d in np.frombuffer(head, ">u4", count=rank, offset=4))
+
+
+def decode_idx(data: bytes, name: str = "<bytes>", ndim: Optional[int] = None,
+               compressed_size: Optional[int] = None) -> np.ndarray:
+    """Parse an uncompressed IDX payload (header + data) into a native-endian array."""
+    dtype, rank = _parse_header(data[:4], name, ndim)
+    shape = _shape(data[: 4 + 4 * rank], rank, name)
+    expected = int(np.prod(shape, dtype=np.uint64)) * dtype.itemsize
+    body = len(data) - 4 - 4 * rank
+    if body != expected:
+        what = "truncated" if body < expected else "trailing bytes after the data"
+        raise IDXError(f"{name}: header says {shape} x {dtype.itemsize} bytes = {expected} bytes "
+                       f"of data, file holds {body} ({what})")
+    arr = np.frombuffer(data, dtype=dtype, offset=4 + 4 * rank).reshape(shape)
+    return arr.astype(dtype.newbyteorder("="))
+
+
+def _gunzip(data: bytes, name: str) -> bytes:
+    """Decompress, refusing before any large allocation a header that claims an impossible size."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            head = f.read(4)
+            if len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] in IDX_TYPES:
+                rank = head[3]
+                head += f.read(4 * rank)
+                dtype = IDX_TYPES[head[2]]
+                if len(head) == 4 + 4 * rank:
+                    shape = _shape(head, rank, name)
+                    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                    limit = min(MAX_PAYLOAD, MAX_GZIP_RATIO * len(data))
+                    if claimed > limit:
+                        raise IDXError(f"{name}: header claims {shape} ({claimed:,} bytes), "
+                                       f"impossible for a {len(data):,}-byte gzip file")
+                    return head + f.read(claimed + 1)   # one byte more reveals trailing data
+            return head + f.read(MAX_GZIP_RATIO * len(data))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IDXError(f"{name}: truncated or corrupt gzip data ({exc})") from None
+
+
+def read_idx_bytes(source: Union[str, os.PathLike, bytes]) -> bytes:
+    """The decompressed IDX payload of a file (raw or gzip) or of bytes."""
+    data, gz = _raw_bytes(source)
+    return _gunzip(data, _name(source)) if gz else data
+
+
+def read_idx(source: Union[str, os.PathLike, bytes], ndim: Optional[int] = None) -> np.ndarray:
+    """Read an IDX file (raw or gzip, any type code and rank) into a native-endian array."""
+    return decode_idx(read_idx_bytes(source), _name(source), ndim)
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """The IDX bytes (header + big-endian data) of ``array``."""
+    array = np.asarray(array)
+    code = _CODES.get(array.dtype.newbyteorder("="))
+    if code is None:
+        raise IDXError(f"cannot write dtype {array.dtype} as IDX (supported: uint8, int8, int16, int32, float32, float64)")
+    if not 1 <= array.ndim <= 255:
+        raise IDXError(f"IDX rank must be 1..255, got {array.ndim}")
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    return header + np.ascontiguousarray(array, IDX_TYPES[code]).tobytes()
+
+
+def write_idx(path: Union[str, os.PathLike], array: np.ndarray, compress: Optional[bool] = None) -> None:
+    """Write ``array`` as IDX; gzip when ``compress`` or when ``path`` ends in .gz. Atomic."""
+    path = Path(path)
+    data = encode_idx(array)
+    if compress if compress is not None else path.suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
+    atomic_write_bytes(path, data)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------- registry
+SPLIT_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset: its files' checksums, mirrors and class names."""
+
+    name: str
+    md5: Dict[str, str]              # file base name -> MD5 of the decompressed payload
+    gz_md5: Dict[str, str]           # file base name -> MD5 of the published .gz
+    mirrors: Tuple[str, ...]
+    class_names: Tuple[str, ...]
+    flip_ok: bool = False            # horizontal flips keep the label (clothes yes, digits no)
+
+
+DATASETS: Dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        name="mnist",
+        md5={"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+             "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+             "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+             "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"},
+        gz_md5={"train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+                "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+                "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c"},
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/",
+                 "http://yann.lecun.com/exdb/mnist/"),
+        class_names=tuple(str(d) for d in range(10)),
+    ),
+    "fashion-mnist": DatasetInfo(
+        name="fashion-mnist",
+        md5={"train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+             "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+             "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+             "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965"},
+        gz_md5={"train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+                "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+                "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310"},
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        flip_ok=True,
+    ),
+}
+
+#: system-wide folders searched after the user cache (Debian: dataset-fashion-mnist)
+SYSTEM_DIRS: List[Path] = [Path("/usr/share/datasets")]
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/fastlenet`` (``~/.cache/fastlenet`` by default, via platformdirs)."""
+    from platformdirs import user_cache_dir
+    return Path(user_cache_dir("fastlenet", appauthor=False))
+
+
+def _file_in(folder: Path, base: str) -> Optional[Path]:
+    for candidate in (folder / f"{base}.gz", folder / base):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _files_in(folder: Path, name: str) -> Optional[Dict[str, Path]]:
+    """The four files in ``folder`` or ``folder/<name>``, or None when incomplete."""
+    for d in (folder / name, folder) if name else (folder,):
+        found = {base: _file_in(d, base) for base in SPLIT_FILES.values()}
+        if all(found.values()):
+            return found
+    return None
+
+
+def search_dirs(name: str, data_dir: Optional[Union[str, Path]] = None) -> List[Path]:
+    """The folders searched for ``name``, in order."""
+    dirs = []
+    if data_dir is not None:
+        dirs.append(Path(data_dir))
+    env = os.environ.get("FASTLENET_DATA")
+    if env:
+        dirs.append(Path(env))
+    dirs.append(cache_dir())
+    dirs.extend(SYSTEM_DIRS)
+    return dirs
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _verified_payload(info: DatasetInfo, base: str, path: Path) -> bytes:
+    payload = read_idx_bytes(path)
+    digest = md5_hex(payload)
+    if digest != info.md5[base]:
+        raise ChecksumError(
+            f"{path}: checksum mismatch for {info.name} {base} (MD5 of the decompressed data is "
+            f"{digest}, expected {info.md5[base]}); the file is corrupt or a different dataset: "
+            f"delete it and download it again, or point --data-dir elsewhere"
+        )
+    return payload
+
+
+# --------------------------------------------------------------------------- download
+def _progress_enabled() -> bool:
+    return sys.stderr.isatty()
+
+
+def download(info: DatasetInfo, dest: Optional[Path] = None, timeout: float = 30.0,
+             retries: int = 1, progress: Optional[bool] = None) -> Dict[str, Path]:
+    """Fetch the four .gz files from the first mirror that works (each tried 1 + ``retries``
+    times) into ``dest`` (default: the user cache).  pooch checks the MD5 of each file
+    before moving it, atomically, into place; a failed or interrupted transfer leaves
+    nothing behind.  Raises :class:`DatasetNotFound` listing every attempt."""
+    import pooch
+    import requests
+
+    dest = Path(dest) if dest is not None else cache_dir() / info.name
+    progress = _progress_enabled() if progress is None else progress
+    downloader = pooch.HTTPDownloader(progressbar=progress, timeout=timeout, chunk_size=1 << 16)
+    paths, attempts = {}, []
+    for base in SPLIT_FILES.values():
+        fname = f"{base}.gz"
+        for mirror in info.mirrors:
+            url = mirror.rstrip("/") + "/" + fname
+            for _ in range(1 + retries):
+                try:
+                    got = pooch.retrieve(url, known_hash=f"md5:{info.gz_md5[base]}", fname=fname,
+                                         path=dest, downloader=downloader, progressbar=progress)
+                    paths[base] = Path(got)
+                    break
+                except (requests.RequestException, OSError, ValueError) as exc:
+                    attempts.append(f"{url}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                    if isinstance(exc, requests.HTTPError):
+                        break                     # a 404 will not get better on a retry
+            if base in paths:
+                break
+        if base not in paths:
+            raise DatasetNotFound(
+                f"could not download {info.name} file {fname}; tried:\n  " + "\n  ".join(attempts)
+            )
+    return paths
+
+
+# --------------------------------------------------------------------------- datasets
+@dataclass
+class Dataset:
+    """Images as float32 (N, 1, H, W) in [0, 1] (or standardised) and int64 labels (N,)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: Tuple[str, ...]
+    flip_ok: bool = False
+    source: str = ""
+    mean: Optional[float] = None       # standardisation statistics (train set), if applied
+    std: Optional[float] = None
+    x_val: Optional[np.ndarray] = None
+    y_val: Optional[np.ndarray] = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _images_and_labels(images: np.ndarray, labels: np.ndarray, what: str,
+                       num_classes: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise IDXError(f"{what} images must be a rank-3 uint8 IDX file, got rank {images.ndim} {images.dtype}")
+    if labels.ndim != 1:
+        raise IDXError(f"{what} labels must be a rank-1 IDX file, got rank {labels.ndim}")
+    if len(images) != len(labels):
+        raise IDXError(f"{what}: {len(images)} images but {len(labels)} labels")
+    if len(labels) == 0:
+        raise IDXError(f"{what}: no images")
+    hi = num_classes - 1 if num_classes else 255
+    if labels.min() < 0 or labels.max() > hi:
+        raise IDXError(f"{what}: labels outside 0..{hi} (found {labels.min()}..{labels.max()})")
+    return to_float(images), labels.astype(np.int64)
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1]."""
+    out = np.empty((images.shape[0], 1) + images.shape[1:], np.float32)
+    np.multiply(images[:, None], np.float32(1 / 255), out=out)
+    return out
+
+
+def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missing: bool = True,
+         verify: bool = True) -> Dataset:
+    """Load ``mnist``, ``fashion-mnist`` or ``idx`` (any folder with the four standard files).
+
+    Registered datasets are looked up in ``data_dir`` (the folder itself or
+    ``data_dir/<name>``), ``$FASTLENET_DATA``, the user cache and
+    ``/usr/share/datasets``, then downloaded; checksums are verified on the
+    decompressed payload.  ``idx`` needs ``data_dir`` and infers the class count.
+    """
+    if name == "idx":
+        if data_dir is None:
+            raise DatasetNotFound("--dataset idx needs --data-dir: a folder holding "
+                                  + ", ".join(f"{b}[.gz]" for b in SPLIT_FILES.values()))
+        files = _files_in(Path(data_dir), "")
+        if files is None:
+            raise DatasetNotFound(f"{data_dir} does not hold the four IDX files "
+                                  + ", ".join(f"{b}[.gz]" for b in SPLIT_FILES.values()))
+        payloads = {base: read_idx_bytes(p) for base, p in files.items()}
+        info = None
+        source = str(Path(data_dir))
+    else:
+        if name not in DATASETS:
+            raise DatasetNotFound(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or 'idx'")
+        info = DATASETS[name]
+        searched = search_dirs(name, data_dir)
+        files = next((f for f in (_files_in(d, name) for d in searched) if f), None)
+        if files is None and download_missing:
+            try:
+                files = download(info)
+            except DatasetNotFound as exc:
+                raise DatasetNotFound(
+                    f"{name} is not in any of: {', '.join(map(str, searched))} (nor <folder>/{name}), "
+                    f"and downloading failed: {exc}\nPut the four .gz files "
+                    f"({', '.join(SPLIT_FILES.values())}) in one of those folders, or pass --data-dir / "
+                    f"set FASTLENET_DATA."
+                ) from None
+        if files is None:
+            raise DatasetNotFound(f"{name} is not in any of: {', '.join(map(str, searched))}")
+        payloads = {base: (_verified_payload(info, base, p) if verify else read_idx_bytes(p))
+                    for base, p in files.items()}
+        source = str(next(iter(files.values())).parent)
+    arrays = {key: decode_idx(payloads[base], str(files[base]), 3 if "images" in key else 1)
+              for key, base in SPLIT_FILES.items()}
+    num_classes = len(info.class_names) if info else None
+    x_train, y_train = _images_and_labels(arrays["train_images"], arrays["train_labels"], "train", num_classes)
+    x_test, y_test = _images_and_labels(arrays["test_images"], arrays["test_labels"], "test", num_classes)
+    if info is None:
+        k = int(max(y_train.max(), y_test.max())) + 1
+        class_names = tuple(str(i) for i in range(k))
+    else:
+        class_names = info.class_names
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise IDXError(f"train images are {x_train.shape[2:]} but test images are {x_test.shape[2:]}")
+    return Dataset(name, x_train, y_train, x_test, y_test, class_names,
+                   flip_ok=bool(info and info.flip_ok), source=source)
+
+
+# --------------------------------------------------------------------------- preparation
+def standardize(ds: Dataset) -> Dataset:
+    """Subtract the train-set mean and divide by its std, in place (stats kept on ``ds``)."""
+    mean = float(ds.x_train.mean(dtype=np.float64))
+    std = float(ds.x_train.std(dtype=np.float64)) or 1.0
+    for name in ("x_train", "x_test", "x_val"):
+        a = getattr(ds, name)
+        if a is not None:
+            a -= np.float32(mean)
+            a /= np.float32(std)
+    ds.mean, ds.std = mean, std
+    return ds
+
+
+def pad_to(x: np.ndarray, size: int = 32) -> np.ndarray:
+    """Zero-pad (N, C, H, W) images symmetrically to size x size."""
+    h, w = x.shape[2:]
+    if h > size or w > size:
+        raise ValueError(f"cannot pad {h}x{w} images to {size}x{size}")
+    top, left = (size - h) // 2, (size - w) // 2
+    out = np.zeros(x.shape[:2] + (size, size), x.dtype)
+    out[:, :, top:top + h, left:left + w] = x
+    return out
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split: (train indices, validation indices), each sorted.
+    Each class contributes round(fraction * count) samples to validation."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        take = int(round(fraction * len(idx)))
+        val.append(rng.permutation(idx)[:take])
+    val = np.sort(np.concatenate(val))
+    train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
+    return train, val
+
+
+def split_validation(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
+    """Move a stratified ``fraction`` of the training set into ``x_val``/``y_val``."""
+    train, val = stratified_split(ds.y_train, fraction, seed)
+    ds.x_val, ds.y_val = ds.x_train[val], ds.y_train[val]
+    ds.x_train, ds.y_train = ds.x_train[train], ds.y_train[train]
+    return ds
+
+
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, rng: Optional[np.random.Generator] = None
+            ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Yield (x, y) mini-batches; shuffled with ``rng`` when given; the last may be short.
+
+    Only one batch is gathered at a time: the dataset is never copied whole.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    n = len(x)
+    order = rng.permutation(n) if rng is not None else None
+    for start in range(0, n, batch_size):
+        if order is None:
+            yield x[start:start + batch_size], y[start:start + batch_size]
+        else:
+            idx = np.sort(order[start:start + batch_size])
+            yield x[idx], y[idx]

@@ -1,0 +1,127 @@
+"""Registered datasets: loading the real files, the resolution order, checksum
+errors, recompressed copies, and the preparation helpers."""
+import gzip
+import shutil
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from fastlenet import data
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_load_real_dataset(real_data, name):
+    ds = data.load(name, data_dir=real_data, download_missing=False)
+    assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_train.dtype == np.float32
+    assert ds.x_test.shape == (10000, 1, 28, 28)
+    assert ds.y_train.shape == (60000,) and ds.y_train.dtype == np.int64
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    assert np.bincount(ds.y_test).tolist() == ([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+                                              if name == "mnist" else [1000] * 10)
+    assert ds.num_classes == 10 and ds.flip_ok == (name == "fashion-mnist")
+
+
+def test_folder_itself_or_its_named_subfolder(real_data, isolated_cache):
+    a = data.load("mnist", data_dir=real_data, download_missing=False)          # <folder>/mnist
+    b = data.load("mnist", data_dir=real_data / "mnist", download_missing=False)  # the folder itself
+    assert a.source == b.source
+
+
+def test_environment_variable_then_user_cache(real_data, isolated_cache, monkeypatch, tmp_path):
+    with pytest.raises(data.DatasetNotFound, match="is not in any of"):
+        data.load("mnist", download_missing=False)
+    monkeypatch.setenv("FASTLENET_DATA", str(real_data))
+    assert data.load("mnist", download_missing=False).source == str(real_data / "mnist")
+    monkeypatch.delenv("FASTLENET_DATA")
+    shutil.copytree(real_data / "mnist", isolated_cache / "mnist")
+    assert data.load("mnist", download_missing=False).source == str(isolated_cache / "mnist")
+
+
+def test_system_folder_is_searched_last(real_data, isolated_cache, monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "SYSTEM_DIRS", [real_data])
+    assert data.load("fashion-mnist", download_missing=False).source == str(real_data / "fashion-mnist")
+
+
+def test_recompressed_copies_are_accepted_and_corrupt_ones_named(real_data, tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for f in (real_data / "mnist").iterdir():
+        payload = gzip.decompress(f.read_bytes())
+        if "labels" in f.name:
+            (folder / f.name).write_bytes(gzip.compress(payload, compresslevel=1))   # recompressed
+        else:
+            (folder / f.name[:-3]).write_bytes(payload)                              # raw
+    ds = data.load("mnist", data_dir=tmp_path, download_missing=False)
+    assert ds.x_train.shape == (60000, 1, 28, 28)
+    raw = folder / "t10k-images-idx3-ubyte"
+    blob = bytearray(raw.read_bytes())
+    blob[5000] ^= 1
+    raw.write_bytes(bytes(blob))
+    with pytest.raises(data.ChecksumError, match="t10k-images-idx3-ubyte: checksum mismatch for mnist"):
+        data.load("mnist", data_dir=tmp_path, download_missing=False)
+
+
+def test_unknown_dataset_and_idx_without_folder():
+    with pytest.raises(data.DatasetNotFound, match="unknown dataset 'cifar'"):
+        data.load("cifar")
+    with pytest.raises(data.DatasetNotFound, match="needs --data-dir"):
+        data.load("idx")
+
+
+def test_load_time_of_full_mnist_is_well_under_a_second(real_data):
+    data.load("mnist", data_dir=real_data, download_missing=False)     # warm the page cache
+    t = time.perf_counter()
+    data.load("mnist", data_dir=real_data, download_missing=False)
+    print(f"full MNIST load: {time.perf_counter() - t:.3f} s")          # the figure; not a timed test
+
+
+# ---------------------------------------------------------------------------- preparation
+def test_stratified_split_is_deterministic_disjoint_and_balanced():
+    labels = np.repeat(np.arange(10), [100, 200, 50, 80, 120, 90, 60, 70, 110, 120])
+    tr, va = data.stratified_split(labels, 0.2, seed=3)
+    tr2, va2 = data.stratified_split(labels, 0.2, seed=3)
+    np.testing.assert_array_equal(va, va2)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(labels)
+    counts = np.bincount(labels[va], minlength=10)
+    np.testing.assert_array_equal(counts, np.round(0.2 * np.bincount(labels)).astype(int))
+    assert not np.array_equal(va, data.stratified_split(labels, 0.2, seed=4)[1])
+    with pytest.raises(ValueError, match="validation fraction must be in"):
+        data.stratified_split(labels, 1.0)
+
+
+def test_batches_cover_everything_once_with_a_short_last_batch():
+    x = np.arange(10 * 2, dtype=np.float32).reshape(10, 2)
+    y = np.arange(10)
+    got = list(data.batches(x, y, 4, np.random.default_rng(0)))
+    assert [len(b[1]) for b in got] == [4, 4, 2]
+    assert sorted(np.concatenate([b[1] for b in got]).tolist()) == list(range(10))
+    for bx, by in got:
+        np.testing.assert_array_equal(bx[:, 0], by * 2)
+    again = [b[1].tolist() for b in data.batches(x, y, 4, np.random.default_rng(0))]
+    assert again == [b[1].tolist() for b in got]
+    assert [b[1].tolist() for b in data.batches(x, y, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_batches_do_not_copy_the_dataset():
+    x = np.zeros((20000, 1, 28, 28), np.float32)           # 62 MB
+    y = np.zeros(20000, np.int64)
+    tracemalloc.start()
+    for bx, by in data.batches(x, y, 256, np.random.default_rng(0)):
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < x.nbytes / 10, peak
+
+
+def test_standardize_and_pad():
+    ds = data.Dataset("t", np.full((4, 1, 2, 2), 0.5, np.float32) + np.arange(4, dtype=np.float32)[:, None, None, None],
+                      np.zeros(4, int), np.ones((2, 1, 2, 2), np.float32), np.zeros(2, int), ("a",))
+    data.standardize(ds)
+    assert abs(ds.x_train.mean()) < 1e-6 and abs(ds.x_train.std() - 1) < 1e-5
+    assert ds.mean == pytest.approx(2.0) and ds.std > 0
+    padded = data.pad_to(np.ones((1, 1, 28, 28), np.float32), 32)
+    assert padded.shape == (1, 1, 32, 32) and padded.sum() == 784 and padded[0, 0, 2, 2] == 1
+    with pytest.raises(ValueError, match="cannot pad"):
+        data.pad_to(np.ones((1, 1, 33, 33)), 32)
