@@ -311,7 +311,7 @@ def download(info: DatasetInfo, dest: Optional[Path] = None, timeout: float = 30
                 break
         if base not in paths:
             raise DatasetNotFound(
-                f"could not download {info.name} file {fname}; tried:\n  " + "\n  ".join(attempts)
+                f"could not download {info.name} file {fname}; tried: " + "; ".join(attempts)
             )
     return paths
 
@@ -395,7 +395,7 @@ def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missin
             except DatasetNotFound as exc:
                 raise DatasetNotFound(
                     f"{name} is not in any of: {', '.join(map(str, searched))} (nor <folder>/{name}), "
-                    f"and downloading failed: {exc}\nPut the four .gz files "
+                    f"and downloading failed: {exc}. Put the four .gz files "
                     f"({', '.join(SPLIT_FILES.values())}) in one of those folders, or pass --data-dir / "
                     f"set FASTLENET_DATA."
                 ) from None

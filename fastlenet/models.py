@@ -72,17 +72,19 @@ class Sequential:
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """x (N, C, H, W) -> logits (N, classes)."""
         x = self._check_input(x)
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        with kernels.blas_limit(self.backend.name):
+            for layer in self.layers:
+                x = layer.forward(x, training)
         return x
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Backpropagate d(loss)/d(logits) (N, classes); fills ``self.grads``."""
         g = dlogits
-        for layer in reversed(self.layers):
-            g = layer.backward(g)
-            if g is None:
-                break
+        with kernels.blas_limit(self.backend.name):
+            for layer in reversed(self.layers):
+                g = layer.backward(g)
+                if g is None:
+                    break
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray, label_smoothing: float = 0.0):
         """One training-mode forward and backward: returns (loss, grads)."""
@@ -181,6 +183,13 @@ PRESETS = {
     "lenet5-1998": (_lenet5_1998, "tanh", "avg"),
     "lenet5-bn": (_lenet5_bn, "relu", "max"),
 }
+
+
+def preset_input_shape(name: str) -> Tuple[int, int, int]:
+    """The (C, H, W) input a preset takes."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name][0]("relu", "max", 10)[0]
 
 
 def build(name: str, backend=None, seed: int = 0, dtype=np.float32, activation: Optional[str] = None,

@@ -192,14 +192,15 @@ class ListLR(Schedule):
 
 
 class CosineLR(Schedule):
-    """Cosine decay from base to ``min_lr`` over ``epochs``."""
+    """Cosine decay from base towards ``min_lr`` over ``epochs``:
+    lr(e) = min + (base - min) (1 + cos(pi e / epochs)) / 2, so the last epoch still learns."""
 
     def __init__(self, base_lr: float, epochs: int, min_lr: float = 0.0) -> None:
         super().__init__(base_lr)
         self.epochs, self.min_lr = max(int(epochs), 1), float(min_lr)
 
     def lr(self, epoch):
-        frac = min(epoch, self.epochs - 1) / max(self.epochs - 1, 1)
+        frac = min(epoch, self.epochs) / self.epochs
         return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * frac))
 
 

@@ -31,3 +31,27 @@ def isolated_cache(tmp_path, monkeypatch):
     from fastlenet import data
     monkeypatch.setattr(data, "SYSTEM_DIRS", [tmp_path / "system"])
     return tmp_path / "cache" / "fastlenet"
+
+
+def write_synthetic_idx(folder: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
+    """Ten easy classes as IDX files: a bright 6x6 square at a class-specific
+    spot on a noisy 28x28 image.  Returns the folder (for --dataset idx)."""
+    import numpy as np
+    from fastlenet import data
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = rng.integers(0, 70, (n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(y):
+            r, q = divmod(int(c), 5)
+            x[i, 4 + 12 * r: 10 + 12 * r, 1 + 5 * q: 7 + 5 * q] = 250
+        data.write_idx(folder / f"{split}-images-idx3-ubyte.gz", x)
+        data.write_idx(folder / f"{split}-labels-idx1-ubyte.gz", y)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_idx(tmp_path_factory):
+    return write_synthetic_idx(tmp_path_factory.mktemp("synthetic"))

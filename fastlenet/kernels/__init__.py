@@ -15,6 +15,7 @@ when asked for; it is never silently replaced by another.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from typing import Dict, List
@@ -23,7 +24,7 @@ from ._api import KERNEL_NAMES, Backend
 
 __all__ = [
     "Backend", "BackendUnavailable", "available", "backend", "default_backend",
-    "unavailable", "set_num_threads", *KERNEL_NAMES,
+    "unavailable", "set_num_threads", "blas_limit", *KERNEL_NAMES,
 ]
 
 #: backend name -> module, fastest first (the default is the first available)
@@ -89,15 +90,35 @@ def default_backend() -> Backend:
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for every compiled backend that is loaded, and for BLAS."""
-    if int(n) < 1:
-        raise ValueError(f"threads must be >= 1, got {n}")
+    """Threads for every compiled backend, and for BLAS (used by the numpy backend)."""
+    if isinstance(n, bool) or int(n) != n or int(n) < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {n}")
     for name in available():
         setter = getattr(_loaded[name], "set_num_threads", None)
         if setter is not None:
             setter(int(n))
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(int(n))
+    _blas_controller().limit(limits=int(n), user_api="blas")
+
+
+_controller = None
+
+
+def _blas_controller():
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+        _controller = ThreadpoolController()
+    return _controller
+
+
+def blas_limit(backend_name: str):
+    """Context for running a network on ``backend_name``: with a compiled backend,
+    BLAS (NumPy's small dense-layer GEMMs) runs on one thread, so it does not fight
+    the kernels' own OpenMP threads for the cores (spinning workers of both pools
+    otherwise slow a LeNet step 2-3x).  The numpy backend keeps every BLAS thread."""
+    if backend_name == "numpy":
+        return contextlib.nullcontext()
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def __getattr__(attr: str):

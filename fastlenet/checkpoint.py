@@ -1,0 +1,156 @@
+"""Checkpoints that cannot hurt you: ``.npz`` archives of plain arrays plus one
+JSON document, written atomically, loaded with ``allow_pickle=False``, and
+validated against the model config before a single value is used.
+
+Archive layout (every entry a numeric array):
+
+* ``meta``            -- UTF-8 JSON as uint8: format version, model config,
+                         epoch/batch position, normalisation statistics,
+                         class names, schedule/early-stopping state, history...
+* ``param/<name>``    -- model parameters (``model.params``)
+* ``buffer/<name>``   -- non-trained state (batch-norm running statistics)
+* ``optim/<key>``     -- optimizer state (lr, step count, moments)
+* ``best/<name>``     -- early stopping's best parameters, when kept
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import numpy as np
+
+from .data import atomic_write_bytes
+
+FORMAT = "fastlenet-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is unreadable, unsafe, or does not match its model config."""
+
+
+@dataclass
+class Checkpoint:
+    meta: dict
+    params: Dict[str, np.ndarray]
+    buffers: Dict[str, np.ndarray] = field(default_factory=dict)
+    optim: Dict[str, np.ndarray] = field(default_factory=dict)
+    best: Dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def save(path: Union[str, Path], model, meta: Optional[dict] = None, optimizer=None,
+         best_params: Optional[Dict[str, np.ndarray]] = None) -> Path:
+    """Write ``model`` (+ optimizer state and ``meta``) to ``path`` atomically:
+    a temporary file in the same folder, fsync, rename.  A crash at any moment
+    leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
+    doc = {"format": FORMAT, "version": VERSION, "model": model.config,
+           "input_shape": list(model.input_shape), **(meta or {})}
+    arrays = {"meta": np.frombuffer(json.dumps(doc).encode("utf-8"), np.uint8)}
+    arrays.update({f"param/{k}": v for k, v in model.params.items()})
+    arrays.update({f"buffer/{k}": v for k, v in model.buffers.items()})
+    if optimizer is not None:
+        arrays.update({f"optim/{k}": np.asarray(v) for k, v in optimizer.state_dict().items()})
+    if best_params is not None:
+        arrays.update({f"best/{k}": v for k, v in best_params.items()})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read(path: Union[str, Path]) -> Checkpoint:
+    """Read a checkpoint's arrays and meta without trusting anything in it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {}
+            for key in archive.files:
+                arrays[key] = archive[key]
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({type(exc).__name__}: {exc})") from None
+    except ValueError as exc:           # object arrays: allow_pickle=False refuses them
+        raise CheckpointError(f"{path}: refused: {exc} (checkpoints hold plain numeric arrays only)") from None
+    if "meta" not in arrays:
+        raise CheckpointError(f"{path}: no 'meta' entry; not a fastlenet checkpoint")
+    try:
+        meta = json.loads(arrays.pop("meta").astype(np.uint8).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt 'meta' JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a fastlenet checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {meta.get('version')} is not supported (this is {VERSION})")
+    groups: Dict[str, Dict[str, np.ndarray]] = {"param": {}, "buffer": {}, "optim": {}, "best": {}}
+    for key, value in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in groups or not name:
+            raise CheckpointError(f"{path}: unexpected entry {key!r}")
+        if value.dtype.kind not in "biuf":
+            raise CheckpointError(f"{path}: entry {key!r} has non-numeric dtype {value.dtype}")
+        groups[group][name] = value
+    return Checkpoint(meta, groups["param"], groups["buffer"], groups["optim"], groups["best"])
+
+
+def _check_group(path, what, got: Dict[str, np.ndarray], want: Dict[str, np.ndarray]):
+    problems = []
+    for name in sorted(set(want) - set(got)):
+        problems.append(f"missing {what} {name!r}")
+    for name in sorted(set(got) - set(want)):
+        problems.append(f"unexpected {what} {name!r}")
+    for name in sorted(set(got) & set(want)):
+        g, w = got[name], want[name]
+        if g.shape != w.shape:
+            problems.append(f"{what} {name!r} has shape {g.shape}, the model config needs {w.shape}")
+        elif g.dtype != w.dtype:
+            problems.append(f"{what} {name!r} has dtype {g.dtype}, the model config needs {w.dtype}")
+        elif not np.isfinite(g).all():
+            problems.append(f"{what} {name!r} holds NaN or infinite values")
+    if problems:
+        raise CheckpointError(f"{path}: does not match its model config: " + "; ".join(problems))
+
+
+def load_into(model, path: Union[str, Path]) -> Checkpoint:
+    """Load a checkpoint's values into ``model`` after checking every array's
+    name, shape, dtype (and finiteness) against it; nothing is written on a mismatch."""
+    ckpt = read(path)
+    _check_group(path, "parameter", ckpt.params, model.params)
+    _check_group(path, "buffer", ckpt.buffers, model.buffers)
+    if ckpt.best:
+        _check_group(path, "best parameter", ckpt.best, model.params)
+    for name, value in ckpt.params.items():
+        model.params[name][...] = value
+    for name, value in ckpt.buffers.items():
+        model.buffers[name][...] = value
+    return ckpt
+
+
+def load_model(path: Union[str, Path], backend=None):
+    """Rebuild the model a checkpoint describes and load its values: ``(model, checkpoint)``."""
+    from . import models
+
+    config = read(path).meta.get("model")
+    if not isinstance(config, dict) or "name" not in config:
+        raise CheckpointError(f"{path}: meta has no model config")
+    try:
+        model = models.build(config["name"], backend=backend, seed=int(config.get("seed", 0)),
+                             dtype=np.dtype(config.get("dtype", "float32")),
+                             activation=config.get("activation"), pool=config.get("pool"),
+                             dense_activation=config.get("dense_activation"),
+                             num_classes=int(config.get("num_classes", 10)))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: its model config cannot be built: {exc}") from None
+    return model, load_into(model, path)
+
+
+def load_optimizer_state(path, ckpt: Checkpoint, optimizer) -> None:
+    """Restore optimizer state, checking it against the optimizer's own layout."""
+    want = {k: np.asarray(v) for k, v in optimizer.state_dict().items()}
+    _check_group(path, "optimizer entry", ckpt.optim, want)
+    optimizer.load_state_dict(ckpt.optim)
