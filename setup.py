@@ -44,7 +44,7 @@ def extension(name, source):
     return Extension(
         name,
         [source],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "csrc"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,

@@ -2,18 +2,36 @@
 #
 # Dimension legend: N batch, C channels, H/W input height/width, F filters,
 # KH/KW kernel height/width, OH/OW output height/width, L = OH*OW, K = C*KH*KW,
-# s stride, p pad, T worker chunks (one per OpenMP thread).
+# s stride, p pad, T worker chunks (one per OpenMP thread), PH/PW pooled
+# height/width; Fp, Kp, Lp are F, K, L rounded up to the GEMM block sizes.
 #
 # Directives (language_level, boundscheck, wraparound, cdivision) are set once,
 # in setup.py.  Everything here is unchecked: fastlenet/kernels/cython_backend.py
-# wraps it with the contract's checks.  The batch is cut into T contiguous
-# chunks; each owns a (K, L) workspace and its own dW/db accumulators, which
-# are reduced once at the end (no atomics, no false sharing).
+# wraps it with the contract's checks.
+#
+# Strategy: the batch is cut into T contiguous chunks; each chunk owns
+# zero-padded workspaces (im2col columns (Kp, Lp), conv output / gradient
+# (Fp, Lp)) and its own dW/db accumulators, reduced once at the end (no
+# atomics, no false sharing).  The per-sample GEMMs are small (F = 6..120,
+# K = 25..400, L = 25..784), so instead of BLAS they use register-blocked
+# micro-kernels (csrc/microkernels.h): a MB x LB tile of C is held in vector
+# registers while the K loop streams one row of B against MB broadcast A values.
+# Padding the workspaces to the block sizes removes every remainder loop.
+#
+# The fused path (conv -> ReLU -> max pool) keeps the conv output in the
+# chunk's workspace and writes only the pooled result: the two full-size
+# passes over memory of a separate ReLU and pool disappear, and the backward
+# pass scatters the pooled gradient straight into the conv-output gradient.
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.string cimport memset
 cimport openmp
 
 import numpy as np
+
+cdef enum:
+    MB = 4       # rows of a GEMM tile
+    LB = 16      # columns of a GEMM tile (one AVX-512 float32 vector)
 
 
 def set_num_threads(int n):
@@ -28,6 +46,10 @@ def get_num_threads():
 cdef inline Py_ssize_t _n_chunks(Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t t = openmp.omp_get_max_threads()
     return t if t < n else n
+
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t v, Py_ssize_t m) noexcept nogil:
+    return (v + m - 1) // m * m
 
 
 cdef inline void _valid_range(Py_ssize_t j, Py_ssize_t s, Py_ssize_t p, Py_ssize_t size,
@@ -45,11 +67,43 @@ cdef inline void _valid_range(Py_ssize_t j, Py_ssize_t s, Py_ssize_t p, Py_ssize
         lo[0] = hi[0]
 
 
+# ----------------------------------------------------------------------------- GEMM micro-kernels
+cdef extern from "microkernels.h" nogil:
+    void fl_gemm_nn_f32(const float* A, long lda, const float* B, long ldb, float* C, long ldc,
+                        long M, long Kd, long Lp, const float* bias, int accumulate)
+    void fl_gemm_nn_f64(const double* A, long lda, const double* B, long ldb, double* C, long ldc,
+                        long M, long Kd, long Lp, const double* bias, int accumulate)
+    void fl_gemm_nt_acc_f32(const float* A, long lda, const float* B, long ldb, float* C, long ldc,
+                            long M, long N, long Lp)
+    void fl_gemm_nt_acc_f64(const double* A, long lda, const double* B, long ldb, double* C, long ldc,
+                            long M, long N, long Lp)
+
+
+cdef inline void _gemm_nn(const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
+                          floating* C, Py_ssize_t ldc, Py_ssize_t M, Py_ssize_t Kd, Py_ssize_t Lp,
+                          const floating* bias, bint accumulate) noexcept nogil:
+    """C[M, Lp] (+)= A[M, Kd] @ B[Kd, Lp] (+ bias[m] on row m).  M % MB == 0, Lp % LB == 0."""
+    if floating is float:
+        fl_gemm_nn_f32(A, lda, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate)
+    else:
+        fl_gemm_nn_f64(A, lda, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate)
+
+
+cdef inline void _gemm_nt_acc(const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
+                              floating* C, Py_ssize_t ldc, Py_ssize_t M, Py_ssize_t N,
+                              Py_ssize_t Lp) noexcept nogil:
+    """C[M, N] += A[M, Lp] @ B[N, Lp]^T.  M % MB == 0, N % MB == 0, Lp % LB == 0."""
+    if floating is float:
+        fl_gemm_nt_acc_f32(A, lda, B, ldb, C, ldc, M, N, Lp)
+    else:
+        fl_gemm_nt_acc_f64(A, lda, B, ldb, C, ldc, M, N, Lp)
+
+
 # ----------------------------------------------------------------------------- im2col / col2im
 cdef void _im2col_one(const floating[:, :, ::1] xs, Py_ssize_t kh, Py_ssize_t kw,
                       Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow,
                       floating[:, ::1] cols) noexcept nogil:
-    """xs (C, H, W) -> cols (K, L) for one sample."""
+    """xs (C, H, W) -> cols[:K, :L] for one sample (cols may be wider/taller: padding untouched)."""
     cdef Py_ssize_t C = xs.shape[0], H = xs.shape[1], W = xs.shape[2]
     cdef Py_ssize_t c, i, j, r, oy, ox, yy, base, lo, hi
     for c in range(C):
@@ -72,10 +126,31 @@ cdef void _im2col_one(const floating[:, :, ::1] xs, Py_ssize_t kh, Py_ssize_t kw
                         cols[r, base + ox] = 0
 
 
+cdef void _im2row_one(const floating[:, :, ::1] xs, Py_ssize_t kh, Py_ssize_t kw,
+                      Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow,
+                      floating[:, ::1] rows) noexcept nogil:
+    """xs (C, H, W) -> rows[:L, :K] = im2col(xs)^T for one sample (padding untouched)."""
+    cdef Py_ssize_t C = xs.shape[0], H = xs.shape[1], W = xs.shape[2]
+    cdef Py_ssize_t c, i, j, r, oy, ox, yy, xx
+    for oy in range(oh):
+        for ox in range(ow):
+            r = 0
+            for c in range(C):
+                for i in range(kh):
+                    yy = oy * s + i - p
+                    for j in range(kw):
+                        xx = ox * s + j - p
+                        if yy < 0 or yy >= H or xx < 0 or xx >= W:
+                            rows[oy * ow + ox, r] = 0
+                        else:
+                            rows[oy * ow + ox, r] = xs[c, yy, xx]
+                        r = r + 1
+
+
 cdef void _col2im_one(const floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw,
                       Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow,
                       floating[:, :, ::1] xs) noexcept nogil:
-    """xs (C, H, W) += fold(cols (K, L)) for one sample; xs must start zeroed."""
+    """xs (C, H, W) += fold(cols[:K, :L]) for one sample; xs must start zeroed."""
     cdef Py_ssize_t C = xs.shape[0], H = xs.shape[1], W = xs.shape[2]
     cdef Py_ssize_t c, i, j, r, oy, ox, yy, base, lo, hi
     for c in range(C):
@@ -116,107 +191,221 @@ def col2im(const floating[:, :, ::1] cols, tuple x_shape, Py_ssize_t kh, Py_ssiz
     return out
 
 
-# ----------------------------------------------------------------------------- convolution
-cdef void _conv_forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] wm,
-                              const floating[::1] bias, Py_ssize_t kh, Py_ssize_t kw,
-                              Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow,
-                              Py_ssize_t start, Py_ssize_t stop, floating[:, ::1] cols,
-                              floating[:, :, ::1] y) noexcept nogil:
-    """y[n] (F, L) = W (F, K) @ im2col(x[n]) (K, L) + b for n in [start, stop)."""
-    cdef Py_ssize_t F = wm.shape[0], K = wm.shape[1], L = oh * ow
-    cdef Py_ssize_t n, f, k, l
-    cdef floating wv
+# ----------------------------------------------------------------------------- shared geometry
+cdef struct Geometry:
+    Py_ssize_t n, c, h, w, f, kh, kw, s, p, oh, ow, k, l, fp, kp, lp, kq
+    Py_ssize_t size, ps, ph, pw    # max pool after the conv (fused path only)
+    bint by_rows                   # dW through im2row (see _geometry)
+
+
+cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t f,
+                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t s, Py_ssize_t p,
+                        Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    cdef Geometry g
+    g.n, g.c, g.h, g.w, g.f, g.kh, g.kw, g.s, g.p, g.oh, g.ow = n, c, h, w, f, kh, kw, s, p, oh, ow
+    g.k, g.l = c * kh * kw, oh * ow
+    g.fp, g.kp, g.lp = _round_up(f, MB), _round_up(g.k, MB), _round_up(g.l, LB)
+    # dW: with a long L and a short K (a first layer) reduce dZ @ cols^T over L in
+    # registers; otherwise build im2row (L, Kq) and use the plain GEMM (no reductions)
+    g.by_rows = g.l < 4 * g.k
+    g.kq = _round_up(g.k, LB) if g.by_rows else g.kp
+    g.size, g.ps, g.ph, g.pw = 0, 0, 0, 0
+    return g
+
+
+cdef tuple _padded_weights(w, Geometry g, dtype):
+    """w (F, C, KH, KW) -> (W (Fp, Kp), W^T (Kp, Fp)), zero-padded."""
+    wp = np.zeros((g.fp, g.kp), dtype=dtype)
+    wp[:g.f, :g.k] = np.asarray(w).reshape(g.f, g.k)
+    return wp, np.ascontiguousarray(wp.T)
+
+
+# ----------------------------------------------------------------------------- forward
+cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] wp,
+                         const floating* bias, Geometry g, Py_ssize_t start, Py_ssize_t stop,
+                         floating[:, ::1] cols, floating[:, ::1] z,
+                         floating[:, :, ::1] y, floating[:, :, :, ::1] py,
+                         int[:, :, :, ::1] arg, bint fused) noexcept nogil:
+    """For n in [start, stop): z = W @ im2col(x[n]) + b; then either y[n] = z (plain conv)
+    or py[n], arg[n] = maxpool(relu(z)) (fused; arg = -1 where the max is <= 0)."""
+    cdef Py_ssize_t n, f, l, oy, ox, i, j, bi, idx, top = 0
+    cdef floating best, v
+    cdef floating* zf
+    cdef floating* yf
+    cdef int* af
     for n in range(start, stop):
-        _im2col_one(x[n], kh, kw, s, p, oh, ow, cols)
-        for f in range(F):
-            for l in range(L):
-                y[n, f, l] = bias[f]
-            for k in range(K):
-                wv = wm[f, k]
-                for l in range(L):
-                    y[n, f, l] += wv * cols[k, l]
+        _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
+        _gemm_nn(&wp[0, 0], g.kp, &cols[0, 0], g.lp, &z[0, 0], g.lp, g.fp, g.kp, g.lp, bias, False)
+        if not fused:
+            for f in range(g.f):
+                for l in range(g.l):
+                    y[n, f, l] = z[f, l]
+            continue
+        for f in range(g.f):
+            zf = &z[f, 0]
+            yf = &py[n, f, 0, 0]
+            af = &arg[n, f, 0, 0]
+            for oy in range(g.ph):
+                for ox in range(g.pw):
+                    bi = oy * g.ps * g.ow + ox * g.ps
+                    best = zf[bi]
+                    top = bi
+                    for i in range(g.size):
+                        for j in range(g.size):
+                            idx = bi + i * g.ow + j
+                            v = zf[idx]
+                            # branch-free select (cmov): data-dependent branches mispredict
+                            top = idx if v > best else top
+                            best = v if v > best else best
+                    yf[oy * g.pw + ox] = best if best > 0 else 0
+                    af[oy * g.pw + ox] = <int> top if best > 0 else -1
+
+
+def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
+             Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow,
+             Py_ssize_t size, Py_ssize_t pstride, bint fused):
+    cdef Geometry g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
+                                w.shape[2], w.shape[3], stride, pad, oh, ow)
+    cdef Py_ssize_t chunks = _n_chunks(g.n), t
+    dtype = np.float32 if floating is float else np.float64
+    wp_arr, _ = _padded_weights(w, g, dtype)
+    bias_arr = np.zeros(g.fp, dtype=dtype)
+    bias_arr[:g.f] = np.asarray(b)
+    cols_ws = np.zeros((chunks, g.kp, g.lp), dtype=dtype)   # padding stays zero
+    z_ws = np.empty((chunks, g.fp, g.lp), dtype=dtype)
+    if fused:
+        g.size, g.ps = size, pstride
+        g.ph, g.pw = (oh - size) // pstride + 1, (ow - size) // pstride + 1
+        y_out = np.empty((1, 1, 1), dtype=dtype)
+        py_out = np.empty((g.n, g.f, g.ph, g.pw), dtype=dtype)
+        arg_out = np.empty((g.n, g.f, g.ph, g.pw), dtype=np.int32)
+    else:
+        y_out = np.empty((g.n, g.f, g.l), dtype=dtype)
+        py_out = np.empty((1, 1, 1, 1), dtype=dtype)
+        arg_out = np.empty((1, 1, 1, 1), dtype=np.int32)
+    cdef floating[:, ::1] wp = wp_arr
+    cdef floating[::1] bias = bias_arr
+    cdef floating[:, :, ::1] cols = cols_ws
+    cdef floating[:, :, ::1] z = z_ws
+    cdef floating[:, :, ::1] y = y_out
+    cdef floating[:, :, :, ::1] py = py_out
+    cdef int[:, :, :, ::1] arg = arg_out
+    for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        _forward_chunk(x, wp, &bias[0], g, t * g.n // chunks, (t + 1) * g.n // chunks,
+                       cols[t], z[t], y, py, arg, fused)
+    if fused:
+        return py_out, arg_out
+    return y_out.reshape(g.n, g.f, oh, ow)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] b, Py_ssize_t stride, Py_ssize_t pad,
                    Py_ssize_t oh, Py_ssize_t ow):
     """x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)."""
-    cdef Py_ssize_t n = x.shape[0], F = w.shape[0], kh = w.shape[2], kw = w.shape[3]
-    cdef Py_ssize_t K = w.shape[1] * kh * kw, L = oh * ow
-    cdef Py_ssize_t chunks = _n_chunks(n), t
-    dtype = np.float32 if floating is float else np.float64
-    out = np.empty((n, F, L), dtype=dtype)
-    work = np.empty((chunks, K, L), dtype=dtype)
-    cdef floating[:, :, ::1] y = out
-    cdef floating[:, :, ::1] cols = work
-    cdef const floating[:, ::1] wm = np.asarray(w).reshape(F, K)
-    for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
-        _conv_forward_chunk(x, wm, b, kh, kw, stride, pad, oh, ow,
-                            t * n // chunks, (t + 1) * n // chunks, cols[t], y)
-    return out.reshape(n, F, oh, ow)
+    return _forward(x, w, b, stride, pad, oh, ow, 0, 0, False)
 
 
-cdef void _conv_backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] x,
-                               const floating[:, ::1] wm, Py_ssize_t kh, Py_ssize_t kw,
-                               Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow,
-                               Py_ssize_t start, Py_ssize_t stop, bint need_dx,
-                               floating[:, ::1] cols, floating[:, ::1] dcols,
-                               floating[:, ::1] dw, floating[::1] db,
-                               floating[:, :, :, ::1] dx) noexcept nogil:
-    """Accumulate dW (F, K) and db (F,) over samples [start, stop); fold dx per sample."""
-    cdef Py_ssize_t F = wm.shape[0], K = wm.shape[1], L = oh * ow
-    cdef Py_ssize_t n, f, k, l
-    cdef floating acc, wv
+def conv2d_relu_maxpool_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                                const floating[::1] b, Py_ssize_t stride, Py_ssize_t pad,
+                                Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t size, Py_ssize_t pstride):
+    """maxpool(relu(conv(x))) without materialising the conv output:
+    -> y (N, F, PH, PW), arg (N, F, PH, PW) int32 (flat oy*OW + ox of the max in the
+    conv-output plane, or -1 where the max is <= 0 and no gradient flows)."""
+    return _forward(x, w, b, stride, pad, oh, ow, size, pstride, True)
+
+
+# ----------------------------------------------------------------------------- backward
+cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
+                          const int[:, :, :, ::1] arg, const floating[:, :, :, ::1] x,
+                          const floating[:, ::1] wpt, Geometry g, Py_ssize_t start, Py_ssize_t stop,
+                          bint need_dx, bint fused, floating[:, ::1] rows, floating[:, ::1] dz,
+                          floating[:, ::1] dcols, floating[:, ::1] dw, floating[::1] db,
+                          floating[:, :, :, ::1] dx) noexcept nogil:
+    """Accumulate dW (Fp, Kq) and db over samples [start, stop); fold dx per sample.
+    dz (the conv-output gradient) is dy[n] (plain) or the pooled gradient scattered
+    to its argmax positions (fused)."""
+    cdef Py_ssize_t n, f, l, oy, ox, a
+    cdef floating acc
     for n in range(start, stop):
-        _im2col_one(x[n], kh, kw, s, p, oh, ow, cols)
-        for f in range(F):                       # dW += dy (F, L) @ cols^T (L, K)
+        if fused:
+            memset(&dz[0, 0], 0, g.fp * g.lp * sizeof(floating))
+            for f in range(g.f):
+                for oy in range(g.ph):
+                    for ox in range(g.pw):
+                        a = arg[n, f, oy, ox]
+                        if a >= 0:
+                            dz[f, a] += dpy[n, f, oy, ox]
+        else:
+            for f in range(g.f):
+                for l in range(g.l):
+                    dz[f, l] = dy[n, f, l]
+        for f in range(g.f):
             acc = 0
-            for l in range(L):
-                acc = acc + dy[n, f, l]
+            for l in range(g.l):
+                acc = acc + dz[f, l]
             db[f] += acc
-            for k in range(K):
-                acc = 0
-                for l in range(L):
-                    acc = acc + dy[n, f, l] * cols[k, l]
-                dw[f, k] += acc
-        if need_dx:                              # dcols = W^T (K, F) @ dy (F, L)
-            for k in range(K):
-                for l in range(L):
-                    dcols[k, l] = 0
-                for f in range(F):
-                    wv = wm[f, k]
-                    for l in range(L):
-                        dcols[k, l] += wv * dy[n, f, l]
-            _col2im_one(dcols, kh, kw, s, p, oh, ow, dx[n])
+        if g.by_rows:
+            _im2row_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, rows)
+            _gemm_nn(&dz[0, 0], g.lp, &rows[0, 0], g.kq, &dw[0, 0], g.kq, g.fp, g.l, g.kq, NULL, True)
+        else:
+            _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, rows)
+            _gemm_nt_acc(&dz[0, 0], g.lp, &rows[0, 0], g.lp, &dw[0, 0], g.kq, g.fp, g.kq, g.lp)
+        if need_dx:
+            _gemm_nn(&wpt[0, 0], g.fp, &dz[0, 0], g.lp, &dcols[0, 0], g.lp, g.kp, g.fp, g.lp, NULL, False)
+            _col2im_one(dcols, g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n])
+
+
+def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
+              const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+              Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow,
+              Py_ssize_t size, Py_ssize_t pstride, bint need_dx, bint fused):
+    cdef Geometry g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
+                                w.shape[2], w.shape[3], stride, pad, oh, ow)
+    cdef Py_ssize_t chunks = _n_chunks(g.n), t
+    cdef tuple dx_shape
+    dtype = np.float32 if floating is float else np.float64
+    if fused:
+        g.size, g.ps, g.ph, g.pw = size, pstride, grad.shape[2], grad.shape[3]
+    _, wpt_arr = _padded_weights(w, g, dtype)
+    rows_ws = np.zeros((chunks, g.l, g.kq) if g.by_rows else (chunks, g.kp, g.lp), dtype=dtype)
+    dz_ws = np.zeros((chunks, g.fp, g.lp), dtype=dtype)
+    dcols_ws = np.empty((chunks, g.kp, g.lp), dtype=dtype) if need_dx else np.empty((chunks, 1, 1), dtype=dtype)
+    dw_part = np.zeros((chunks, g.fp, g.kq), dtype=dtype)
+    db_part = np.zeros((chunks, g.f), dtype=dtype)
+    dx_shape = (1, 1, 1, 1)
+    if need_dx:
+        dx_shape = (g.n, g.c, g.h, g.w)
+    dx_out = np.zeros(dx_shape, dtype=dtype)
+    cdef const floating[:, :, ::1] dy = np.asarray(grad).reshape(grad.shape[0], grad.shape[1], -1)
+    cdef floating[:, ::1] wpt = wpt_arr
+    cdef floating[:, :, ::1] rows = rows_ws
+    cdef floating[:, :, ::1] dz = dz_ws
+    cdef floating[:, :, ::1] dcols = dcols_ws
+    cdef floating[:, :, ::1] dwp = dw_part
+    cdef floating[:, ::1] dbp = db_part
+    cdef floating[:, :, :, ::1] dx = dx_out
+    for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        _backward_chunk(dy, grad, arg_in, x, wpt, g, t * g.n // chunks, (t + 1) * g.n // chunks,
+                        need_dx, fused, rows[t], dz[t], dcols[t], dwp[t], dbp[t], dx)
+    dw = np.ascontiguousarray(dw_part.sum(axis=0)[:g.f, :g.k]).reshape(np.asarray(w).shape)
+    db = db_part.sum(axis=0)
+    return (dx_out if need_dx else None), dw, db
+
+
+_NO_ARG = np.zeros((1, 1, 1, 1), dtype=np.int32)
 
 
 def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] w, Py_ssize_t stride, Py_ssize_t pad,
                     bint need_dx):
     """dy (N, F, OH, OW) -> (dx (N, C, H, W) | None, dW (F, C, KH, KW), db (F,))."""
-    cdef Py_ssize_t n = x.shape[0], F = w.shape[0], kh = w.shape[2], kw = w.shape[3]
-    cdef Py_ssize_t oh = dy.shape[2], ow = dy.shape[3]
-    cdef Py_ssize_t K = w.shape[1] * kh * kw, L = oh * ow
-    cdef Py_ssize_t chunks = _n_chunks(n), t
-    cdef tuple dx_shape
-    dtype = np.float32 if floating is float else np.float64
-    work = np.empty((2, chunks, K, L), dtype=dtype)
-    dw_part = np.zeros((chunks, F, K), dtype=dtype)
-    db_part = np.zeros((chunks, F), dtype=dtype)
-    dx_shape = (1, 1, 1, 1)
-    if need_dx:
-        dx_shape = (n, w.shape[1], x.shape[2], x.shape[3])
-    dx_out = np.zeros(dx_shape, dtype=dtype)
-    cdef floating[:, :, :, ::1] ws = work
-    cdef floating[:, :, ::1] dwp = dw_part
-    cdef floating[:, ::1] dbp = db_part
-    cdef floating[:, :, :, ::1] dx = dx_out
-    cdef const floating[:, ::1] wm = np.asarray(w).reshape(F, K)
-    cdef const floating[:, :, ::1] dyr = np.asarray(dy).reshape(n, F, L)
-    for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
-        _conv_backward_chunk(dyr, x, wm, kh, kw, stride, pad, oh, ow,
-                             t * n // chunks, (t + 1) * n // chunks, need_dx,
-                             ws[0, t], ws[1, t], dwp[t], dbp[t], dx)
-    dw = dw_part.sum(axis=0).reshape(np.asarray(w).shape)
-    db = db_part.sum(axis=0)
-    return (dx_out if need_dx else None), dw, db
+    return _backward(dy, _NO_ARG, x, w, stride, pad, dy.shape[2], dy.shape[3], 0, 0, need_dx, False)
+
+
+def conv2d_relu_maxpool_backward(const floating[:, :, :, ::1] dpy, const int[:, :, :, ::1] arg,
+                                 const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                                 Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow,
+                                 Py_ssize_t size, Py_ssize_t pstride, bint need_dx):
+    """Gradients of conv2d_relu_maxpool_forward: dpy (N, F, PH, PW) and its arg ->
+    (dx | None, dW, db)."""
+    return _backward(dpy, arg, x, w, stride, pad, oh, ow, size, pstride, need_dx, True)

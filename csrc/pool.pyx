@@ -36,9 +36,9 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_
                 for i in range(size):
                     for j in range(size):
                         v = x[n, c, y0 + i, x0 + j]
-                        if v > best:
-                            best = v
-                            bi = (y0 + i) * W + x0 + j
+                        # branch-free select (cmov): data-dependent branches mispredict
+                        bi = (y0 + i) * W + x0 + j if v > best else bi
+                        best = v if v > best else best
                 y[n, c, oy, ox] = best
                 arg[n, c, oy, ox] = <int> bi
     return y_out, arg_out

@@ -68,6 +68,9 @@ def read(path: Union[str, Path]) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":        # np.load would also accept .npy and pickles
+            raise CheckpointError(f"{path}: not a readable .npz checkpoint (no zip header)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {}
@@ -113,7 +116,8 @@ def _check_group(path, what, got: Dict[str, np.ndarray], want: Dict[str, np.ndar
         elif not np.isfinite(g).all():
             problems.append(f"{what} {name!r} holds NaN or infinite values")
     if problems:
-        raise CheckpointError(f"{path}: does not match its model config: " + "; ".join(problems))
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise CheckpointError(f"{path}: does not match its model config: " + "; ".join(problems[:5]) + more)
 
 
 def load_into(model, path: Union[str, Path]) -> Checkpoint:

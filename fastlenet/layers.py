@@ -113,6 +113,59 @@ class Conv2D(Layer):
         return f"Conv2D({self.filters}, {self.kh}x{self.kw}, stride={self.stride}, pad={self.pad})"
 
 
+class ConvReLUMaxPool(Layer):
+    """Conv2D -> ReLU -> MaxPool2D run as one fused kernel (a faster internal path).
+
+    Built by :class:`fastlenet.models.Sequential` from three built layers when
+    the backend has the fused kernels; parameters and gradients stay the conv
+    layer's arrays, so names, optimizers and checkpoints do not change.
+    x (N, C, H, W) -> y (N, F, PH, PW).
+    """
+
+    def __init__(self, conv: Conv2D, pool: MaxPool2D, conv_out_shape) -> None:
+        super().__init__()
+        self.conv, self.pool = conv, pool
+        self.params, self.grads = conv.params, conv.grads
+        self.need_input_grad = conv.need_input_grad
+        self.oh, self.ow = conv_out_shape[1], conv_out_shape[2]
+        self.fused = conv.k.fused
+
+    def forward(self, x, training=False):
+        self.x = x
+        c, p = self.conv, self.pool
+        y, self.arg = self.fused.forward(x, c.params["w"], c.params["b"], c.stride, c.pad,
+                                         self.oh, self.ow, p.size, p.stride)
+        return y
+
+    def backward(self, dy):
+        c, p = self.conv, self.pool
+        dx, dw, db = self.fused.backward(np.ascontiguousarray(dy), self.arg, self.x, c.params["w"],
+                                         c.stride, c.pad, self.oh, self.ow, p.size, p.stride,
+                                         self.need_input_grad)
+        c.grads["w"][...] = dw
+        c.grads["b"][...] = db
+        return dx
+
+    def describe(self):
+        return f"fused[{self.conv.describe()} + ReLU + {self.pool.describe()}]"
+
+
+def fuse(layers, shapes):
+    """The layers to run: each Conv2D -> ReLU -> MaxPool2D becomes one ConvReLUMaxPool
+    when the conv's backend has the fused kernels; everything else runs as is."""
+    out, i = [], 0
+    while i < len(layers):
+        a = layers[i]
+        if (isinstance(a, Conv2D) and i + 2 < len(layers) and isinstance(layers[i + 1], ReLU)
+                and isinstance(layers[i + 2], MaxPool2D) and getattr(a.k, "fused", None) is not None):
+            out.append(ConvReLUMaxPool(a, layers[i + 2], shapes[i]))
+            i += 3
+        else:
+            out.append(a)
+            i += 1
+    return out
+
+
 # --------------------------------------------------------------------------- pooling
 class _Pool2D(Layer):
     def __init__(self, size: int = 2, stride: Optional[int] = None) -> None:

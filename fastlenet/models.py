@@ -20,7 +20,7 @@ import numpy as np
 
 from . import kernels
 from .layers import (ACTIVATIONS, AvgPool2D, BatchNorm, Conv2D, Dense, Flatten, Layer,
-                     MaxPool2D)
+                     MaxPool2D, fuse)
 from .losses import softmax_cross_entropy
 
 
@@ -28,7 +28,8 @@ class Sequential:
     """A stack of layers, built for one input shape (C, H, W), dtype and backend."""
 
     def __init__(self, layers: List[Layer], input_shape: Tuple[int, ...], backend=None,
-                 seed: int = 0, dtype=np.float32, name: str = "sequential", config: Optional[dict] = None):
+                 seed: int = 0, dtype=np.float32, name: str = "sequential", config: Optional[dict] = None,
+                 fused: bool = True):
         self.layers = list(layers)
         self.input_shape = tuple(input_shape)
         self.dtype = np.dtype(dtype)
@@ -61,6 +62,8 @@ class Sequential:
         if self.layers:
             self.layers[0].need_input_grad = False   # nobody needs d(loss)/d(image)
         self.output_shape = shape
+        #: what forward/backward run: the layers, with fusable runs fused (layers.fuse)
+        self.runnable = fuse(self.layers, self.shapes) if fused else list(self.layers)
 
     # ------------------------------------------------------------------ running
     def _check_input(self, x):
@@ -73,7 +76,7 @@ class Sequential:
         """x (N, C, H, W) -> logits (N, classes)."""
         x = self._check_input(x)
         with kernels.blas_limit(self.backend.name):
-            for layer in self.layers:
+            for layer in self.runnable:
                 x = layer.forward(x, training)
         return x
 
@@ -81,7 +84,7 @@ class Sequential:
         """Backpropagate d(loss)/d(logits) (N, classes); fills ``self.grads``."""
         g = dlogits
         with kernels.blas_limit(self.backend.name):
-            for layer in reversed(self.layers):
+            for layer in reversed(self.runnable):
                 g = layer.backward(g)
                 if g is None:
                     break
@@ -194,11 +197,12 @@ def preset_input_shape(name: str) -> Tuple[int, int, int]:
 
 def build(name: str, backend=None, seed: int = 0, dtype=np.float32, activation: Optional[str] = None,
           pool: Optional[str] = None, dense_activation: Optional[str] = None,
-          num_classes: int = 10) -> Sequential:
+          num_classes: int = 10, fused: bool = True) -> Sequential:
     """Build a preset: ``lenet5``, ``lenet5-classic``, ``lenet5-1998`` or ``lenet5-bn``.
 
     ``activation`` / ``pool`` override the preset's (relu|sigmoid|tanh, max|avg);
     ``dense_activation`` gives the dense layers a different activation.
+    ``fused=False`` runs every layer separately (the fused conv+ReLU+pool path off).
     """
     if name not in PRESETS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(PRESETS)}")
@@ -208,4 +212,5 @@ def build(name: str, backend=None, seed: int = 0, dtype=np.float32, activation: 
     input_shape, layers = builder(activation, pool, int(num_classes), dense_activation)
     config = dict(name=name, activation=activation, pool=pool, dense_activation=dense_activation,
                   num_classes=int(num_classes), seed=int(seed), dtype=np.dtype(dtype).name)
-    return Sequential(layers, input_shape, backend=backend, seed=seed, dtype=dtype, name=name, config=config)
+    return Sequential(layers, input_shape, backend=backend, seed=seed, dtype=dtype, name=name, config=config,
+                      fused=fused)

@@ -110,6 +110,14 @@ class Backend:
     def __init__(self, name: str, module) -> None:
         self.name = name
         self._impl = SimpleNamespace(**{k: getattr(module, f"_{k}_impl") for k in KERNEL_NAMES})
+        #: internal fast path (unchecked): conv -> ReLU -> max pool in one pass, or None.
+        #:   forward(x, w, b, stride, pad, OH, OW, size, pool_stride) -> (y (N, F, PH, PW), arg int32)
+        #:   backward(dy, arg, x, w, stride, pad, OH, OW, size, pool_stride, need_dx) -> (dx|None, dw, db)
+        #: ``arg`` indexes the conv-output plane (oy*OW + ox), -1 where ReLU blocked the gradient.
+        #: Layers use it only on shapes they validated; tests hold it equal to the public kernels.
+        fwd = getattr(module, "_conv2d_relu_maxpool_forward_impl", None)
+        bwd = getattr(module, "_conv2d_relu_maxpool_backward_impl", None)
+        self.fused = SimpleNamespace(forward=fwd, backward=bwd) if fwd and bwd else None
 
     def __repr__(self) -> str:
         return f"<fastlenet kernels backend {self.name!r}>"

@@ -24,6 +24,10 @@ _maxpool2d_backward_impl = _cy_pool.maxpool2d_backward
 _avgpool2d_forward_impl = _cy_pool.avgpool2d_forward
 _avgpool2d_backward_impl = _cy_pool.avgpool2d_backward
 
+# fused conv -> ReLU -> max pool (an internal fast path used by the layers; see _api.Backend.fused)
+_conv2d_relu_maxpool_forward_impl = _cy_conv.conv2d_relu_maxpool_forward
+_conv2d_relu_maxpool_backward_impl = _cy_conv.conv2d_relu_maxpool_backward
+
 
 def set_num_threads(n: int) -> None:
     """Threads used by the OpenMP kernels."""

@@ -1,0 +1,90 @@
+/* Register-blocked GEMM micro-kernels for the small per-sample GEMMs of a
+ * convolution (F = 6..120, K = 25..400, L = 25..784), float and double.
+ *
+ * Dimension legend: M rows of the output, Kd inner dimension, Lp (padded)
+ * columns; MB x LB is the register tile.
+ *
+ * GCC vector extensions hold an MB x LB tile of the output in registers
+ * (LB = 16 lanes: one AVX-512 float vector, two double vectors) while the
+ * inner loop streams one row of B against MB broadcast values of A.  Callers
+ * pad M to a multiple of MB and Lp to a multiple of LB with zeros, so there
+ * is no remainder code.  All three products of a convolution are this one
+ * shape: y = W @ cols (forward), dW += dZ @ rows (rows = im2col transposed,
+ * "im2row") and dcols = W^T @ dZ.  Unaligned loads and stores go through memcpy.
+ */
+#ifndef FASTLENET_MICROKERNELS_H
+#define FASTLENET_MICROKERNELS_H
+#include <string.h>
+
+#define FL_MB 4
+#define FL_LB 16
+
+#define FL_DEFINE_KERNELS(T, SUFFIX)                                                          \
+typedef T fl_vec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                   \
+                                                                                              \
+static inline fl_vec_##SUFFIX fl_load_##SUFFIX(const T *p) {                                  \
+    fl_vec_##SUFFIX v; memcpy(&v, p, sizeof v); return v;                                     \
+}                                                                                             \
+static inline void fl_store_##SUFFIX(T *p, fl_vec_##SUFFIX v) { memcpy(p, &v, sizeof v); }    \
+                                                                                              \
+/* C[M, Lp] (+)= A[M, Kd] @ B[Kd, Lp]: overwrite (plus bias[m] on row m when bias is    \
+ * not NULL) or, with accumulate, add to C. */                                                \
+static void fl_gemm_nn_##SUFFIX(const T *A, long lda, const T *B, long ldb, T *C, long ldc,  \
+                                long M, long Kd, long Lp, const T *bias, int accumulate) {    \
+    for (long m0 = 0; m0 < M; m0 += FL_MB) {                                                  \
+        const T *a0 = A + m0 * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;           \
+        for (long l0 = 0; l0 < Lp; l0 += FL_LB) {                                             \
+            fl_vec_##SUFFIX c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};                           \
+            if (accumulate) {                                                                 \
+                c0 = fl_load_##SUFFIX(C + m0 * ldc + l0);                                     \
+                c1 = fl_load_##SUFFIX(C + (m0 + 1) * ldc + l0);                               \
+                c2 = fl_load_##SUFFIX(C + (m0 + 2) * ldc + l0);                               \
+                c3 = fl_load_##SUFFIX(C + (m0 + 3) * ldc + l0);                               \
+            } else if (bias) {                                                                \
+                c0 += bias[m0]; c1 += bias[m0 + 1]; c2 += bias[m0 + 2]; c3 += bias[m0 + 3];   \
+            }                                                                                 \
+            const T *b = B + l0;                                                              \
+            for (long k = 0; k < Kd; k++, b += ldb) {                                         \
+                fl_vec_##SUFFIX bv = fl_load_##SUFFIX(b);                                     \
+                c0 += a0[k] * bv; c1 += a1[k] * bv; c2 += a2[k] * bv; c3 += a3[k] * bv;       \
+            }                                                                                 \
+            fl_store_##SUFFIX(C + m0 * ldc + l0, c0);                                         \
+            fl_store_##SUFFIX(C + (m0 + 1) * ldc + l0, c1);                                   \
+            fl_store_##SUFFIX(C + (m0 + 2) * ldc + l0, c2);                                   \
+            fl_store_##SUFFIX(C + (m0 + 3) * ldc + l0, c3);                                   \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                              \
+/* C[M, N] += A[M, Lp] @ B[N, Lp]^T, reduced over the columns: the dW product when L is     \
+ * long and K short (a first layer), where an im2row copy would cost more than it saves. */ \
+static void fl_gemm_nt_acc_##SUFFIX(const T *A, long lda, const T *B, long ldb, T *C,        \
+                                    long ldc, long M, long N, long Lp) {                      \
+    for (long m0 = 0; m0 < M; m0 += FL_MB) {                                                  \
+        for (long n0 = 0; n0 < N; n0 += FL_MB) {                                              \
+            fl_vec_##SUFFIX acc[FL_MB][FL_MB];                                                \
+            memset(acc, 0, sizeof acc);                                                       \
+            for (long l0 = 0; l0 < Lp; l0 += FL_LB) {                                         \
+                fl_vec_##SUFFIX a[FL_MB], b[FL_MB];                                           \
+                for (int i = 0; i < FL_MB; i++) {                                             \
+                    a[i] = fl_load_##SUFFIX(A + (m0 + i) * lda + l0);                         \
+                    b[i] = fl_load_##SUFFIX(B + (n0 + i) * ldb + l0);                         \
+                }                                                                             \
+                for (int i = 0; i < FL_MB; i++)                                               \
+                    for (int q = 0; q < FL_MB; q++)                                           \
+                        acc[i][q] += a[i] * b[q];                                             \
+            }                                                                                 \
+            for (int i = 0; i < FL_MB; i++)                                                   \
+                for (int q = 0; q < FL_MB; q++) {                                             \
+                    T total = 0;                                                              \
+                    for (int j = 0; j < FL_LB; j++) total += acc[i][q][j];                    \
+                    C[(m0 + i) * ldc + n0 + q] += total;                                      \
+                }                                                                             \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+
+FL_DEFINE_KERNELS(float, f32)
+FL_DEFINE_KERNELS(double, f64)
+
+#endif

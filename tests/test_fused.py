@@ -1,0 +1,55 @@
+"""The fused conv -> ReLU -> max pool fast path against the public kernels run
+one after another (forward values, argmax routing and every gradient)."""
+import numpy as np
+import pytest
+
+from checks import assert_close
+from fastlenet import kernels, models
+
+FUSED = [name for name in ("numba", "cython") if kernels.backend(name).fused is not None]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    (3, 1, 28, 28, 6, 5, 5, 1, 2, 2, 2),     # LeNet C1 + S2
+    (5, 6, 14, 14, 16, 5, 5, 1, 0, 2, 2),    # LeNet C3 + S4
+    (2, 2, 9, 8, 3, 3, 2, 1, 1, 3, 2),       # non-square kernel, overlapping pool windows
+    (1, 3, 11, 11, 4, 3, 3, 2, 1, 2, 2),     # strided conv, odd sizes
+])
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_path_equals_public_kernels(name, case, dtype):
+    n, c, h, w, f, kh, kw, s, p, size, ps = case
+    k = kernels.backend(name)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((f, c, kh, kw)).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype) * 0.1
+    z = k.conv2d_forward(x, wt, b, s, p)
+    r = np.maximum(z, 0)
+    y, arg = k.maxpool2d_forward(r, size, ps)
+    fy, farg = k.fused.forward(x, wt, b, s, p, z.shape[2], z.shape[3], size, ps)
+    assert_close("fused y", fy, y)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dr = k.maxpool2d_backward(dy, arg, r.shape, size, ps)
+    dz = dr * (z > 0)
+    dx, dw, db = k.conv2d_backward(dz, x, wt, s, p)
+    fdx, fdw, fdb = k.fused.backward(dy, farg, x, wt, s, p, z.shape[2], z.shape[3], size, ps, True)
+    assert_close("fused dx", fdx, dx)
+    assert_close("fused dw", fdw, dw)
+    assert_close("fused db", fdb, db)
+    assert k.fused.backward(dy, farg, x, wt, s, p, z.shape[2], z.shape[3], size, ps, False)[0] is None
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_and_unfused_networks_agree(name):
+    a = models.build("lenet5", backend=name, seed=5, fused=True)
+    b = models.build("lenet5", backend=name, seed=5, fused=False)
+    assert any(type(l).__name__ == "ConvReLUMaxPool" for l in a.runnable)
+    assert not any(type(l).__name__ == "ConvReLUMaxPool" for l in b.runnable)
+    rng = np.random.default_rng(1)
+    x, y = rng.random((16, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 16)
+    la, ga = a.loss_and_grads(x, y)
+    lb, gb = b.loss_and_grads(x, y)
+    assert abs(la - lb) < 1e-5
+    for key in ga:
+        assert_close(key, ga[key], gb[key])
