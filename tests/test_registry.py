@@ -66,5 +66,5 @@ def test_module_level_functions_are_the_default_backends():
 
 
 def test_set_num_threads_validates():
-    with pytest.raises(ValueError, match="threads must be >= 1"):
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
         kernels.set_num_threads(0)
