@@ -1,0 +1,167 @@
+"""Export a trained model to ONNX (needs the ``onnx`` extra).
+
+    python -m fastlenet.export runs/RUN/best.npz model.onnx
+    fastlenet.export.to_onnx(model, "model.onnx", mean=..., std=...)
+
+Dimension legend: N batch (dynamic: the graph's first axis is named "batch"),
+C channels, H/W height/width, K classes.
+
+The graph is built with the ``onnx`` helper API at IR version 8 / opset 17,
+which onnxruntime loads.  Layers map one to one (Conv, Relu, Sigmoid, Tanh,
+MaxPool, AveragePool, Flatten, Gemm); batch normalisation is exported in its
+inference form, folded into a per-channel Mul + Add from the running
+statistics; dropout is removed.  The preprocessing the model was trained with
+is folded into the graph: standardisation as Sub + Div with the stored
+train-set mean/std, and the 28 -> 32 zero padding of ``--pad32`` as a Pad, so
+the exported model takes images in [0, 1] exactly as the dataset stores them.
+Input ``images`` (N, C, H, W) float32; output ``logits`` (N, K).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from . import checkpoint
+from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid,
+                     Tanh)
+
+OPSET = 17
+IR_VERSION = 8
+
+
+class ExportError(ValueError):
+    """The model holds something ONNX export does not support."""
+
+
+def _onnx():
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx extra: pip install 'fastlenet[onnx]'") from None
+    return onnx, TensorProto, helper, numpy_helper
+
+
+def to_onnx(model, path, mean: Optional[float] = None, std: Optional[float] = None,
+            pad_from: Optional[int] = None, doc: str = ""):
+    """Write ``model`` as an ONNX graph to ``path`` and return the ModelProto.
+
+    ``mean``/``std``: the standardisation applied to the training images, folded
+    into the graph.  ``pad_from``: the stored image size when the model's input
+    was zero-padded to its size (e.g. 28 for a 32x32 ``lenet5-1998``).
+    """
+    onnx, TensorProto, helper, numpy_helper = _onnx()
+    nodes, inits = [], []
+    counter = [0]
+
+    def name(prefix):
+        counter[0] += 1
+        return f"{prefix}_{counter[0]}"
+
+    def const(prefix, value):
+        n = name(prefix)
+        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), n))
+        return n
+
+    c, h, w = model.input_shape
+    in_h, in_w = (pad_from, pad_from) if pad_from else (h, w)
+    x = "images"
+    if mean is not None and std is not None:
+        y = name("standardized")
+        nodes.append(helper.make_node("Sub", [x, const("mean", mean)], [name("centered")]))
+        nodes.append(helper.make_node("Div", [nodes[-1].output[0], const("std", std)], [y]))
+        x = y
+    if pad_from:
+        top, left = (h - in_h) // 2, (w - in_w) // 2
+        pads = np.array([0, 0, top, left, 0, 0, h - in_h - top, w - in_w - left], np.int64)
+        pname = name("pads")
+        inits.append(numpy_helper.from_array(pads, pname))
+        y = name("padded")
+        nodes.append(helper.make_node("Pad", [x, pname], [y], mode="constant"))
+        x = y
+    for lname, layer in zip(model.layer_names, model.layers):
+        out = name(lname)
+        if isinstance(layer, Conv2D):
+            p = layer.pad
+            nodes.append(helper.make_node(
+                "Conv", [x, const(f"{lname}.w", layer.params["w"]), const(f"{lname}.b", layer.params["b"])],
+                [out], kernel_shape=[layer.kh, layer.kw], strides=[layer.stride] * 2, pads=[p, p, p, p]))
+        elif isinstance(layer, (MaxPool2D, AvgPool2D)):
+            op = "MaxPool" if isinstance(layer, MaxPool2D) else "AveragePool"
+            nodes.append(helper.make_node(op, [x], [out], kernel_shape=[layer.size] * 2,
+                                          strides=[layer.stride] * 2))
+        elif isinstance(layer, (ReLU, Sigmoid, Tanh)):
+            op = {ReLU: "Relu", Sigmoid: "Sigmoid", Tanh: "Tanh"}[type(layer)]
+            nodes.append(helper.make_node(op, [x], [out]))
+        elif isinstance(layer, Flatten):
+            nodes.append(helper.make_node("Flatten", [x], [out], axis=1))
+        elif isinstance(layer, Dense):
+            nodes.append(helper.make_node(
+                "Gemm", [x, const(f"{lname}.w", layer.params["w"]), const(f"{lname}.b", layer.params["b"])], [out]))
+        elif isinstance(layer, BatchNorm):
+            # inference form: y = x * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps))
+            scale = layer.params["gamma"] / np.sqrt(layer.buffers["running_var"] + layer.eps)
+            shift = layer.params["beta"] - layer.buffers["running_mean"] * scale
+            shape = (-1, 1, 1) if len(_shape_before(model, lname)) == 3 else (-1,)
+            mid = name(f"{lname}.scaled")
+            nodes.append(helper.make_node("Mul", [x, const(f"{lname}.scale", scale.reshape(shape))], [mid]))
+            nodes.append(helper.make_node("Add", [mid, const(f"{lname}.shift", shift.reshape(shape))], [out]))
+        elif isinstance(layer, Dropout):
+            continue                                    # identity at inference
+        else:
+            raise ExportError(f"cannot export layer {lname} ({type(layer).__name__}) to ONNX")
+        x = out
+    nodes.append(helper.make_node("Identity", [x], ["logits"]))
+    graph = helper.make_graph(
+        nodes, f"fastlenet-{model.name}",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", c, in_h, in_w])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", model.output_shape[0]])],
+        inits)
+    proto = helper.make_model(graph, producer_name="fastlenet", opset_imports=[helper.make_opsetid("", OPSET)],
+                              doc_string=doc or f"fastlenet {model.name}: images in [0, 1] -> logits")
+    proto.ir_version = IR_VERSION
+    onnx.checker.check_model(proto)
+    path = Path(path)
+    from .data import atomic_write_bytes
+    atomic_write_bytes(path, proto.SerializeToString())
+    return proto
+
+
+def _shape_before(model, lname):
+    """The input shape (no batch axis) of layer ``lname``."""
+    i = model.layer_names.index(lname)
+    return model.input_shape if i == 0 else model.shapes[i - 1]
+
+
+def export_checkpoint(ckpt_path, out_path):
+    """Export a checkpoint written by ``fastlenet.train`` with its preprocessing folded in."""
+    model, ckpt = checkpoint.load_model(ckpt_path, backend="numpy")
+    meta = ckpt.meta
+    settings = meta.get("settings") or {}
+    pad_from = 28 if settings.get("pad32") and model.input_shape[1] == 32 else None
+    return model, to_onnx(model, out_path, meta.get("mean"), meta.get("std"), pad_from,
+                          doc=f"fastlenet {model.name} from {Path(ckpt_path).name}; "
+                              f"classes: {', '.join(meta.get('class_names') or [])}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fastlenet.export", description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="a best.npz / last.npz written by fastlenet.train")
+    p.add_argument("output", help="the .onnx file to write")
+    args = p.parse_args(argv)
+    try:
+        model, proto = export_checkpoint(args.checkpoint, args.output)
+    except (checkpoint.CheckpointError, ExportError, OSError) as exc:
+        print(f"fastlenet.export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: {model.name}, opset {OPSET}, IR {IR_VERSION}, "
+          f"input {proto.graph.input[0].name} (batch, {', '.join(str(d.dim_value) for d in proto.graph.input[0].type.tensor_type.shape.dim[1:])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
