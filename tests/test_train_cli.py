@@ -156,3 +156,22 @@ def test_real_fashion_mnist_quick_run(real_data, tmp_path, capsys):
     assert code == 0, text
     acc = json.loads((out / "metrics.json").read_text())["test_accuracy"]
     assert acc > 0.65, acc
+
+
+def test_sigkill_then_resume_still_matches(synthetic_idx, tmp_path):
+    """SIGKILL saves nothing: the run restarts from the last epoch's checkpoint and,
+    with (seed, epoch, batch)-derived randomness, replays the same batches."""
+    base = ["--dataset", "idx", "--data-dir", str(synthetic_idx), "--epochs", "3", "--batch-size", "16",
+            "--val-split", "0.1", "--augment", "--no-plots", "--backend", "numpy", "--threads", "1"]
+    ref = run_cli(base + ["--out", str(tmp_path / "ref"), "--quiet"])
+    assert ref.returncode == 0, ref.stderr
+    code, _ = _train_then_signal(base + ["--out", str(tmp_path / "cut")], signal.SIGKILL, tmp_path / "cut",
+                                 "epoch   1/3")
+    assert code == -signal.SIGKILL
+    checkpoint.read(tmp_path / "cut" / "last.npz")              # intact and loadable
+    resumed = run_cli(["--resume", str(tmp_path / "cut"), "--quiet"])
+    assert resumed.returncode == 0, resumed.stderr
+    a = checkpoint.read(tmp_path / "ref" / "last.npz").params
+    b = checkpoint.read(tmp_path / "cut" / "last.npz").params
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -49,7 +49,8 @@ def _load(name: str):
         return None
     try:
         module = importlib.import_module(_MODULES[name])
-    except ImportError as exc:
+    except Exception as exc:      # noqa: BLE001 - ImportError, or e.g. Numba's RuntimeError for an
+        # unusable cache directory: either way the backend is reported, never half-loaded
         _errors[name] = f"{type(exc).__name__}: {exc}"
         return None
     _loaded[name] = module
