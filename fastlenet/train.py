@@ -202,6 +202,18 @@ def versions() -> dict:
     return out
 
 
+def process_start_time() -> Optional[float]:
+    """When this process started (epoch seconds), from /proc; None elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def default_run_dir(s: dict) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{s['dataset']}-{s['model']}-{stamp}"
@@ -272,6 +284,9 @@ def run(argv: Optional[List[str]] = None) -> int:
                "epochs": history.as_dicts(), "train_seconds": sum(e.seconds for e in history.epochs),
                "wall_seconds": total, "confusion_matrix": cm.tolist(),
                "per_class_accuracy": (np.diag(cm) / np.maximum(cm.sum(axis=1), 1)).tolist()}
+    started = process_start_time()
+    if started is not None and trainer.first_batch_done is not None:
+        metrics["first_batch_seconds"] = trainer.first_batch_done - started   # start-up latency
     write_json(run_dir / "metrics.json", metrics)
     if not s["no_plots"]:
         _plots(run_dir, history, cm, ds, best_model, pred, log)

@@ -158,6 +158,7 @@ class Trainer:
         self.progress = progress
         self.history = History()
         self.best_metric = -math.inf
+        self.first_batch_done: Optional[float] = None     # time.time() when this process finished a batch
         # position: the next epoch/batch to run and the running sums of the current epoch
         self.epoch, self.batch = 0, 0
         self.sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
@@ -228,6 +229,8 @@ class Trainer:
                         f"{self.batch + 1} (learning rate {self.opt.lr:g}); try a lower --lr, e.g. "
                         f"{self.opt.lr / 10:g}. The last good checkpoint is kept.", 3)
                 self.opt.step(grads)
+                if self.first_batch_done is None:
+                    self.first_batch_done = time.time()
                 self.batch += 1
                 self.sums["loss"] += loss * len(yb)
                 self.sums["correct"] += int((self.model.last_logits.argmax(axis=1) == yb).sum())

@@ -124,72 +124,194 @@ def _col2im_impl(cols, x_shape, kh, kw, stride, pad, oh, ow):
     return x
 
 
+# --------------------------------------------------------------------------- small GEMMs
+@njit(**_SERIAL)
+def _gemm(a, bm, bias, out):
+    """out (M, L) = a (M, K) @ bm (K, L) (+ bias[m] per row when bias.size == M).
+
+    Four output rows are updated per pass over a row of ``bm``, so each loaded
+    element of ``bm`` feeds four multiply-adds; the inner loop is contiguous and
+    vectorises."""
+    m_, k_ = a.shape
+    l_ = bm.shape[1]
+    with_bias = bias.shape[0] == m_
+    m = 0
+    while m < m_:
+        rows = min(4, m_ - m)
+        for r in range(rows):
+            v0 = bias[m + r] if with_bias else 0.0
+            for li in range(l_):
+                out[m + r, li] = v0
+        if rows == 4:
+            o0, o1, o2, o3 = out[m], out[m + 1], out[m + 2], out[m + 3]
+            for ki in range(k_):
+                w0, w1, w2, w3 = a[m, ki], a[m + 1, ki], a[m + 2, ki], a[m + 3, ki]
+                src = bm[ki]
+                for li in range(l_):
+                    v = src[li]
+                    o0[li] += w0 * v
+                    o1[li] += w1 * v
+                    o2[li] += w2 * v
+                    o3[li] += w3 * v
+        else:
+            for r in range(rows):
+                o = out[m + r]
+                for ki in range(k_):
+                    w0 = a[m + r, ki]
+                    src = bm[ki]
+                    for li in range(l_):
+                        o[li] += w0 * src[li]
+        m += rows
+
+
+@njit(**_SERIAL)
+def _gemm_nt_acc(g, cols, dw, db):
+    """dw (F, K) += g (F, L) @ cols (K, L)^T and db (F,) += row sums of g;
+    four columns of dW per pass over a row of g (reductions vectorised by fastmath)."""
+    f_, l_ = g.shape
+    k_ = cols.shape[0]
+    for fi in range(f_):
+        gr = g[fi]
+        acc_b = gr[0] * 0
+        for li in range(l_):
+            acc_b += gr[li]
+        db[fi] += acc_b
+        ki = 0
+        while ki + 4 <= k_:
+            c0, c1, c2, c3 = cols[ki], cols[ki + 1], cols[ki + 2], cols[ki + 3]
+            a0 = a1 = a2 = a3 = gr[0] * 0
+            for li in range(l_):
+                v = gr[li]
+                a0 += v * c0[li]
+                a1 += v * c1[li]
+                a2 += v * c2[li]
+                a3 += v * c3[li]
+            dw[fi, ki] += a0
+            dw[fi, ki + 1] += a1
+            dw[fi, ki + 2] += a2
+            dw[fi, ki + 3] += a3
+            ki += 4
+        while ki < k_:
+            c0 = cols[ki]
+            a0 = gr[0] * 0
+            for li in range(l_):
+                a0 += gr[li] * c0[li]
+            dw[fi, ki] += a0
+            ki += 1
+
+
+@njit(**_SERIAL)
+def _relu_maxpool_one(z, ow, size, ps, y, arg):
+    """y (F, PH, PW), arg = maxpool(relu(z (F, L))) with z laid out as (F, OH*OW);
+    arg = flat oy*OW + ox of the max, -1 where the max is <= 0 (no gradient)."""
+    f_, ph, pw = y.shape
+    for fi in range(f_):
+        zf = z[fi]
+        for oy in range(ph):
+            for ox in range(pw):
+                bi = oy * ps * ow + ox * ps
+                best = zf[bi]
+                top = bi
+                for i in range(size):
+                    for j in range(size):
+                        idx = bi + i * ow + j
+                        v = zf[idx]
+                        if v > best:
+                            best = v
+                            top = idx
+                if best > 0:
+                    y[fi, oy, ox] = best
+                    arg[fi, oy, ox] = top
+                else:
+                    y[fi, oy, ox] = 0
+                    arg[fi, oy, ox] = -1
+
+
 # --------------------------------------------------------------------------- convolution
 def _conv2d_forward_impl(x, w, b, stride, pad, oh, ow):
     """y[n] (F, L) = W (F, K) @ im2col(x[n]) (K, L) + b, per chunk of samples."""
-    return _conv2d_forward_kernel(x, w, b, stride, pad, oh, ow, _n_chunks(x.shape[0]))
+    y, _ = _conv_forward_kernel(x, w, b, stride, pad, oh, ow, 0, 0, False, _n_chunks(x.shape[0]))
+    return y.reshape(x.shape[0], w.shape[0], oh, ow)
+
+
+def _conv2d_relu_maxpool_forward_impl(x, w, b, stride, pad, oh, ow, size, pool_stride):
+    """maxpool(relu(conv(x))) without materialising the conv output -> (y, arg)."""
+    y, arg = _conv_forward_kernel(x, w, b, stride, pad, oh, ow, size, pool_stride, True, _n_chunks(x.shape[0]))
+    return y.reshape(arg.shape), arg
 
 
 @njit(**_PARALLEL)
-def _conv2d_forward_kernel(x, w, b, stride, pad, oh, ow, chunks):
+def _conv_forward_kernel(x, w, b, stride, pad, oh, ow, size, ps, fused, chunks):
     n = x.shape[0]
     f, c, kh, kw = w.shape
     k, l_ = c * kh * kw, oh * ow
     wm = w.reshape(f, k)
-    y = np.empty((n, f, l_), dtype=x.dtype)
+    ph = (oh - size) // ps + 1 if fused else 1
+    pw = (ow - size) // ps + 1 if fused else 1
+    y = np.empty((n, f, ph * pw) if fused else (n, f, l_), dtype=x.dtype)
+    arg = np.empty((n, f, ph, pw) if fused else (1, 1, 1, 1), dtype=np.int32)
     for t in prange(chunks):
         cols = np.empty((k, l_), dtype=x.dtype)
+        z = np.empty((f, l_), dtype=x.dtype)
         start, stop = _chunk(t, chunks, n)
         for s_ in range(start, stop):
             _im2col_one(x[s_], kh, kw, stride, pad, oh, ow, cols)
-            ys = y[s_]
-            for fi in range(f):
-                for li in range(l_):
-                    ys[fi, li] = b[fi]
-                for ki in range(k):
-                    wv = wm[fi, ki]
-                    for li in range(l_):
-                        ys[fi, li] += wv * cols[ki, li]
-    return y.reshape(n, f, oh, ow)
+            if fused:
+                _gemm(wm, cols, b, z)
+                _relu_maxpool_one(z, ow, size, ps, y[s_].reshape(f, ph, pw), arg[s_])
+            else:
+                _gemm(wm, cols, b, y[s_])
+    return y, arg            # y (N, F, PH*PW) fused or (N, F, L); the callers reshape
+
+
+def _conv2d_backward_impl(dy, x, w, stride, pad, need_dx):
+    """(dx | None, dW, db) of the convolution; dx is folded straight from dcols."""
+    dx, dw, db = _conv_backward_kernel(dy, _NO_ARG, x, w, stride, pad, dy.shape[2], dy.shape[3],
+                                       need_dx, False, _n_chunks(x.shape[0]))
+    return (dx if need_dx else None), dw, db
+
+
+def _conv2d_relu_maxpool_backward_impl(dpy, arg, x, w, stride, pad, oh, ow, size, pool_stride, need_dx):
+    """Gradients of the fused forward: the pooled gradient is scattered to its argmax."""
+    dx, dw, db = _conv_backward_kernel(dpy, arg, x, w, stride, pad, oh, ow, need_dx, True,
+                                       _n_chunks(x.shape[0]))
+    return (dx if need_dx else None), dw, db
+
+
+_NO_ARG = np.zeros((1, 1, 1, 1), dtype=np.int32)
 
 
 @njit(**_PARALLEL)
-def _conv2d_backward_kernel(dy, x, w, stride, pad, need_dx, chunks):
+def _conv_backward_kernel(grad, arg, x, w, stride, pad, oh, ow, need_dx, fused, chunks):
     n = x.shape[0]
     f, c, kh, kw = w.shape
-    oh, ow = dy.shape[2], dy.shape[3]
     k, l_ = c * kh * kw, oh * ow
-    wm = w.reshape(f, k)
-    dyr = dy.reshape(n, f, l_)
+    wt = np.ascontiguousarray(w.reshape(f, k).T)        # (K, F)
+    g4 = grad.reshape(n, f, grad.shape[2] * grad.shape[3])
+    no_bias = np.zeros(0, dtype=x.dtype)
     dw_part = np.zeros((chunks, f, k), dtype=x.dtype)   # per-chunk accumulators,
     db_part = np.zeros((chunks, f), dtype=x.dtype)      # reduced once below
     dx = np.zeros(x.shape if need_dx else (0, 0, 0, 0), dtype=x.dtype)
     for t in prange(chunks):
         cols = np.empty((k, l_), dtype=x.dtype)
         dcols = np.empty((k, l_), dtype=x.dtype)
-        dwt, dbt = dw_part[t], db_part[t]
+        dz = np.zeros((f, l_), dtype=x.dtype)
         start, stop = _chunk(t, chunks, n)
         for s_ in range(start, stop):
-            g = dyr[s_]
+            if fused:                               # scatter the pooled gradient to its argmax
+                dz[:] = 0
+                a = arg[s_].reshape(f, g4.shape[2])
+                for fi in range(f):
+                    for q in range(g4.shape[2]):
+                        if a[fi, q] >= 0:
+                            dz[fi, a[fi, q]] += g4[s_, fi, q]
+                g = dz
+            else:
+                g = g4[s_]
             _im2col_one(x[s_], kh, kw, stride, pad, oh, ow, cols)
-            for fi in range(f):                    # dW += dy (F, L) @ cols^T (L, K)
-                acc_b = 0.0
-                for li in range(l_):
-                    acc_b += g[fi, li]
-                dbt[fi] += acc_b
-                for ki in range(k):
-                    acc = 0.0
-                    for li in range(l_):
-                        acc += g[fi, li] * cols[ki, li]
-                    dwt[fi, ki] += acc
-            if need_dx:                            # dcols = W^T (K, F) @ dy (F, L)
-                for ki in range(k):
-                    for li in range(l_):
-                        dcols[ki, li] = 0
-                    for fi in range(f):
-                        wv = wm[fi, ki]
-                        for li in range(l_):
-                            dcols[ki, li] += wv * g[fi, li]
+            _gemm_nt_acc(g, cols, dw_part[t], db_part[t])
+            if need_dx:                             # dcols = W^T (K, F) @ dz (F, L)
+                _gemm(wt, g, no_bias, dcols)
                 _col2im_one(dcols, kh, kw, stride, pad, oh, ow, dx[s_])
     dw = dw_part[0].copy()
     db = db_part[0].copy()
@@ -197,12 +319,6 @@ def _conv2d_backward_kernel(dy, x, w, stride, pad, need_dx, chunks):
         dw += dw_part[t]
         db += db_part[t]
     return dx, dw.reshape(w.shape), db
-
-
-def _conv2d_backward_impl(dy, x, w, stride, pad, need_dx):
-    """(dx | None, dW, db) of the convolution; dx is folded straight from dcols."""
-    dx, dw, db = _conv2d_backward_kernel(dy, x, w, stride, pad, need_dx, _n_chunks(x.shape[0]))
-    return (dx if need_dx else None), dw, db
 
 
 # --------------------------------------------------------------------------- pooling
