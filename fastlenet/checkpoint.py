@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Union
@@ -76,10 +75,15 @@ def read(path: Union[str, Path]) -> Checkpoint:
             arrays = {}
             for key in archive.files:
                 arrays[key] = archive[key]
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+    except ValueError as exc:
+        if "pickle" in str(exc):        # object arrays: allow_pickle=False refuses them
+            raise CheckpointError(f"{path}: refused: {exc} (checkpoints hold plain numeric arrays only)") from None
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint (ValueError: {exc})") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: an entry claims more memory than is available") from None
+    except Exception as exc:            # noqa: BLE001 - zipfile/numpy raise many types on corrupt
+        # input (BadZipFile, NotImplementedError, SyntaxError from a mangled .npy header, ...)
         raise CheckpointError(f"{path}: not a readable .npz checkpoint ({type(exc).__name__}: {exc})") from None
-    except ValueError as exc:           # object arrays: allow_pickle=False refuses them
-        raise CheckpointError(f"{path}: refused: {exc} (checkpoints hold plain numeric arrays only)") from None
     if "meta" not in arrays:
         raise CheckpointError(f"{path}: no 'meta' entry; not a fastlenet checkpoint")
     try:

@@ -153,3 +153,25 @@ def test_sigkill_mid_write_leaves_a_loadable_checkpoint(tmp_path):
         proc.wait()
         loaded, ckpt = checkpoint.load_model(path)           # old or new, never torn
         assert ckpt.meta["epoch"] in (1, 99)
+
+
+def test_mangled_npy_header_is_refused(tmp_path):
+    """Found by the fuzz campaign: a bit flip in an .npy header made NumPy raise
+    SyntaxError, and one in the zip directory NotImplementedError."""
+    _, _, path = saved(tmp_path)
+    with zipfile.ZipFile(path) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    name = next(n for n in members if n.startswith("param/"))
+    members[name] = members[name].replace(b"'descr':", b"'descr'(:", 1)
+    bad = tmp_path / "mangled.npz"
+    with zipfile.ZipFile(bad, "w") as z:
+        for n, blob in members.items():
+            z.writestr(n, blob)
+    with pytest.raises(CheckpointError, match="not a readable .npz"):
+        checkpoint.load_model(bad)
+    blob = bytearray(path.read_bytes())
+    central = blob.rfind(b"PK\x01\x02")
+    blob[central + 6] = 109                                   # "version needed to extract" 10.9
+    (tmp_path / "version.npz").write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError):
+        checkpoint.load_model(tmp_path / "version.npz")
