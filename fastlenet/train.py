@@ -26,14 +26,16 @@ __all__ = ["main", "fit", "build_parser", "RECIPES"]
 
 #: The default recipe per dataset (the best found for LeNet-5 here; see the README's table).
 RECIPES = {
+    # 99.46% test accuracy in 20 epochs here (README, "Results")
     "mnist": dict(model="lenet5", epochs=20, batch_size=128, optimizer="adam", lr=2e-3,
-                  schedule="cosine", augment=True, val_split=0.05),
-    "fashion-mnist": dict(model="lenet5", epochs=20, batch_size=128, optimizer="adam", lr=2e-3,
-                          schedule="cosine", augment=True, val_split=0.05),
+                  weight_decay=0.0, schedule="cosine", augment=True, max_shift=2, val_split=0.05),
+    # clothes are centred: smaller shifts, plus flips and decoupled weight decay
+    "fashion-mnist": dict(model="lenet5", epochs=20, batch_size=128, optimizer="adamw", lr=3e-3,
+                          weight_decay=1e-3, schedule="cosine", augment=True, max_shift=1, val_split=0.05),
     "idx": dict(model="lenet5", epochs=20, batch_size=128, optimizer="adam", lr=2e-3,
-                schedule="cosine", augment=False, val_split=0.05),
+                weight_decay=0.0, schedule="cosine", augment=False, max_shift=2, val_split=0.05),
 }
-COMMON_DEFAULTS = dict(momentum=0.9, weight_decay=0.0, step_size=5, gamma=0.5, min_lr=0.0,
+COMMON_DEFAULTS = dict(momentum=0.9, step_size=5, gamma=0.5, min_lr=0.0,
                        plateau_factor=0.2, max_shift=2, plateau_patience=3, min_delta=0.0,
                        monitor="val_loss", label_smoothing=0.0, seed=0)
 
@@ -42,15 +44,25 @@ class UsageError(Exception):
     """A bad flag combination: reported as one line, exit code 2."""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show "(default: ...)" except where the dataset's recipe supplies the value."""
+
+    def _get_help_string(self, action):
+        if action.default is None and "recipe" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fastlenet.train",
         description="Train LeNet-5 with fastlenet's compiled kernels. Unset options take the "
                     "dataset's default recipe (shown as 'recipe').",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     recipe = "recipe: " + "; ".join(f"{d}: {r['model']}, {r['epochs']} epochs, batch {r['batch_size']}, "
-                                     f"{r['optimizer']} lr {r['lr']:g}, {r['schedule']} schedule"
+                                     f"{r['optimizer']} lr {r['lr']:g} (weight decay {r['weight_decay']:g}), "
+                                     f"{r['schedule']} schedule, shifts up to {r['max_shift']} px"
                                      for d, r in RECIPES.items() if d != "idx")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "idx"], default="mnist",
@@ -66,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random shifts of up to 2 px, plus horizontal flips where the dataset allows (Fashion-MNIST). "
                         "recipe: on for mnist and fashion-mnist")
     g.add_argument("--max-shift", type=int, default=None,
-                   help="largest random shift in pixels used by --augment (0: flips only). recipe: 2")
+                   help="largest random shift in pixels used by --augment (0: flips only). recipe: 1 for "
+                        "fashion-mnist, 2 otherwise")
     g.add_argument("--standardize", action="store_true", help="subtract the train-set mean, divide by its std")
     g.add_argument("--pad32", action="store_true", help="zero-pad 28x28 images to 32x32 (automatic for lenet5-1998)")
     g = p.add_argument_group("model")
@@ -79,12 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help="number of epochs. " + recipe)
     g.add_argument("--batch-size", type=int, default=None, help="mini-batch size. recipe: 128")
-    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=None, help="recipe: adam")
-    g.add_argument("--lr", type=float, default=None, help="learning rate. recipe: 0.002")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=None,
+                   help="recipe: adamw for fashion-mnist, adam otherwise")
+    g.add_argument("--lr", type=float, default=None, help="learning rate. recipe: 0.003 fashion-mnist, 0.002 otherwise")
     g.add_argument("--momentum", type=float, default=COMMON_DEFAULTS["momentum"], help="SGD momentum")
     g.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    g.add_argument("--weight-decay", type=float, default=COMMON_DEFAULTS["weight_decay"],
-                   help="L2 (sgd, adam) or decoupled (adamw) weight decay on weights")
+    g.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 (sgd, adam) or decoupled (adamw) weight decay on weights. recipe: 0.001 with adamw "
+                        "for fashion-mnist, else 0")
     g.add_argument("--label-smoothing", type=float, default=COMMON_DEFAULTS["label_smoothing"])
     g.add_argument("--schedule", choices=["none", "step", "cosine", "plateau"], default=None,
                    help="learning-rate schedule. recipe: cosine")
