@@ -1,6 +1,5 @@
 """Benchmark set-up.  ``pytest --benchmark-only`` times every group; a plain
 ``pytest`` run (CI) runs each benchmark body once, untimed, as a smoke test."""
-import numpy as np
 import pytest
 
 from benchmarks import workloads

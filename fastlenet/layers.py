@@ -18,7 +18,6 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from . import kernels
 
 Shape = Tuple[int, ...]
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 

@@ -3,7 +3,6 @@ the project's own error (IDXError / CheckpointError) - never another exception,
 a hang, or an allocation beyond the file's size.  The long campaign is
 `python tests/fuzz_campaign.py --cases 100000`."""
 import gzip
-import io
 import tracemalloc
 
 import numpy as np

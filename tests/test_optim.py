@@ -1,6 +1,5 @@
 """Optimizers against hand-written update formulas, in-place updates without
 parameter-sized allocations, schedules and early stopping."""
-import math
 import tracemalloc
 
 import numpy as np
