@@ -77,6 +77,12 @@ cdef extern from "microkernels.h" nogil:
                             long M, long N, long Lp)
     void fl_gemm_nt_acc_f64(const double* A, long lda, const double* B, long ldb, double* C, long ldc,
                             long M, long N, long Lp)
+    void fl_relu_maxpool2_f32(const float* z, long OW, float* y, int* arg, long PH, long PW)
+    void fl_relu_maxpool2_f64(const double* z, long OW, double* y, int* arg, long PH, long PW)
+    void fl_direct_conv_f32(const float* xp, long C, long HS, long WS, const float* wd, long F8,
+                            long KH, long KW, const float* bias, float* z, long ldz, long OH, long OW)
+    void fl_direct_conv_f64(const double* xp, long C, long HS, long WS, const double* wd, long F8,
+                            long KH, long KW, const double* bias, double* z, long ldz, long OH, long OW)
 
 
 cdef inline void _gemm_nn(const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
@@ -195,6 +201,8 @@ def col2im(const floating[:, :, ::1] cols, tuple x_shape, Py_ssize_t kh, Py_ssiz
 cdef struct Geometry:
     Py_ssize_t n, c, h, w, f, kh, kw, s, p, oh, ow, k, l, fp, kp, lp, kq
     Py_ssize_t size, ps, ph, pw    # max pool after the conv (fused path only)
+    bint direct                    # forward by direct convolution (see _geometry)
+    Py_ssize_t f8, hs, ws          # its filter count (multiple of 8) and padded-input plane
     bint by_rows                   # dW through im2row (see _geometry)
 
 
@@ -210,6 +218,11 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
     g.by_rows = g.l < 4 * g.k
     g.kq = _round_up(g.k, LB) if g.by_rows else g.kp
     g.size, g.ps, g.ph, g.pw = 0, 0, 0, 0
+    # a first layer (few input channels, stride 1): im2col would copy more than the
+    # GEMM computes, so the forward pass convolves the padded input directly
+    g.direct = s == 1 and c <= 3
+    g.f8 = _round_up(f, 8)
+    g.hs, g.ws = h + 2 * p, _round_up(ow, LB) + kw - 1
     return g
 
 
@@ -223,7 +236,8 @@ cdef tuple _padded_weights(w, Geometry g, dtype):
 # ----------------------------------------------------------------------------- forward
 cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] wp,
                          const floating* bias, Geometry g, Py_ssize_t start, Py_ssize_t stop,
-                         floating[:, ::1] cols, floating[:, ::1] z,
+                         floating[:, ::1] cols, floating[:, :, ::1] xp, const floating* wd,
+                         floating[:, ::1] z,
                          floating[:, :, ::1] y, floating[:, :, :, ::1] py,
                          int[:, :, :, ::1] arg, bint fused) noexcept nogil:
     """For n in [start, stop): z = W @ im2col(x[n]) + b; then either y[n] = z (plain conv)
@@ -233,9 +247,22 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
     cdef floating* zf
     cdef floating* yf
     cdef int* af
+    cdef Py_ssize_t c, yy
     for n in range(start, stop):
-        _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
-        _gemm_nn(&wp[0, 0], g.kp, &cols[0, 0], g.lp, &z[0, 0], g.lp, g.fp, g.kp, g.lp, bias, False)
+        if g.direct:
+            for c in range(g.c):               # interior of the zero-padded copy
+                for yy in range(g.h):
+                    for l in range(g.w):
+                        xp[c, yy + g.p, l + g.p] = x[n, c, yy, l]
+            if floating is float:
+                fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias,
+                                   &z[0, 0], g.lp, g.oh, g.ow)
+            else:
+                fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias,
+                                   &z[0, 0], g.lp, g.oh, g.ow)
+        else:
+            _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
+            _gemm_nn(&wp[0, 0], g.kp, &cols[0, 0], g.lp, &z[0, 0], g.lp, g.fp, g.kp, g.lp, bias, False)
         if not fused:
             for f in range(g.f):
                 for l in range(g.l):
@@ -245,6 +272,12 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
             zf = &z[f, 0]
             yf = &py[n, f, 0, 0]
             af = &arg[n, f, 0, 0]
+            if g.size == 2 and g.ps == 2:          # the LeNet case, specialised
+                if floating is float:
+                    fl_relu_maxpool2_f32(zf, g.ow, yf, af, g.ph, g.pw)
+                else:
+                    fl_relu_maxpool2_f64(zf, g.ow, yf, af, g.ph, g.pw)
+                continue
             for oy in range(g.ph):
                 for ox in range(g.pw):
                     bi = oy * g.ps * g.ow + ox * g.ps
@@ -269,10 +302,20 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     cdef Py_ssize_t chunks = _n_chunks(g.n), t
     dtype = np.float32 if floating is float else np.float64
     wp_arr, _ = _padded_weights(w, g, dtype)
-    bias_arr = np.zeros(g.fp, dtype=dtype)
+    bias_arr = np.zeros(max(g.fp, g.f8), dtype=dtype)
     bias_arr[:g.f] = np.asarray(b)
-    cols_ws = np.zeros((chunks, g.kp, g.lp), dtype=dtype)   # padding stays zero
-    z_ws = np.empty((chunks, g.fp, g.lp), dtype=dtype)
+    if g.direct:                    # weights regrouped (F8/8, K, 8); padded input planes
+        wd_arr = np.ascontiguousarray(np.zeros((g.f8, g.k), dtype=dtype))
+        wd_arr[:g.f] = np.asarray(w).reshape(g.f, g.k)
+        wd_arr = np.ascontiguousarray(wd_arr.reshape(g.f8 // 8, 8, g.k).transpose(0, 2, 1))
+        xp_ws = np.zeros((chunks, g.c, g.hs, g.ws), dtype=dtype)    # borders stay zero
+        cols_ws = np.zeros((chunks, 1, 1), dtype=dtype)
+        z_ws = np.empty((chunks, g.f8, g.lp), dtype=dtype)
+    else:
+        wd_arr = np.zeros(1, dtype=dtype)
+        xp_ws = np.zeros((chunks, 1, 1, 1), dtype=dtype)
+        cols_ws = np.zeros((chunks, g.kp, g.lp), dtype=dtype)   # padding stays zero
+        z_ws = np.empty((chunks, g.fp, g.lp), dtype=dtype)
     if fused:
         g.size, g.ps = size, pstride
         g.ph, g.pw = (oh - size) // pstride + 1, (ow - size) // pstride + 1
@@ -286,13 +329,15 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     cdef floating[:, ::1] wp = wp_arr
     cdef floating[::1] bias = bias_arr
     cdef floating[:, :, ::1] cols = cols_ws
+    cdef floating[:, :, :, ::1] xp = xp_ws
+    cdef floating[::1] wd = wd_arr.reshape(-1)
     cdef floating[:, :, ::1] z = z_ws
     cdef floating[:, :, ::1] y = y_out
     cdef floating[:, :, :, ::1] py = py_out
     cdef int[:, :, :, ::1] arg = arg_out
     for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
         _forward_chunk(x, wp, &bias[0], g, t * g.n // chunks, (t + 1) * g.n // chunks,
-                       cols[t], z[t], y, py, arg, fused)
+                       cols[t], xp[t], &wd[0], z[t], y, py, arg, fused)
     if fused:
         return py_out, arg_out
     return y_out.reshape(g.n, g.f, oh, ow)

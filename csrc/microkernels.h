@@ -87,4 +87,68 @@ static void fl_gemm_nt_acc_##SUFFIX(const T *A, long lda, const T *B, long ldb, 
 FL_DEFINE_KERNELS(float, f32)
 FL_DEFINE_KERNELS(double, f64)
 
+/* Direct stride-1 convolution of one sample, for layers with few input channels
+ * (a first layer), where im2col would copy more than the GEMM computes:
+ *   z[f, oy*OW + ox] = bias[f] + sum_{c,i,j} w[f,c,i,j] * xp[c, oy+i, ox+j]
+ * xp (C, HS, WS): the zero-padded input, row stride WS >= round_up(OW, LB) + KW - 1.
+ * wd (F/8, C*KH*KW, 8): the weights regrouped so that the 8 filters of a block are
+ * contiguous for each tap (F padded to a multiple of 8 with zero filters).
+ * Eight filters x LB output columns are held in registers; each input vector
+ * loaded feeds eight multiply-adds. */
+#define FL_DEFINE_DIRECT(T, SUFFIX)                                                           \
+static void fl_direct_conv_##SUFFIX(const T *xp, long C, long HS, long WS, const T *wd,      \
+                                    long F8, long KH, long KW, const T *bias, T *z,          \
+                                    long ldz, long OH, long OW) {                            \
+    long taps = C * KH * KW;                                                                  \
+    for (long fb = 0; fb < F8; fb += 8) {                                                     \
+        const T *wb = wd + (fb / 8) * taps * 8;                                               \
+        for (long oy = 0; oy < OH; oy++) {                                                    \
+            for (long ox0 = 0; ox0 < OW; ox0 += FL_LB) {                                      \
+                fl_vec_##SUFFIX acc[8];                                                       \
+                for (int f = 0; f < 8; f++) { acc[f] = (fl_vec_##SUFFIX){0}; acc[f] += bias[fb + f]; } \
+                const T *wt = wb;                                                             \
+                for (long c = 0; c < C; c++)                                                  \
+                    for (long i = 0; i < KH; i++) {                                           \
+                        const T *row = xp + (c * HS + oy + i) * WS + ox0;                     \
+                        for (long j = 0; j < KW; j++, wt += 8) {                              \
+                            fl_vec_##SUFFIX v = fl_load_##SUFFIX(row + j);                    \
+                            for (int f = 0; f < 8; f++) acc[f] += wt[f] * v;                  \
+                        }                                                                     \
+                    }                                                                         \
+                long n = OW - ox0 < FL_LB ? OW - ox0 : FL_LB;                                 \
+                for (int f = 0; f < 8; f++) {                                                 \
+                    T tmp[FL_LB];                                                             \
+                    memcpy(tmp, &acc[f], sizeof tmp);                                         \
+                    memcpy(z + (fb + f) * ldz + oy * OW + ox0, tmp, n * sizeof(T));           \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+FL_DEFINE_DIRECT(float, f32)
+FL_DEFINE_DIRECT(double, f64)
+
+/* ReLU then 2x2/stride-2 max pool of one conv-output plane z (OH, OW) (row stride OW):
+ * y (PH, PW) = max(0, window max) and arg = flat index of the window's first max in z,
+ * or -1 where that max is <= 0 (ReLU blocks the gradient).  Branch-free selects. */
+#define FL_DEFINE_POOL2(T, SUFFIX)                                                            \
+static void fl_relu_maxpool2_##SUFFIX(const T *z, long OW, T *y, int *arg, long PH, long PW) {\
+    for (long oy = 0; oy < PH; oy++) {                                                        \
+        const T *a = z + 2 * oy * OW, *b = a + OW;                                            \
+        for (long ox = 0; ox < PW; ox++) {                                                    \
+            T m = a[2 * ox]; int k = 0;                                                       \
+            T v = a[2 * ox + 1]; k = v > m ? 1 : k; m = v > m ? v : m;                       \
+            v = b[2 * ox];       k = v > m ? 2 : k; m = v > m ? v : m;                       \
+            v = b[2 * ox + 1];   k = v > m ? 3 : k; m = v > m ? v : m;                       \
+            long idx = (2 * oy + (k >> 1)) * OW + 2 * ox + (k & 1);                           \
+            y[oy * PW + ox] = m > 0 ? m : 0;                                                  \
+            arg[oy * PW + ox] = m > 0 ? (int)idx : -1;                                        \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+FL_DEFINE_POOL2(float, f32)
+FL_DEFINE_POOL2(double, f64)
+
 #endif
