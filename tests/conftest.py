@@ -55,3 +55,16 @@ def write_synthetic_idx(folder: Path, n_train: int = 600, n_test: int = 200, see
 @pytest.fixture(scope="session")
 def synthetic_idx(tmp_path_factory):
     return write_synthetic_idx(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture
+def swap_backend_module(monkeypatch):
+    """Point a backend name at another module and forget what the registry has loaded,
+    so the next kernels.available() imports afresh (restored after the test)."""
+    from fastlenet import kernels
+
+    def swap(name, module):
+        monkeypatch.setitem(kernels._MODULES, name, module)
+        monkeypatch.setattr(kernels, "_loaded", {})
+        monkeypatch.setattr(kernels, "_errors", {})
+    return swap

@@ -22,13 +22,11 @@ def test_unwritable_numba_cache_directory_still_trains(synthetic_idx, tmp_path):
     assert "test accuracy" in proc.stdout
 
 
-def test_backend_failing_with_any_error_is_reported(monkeypatch, tmp_path):
+def test_backend_failing_with_any_error_is_reported(monkeypatch, tmp_path, swap_backend_module):
     bad = tmp_path / "broken_backend.py"
     bad.write_text("raise RuntimeError('cannot cache function: no locator available')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(kernels._MODULES, "numba", "broken_backend")
-    monkeypatch.setattr(kernels, "_loaded", {})
-    monkeypatch.setattr(kernels, "_errors", {})
+    swap_backend_module("numba", "broken_backend")
     assert "numba" not in kernels.available()
     assert "RuntimeError: cannot cache function" in kernels.unavailable()["numba"]
     with pytest.raises(kernels.BackendUnavailable, match="no locator available"):

@@ -28,10 +28,8 @@ def test_unknown_backend_is_a_clear_error():
         kernels.backend("torch")
 
 
-def test_broken_backend_is_reported_not_replaced(monkeypatch):
-    monkeypatch.setitem(kernels._MODULES, "cython", "fastlenet.kernels._does_not_exist")
-    monkeypatch.setattr(kernels, "_loaded", {})
-    monkeypatch.setattr(kernels, "_errors", {})
+def test_broken_backend_is_reported_not_replaced(monkeypatch, swap_backend_module):
+    swap_backend_module("cython", "fastlenet.kernels._does_not_exist")
     assert "cython" not in kernels.available()
     assert "_does_not_exist" in kernels.unavailable()["cython"]
     with pytest.raises(kernels.BackendUnavailable, match="'cython' is not available"):
