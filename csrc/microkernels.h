@@ -87,8 +87,9 @@ static void fl_gemm_nt_acc_##SUFFIX(const T *A, long lda, const T *B, long ldb, 
 FL_DEFINE_KERNELS(float, f32)
 FL_DEFINE_KERNELS(double, f64)
 
-/* Direct stride-1 convolution of one sample, for layers with few input channels
- * (a first layer), where im2col would copy more than the GEMM computes:
+/* Direct stride-1 convolution of one sample, for layers whose output rows are wide
+ * enough to fill most of a vector (both LeNet convolutions), where im2col would copy
+ * about as much as the GEMM computes:
  *   z[f, oy*OW + ox] = bias[f] + sum_{c,i,j} w[f,c,i,j] * xp[c, oy+i, ox+j]
  * xp (C, HS, WS): the zero-padded input, row stride WS >= round_up(OW, LB) + KW - 1.
  * wd (F/8, C*KH*KW, 8): the weights regrouped so that the 8 filters of a block are
