@@ -37,7 +37,10 @@ def test_fused_path_equals_public_kernels(name, case, dtype):
     assert_close("fused dx", fdx, dx)
     assert_close("fused dw", fdw, dw)
     assert_close("fused db", fdb, db)
-    assert k.fused.backward(dy, farg, x, wt, s, p, z.shape[2], z.shape[3], size, ps, False)[0] is None
+    none_dx, ndw, ndb = k.fused.backward(dy, farg, x, wt, s, p, z.shape[2], z.shape[3], size, ps, False)
+    assert none_dx is None                         # a first layer: the dW-only path
+    assert_close("fused dw (need_dx=False)", ndw, dw)
+    assert_close("fused db (need_dx=False)", ndb, db)
 
 
 @pytest.mark.parametrize("name", FUSED)
