@@ -124,10 +124,11 @@ def _check_group(path, what, got: Dict[str, np.ndarray], want: Dict[str, np.ndar
         raise CheckpointError(f"{path}: does not match its model config: " + "; ".join(problems[:5]) + more)
 
 
-def load_into(model, path: Union[str, Path]) -> Checkpoint:
+def load_into(model, path: Union[str, Path], ckpt: Optional[Checkpoint] = None) -> Checkpoint:
     """Load a checkpoint's values into ``model`` after checking every array's
-    name, shape, dtype (and finiteness) against it; nothing is written on a mismatch."""
-    ckpt = read(path)
+    name, shape, dtype (and finiteness) against it; nothing is written on a mismatch.
+    ``ckpt``: the already-read checkpoint at ``path`` (read here otherwise)."""
+    ckpt = read(path) if ckpt is None else ckpt
     _check_group(path, "parameter", ckpt.params, model.params)
     _check_group(path, "buffer", ckpt.buffers, model.buffers)
     if ckpt.best:
@@ -143,7 +144,8 @@ def load_model(path: Union[str, Path], backend=None):
     """Rebuild the model a checkpoint describes and load its values: ``(model, checkpoint)``."""
     from . import models
 
-    config = read(path).meta.get("model")
+    ckpt = read(path)
+    config = ckpt.meta.get("model")
     if not isinstance(config, dict) or "name" not in config:
         raise CheckpointError(f"{path}: meta has no model config")
     try:
@@ -154,7 +156,7 @@ def load_model(path: Union[str, Path], backend=None):
                              num_classes=int(config.get("num_classes", 10)))
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: its model config cannot be built: {exc}") from None
-    return model, load_into(model, path)
+    return model, load_into(model, path, ckpt)
 
 
 def load_optimizer_state(path, ckpt: Checkpoint, optimizer) -> None:
