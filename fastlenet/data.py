@@ -421,6 +421,14 @@ def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missin
 
 
 # --------------------------------------------------------------------------- preparation
+def apply_standardization(x: np.ndarray, mean: float, std: float, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """(x - mean) / std in float32, the one formula used in training and at inference;
+    ``out=x`` works in place."""
+    out = np.subtract(x, np.float32(mean), out=out, dtype=np.float32)
+    out /= np.float32(std)
+    return out
+
+
 def standardize(ds: Dataset) -> Dataset:
     """Subtract the train-set mean and divide by its std, in place (stats kept on ``ds``)."""
     mean = float(ds.x_train.mean(dtype=np.float64))
@@ -428,8 +436,7 @@ def standardize(ds: Dataset) -> Dataset:
     for name in ("x_train", "x_test", "x_val"):
         a = getattr(ds, name)
         if a is not None:
-            a -= np.float32(mean)
-            a /= np.float32(std)
+            apply_standardization(a, mean, std, out=a)
     ds.mean, ds.std = mean, std
     return ds
 

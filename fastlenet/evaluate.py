@@ -19,7 +19,7 @@ def prepare_inputs(x: np.ndarray, meta: dict, input_shape) -> np.ndarray:
     """Apply what training applied: standardisation with the stored train-set
     statistics, and zero-padding to the model's input size."""
     if meta.get("mean") is not None:
-        x = (x - np.float32(meta["mean"])) / np.float32(meta["std"])
+        x = data.apply_standardization(x, meta["mean"], meta["std"])
     if tuple(x.shape[2:]) != tuple(input_shape[1:]):
         x = data.pad_to(x, input_shape[1])
     return np.ascontiguousarray(x, np.float32)
