@@ -16,7 +16,7 @@ import io
 import os
 import sys
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
@@ -333,7 +333,6 @@ class Dataset:
     std: Optional[float] = None
     x_val: Optional[np.ndarray] = None
     y_val: Optional[np.ndarray] = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
