@@ -83,6 +83,24 @@ cdef extern from "microkernels.h" nogil:
                             long KH, long KW, const float* bias, float* z, long ldz, long OH, long OW)
     void fl_direct_conv_f64(const double* xp, long C, long HS, long WS, const double* wd, long F8,
                             long KH, long KW, const double* bias, double* z, long ldz, long OH, long OW)
+    void fl_pad_copy_f32(const float* x, long C, long H, long W, long p, float* xp, long HS, long WS)
+    void fl_pad_copy_f64(const double* x, long C, long H, long W, long p, double* xp, long HS, long WS)
+    void fl_im2row_f32(const float* xp, long C, long HS, long WS, long KH, long KW, long s,
+                       long OH, long OW, float* rows, long ldr)
+    void fl_im2row_f64(const double* xp, long C, long HS, long WS, long KH, long KW, long s,
+                       long OH, long OW, double* rows, long ldr)
+    void fl_col2im_s1_f32(const float* cols, long ldc, long C, long KH, long KW, long OH, long OW,
+                          float* xp, long HS, long WS)
+    void fl_col2im_s1_f64(const double* cols, long ldc, long C, long KH, long KW, long OH, long OW,
+                          double* xp, long HS, long WS)
+    void fl_dw_direct_k5_f32(const float* xp, long C, long HS, long WS, long KH, long s,
+                             const float* dzt, long ldt, long OH, long OW, float* dwt)
+    void fl_dw_direct_k5_f64(const double* xp, long C, long HS, long WS, long KH, long s,
+                             const double* dzt, long ldt, long OH, long OW, double* dwt)
+    void fl_dw_direct_k3_f32(const float* xp, long C, long HS, long WS, long KH, long s,
+                             const float* dzt, long ldt, long OH, long OW, float* dwt)
+    void fl_dw_direct_k3_f64(const double* xp, long C, long HS, long WS, long KH, long s,
+                             const double* dzt, long ldt, long OH, long OW, double* dwt)
 
 
 cdef inline void _gemm_nn(const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
@@ -106,6 +124,15 @@ cdef inline void _gemm_nt_acc(const floating* A, Py_ssize_t lda, const floating*
 
 
 # ----------------------------------------------------------------------------- im2col / col2im
+cdef inline void _pad_copy(const floating* x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t p,
+                           floating* xp, Py_ssize_t hs, Py_ssize_t ws) noexcept nogil:
+    """x (C, H, W) -> the interior of xp (C, HS, WS) (zero borders left as they are)."""
+    if floating is float:
+        fl_pad_copy_f32(x, c, h, w, p, xp, hs, ws)
+    else:
+        fl_pad_copy_f64(x, c, h, w, p, xp, hs, ws)
+
+
 cdef void _im2col_one(const floating[:, :, ::1] xs, Py_ssize_t kh, Py_ssize_t kw,
                       Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow,
                       floating[:, ::1] cols) noexcept nogil:
@@ -130,27 +157,6 @@ cdef void _im2col_one(const floating[:, :, ::1] xs, Py_ssize_t kh, Py_ssize_t kw
                         cols[r, base + ox] = xs[c, yy, ox * s + j - p]
                     for ox in range(hi, ow):
                         cols[r, base + ox] = 0
-
-
-cdef void _im2row_one(const floating[:, :, ::1] xs, Py_ssize_t kh, Py_ssize_t kw,
-                      Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow,
-                      floating[:, ::1] rows) noexcept nogil:
-    """xs (C, H, W) -> rows[:L, :K] = im2col(xs)^T for one sample (padding untouched)."""
-    cdef Py_ssize_t C = xs.shape[0], H = xs.shape[1], W = xs.shape[2]
-    cdef Py_ssize_t c, i, j, r, oy, ox, yy, xx
-    for oy in range(oh):
-        for ox in range(ow):
-            r = 0
-            for c in range(C):
-                for i in range(kh):
-                    yy = oy * s + i - p
-                    for j in range(kw):
-                        xx = ox * s + j - p
-                        if yy < 0 or yy >= H or xx < 0 or xx >= W:
-                            rows[oy * ow + ox, r] = 0
-                        else:
-                            rows[oy * ow + ox, r] = xs[c, yy, xx]
-                        r = r + 1
 
 
 cdef void _col2im_one(const floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw,
@@ -204,6 +210,8 @@ cdef struct Geometry:
     bint direct                    # forward by direct convolution (see _geometry)
     Py_ssize_t f8, hs, ws          # its filter count (multiple of 8) and padded-input plane
     bint by_rows                   # dW through im2row (see _geometry)
+    bint dw_direct                 # dW straight from the padded input (KW 3 or 5)
+    Py_ssize_t fq                  # F rounded up to LB: the lanes of the transposed dz
 
 
 cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t f,
@@ -218,12 +226,16 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
     g.by_rows = g.l < 4 * g.k
     g.kq = _round_up(g.k, LB) if g.by_rows else g.kp
     g.size, g.ps, g.ph, g.pw = 0, 0, 0, 0
+    # KW 3 or 5 (every preset): dW from the padded input and a transposed dz, filters
+    # along the vector lanes -- no im2row/im2col copy, which cost more than the product
+    g.dw_direct = kw == 3 or kw == 5
+    g.fq = _round_up(f, LB)
     # stride 1 with rows of at least 8 outputs (the LeNet convolutions): convolving the
     # padded input directly beats im2col + GEMM, whose im2col copy costs as much as the
     # product (measured: C1 1.2 -> 0.5 ms, C3 1.4 -> 0.8 ms at batch 256)
     g.direct = s == 1 and ow >= 8 and g.k <= 256
     g.f8 = _round_up(f, 8)
-    g.hs, g.ws = h + 2 * p, _round_up(ow, LB) + kw - 1
+    g.hs, g.ws = h + 2 * p, max(_round_up(ow, LB) + kw - 1, w + 2 * p)
     return g
 
 
@@ -251,10 +263,7 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
     cdef Py_ssize_t c, yy
     for n in range(start, stop):
         if g.direct:
-            for c in range(g.c):               # interior of the zero-padded copy
-                for yy in range(g.h):
-                    for l in range(g.w):
-                        xp[c, yy + g.p, l + g.p] = x[n, c, yy, l]
+            _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
             if floating is float:
                 fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias,
                                    &z[0, 0], g.lp, g.oh, g.ow)
@@ -361,44 +370,92 @@ def conv2d_relu_maxpool_forward(const floating[:, :, :, ::1] x, const floating[:
 
 
 # ----------------------------------------------------------------------------- backward
+cdef inline void _dw_direct(const floating* xp, Geometry g, const floating* dzt,
+                            floating* dwt) noexcept nogil:
+    """dwt (K, Fq) += dW^T of one sample from its padded input xp and dzt (L, Fq)."""
+    if g.kw == 5:
+        if floating is float:
+            fl_dw_direct_k5_f32(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, g.oh, g.ow, dwt)
+        else:
+            fl_dw_direct_k5_f64(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, g.oh, g.ow, dwt)
+    else:
+        if floating is float:
+            fl_dw_direct_k3_f32(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, g.oh, g.ow, dwt)
+        else:
+            fl_dw_direct_k3_f64(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, g.oh, g.ow, dwt)
+
+
 cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
                           const int[:, :, :, ::1] arg, const floating[:, :, :, ::1] x,
                           const floating[:, ::1] wpt, Geometry g, Py_ssize_t start, Py_ssize_t stop,
                           bint need_dx, bint fused, floating[:, ::1] rows, floating[:, ::1] dz,
-                          floating[:, ::1] dcols, floating[:, ::1] dw, floating[::1] db,
+                          floating[:, ::1] dzt, floating[:, ::1] dcols, floating[:, :, ::1] xp,
+                          floating[:, :, ::1] dxp, floating[:, ::1] dw, floating[::1] db,
                           floating[:, :, :, ::1] dx) noexcept nogil:
-    """Accumulate dW (Fp, Kq) and db over samples [start, stop); fold dx per sample.
-    dz (the conv-output gradient) is dy[n] (plain) or the pooled gradient scattered
-    to its argmax positions (fused)."""
-    cdef Py_ssize_t n, f, l, oy, ox, a
-    cdef floating acc
+    """Accumulate dW and db over samples [start, stop); fold dx per sample.
+    dz (F, L), the conv-output gradient, is dy[n] (plain) or the pooled gradient
+    scattered to its argmax positions (fused); the direct dW reads it transposed
+    (dzt (L, Fq)).  dW accumulates as dw (Fp, Kq) for the GEMM paths or transposed,
+    (K, Fq), for the direct one.  xp and dxp (C, HS, WS) are padded-plane workspaces:
+    the input for dW, and the dx accumulator of the stride-1 col2im."""
+    cdef Py_ssize_t n, f, l, oy, ox, a, c, yy
+    cdef floating acc, v
+    cdef bint want_dz = need_dx or not g.dw_direct, want_dzt = g.dw_direct
     for n in range(start, stop):
-        if fused:
+        if want_dz:
             memset(&dz[0, 0], 0, g.fp * g.lp * sizeof(floating))
-            for f in range(g.f):
+        if want_dzt:
+            memset(&dzt[0, 0], 0, g.l * g.fq * sizeof(floating))
+        for f in range(g.f):
+            acc = 0
+            if fused:
                 for oy in range(g.ph):
                     for ox in range(g.pw):
                         a = arg[n, f, oy, ox]
                         if a >= 0:
-                            dz[f, a] += dpy[n, f, oy, ox]
-        else:
-            for f in range(g.f):
+                            v = dpy[n, f, oy, ox]
+                            acc = acc + v
+                            if want_dz:
+                                dz[f, a] += v       # += : overlapping windows can share a max
+                            if want_dzt:
+                                dzt[a, f] += v
+            else:
                 for l in range(g.l):
-                    dz[f, l] = dy[n, f, l]
-        for f in range(g.f):
-            acc = 0
-            for l in range(g.l):
-                acc = acc + dz[f, l]
+                    v = dy[n, f, l]
+                    acc = acc + v
+                    if want_dz:
+                        dz[f, l] = v
+                    if want_dzt:
+                        dzt[l, f] = v
             db[f] += acc
-        if g.by_rows:
-            _im2row_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, rows)
+        if g.dw_direct:
+            _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
+            _dw_direct(&xp[0, 0, 0], g, &dzt[0, 0], &dw[0, 0])
+        elif g.by_rows:
+            _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
+            if floating is float:
+                fl_im2row_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
+            else:
+                fl_im2row_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
             _gemm_nn(&dz[0, 0], g.lp, &rows[0, 0], g.kq, &dw[0, 0], g.kq, g.fp, g.l, g.kq, NULL, True)
         else:
             _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, rows)
             _gemm_nt_acc(&dz[0, 0], g.lp, &rows[0, 0], g.lp, &dw[0, 0], g.kq, g.fp, g.kq, g.lp)
         if need_dx:
             _gemm_nn(&wpt[0, 0], g.fp, &dz[0, 0], g.lp, &dcols[0, 0], g.lp, g.kp, g.fp, g.lp, NULL, False)
-            _col2im_one(dcols, g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n])
+            if g.s != 1:
+                _col2im_one(dcols, g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n])
+                continue
+            # stride 1: fold into the padded planes with whole vectors, then crop
+            memset(&dxp[0, 0, 0], 0, g.c * g.hs * g.ws * sizeof(floating))
+            if floating is float:
+                fl_col2im_s1_f32(&dcols[0, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
+            else:
+                fl_col2im_s1_f64(&dcols[0, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
+            for c in range(g.c):
+                for yy in range(g.h):
+                    for l in range(g.w):
+                        dx[n, c, yy, l] = dxp[c, yy + g.p, l + g.p]
 
 
 def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
@@ -413,10 +470,19 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     if fused:
         g.size, g.ps, g.ph, g.pw = size, pstride, grad.shape[2], grad.shape[3]
     _, wpt_arr = _padded_weights(w, g, dtype)
-    rows_ws = np.zeros((chunks, g.l, g.kq) if g.by_rows else (chunks, g.kp, g.lp), dtype=dtype)
+    if g.dw_direct:
+        rows_ws = np.empty((chunks, 1, 1), dtype=dtype)
+        dzt_ws = np.empty((chunks, g.l, g.fq), dtype=dtype)
+        dw_part = np.zeros((chunks, g.k, g.fq), dtype=dtype)
+    else:
+        rows_ws = np.zeros((chunks, g.l, g.kq) if g.by_rows else (chunks, g.kp, g.lp), dtype=dtype)
+        dzt_ws = np.empty((chunks, 1, 1), dtype=dtype)
+        dw_part = np.zeros((chunks, g.fp, g.kq), dtype=dtype)
     dz_ws = np.zeros((chunks, g.fp, g.lp), dtype=dtype)
-    dcols_ws = np.empty((chunks, g.kp, g.lp), dtype=dtype) if need_dx else np.empty((chunks, 1, 1), dtype=dtype)
-    dw_part = np.zeros((chunks, g.fp, g.kq), dtype=dtype)
+    # one spare row: the vector col2im reads up to LB elements past a row's end
+    dcols_ws = np.zeros((chunks, g.kp + 1, g.lp), dtype=dtype) if need_dx else np.empty((chunks, 1, 1), dtype=dtype)
+    xp_ws = np.zeros((chunks, g.c, g.hs, g.ws), dtype=dtype)          # borders stay zero
+    dxp_ws = np.empty((chunks, g.c, g.hs, g.ws), dtype=dtype) if need_dx else np.empty((chunks, 1, 1, 1), dtype=dtype)
     db_part = np.zeros((chunks, g.f), dtype=dtype)
     dx_shape = (1, 1, 1, 1)
     if need_dx:
@@ -426,14 +492,20 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     cdef floating[:, ::1] wpt = wpt_arr
     cdef floating[:, :, ::1] rows = rows_ws
     cdef floating[:, :, ::1] dz = dz_ws
+    cdef floating[:, :, ::1] dzt = dzt_ws
     cdef floating[:, :, ::1] dcols = dcols_ws
+    cdef floating[:, :, :, ::1] xp = xp_ws
+    cdef floating[:, :, :, ::1] dxp = dxp_ws
     cdef floating[:, :, ::1] dwp = dw_part
     cdef floating[:, ::1] dbp = db_part
     cdef floating[:, :, :, ::1] dx = dx_out
     for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
         _backward_chunk(dy, grad, arg_in, x, wpt, g, t * g.n // chunks, (t + 1) * g.n // chunks,
-                        need_dx, fused, rows[t], dz[t], dcols[t], dwp[t], dbp[t], dx)
-    dw = np.ascontiguousarray(dw_part.sum(axis=0)[:g.f, :g.k]).reshape(np.asarray(w).shape)
+                        need_dx, fused, rows[t], dz[t], dzt[t], dcols[t], xp[t], dxp[t], dwp[t], dbp[t], dx)
+    if g.dw_direct:
+        dw = np.ascontiguousarray(dw_part.sum(axis=0)[:, :g.f].T).reshape(np.asarray(w).shape)
+    else:
+        dw = np.ascontiguousarray(dw_part.sum(axis=0)[:g.f, :g.k]).reshape(np.asarray(w).shape)
     db = db_part.sum(axis=0)
     return (dx_out if need_dx else None), dw, db
 

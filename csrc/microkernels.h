@@ -19,39 +19,69 @@
 #define FL_MB 4
 #define FL_LB 16
 
-#define FL_DEFINE_KERNELS(T, SUFFIX)                                                          \
+#define FL_DEFINE_KERNELS(T, IT, SUFFIX)                                                          \
 typedef T fl_vec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                   \
+typedef IT fl_ivec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                  \
                                                                                               \
 static inline fl_vec_##SUFFIX fl_load_##SUFFIX(const T *p) {                                  \
     fl_vec_##SUFFIX v; memcpy(&v, p, sizeof v); return v;                                     \
 }                                                                                             \
 static inline void fl_store_##SUFFIX(T *p, fl_vec_##SUFFIX v) { memcpy(p, &v, sizeof v); }    \
+/* v where keep != 0, else 0 (a select: garbage lanes are dropped, never multiplied) */      \
+static inline fl_vec_##SUFFIX fl_select_##SUFFIX(fl_vec_##SUFFIX keep, fl_vec_##SUFFIX v) {    \
+    fl_vec_##SUFFIX zero = {0};                                                               \
+    fl_ivec_##SUFFIX mask = keep != zero;                                                     \
+    return (fl_vec_##SUFFIX)((fl_ivec_##SUFFIX)v & mask);                                     \
+}                                                                                             \
                                                                                               \
 /* C[M, Lp] (+)= A[M, Kd] @ B[Kd, Lp]: overwrite (plus bias[m] on row m when bias is    \
- * not NULL) or, with accumulate, add to C. */                                                \
+ * not NULL) or, with accumulate, add to C.  Tiles of MB rows x 2 vectors (8 independent \
+ * accumulators: enough multiply-adds in flight to cover the FMA latency), then one     \
+ * vector when Lp % (2 LB) leaves one over. */                                           \
 static void fl_gemm_nn_##SUFFIX(const T *A, long lda, const T *B, long ldb, T *C, long ldc,  \
                                 long M, long Kd, long Lp, const T *bias, int accumulate) {    \
     for (long m0 = 0; m0 < M; m0 += FL_MB) {                                                  \
         const T *a0 = A + m0 * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;           \
-        for (long l0 = 0; l0 < Lp; l0 += FL_LB) {                                             \
-            fl_vec_##SUFFIX c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};                           \
+        T *c0p = C + m0 * ldc, *c1p = c0p + ldc, *c2p = c1p + ldc, *c3p = c2p + ldc;          \
+        fl_vec_##SUFFIX init0 = {0}, init1 = {0}, init2 = {0}, init3 = {0};                   \
+        if (bias && !accumulate) {                                                            \
+            init0 += bias[m0]; init1 += bias[m0 + 1];                                         \
+            init2 += bias[m0 + 2]; init3 += bias[m0 + 3];                                     \
+        }                                                                                     \
+        long l0 = 0;                                                                          \
+        for (; l0 + 2 * FL_LB <= Lp; l0 += 2 * FL_LB) {                                       \
+            fl_vec_##SUFFIX c0 = init0, c1 = init1, c2 = init2, c3 = init3;                   \
+            fl_vec_##SUFFIX d0 = init0, d1 = init1, d2 = init2, d3 = init3;                   \
             if (accumulate) {                                                                 \
-                c0 = fl_load_##SUFFIX(C + m0 * ldc + l0);                                     \
-                c1 = fl_load_##SUFFIX(C + (m0 + 1) * ldc + l0);                               \
-                c2 = fl_load_##SUFFIX(C + (m0 + 2) * ldc + l0);                               \
-                c3 = fl_load_##SUFFIX(C + (m0 + 3) * ldc + l0);                               \
-            } else if (bias) {                                                                \
-                c0 += bias[m0]; c1 += bias[m0 + 1]; c2 += bias[m0 + 2]; c3 += bias[m0 + 3];   \
+                c0 = fl_load_##SUFFIX(c0p + l0); d0 = fl_load_##SUFFIX(c0p + l0 + FL_LB);     \
+                c1 = fl_load_##SUFFIX(c1p + l0); d1 = fl_load_##SUFFIX(c1p + l0 + FL_LB);     \
+                c2 = fl_load_##SUFFIX(c2p + l0); d2 = fl_load_##SUFFIX(c2p + l0 + FL_LB);     \
+                c3 = fl_load_##SUFFIX(c3p + l0); d3 = fl_load_##SUFFIX(c3p + l0 + FL_LB);     \
+            }                                                                                 \
+            const T *b = B + l0;                                                              \
+            for (long k = 0; k < Kd; k++, b += ldb) {                                         \
+                fl_vec_##SUFFIX bv = fl_load_##SUFFIX(b), bw = fl_load_##SUFFIX(b + FL_LB);   \
+                c0 += a0[k] * bv; d0 += a0[k] * bw; c1 += a1[k] * bv; d1 += a1[k] * bw;       \
+                c2 += a2[k] * bv; d2 += a2[k] * bw; c3 += a3[k] * bv; d3 += a3[k] * bw;       \
+            }                                                                                 \
+            fl_store_##SUFFIX(c0p + l0, c0); fl_store_##SUFFIX(c0p + l0 + FL_LB, d0);         \
+            fl_store_##SUFFIX(c1p + l0, c1); fl_store_##SUFFIX(c1p + l0 + FL_LB, d1);         \
+            fl_store_##SUFFIX(c2p + l0, c2); fl_store_##SUFFIX(c2p + l0 + FL_LB, d2);         \
+            fl_store_##SUFFIX(c3p + l0, c3); fl_store_##SUFFIX(c3p + l0 + FL_LB, d3);         \
+        }                                                                                     \
+        if (l0 < Lp) {                                                                        \
+            fl_vec_##SUFFIX c0 = init0, c1 = init1, c2 = init2, c3 = init3;                   \
+            if (accumulate) {                                                                 \
+                c0 = fl_load_##SUFFIX(c0p + l0); c1 = fl_load_##SUFFIX(c1p + l0);             \
+                c2 = fl_load_##SUFFIX(c2p + l0); c3 = fl_load_##SUFFIX(c3p + l0);             \
             }                                                                                 \
             const T *b = B + l0;                                                              \
             for (long k = 0; k < Kd; k++, b += ldb) {                                         \
                 fl_vec_##SUFFIX bv = fl_load_##SUFFIX(b);                                     \
                 c0 += a0[k] * bv; c1 += a1[k] * bv; c2 += a2[k] * bv; c3 += a3[k] * bv;       \
             }                                                                                 \
-            fl_store_##SUFFIX(C + m0 * ldc + l0, c0);                                         \
-            fl_store_##SUFFIX(C + (m0 + 1) * ldc + l0, c1);                                   \
-            fl_store_##SUFFIX(C + (m0 + 2) * ldc + l0, c2);                                   \
-            fl_store_##SUFFIX(C + (m0 + 3) * ldc + l0, c3);                                   \
+            fl_store_##SUFFIX(c0p + l0, c0); fl_store_##SUFFIX(c1p + l0, c1);                 \
+            fl_store_##SUFFIX(c2p + l0, c2); fl_store_##SUFFIX(c3p + l0, c3);                 \
         }                                                                                     \
     }                                                                                         \
 }                                                                                              \
@@ -84,8 +114,8 @@ static void fl_gemm_nt_acc_##SUFFIX(const T *A, long lda, const T *B, long ldb, 
 }
 
 
-FL_DEFINE_KERNELS(float, f32)
-FL_DEFINE_KERNELS(double, f64)
+FL_DEFINE_KERNELS(float, int, f32)
+FL_DEFINE_KERNELS(double, long, f64)
 
 /* Direct stride-1 convolution of one sample, for layers whose output rows are wide
  * enough to fill most of a vector (both LeNet convolutions), where im2col would copy
@@ -151,5 +181,113 @@ static void fl_relu_maxpool2_##SUFFIX(const T *z, long OW, T *y, int *arg, long 
 
 FL_DEFINE_POOL2(float, f32)
 FL_DEFINE_POOL2(double, f64)
+
+/* Layout helpers of one sample, each a plain copy loop the compiler vectorises.
+ * xp (C, HS, WS): a zero-padded plane set, HS >= H + 2p, WS >= W + 2p; only the
+ * interior is written, so zero borders written once stay zero. */
+#define FL_DEFINE_LAYOUT(T, SUFFIX)                                                           \
+static void fl_pad_copy_##SUFFIX(const T *x, long C, long H, long W, long p, T *xp,          \
+                                 long HS, long WS) {                                          \
+    for (long c = 0; c < C; c++)                                                              \
+        for (long y = 0; y < H; y++) {                                                        \
+            const T *src = x + (c * H + y) * W;                                               \
+            T *dst = xp + (c * HS + y + p) * WS + p;                                          \
+            for (long q = 0; q < W; q++) dst[q] = src[q];                                     \
+        }                                                                                     \
+}                                                                                             \
+/* rows[l, (c, i, j)] = xp[c, oy*s + i, ox*s + j] for l = oy*OW + ox: im2col transposed, \
+ * read from the padded copy so that no index needs a bounds test (row stride ldr). */   \
+static void fl_im2row_##SUFFIX(const T *xp, long C, long HS, long WS, long KH, long KW,      \
+                               long s, long OH, long OW, T *rows, long ldr) {                 \
+    for (long oy = 0; oy < OH; oy++)                                                          \
+        for (long ox = 0; ox < OW; ox++) {                                                    \
+            T *dst = rows + (oy * OW + ox) * ldr;                                             \
+            for (long c = 0; c < C; c++)                                                      \
+                for (long i = 0; i < KH; i++) {                                               \
+                    const T *src = xp + (c * HS + oy * s + i) * WS + ox * s;                  \
+                    for (long j = 0; j < KW; j++) dst[j] = src[j];                            \
+                    dst += KW;                                                                \
+                }                                                                             \
+        }                                                                                     \
+}                                                                                             \
+/* Stride 1: xp[c, oy + i, ox + j] += cols[(c, i, j), oy*OW + ox] (col2im into the padded  \
+ * plane set), LB columns at a time.  cols rows are ldc >= OH*OW long and readable LB     \
+ * elements past their end (the caller allocates that slack); WS >= round_up(OW, LB) +   \
+ * KW - 1 so every vector store stays inside its row's padding. */                        \
+static void fl_col2im_s1_##SUFFIX(const T *cols, long ldc, long C, long KH, long KW,         \
+                                  long OH, long OW, T *xp, long HS, long WS) {                \
+    long tail = OW % FL_LB;                                                                   \
+    fl_vec_##SUFFIX keep;                                                                     \
+    for (int q = 0; q < FL_LB; q++) keep[q] = (tail == 0 || q < tail) ? 1 : 0;               \
+    for (long c = 0; c < C; c++)                                                              \
+        for (long i = 0; i < KH; i++)                                                         \
+            for (long j = 0; j < KW; j++) {                                                   \
+                const T *src = cols + ((c * KH + i) * KW + j) * ldc;                          \
+                for (long oy = 0; oy < OH; oy++) {                                            \
+                    T *dst = xp + (c * HS + oy + i) * WS + j;                                 \
+                    long ox0 = 0;                                                             \
+                    for (; ox0 + FL_LB <= OW; ox0 += FL_LB)                                   \
+                        fl_store_##SUFFIX(dst + ox0, fl_load_##SUFFIX(dst + ox0)              \
+                                          + fl_load_##SUFFIX(src + oy * OW + ox0));           \
+                    if (ox0 < OW) {                                                           \
+                        fl_vec_##SUFFIX v = fl_load_##SUFFIX(src + oy * OW + ox0);            \
+                        v = fl_select_##SUFFIX(keep, v);                                      \
+                        fl_store_##SUFFIX(dst + ox0, fl_load_##SUFFIX(dst + ox0) + v);        \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+}
+
+FL_DEFINE_LAYOUT(float, f32)
+FL_DEFINE_LAYOUT(double, f64)
+
+/* dW of one sample without im2row, for KW = 3 or 5 (every preset):
+ *   dwt[(c, i, j), f] += sum_{oy, ox} xp[c, oy*s + i, ox*s + j] * dzt[oy*OW + ox, f]
+ * dzt (L, ldt): the conv-output gradient transposed, filters along the vector lanes
+ * (ldt a multiple of LB, padding lanes zero); dwt (C*KH*KW, ldt): dW transposed.
+ * One pass over L holds NR kernel rows x KW taps of one channel in registers
+ * (10 or 9 accumulators); each broadcast input value feeds one multiply-add. */
+#define FL_DEFINE_DW(T, SUFFIX, KWC, NR)                                                     \
+static inline __attribute__((always_inline)) void                                            \
+fl_dw_pass_k##KWC##_##SUFFIX(const T *xc, long WS, long s, const T *dzt, long ldt, long OH,  \
+                             long OW, T *dwt, long ldw, const int nr) {                       \
+    fl_vec_##SUFFIX acc[NR * KWC];                                                            \
+    for (int r = 0; r < nr; r++)                                                              \
+        for (int j = 0; j < KWC; j++) acc[r * KWC + j] = fl_load_##SUFFIX(dwt + (r * KWC + j) * ldw); \
+    for (long oy = 0; oy < OH; oy++) {                                                        \
+        const T *x0 = xc + oy * s * WS;                                                       \
+        const T *d = dzt + oy * OW * ldt;                                                     \
+        for (long ox = 0; ox < OW; ox++, d += ldt) {                                          \
+            fl_vec_##SUFFIX dv = fl_load_##SUFFIX(d);                                         \
+            for (int r = 0; r < nr; r++)                                                      \
+                for (int j = 0; j < KWC; j++)                                                 \
+                    acc[r * KWC + j] += x0[r * WS + ox * s + j] * dv;                         \
+        }                                                                                     \
+    }                                                                                         \
+    for (int r = 0; r < nr; r++)                                                              \
+        for (int j = 0; j < KWC; j++) fl_store_##SUFFIX(dwt + (r * KWC + j) * ldw, acc[r * KWC + j]); \
+}                                                                                             \
+static void fl_dw_direct_k##KWC##_##SUFFIX(const T *xp, long C, long HS, long WS, long KH,   \
+                                           long s, const T *dzt, long ldt, long OH, long OW, \
+                                           T *dwt) {                                          \
+    for (long fb = 0; fb < ldt; fb += FL_LB)                                                  \
+        for (long c = 0; c < C; c++)                                                          \
+            for (long i0 = 0; i0 < KH; ) {                                                    \
+                const T *xc = xp + (c * HS + i0) * WS;                                        \
+                T *dw = dwt + (c * KH + i0) * KWC * ldt + fb;                                 \
+                if (KH - i0 >= NR) {                                                          \
+                    fl_dw_pass_k##KWC##_##SUFFIX(xc, WS, s, dzt + fb, ldt, OH, OW, dw, ldt, NR); \
+                    i0 += NR;                                                                 \
+                } else {                                                                      \
+                    fl_dw_pass_k##KWC##_##SUFFIX(xc, WS, s, dzt + fb, ldt, OH, OW, dw, ldt, 1); \
+                    i0 += 1;                                                                  \
+                }                                                                             \
+            }                                                                                 \
+}
+
+FL_DEFINE_DW(float, f32, 5, 2)
+FL_DEFINE_DW(double, f64, 5, 2)
+FL_DEFINE_DW(float, f32, 3, 3)
+FL_DEFINE_DW(double, f64, 3, 3)
 
 #endif
