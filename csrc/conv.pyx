@@ -83,6 +83,14 @@ cdef extern from "microkernels.h" nogil:
                             long KH, long KW, const float* bias, float* z, long ldz, long OH, long OW)
     void fl_direct_conv_f64(const double* xp, long C, long HS, long WS, const double* wd, long F8,
                             long KH, long KW, const double* bias, double* z, long ldz, long OH, long OW)
+    void fl_direct_conv_pool2_f8v1_f32(const float* xp, long C, long HS, long WS, const float* wd,
+            long FP, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y, int* arg, long ldy)
+    void fl_direct_conv_pool2_f8v1_f64(const double* xp, long C, long HS, long WS, const double* wd,
+            long FP, long KH, long KW, const double* bias, long OW, long PH, long PW, double* y, int* arg, long ldy)
+    void fl_direct_conv_pool2_f6v2_f32(const float* xp, long C, long HS, long WS, const float* wd,
+            long FP, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y, int* arg, long ldy)
+    void fl_direct_conv_pool2_f6v2_f64(const double* xp, long C, long HS, long WS, const double* wd,
+            long FP, long KH, long KW, const double* bias, long OW, long PH, long PW, double* y, int* arg, long ldy)
     void fl_pad_copy_f32(const float* x, long C, long H, long W, long p, float* xp, long HS, long WS)
     void fl_pad_copy_f64(const double* x, long C, long H, long W, long p, double* xp, long HS, long WS)
     void fl_im2row_f32(const float* xp, long C, long HS, long WS, long KH, long KW, long s,
@@ -209,6 +217,7 @@ cdef struct Geometry:
     Py_ssize_t size, ps, ph, pw    # max pool after the conv (fused path only)
     bint direct                    # forward by direct convolution (see _geometry)
     Py_ssize_t f8, hs, ws          # its filter count (multiple of 8) and padded-input plane
+    Py_ssize_t pool_fb             # fused 2x2 pool in the direct kernel: filters per block (0: no)
     bint by_rows                   # dW through im2row (see _geometry)
     bint dw_direct                 # dW straight from the padded input (KW 3 or 5)
     Py_ssize_t fq                  # F rounded up to LB: the lanes of the transposed dz
@@ -235,6 +244,7 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
     # product (measured: C1 1.2 -> 0.5 ms, C3 1.4 -> 0.8 ms at batch 256)
     g.direct = s == 1 and ow >= 8 and g.k <= 256
     g.f8 = _round_up(f, 8)
+    g.pool_fb = 0
     g.hs, g.ws = h + 2 * p, max(_round_up(ow, LB) + kw - 1, w + 2 * p)
     return g
 
@@ -247,6 +257,25 @@ cdef tuple _padded_weights(w, Geometry g, dtype):
 
 
 # ----------------------------------------------------------------------------- forward
+cdef inline void _direct_conv_pool2(const floating* xp, Geometry g, const floating* wd,
+                                    const floating* bias, floating* y, int* arg) noexcept nogil:
+    """One sample: y (F, PH, PW), arg = maxpool2x2(relu(conv(xp))) from the padded input."""
+    if g.pool_fb == 8:
+        if floating is float:
+            fl_direct_conv_pool2_f8v1_f32(xp, g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, g.ow,
+                                          g.ph, g.pw, y, arg, g.ph * g.pw)
+        else:
+            fl_direct_conv_pool2_f8v1_f64(xp, g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, g.ow,
+                                          g.ph, g.pw, y, arg, g.ph * g.pw)
+    else:
+        if floating is float:
+            fl_direct_conv_pool2_f6v2_f32(xp, g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, g.ow,
+                                          g.ph, g.pw, y, arg, g.ph * g.pw)
+        else:
+            fl_direct_conv_pool2_f6v2_f64(xp, g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, g.ow,
+                                          g.ph, g.pw, y, arg, g.ph * g.pw)
+
+
 cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] wp,
                          const floating* bias, Geometry g, Py_ssize_t start, Py_ssize_t stop,
                          floating[:, ::1] cols, floating[:, :, ::1] xp, const floating* wd,
@@ -262,6 +291,10 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
     cdef int* af
     cdef Py_ssize_t c, yy
     for n in range(start, stop):
+        if g.pool_fb:                 # conv, ReLU and pool in one register tile
+            _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
+            _direct_conv_pool2(&xp[0, 0, 0], g, wd, bias, &py[n, 0, 0, 0], &arg[n, 0, 0, 0])
+            continue
         if g.direct:
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
             if floating is float:
@@ -311,24 +344,30 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
                                 w.shape[2], w.shape[3], stride, pad, oh, ow)
     cdef Py_ssize_t chunks = _n_chunks(g.n), t
     dtype = np.float32 if floating is float else np.float64
+    if fused:
+        g.size, g.ps = size, pstride
+        g.ph, g.pw = (oh - size) // pstride + 1, (ow - size) // pstride + 1
+        if g.direct and size == 2 and pstride == 2 and ow <= 2 * LB:
+            # one or two vectors per conv row: 8 or 6 filters per register tile
+            g.pool_fb = 8 if ow <= LB else 6
+    cdef Py_ssize_t blk = g.pool_fb if g.pool_fb else 8
+    cdef Py_ssize_t fpad = _round_up(g.f, blk)
     wp_arr, _ = _padded_weights(w, g, dtype)
-    bias_arr = np.zeros(max(g.fp, g.f8), dtype=dtype)
+    bias_arr = np.zeros(max(g.fp, fpad), dtype=dtype)
     bias_arr[:g.f] = np.asarray(b)
-    if g.direct:                    # weights regrouped (F8/8, K, 8); padded input planes
-        wd_arr = np.ascontiguousarray(np.zeros((g.f8, g.k), dtype=dtype))
+    if g.direct:                    # weights regrouped (Fpad/blk, K, blk); padded input planes
+        wd_arr = np.zeros((fpad, g.k), dtype=dtype)
         wd_arr[:g.f] = np.asarray(w).reshape(g.f, g.k)
-        wd_arr = np.ascontiguousarray(wd_arr.reshape(g.f8 // 8, 8, g.k).transpose(0, 2, 1))
+        wd_arr = np.ascontiguousarray(wd_arr.reshape(fpad // blk, blk, g.k).transpose(0, 2, 1))
         xp_ws = np.zeros((chunks, g.c, g.hs, g.ws), dtype=dtype)    # borders stay zero
         cols_ws = np.zeros((chunks, 1, 1), dtype=dtype)
-        z_ws = np.empty((chunks, g.f8, g.lp), dtype=dtype)
+        z_ws = np.empty((chunks, 1, 1), dtype=dtype) if g.pool_fb else np.empty((chunks, g.f8, g.lp), dtype=dtype)
     else:
         wd_arr = np.zeros(1, dtype=dtype)
         xp_ws = np.zeros((chunks, 1, 1, 1), dtype=dtype)
         cols_ws = np.zeros((chunks, g.kp, g.lp), dtype=dtype)   # padding stays zero
         z_ws = np.empty((chunks, g.fp, g.lp), dtype=dtype)
     if fused:
-        g.size, g.ps = size, pstride
-        g.ph, g.pw = (oh - size) // pstride + 1, (ow - size) // pstride + 1
         y_out = np.empty((1, 1, 1), dtype=dtype)
         py_out = np.empty((g.n, g.f, g.ph, g.pw), dtype=dtype)
         arg_out = np.empty((g.n, g.f, g.ph, g.pw), dtype=np.int32)

@@ -290,4 +290,88 @@ FL_DEFINE_DW(double, f64, 5, 2)
 FL_DEFINE_DW(float, f32, 3, 3)
 FL_DEFINE_DW(double, f64, 3, 3)
 
+/* Direct stride-1 convolution fused with ReLU and a 2x2/stride-2 max pool, for one
+ * sample, without writing the conv output:
+ *   y[f, py, px] = max(0, max over the window of z[f, 2py + a, 2px + b])
+ *   arg[f, py, px] = (2py + a)*OW + 2px + b of the window's first maximum (order
+ *                    (0,0), (0,1), (1,0), (1,1)), or -1 where that maximum is <= 0
+ * with z as in fl_direct_conv.  wd (F/FB, C*KH*KW, FB): FB filters contiguous per tap.
+ * The register tile is FB filters x 2 conv rows x NV vectors (NV*LB >= OW): each
+ * loaded input vector feeds FB multiply-adds and each broadcast weight 2*NV; the two
+ * rows and the even/odd lanes of the tile are exactly the pooling windows, so the
+ * pool runs on the accumulators (lane shuffles and selects, no scalar loop). */
+#define FL_SEL(IV, VT, mask, a, b) ((VT)(((IV)(a) & (mask)) | ((IV)(b) & ~(mask))))
+#define FL_DEFINE_DIRECT_POOL(T, IT, SUFFIX, FB, NV)                                          \
+static void fl_direct_conv_pool2_f##FB##v##NV##_##SUFFIX(                                     \
+        const T *xp, long C, long HS, long WS, const T *wd, long FP, long KH, long KW,        \
+        const T *bias, long OW, long PH, long PW, T *y, int *arg, long ldy) {                 \
+    typedef fl_vec_##SUFFIX V;                                                                \
+    typedef fl_ivec_##SUFFIX IV;                                                              \
+    long taps = C * KH * KW;                                                                  \
+    IV even, odd, lane2;                                                                      \
+    for (int q = 0; q < FL_LB; q++) { even[q] = 2 * q; odd[q] = 2 * q + 1; lane2[q] = 2 * q; } \
+    for (long fb = 0; fb < FP; fb += FB) {                                                    \
+        const T *wb = wd + (fb / FB) * taps * FB;                                             \
+        for (long py = 0; py < PH; py++) {                                                    \
+            V acc[2][NV][FB];                                                                 \
+            for (int r = 0; r < 2; r++)                                                       \
+                for (int v = 0; v < NV; v++)                                                  \
+                    for (int f = 0; f < FB; f++) { acc[r][v][f] = (V){0}; acc[r][v][f] += bias[fb + f]; } \
+            const T *wt = wb;                                                                 \
+            for (long c = 0; c < C; c++)                                                      \
+                for (long i = 0; i < KH; i++) {                                               \
+                    const T *row0 = xp + (c * HS + 2 * py + i) * WS, *row1 = row0 + WS;       \
+                    for (long j = 0; j < KW; j++, wt += FB) {                                 \
+                        V x0[NV], x1[NV];                                                     \
+                        for (int v = 0; v < NV; v++) {                                        \
+                            x0[v] = fl_load_##SUFFIX(row0 + j + v * FL_LB);                   \
+                            x1[v] = fl_load_##SUFFIX(row1 + j + v * FL_LB);                   \
+                        }                                                                     \
+                        for (int f = 0; f < FB; f++) {                                        \
+                            T wv = wt[f];                                                     \
+                            for (int v = 0; v < NV; v++) {                                    \
+                                acc[0][v][f] += wv * x0[v];                                   \
+                                acc[1][v][f] += wv * x1[v];                                   \
+                            }                                                                 \
+                        }                                                                     \
+                    }                                                                         \
+                }                                                                             \
+            for (int f = 0; f < FB && fb + f < FP; f++) {                                     \
+                /* window corners: a (row 0, even col), b (row 0, odd), c (row 1, even), d */ \
+                V a, b, cc, d;                                                                \
+                if (NV == 1) {                                                                \
+                    a = __builtin_shuffle(acc[0][0][f], acc[0][0][f], even);                  \
+                    b = __builtin_shuffle(acc[0][0][f], acc[0][0][f], odd);                   \
+                    cc = __builtin_shuffle(acc[1][0][f], acc[1][0][f], even);                 \
+                    d = __builtin_shuffle(acc[1][0][f], acc[1][0][f], odd);                   \
+                } else {                                                                      \
+                    a = __builtin_shuffle(acc[0][0][f], acc[0][NV - 1][f], even);             \
+                    b = __builtin_shuffle(acc[0][0][f], acc[0][NV - 1][f], odd);              \
+                    cc = __builtin_shuffle(acc[1][0][f], acc[1][NV - 1][f], even);            \
+                    d = __builtin_shuffle(acc[1][0][f], acc[1][NV - 1][f], odd);              \
+                }                                                                             \
+                IV k = {0}, gt;                                                               \
+                V m = a;                                                                      \
+                gt = b > m;  m = FL_SEL(IV, V, gt, b, m);  k = FL_SEL(IV, IV, gt, (k | 1), k); \
+                gt = cc > m; m = FL_SEL(IV, V, gt, cc, m); k = FL_SEL(IV, IV, gt, (k & 0) | 2, k); \
+                gt = d > m;  m = FL_SEL(IV, V, gt, d, m);  k = FL_SEL(IV, IV, gt, (k & 0) | 3, k); \
+                IV idx = ((IT)(2 * py) + (k >> 1)) * (IT)OW + lane2 + (k & 1);                   \
+                V zero = {0};                                                                 \
+                IV pos = m > zero;                                                            \
+                V out = FL_SEL(IV, V, pos, m, zero);                                          \
+                IV none = idx * 0 - 1;                                                        \
+                idx = FL_SEL(IV, IV, pos, idx, none);                                         \
+                T *yr = y + (fb + f) * ldy + py * PW;                                         \
+                int *ar = arg + (fb + f) * ldy + py * PW;                                     \
+                for (long q = 0; q < PW; q++) { yr[q] = out[q]; ar[q] = (int)idx[q]; }        \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+FL_DEFINE_DIRECT_POOL(float, int, f32, 8, 1)
+FL_DEFINE_DIRECT_POOL(double, long, f64, 8, 1)
+FL_DEFINE_DIRECT_POOL(float, int, f32, 6, 2)
+FL_DEFINE_DIRECT_POOL(double, long, f64, 6, 2)
+
 #endif

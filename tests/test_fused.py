@@ -15,20 +15,34 @@ FUSED = [name for name in ("numba", "cython") if kernels.backend(name).fused is 
     (5, 6, 14, 14, 16, 5, 5, 1, 0, 2, 2),    # LeNet C3 + S4
     (2, 2, 9, 8, 3, 3, 2, 1, 1, 3, 2),       # non-square kernel, overlapping pool windows
     (1, 3, 11, 11, 4, 3, 3, 2, 1, 2, 2),     # strided conv, odd sizes
+    # the in-register 2x2 pool of the direct convolution: two vectors per row with a
+    # partial filter block and odd output sizes; one vector per row, exactly full
+    # (OW 16) and partial (OW 14, KH != KW, a second, partial block of 8 filters)
+    (2, 2, 19, 21, 7, 3, 3, 1, 1, 2, 2),
+    (2, 2, 20, 20, 8, 5, 5, 1, 0, 2, 2),
+    (2, 3, 12, 16, 10, 3, 5, 1, 1, 2, 2),
+    (2, 1, 32, 32, 6, 5, 5, 1, 2, 2, 2),     # OW 32: the widest two-vector row
 ])
+@pytest.mark.parametrize("values", ["normal", "ties"])
 @pytest.mark.parametrize("name", FUSED)
-def test_fused_path_equals_public_kernels(name, case, dtype):
+def test_fused_path_equals_public_kernels(name, case, dtype, values):
     n, c, h, w, f, kh, kw, s, p, size, ps = case
     k = kernels.backend(name)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    wt = rng.standard_normal((f, c, kh, kw)).astype(dtype)
-    b = rng.standard_normal(f).astype(dtype) * 0.1
+    if values == "ties":       # small integers: equal window values and exact zeros are common
+        x = rng.integers(-1, 2, (n, c, h, w)).astype(dtype)
+        wt = rng.integers(-1, 2, (f, c, kh, kw)).astype(dtype)
+        b = rng.integers(-1, 2, f).astype(dtype)
+    else:
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        wt = rng.standard_normal((f, c, kh, kw)).astype(dtype)
+        b = rng.standard_normal(f).astype(dtype) * 0.1
     z = k.conv2d_forward(x, wt, b, s, p)
     r = np.maximum(z, 0)
     y, arg = k.maxpool2d_forward(r, size, ps)
     fy, farg = k.fused.forward(x, wt, b, s, p, z.shape[2], z.shape[3], size, ps)
     assert_close("fused y", fy, y)
+    np.testing.assert_array_equal(farg >= 0, y > 0)      # gradient flows exactly where y > 0
     dy = rng.standard_normal(y.shape).astype(dtype)
     dr = k.maxpool2d_backward(dy, arg, r.shape, size, ps)
     dz = dr * (z > 0)
