@@ -33,6 +33,11 @@ cdef enum:
     MB = 4       # rows of a GEMM tile
     LB = 16      # columns of a GEMM tile (one AVX-512 float32 vector)
 
+cdef enum:
+    DW_GEMM = 0          # im2row / im2col copy + GEMM (any geometry)
+    DW_FILTER_LANES = 1  # from the padded input, filters along the lanes (KW 3 or 5)
+    DW_COLUMN_LANES = 2  # from the padded input, output columns along the lanes (KW 5, stride 1)
+
 
 def set_num_threads(int n):
     """Threads used by the OpenMP kernels."""
@@ -101,6 +106,22 @@ cdef extern from "microkernels.h" nogil:
                           float* xp, long HS, long WS)
     void fl_col2im_s1_f64(const double* cols, long ldc, long C, long KH, long KW, long OH, long OW,
                           double* xp, long HS, long WS)
+    float fl_route_pool_grad_f32(const float* dpy, const int* arg, long PH, long PW, long OW,
+                                 long size, long ps, float* out, long ystride, long xstride)
+    double fl_route_pool_grad_f64(const double* dpy, const int* arg, long PH, long PW, long OW,
+                                  long size, long ps, double* out, long ystride, long xstride)
+    void fl_expand_pool2_grad_f32(const float* dpy, const int* arg, long PH, long PW, long OH, long OW,
+                                  float* out, long ldrow, const float* end)
+    void fl_expand_pool2_grad_f64(const double* dpy, const int* arg, long PH, long PW, long OH, long OW,
+                                  double* out, long ldrow, const double* end)
+    float fl_routed_sum_f32(const float* dpy, const int* arg, long n)
+    double fl_routed_sum_f64(const double* dpy, const int* arg, long n)
+    void fl_transpose_f32(const float* dz, long ldz, long F, long L, float* dzt, long ldt)
+    void fl_transpose_f64(const double* dz, long ldz, long F, long L, double* dzt, long ldt)
+    void fl_dw_lanes_f6k5_f32(const float* xp, long C, long HS, long WS, long KH, const float* dzr,
+                              long F, long OH, long OWr, float* dwv)
+    void fl_dw_lanes_f6k5_f64(const double* xp, long C, long HS, long WS, long KH, const double* dzr,
+                              long F, long OH, long OWr, double* dwv)
     void fl_dw_direct_k5_f32(const float* xp, long C, long HS, long WS, long KH, long s,
                              const float* dzt, long ldt, long OH, long OW, float* dwt)
     void fl_dw_direct_k5_f64(const double* xp, long C, long HS, long WS, long KH, long s,
@@ -219,8 +240,9 @@ cdef struct Geometry:
     Py_ssize_t f8, hs, ws          # its filter count (multiple of 8) and padded-input plane
     Py_ssize_t pool_fb             # fused 2x2 pool in the direct kernel: filters per block (0: no)
     bint by_rows                   # dW through im2row (see _geometry)
-    bint dw_direct                 # dW straight from the padded input (KW 3 or 5)
+    int dw_mode                    # how dW is computed: DW_GEMM, DW_FILTER_LANES, DW_COLUMN_LANES
     Py_ssize_t fq                  # F rounded up to LB: the lanes of the transposed dz
+    Py_ssize_t owr                 # OW rounded up to LB: the row stride of the row-padded dz
 
 
 cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t f,
@@ -235,10 +257,15 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
     g.by_rows = g.l < 4 * g.k
     g.kq = _round_up(g.k, LB) if g.by_rows else g.kp
     g.size, g.ps, g.ph, g.pw = 0, 0, 0, 0
-    # KW 3 or 5 (every preset): dW from the padded input and a transposed dz, filters
-    # along the vector lanes -- no im2row/im2col copy, which cost more than the product
-    g.dw_direct = kw == 3 or kw == 5
-    g.fq = _round_up(f, LB)
+    # KW 3 or 5 (every preset): dW from the padded input, no im2row/im2col copy (which
+    # cost more than the product), with whichever of filters / output columns fills
+    # more of the vector lanes (LeNet C3: 16 filters; C1: 28 columns but 6 filters)
+    g.fq, g.owr = _round_up(f, LB), _round_up(ow, LB)
+    g.dw_mode = DW_GEMM
+    if kw == 3 or kw == 5:
+        g.dw_mode = DW_FILTER_LANES
+        if kw == 5 and s == 1 and ow * g.fq > f * g.owr:
+            g.dw_mode = DW_COLUMN_LANES
     # stride 1 with rows of at least 8 outputs (the LeNet convolutions): convolving the
     # padded input directly beats im2col + GEMM, whose im2col copy costs as much as the
     # product (measured: C1 1.2 -> 0.5 ms, C3 1.4 -> 0.8 ms at batch 256)
@@ -409,6 +436,32 @@ def conv2d_relu_maxpool_forward(const floating[:, :, :, ::1] x, const floating[:
 
 
 # ----------------------------------------------------------------------------- backward
+cdef inline floating _route(const floating* dpy, const int* arg, Geometry g, floating* out,
+                           Py_ssize_t ystride, Py_ssize_t xstride) noexcept nogil:
+    """out[oy*ystride + ox*xstride] += the pooled gradient at its window's max; -> its sum."""
+    if floating is float:
+        return fl_route_pool_grad_f32(dpy, arg, g.ph, g.pw, g.ow, g.size, g.ps, out, ystride, xstride)
+    else:
+        return fl_route_pool_grad_f64(dpy, arg, g.ph, g.pw, g.ow, g.size, g.ps, out, ystride, xstride)
+
+
+cdef inline floating _routed_sum(const floating* dpy, const int* arg, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fl_routed_sum_f32(dpy, arg, n)
+    else:
+        return fl_routed_sum_f64(dpy, arg, n)
+
+
+cdef inline void _expand(const floating* dpy, const int* arg, Geometry g, floating* out,
+                         Py_ssize_t ldrow, const floating* end) noexcept nogil:
+    """out[oy*ldrow + ox] = the 2x2-pooled gradient where (oy, ox) is its window's max, else 0
+    (end: the end of the pooled-gradient array, which bounds the vector loads)."""
+    if floating is float:
+        fl_expand_pool2_grad_f32(dpy, arg, g.ph, g.pw, g.oh, g.ow, out, ldrow, end)
+    else:
+        fl_expand_pool2_grad_f64(dpy, arg, g.ph, g.pw, g.oh, g.ow, out, ldrow, end)
+
+
 cdef inline void _dw_direct(const floating* xp, Geometry g, const floating* dzt,
                             floating* dwt) noexcept nogil:
     """dwt (K, Fq) += dW^T of one sample from its padded input xp and dzt (L, Fq)."""
@@ -424,54 +477,89 @@ cdef inline void _dw_direct(const floating* xp, Geometry g, const floating* dzt,
             fl_dw_direct_k3_f64(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, g.oh, g.ow, dwt)
 
 
-cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
-                          const int[:, :, :, ::1] arg, const floating[:, :, :, ::1] x,
-                          const floating[:, ::1] wpt, Geometry g, Py_ssize_t start, Py_ssize_t stop,
-                          bint need_dx, bint fused, floating[:, ::1] rows, floating[:, ::1] dz,
-                          floating[:, ::1] dzt, floating[:, ::1] dcols, floating[:, :, ::1] xp,
-                          floating[:, :, ::1] dxp, floating[:, ::1] dw, floating[::1] db,
-                          floating[:, :, :, ::1] dx) noexcept nogil:
-    """Accumulate dW and db over samples [start, stop); fold dx per sample.
-    dz (F, L), the conv-output gradient, is dy[n] (plain) or the pooled gradient
-    scattered to its argmax positions (fused); the direct dW reads it transposed
-    (dzt (L, Fq)).  dW accumulates as dw (Fp, Kq) for the GEMM paths or transposed,
-    (K, Fq), for the direct one.  xp and dxp (C, HS, WS) are padded-plane workspaces:
-    the input for dW, and the dx accumulator of the stride-1 col2im."""
-    cdef Py_ssize_t n, f, l, oy, ox, a, c, yy
+cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
+                            const int[:, :, :, ::1] arg, Geometry g, Py_ssize_t n, bint fused,
+                            bint want_dz, bint want_dzt, bint want_dzr, floating[:, ::1] dz,
+                            floating[:, ::1] dzt, floating[:, :, ::1] dzr, floating[::1] db) noexcept nogil:
+    """Sample n's conv-output gradient in the layouts its dW and dx kernels read --
+    dz (F, L) (rows padded to Lp), dzt (L, Fq) transposed, dzr (F, OH, OWr) row-padded --
+    from dy[n] (plain) or from the pooled gradient routed to each window's max (fused);
+    db += its sum over positions."""
+    cdef Py_ssize_t f, l, oy, ox
     cdef floating acc, v
-    cdef bint want_dz = need_dx or not g.dw_direct, want_dzt = g.dw_direct
-    for n in range(start, stop):
-        if want_dz:
-            memset(&dz[0, 0], 0, g.fp * g.lp * sizeof(floating))
-        if want_dzt:
-            memset(&dzt[0, 0], 0, g.l * g.fq * sizeof(floating))
+    cdef const floating* end
+    if fused and g.size == 2 and g.ps == 2:     # vector selects, no zeroing or scatter
+        end = &dpy[0, 0, 0, 0] + g.n * g.f * g.ph * g.pw
         for f in range(g.f):
-            acc = 0
-            if fused:
-                for oy in range(g.ph):
-                    for ox in range(g.pw):
-                        a = arg[n, f, oy, ox]
-                        if a >= 0:
-                            v = dpy[n, f, oy, ox]
-                            acc = acc + v
-                            if want_dz:
-                                dz[f, a] += v       # += : overlapping windows can share a max
-                            if want_dzt:
-                                dzt[a, f] += v
+            db[f] += _routed_sum(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g.ph * g.pw)
+            if want_dz or want_dzt:
+                _expand(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dz[f, 0], g.ow, end)
+            if want_dzr:
+                _expand(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dzr[f, 0, 0], g.owr, end)
+        if want_dzt:
+            if floating is float:
+                fl_transpose_f32(&dz[0, 0], g.lp, g.f, g.l, &dzt[0, 0], g.fq)
             else:
-                for l in range(g.l):
+                fl_transpose_f64(&dz[0, 0], g.lp, g.f, g.l, &dzt[0, 0], g.fq)
+        return
+    if fused:
+        memset(&dz[0, 0], 0, dz.shape[0] * dz.shape[1] * sizeof(floating))
+        memset(&dzt[0, 0], 0, dzt.shape[0] * dzt.shape[1] * sizeof(floating))
+        memset(&dzr[0, 0, 0], 0, dzr.shape[0] * dzr.shape[1] * dzr.shape[2] * sizeof(floating))
+    for f in range(g.f):
+        if fused:           # any other pool: a branch-free scatter
+            if want_dz:
+                acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dz[f, 0], g.ow, 1)
+            if want_dzt:
+                acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dzt[0, f], g.ow * g.fq, g.fq)
+            if want_dzr:
+                acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dzr[f, 0, 0], g.owr, 1)
+        else:
+            acc = 0
+            for oy in range(g.oh):
+                for ox in range(g.ow):
+                    l = oy * g.ow + ox
                     v = dy[n, f, l]
                     acc = acc + v
                     if want_dz:
                         dz[f, l] = v
                     if want_dzt:
                         dzt[l, f] = v
-            db[f] += acc
-        if g.dw_direct:
+                    if want_dzr:
+                        dzr[f, oy, ox] = v
+        db[f] += acc
+
+
+cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
+                          const int[:, :, :, ::1] arg, const floating[:, :, :, ::1] x,
+                          const floating[:, ::1] wpt, Geometry g, Py_ssize_t start, Py_ssize_t stop,
+                          bint need_dx, bint fused, floating[:, ::1] rows, floating[:, ::1] dz,
+                          floating[:, ::1] dzt, floating[:, :, ::1] dzr, floating[:, ::1] dcols,
+                          floating[:, :, ::1] xp, floating[:, :, ::1] dxp, floating[:, ::1] dw,
+                          floating[::1] db, floating[:, :, :, ::1] dx) noexcept nogil:
+    """Accumulate dW and db over samples [start, stop); fold dx per sample.
+    dW accumulates as dw: (Fp, Kq) for the GEMM paths, (K, Fq) (transposed) with
+    filters along the lanes, (F, K*LB) per-lane partial sums with columns along the
+    lanes.  xp and dxp (C, HS, WS) are padded-plane workspaces: the input for dW, and
+    the dx accumulator of the stride-1 col2im.  The padding of dz, dzt and dzr (past
+    L, F and OW) is zero and never written."""
+    cdef Py_ssize_t n, l, c, yy
+    cdef bint want_dz = need_dx or g.dw_mode == DW_GEMM
+    cdef bint want_dzt = g.dw_mode == DW_FILTER_LANES, want_dzr = g.dw_mode == DW_COLUMN_LANES
+    for n in range(start, stop):
+        _gradient_layouts(dy, dpy, arg, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr, db)
+        if g.dw_mode != DW_GEMM or g.by_rows:
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
+        if g.dw_mode == DW_COLUMN_LANES:
+            if floating is float:
+                fl_dw_lanes_f6k5_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh,
+                                     g.owr, &dw[0, 0])
+            else:
+                fl_dw_lanes_f6k5_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh,
+                                     g.owr, &dw[0, 0])
+        elif g.dw_mode == DW_FILTER_LANES:
             _dw_direct(&xp[0, 0, 0], g, &dzt[0, 0], &dw[0, 0])
         elif g.by_rows:
-            _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
             if floating is float:
                 fl_im2row_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
             else:
@@ -480,21 +568,22 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
         else:
             _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, rows)
             _gemm_nt_acc(&dz[0, 0], g.lp, &rows[0, 0], g.lp, &dw[0, 0], g.kq, g.fp, g.kq, g.lp)
-        if need_dx:
-            _gemm_nn(&wpt[0, 0], g.fp, &dz[0, 0], g.lp, &dcols[0, 0], g.lp, g.kp, g.fp, g.lp, NULL, False)
-            if g.s != 1:
-                _col2im_one(dcols, g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n])
-                continue
-            # stride 1: fold into the padded planes with whole vectors, then crop
-            memset(&dxp[0, 0, 0], 0, g.c * g.hs * g.ws * sizeof(floating))
-            if floating is float:
-                fl_col2im_s1_f32(&dcols[0, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
-            else:
-                fl_col2im_s1_f64(&dcols[0, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
-            for c in range(g.c):
-                for yy in range(g.h):
-                    for l in range(g.w):
-                        dx[n, c, yy, l] = dxp[c, yy + g.p, l + g.p]
+        if not need_dx:
+            continue
+        _gemm_nn(&wpt[0, 0], g.fp, &dz[0, 0], g.lp, &dcols[0, 0], g.lp, g.kp, g.fp, g.lp, NULL, False)
+        if g.s != 1:
+            _col2im_one(dcols, g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n])
+            continue
+        # stride 1: fold into the padded planes with whole vectors, then crop
+        memset(&dxp[0, 0, 0], 0, g.c * g.hs * g.ws * sizeof(floating))
+        if floating is float:
+            fl_col2im_s1_f32(&dcols[0, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
+        else:
+            fl_col2im_s1_f64(&dcols[0, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
+        for c in range(g.c):
+            for yy in range(g.h):
+                for l in range(g.w):
+                    dx[n, c, yy, l] = dxp[c, yy + g.p, l + g.p]
 
 
 def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
@@ -509,9 +598,15 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     if fused:
         g.size, g.ps, g.ph, g.pw = size, pstride, grad.shape[2], grad.shape[3]
     _, wpt_arr = _padded_weights(w, g, dtype)
-    if g.dw_direct:
+    dzr_ws = np.empty((chunks, 1, 1, 1), dtype=dtype)
+    if g.dw_mode == DW_COLUMN_LANES:    # row-padded dz; per-lane partial sums (F, K*LB)
+        dzr_ws = np.zeros((chunks, g.f, g.oh, g.owr), dtype=dtype)
         rows_ws = np.empty((chunks, 1, 1), dtype=dtype)
-        dzt_ws = np.empty((chunks, g.l, g.fq), dtype=dtype)
+        dzt_ws = np.empty((chunks, 1, 1), dtype=dtype)
+        dw_part = np.zeros((chunks, g.f, g.k * LB), dtype=dtype)
+    elif g.dw_mode == DW_FILTER_LANES:  # transposed (K, Fq)
+        rows_ws = np.empty((chunks, 1, 1), dtype=dtype)
+        dzt_ws = np.zeros((chunks, g.l, g.fq), dtype=dtype)
         dw_part = np.zeros((chunks, g.k, g.fq), dtype=dtype)
     else:
         rows_ws = np.zeros((chunks, g.l, g.kq) if g.by_rows else (chunks, g.kp, g.lp), dtype=dtype)
@@ -532,6 +627,7 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     cdef floating[:, :, ::1] rows = rows_ws
     cdef floating[:, :, ::1] dz = dz_ws
     cdef floating[:, :, ::1] dzt = dzt_ws
+    cdef floating[:, :, :, ::1] dzr = dzr_ws
     cdef floating[:, :, ::1] dcols = dcols_ws
     cdef floating[:, :, :, ::1] xp = xp_ws
     cdef floating[:, :, :, ::1] dxp = dxp_ws
@@ -540,8 +636,10 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     cdef floating[:, :, :, ::1] dx = dx_out
     for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
         _backward_chunk(dy, grad, arg_in, x, wpt, g, t * g.n // chunks, (t + 1) * g.n // chunks,
-                        need_dx, fused, rows[t], dz[t], dzt[t], dcols[t], xp[t], dxp[t], dwp[t], dbp[t], dx)
-    if g.dw_direct:
+                        need_dx, fused, rows[t], dz[t], dzt[t], dzr[t], dcols[t], xp[t], dxp[t], dwp[t], dbp[t], dx)
+    if g.dw_mode == DW_COLUMN_LANES:
+        dw = dw_part.sum(axis=0).reshape(g.f, g.k, LB).sum(axis=2).reshape(np.asarray(w).shape)
+    elif g.dw_mode == DW_FILTER_LANES:
         dw = np.ascontiguousarray(dw_part.sum(axis=0)[:, :g.f].T).reshape(np.asarray(w).shape)
     else:
         dw = np.ascontiguousarray(dw_part.sum(axis=0)[:g.f, :g.k]).reshape(np.asarray(w).shape)

@@ -374,4 +374,157 @@ FL_DEFINE_DIRECT_POOL(double, long, f64, 8, 1)
 FL_DEFINE_DIRECT_POOL(float, int, f32, 6, 2)
 FL_DEFINE_DIRECT_POOL(double, long, f64, 6, 2)
 
+/* dW of one sample with the output columns along the vector lanes, for wide rows
+ * and few filters (a first layer: OW 28, F 6), where filters-in-lanes would leave
+ * most lanes idle; stride 1:
+ *   dwv[f, c, i, j, :] += sum_{oy, v} dzr[f, oy, v*LB + :] * xp[c, oy + i, v*LB + j + :]
+ * dzr (F, OH, OWr): the conv-output gradient with rows padded to OWr (a multiple of
+ * LB) with zeros past OW; dwv (F, C, KH, KWC, LB): per-lane partial sums, summed over
+ * the lanes once per batch.  A tile is FB filters x KWC taps of one kernel row: each
+ * dz vector feeds KWC multiply-adds, each input vector FB. */
+#define FL_DEFINE_DW_LANES(T, SUFFIX, FB, KWC)                                               \
+static void fl_dw_lanes_f##FB##k##KWC##_##SUFFIX(const T *xp, long C, long HS, long WS,      \
+                                                  long KH, const T *dzr, long F, long OH,     \
+                                                  long OWr, T *dwv) {                         \
+    for (long f0 = 0; f0 < F; f0 += FB)                                                       \
+        for (long c = 0; c < C; c++)                                                          \
+            for (long i = 0; i < KH; i++) {                                                   \
+                fl_vec_##SUFFIX acc[FB][KWC];                                                 \
+                T *out[FB];                                                                   \
+                for (int f = 0; f < FB; f++) {                                                \
+                    long ff = f0 + f < F ? f0 + f : F - 1;   /* a partial block repeats */    \
+                    out[f] = dwv + ((ff * C + c) * KH + i) * KWC * FL_LB;                     \
+                    for (int j = 0; j < KWC; j++) acc[f][j] = fl_load_##SUFFIX(out[f] + j * FL_LB); \
+                }                                                                             \
+                for (long oy = 0; oy < OH; oy++)                                              \
+                    for (long v = 0; v < OWr; v += FL_LB) {                                   \
+                        const T *xr = xp + (c * HS + oy + i) * WS + v;                        \
+                        fl_vec_##SUFFIX xv[KWC];                                              \
+                        for (int j = 0; j < KWC; j++) xv[j] = fl_load_##SUFFIX(xr + j);       \
+                        for (int f = 0; f < FB; f++) {                                        \
+                            long ff = f0 + f < F ? f0 + f : F - 1;                            \
+                            fl_vec_##SUFFIX d = fl_load_##SUFFIX(dzr + (ff * OH + oy) * OWr + v); \
+                            for (int j = 0; j < KWC; j++) acc[f][j] += d * xv[j];             \
+                        }                                                                     \
+                    }                                                                         \
+                for (int f = 0; f < FB; f++)        /* the real filters only */             \
+                    if (f0 + f < F)                                                           \
+                        for (int j = 0; j < KWC; j++) fl_store_##SUFFIX(out[f] + j * FL_LB, acc[f][j]); \
+            }                                                                                 \
+}
+
+FL_DEFINE_DW_LANES(float, f32, 6, 5)
+FL_DEFINE_DW_LANES(double, f64, 6, 5)
+
+/* The pooled gradient of one plane routed to its window maxima, branch-free (the
+ * -1 / window-offset tests of arg are data-dependent and would mispredict):
+ *   out[oy*ystride + ox*xstride] (+)= dpy[py, px]   where arg[py, px] = oy*OW + ox >= 0
+ * for windows of size x size at stride ps; returns the sum of the routed values
+ * (the bias gradient).  ystride/xstride select the layout (plain, transposed, padded).
+ * Windows that do not overlap (ps >= size) own their targets, so plain stores do;
+ * out must start zeroed either way. */
+#define FL_DEFINE_ROUTE(T, SUFFIX)                                                            \
+static T fl_route_pool_grad_##SUFFIX(const T *dpy, const int *arg, long PH, long PW, long OW, \
+                                     long size, long ps, T *out, long ystride, long xstride) {\
+    T total = 0;                                                                              \
+    for (long q = 0; q < PH * PW; q++) total += arg[q] >= 0 ? dpy[q] : 0;   /* vectorised */  \
+    if (size == 2 && ps == 2) {       /* the LeNet pool: offset 0, 1, OW or OW + 1 */       \
+        for (long py = 0; py < PH; py++)                                                      \
+            for (long px = 0; px < PW; px++) {                                                \
+                long a = arg[py * PW + px];                                                   \
+                T v = a >= 0 ? dpy[py * PW + px] : 0;                                         \
+                long rel = a >= 0 ? a - 2 * (py * OW + px) : 0;                               \
+                long down = rel >= OW;                                                        \
+                out[(2 * py + down) * ystride + (2 * px + rel - down * OW) * xstride] = v;    \
+            }                                                                                 \
+        return total;                                                                         \
+    }                                                                                         \
+    int overlap = ps < size;                                                                  \
+    for (long py = 0; py < PH; py++)                                                          \
+        for (long px = 0; px < PW; px++) {                                                    \
+            long a = arg[py * PW + px], oy = py * ps;                                         \
+            int keep = a >= 0;                                                                \
+            T v = keep ? dpy[py * PW + px] : 0;                                               \
+            long rel = keep ? a - oy * OW - px * ps : 0;    /* offset inside the window */    \
+            for (long k = 1; k < size; k++) {                                                 \
+                long down = rel >= OW;                                                        \
+                oy += down;                                                                   \
+                rel -= down * OW;                                                             \
+            }                                                                                 \
+            T *target = out + oy * ystride + (px * ps + rel) * xstride;                       \
+            *target = overlap ? *target + v : v;                                              \
+        }                                                                                     \
+    return total;                                                                             \
+}
+
+FL_DEFINE_ROUTE(float, f32)
+FL_DEFINE_ROUTE(double, f64)
+
+/* The 2x2/stride-2 pooled gradient of one plane expanded to conv-output rows, with
+ * vector selects instead of a scatter (and no zeroing pass):
+ *   out[oy*ldrow + ox] = dpy[oy/2, ox/2] if arg[oy/2, ox/2] == oy*OW + ox else 0
+ * for oy < OH, ox < OW.  Rows are written LB lanes at a time, in order: with
+ * ldrow >= round_up(OW, LB) the lanes past OW are zeros; with ldrow == OW (unpadded
+ * rows) a row's spill-over is overwritten by the next row and the last row is
+ * written exactly.  LB/2 pooled values are loaded at once where at least that many
+ * remain before `end` (the end of the dpy array; arg is laid out alike); values past
+ * the row are masked off. */
+#define FL_DEFINE_EXPAND(T, IT, SUFFIX)                                                       \
+static void fl_expand_pool2_grad_##SUFFIX(const T *dpy, const int *arg, long PH, long PW,     \
+                                          long OH, long OW, T *out, long ldrow, const T *end) {\
+    typedef fl_vec_##SUFFIX V;                                                                \
+    typedef fl_ivec_##SUFFIX IV;                                                              \
+    IV half, lane;                                                                            \
+    for (int q = 0; q < FL_LB; q++) { half[q] = q >> 1; lane[q] = q; }                        \
+    long nv = (OW + FL_LB - 1) / FL_LB;                                                       \
+    for (long oy = 0; oy < OH; oy++) {                                                        \
+        long py = oy >> 1;                                                                    \
+        for (long v = 0; v < nv; v++) {                                                       \
+            long p0 = v * FL_LB / 2;                                                          \
+            V val = {0};                                                                      \
+            if (py < PH) {                                                                    \
+                const T *dp = dpy + py * PW + p0;                                             \
+                const int *ap = arg + py * PW + p0;                                           \
+                typedef T H __attribute__((vector_size(FL_LB / 2 * sizeof(T))));            \
+                typedef int HI __attribute__((vector_size(FL_LB / 2 * sizeof(int))));        \
+                H dh = {0}; HI ah = {0};                                                      \
+                if (dp + FL_LB / 2 <= end) {                                                  \
+                    memcpy(&dh, dp, sizeof dh);                                               \
+                    memcpy(&ah, ap, sizeof ah);                                               \
+                } else {                                                                      \
+                    for (long q = 0; q < FL_LB / 2 && q < PW - p0; q++) {                     \
+                        dh[q] = dp[q]; ah[q] = ap[q];                                         \
+                    }                                                                         \
+                }                                                                             \
+                /* each pooled value twice: lanes 2q and 2q + 1 are the columns of window q */ \
+                V dd = __builtin_shufflevector(dh, dh, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7); \
+                IV aa = __builtin_convertvector(                                              \
+                    __builtin_shufflevector(ah, ah, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7), IV); \
+                IV idx = lane + (IT)(oy * OW + v * FL_LB);                                    \
+                IV hit = (aa == idx) & (half + (IT)p0 < (IT)PW);                              \
+                val = (V)((IV)dd & hit);                                                      \
+            }                                                                                 \
+            T *dst = out + oy * ldrow + v * FL_LB;                                            \
+            if (ldrow == OW && oy == OH - 1 && (v + 1) * FL_LB > OW)                          \
+                memcpy(dst, &val, (OW - v * FL_LB) * sizeof(T));                              \
+            else                                                                              \
+                fl_store_##SUFFIX(dst, val);                                                  \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* sum of dpy where arg >= 0 (the bias gradient of one plane; vectorised). */              \
+static T fl_routed_sum_##SUFFIX(const T *dpy, const int *arg, long n) {                       \
+    T total = 0;                                                                              \
+    for (long q = 0; q < n; q++) total += arg[q] >= 0 ? dpy[q] : 0;                           \
+    return total;                                                                             \
+}                                                                                             \
+/* dzt[l, f] = dz[f, l] for f < F, l < L: filters along the lanes (ldt per row). */         \
+static void fl_transpose_##SUFFIX(const T *dz, long ldz, long F, long L, T *dzt, long ldt) {  \
+    for (long l = 0; l < L; l++)                                                              \
+        for (long f = 0; f < F; f++) dzt[l * ldt + f] = dz[f * ldz + l];                     \
+}
+
+FL_DEFINE_EXPAND(float, int, f32)
+FL_DEFINE_EXPAND(double, long, f64)
+
 #endif
