@@ -74,10 +74,10 @@ cdef inline void _valid_range(Py_ssize_t j, Py_ssize_t s, Py_ssize_t p, Py_ssize
 
 # ----------------------------------------------------------------------------- GEMM micro-kernels
 cdef extern from "microkernels.h" nogil:
-    void fl_gemm_nn_f32(const float* A, long lda, const float* B, long ldb, float* C, long ldc,
-                        long M, long Kd, long Lp, const float* bias, int accumulate)
-    void fl_gemm_nn_f64(const double* A, long lda, const double* B, long ldb, double* C, long ldc,
-                        long M, long Kd, long Lp, const double* bias, int accumulate)
+    void fl_gemm_nn_f32(const float* A, long lda, long sak, const float* B, long ldb, float* C,
+                        long ldc, long M, long Kd, long Lp, const float* bias, int accumulate)
+    void fl_gemm_nn_f64(const double* A, long lda, long sak, const double* B, long ldb, double* C,
+                        long ldc, long M, long Kd, long Lp, const double* bias, int accumulate)
     void fl_gemm_nt_acc_f32(const float* A, long lda, const float* B, long ldb, float* C, long ldc,
                             long M, long N, long Lp)
     void fl_gemm_nt_acc_f64(const double* A, long lda, const double* B, long ldb, double* C, long ldc,
@@ -137,9 +137,9 @@ cdef inline void _gemm_nn(const floating* A, Py_ssize_t lda, const floating* B, 
                           const floating* bias, bint accumulate) noexcept nogil:
     """C[M, Lp] (+)= A[M, Kd] @ B[Kd, Lp] (+ bias[m] on row m).  M % MB == 0, Lp % LB == 0."""
     if floating is float:
-        fl_gemm_nn_f32(A, lda, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate)
+        fl_gemm_nn_f32(A, lda, 1, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate)
     else:
-        fl_gemm_nn_f64(A, lda, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate)
+        fl_gemm_nn_f64(A, lda, 1, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate)
 
 
 cdef inline void _gemm_nt_acc(const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,

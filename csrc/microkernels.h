@@ -19,6 +19,16 @@
 #define FL_MB 4
 #define FL_LB 16
 
+/* Keeps a loaded vector in its register: without it GCC folds the load into each
+ * multiply-add that uses it, and the tile becomes load-bound (two loads a cycle).
+ * Only where one register holds the vector (16 floats in an AVX-512 register). */
+#if defined(__GNUC__) && defined(__AVX512F__)
+#define FL_IN_REGISTER_f32(v) __asm__("" : "+v"(v))
+#else
+#define FL_IN_REGISTER_f32(v) ((void)0)
+#endif
+#define FL_IN_REGISTER_f64(v) ((void)0)
+
 #define FL_DEFINE_KERNELS(T, IT, SUFFIX)                                                          \
 typedef T fl_vec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                   \
 typedef IT fl_ivec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                  \
@@ -35,18 +45,23 @@ static inline fl_vec_##SUFFIX fl_select_##SUFFIX(fl_vec_##SUFFIX keep, fl_vec_##
 }                                                                                             \
                                                                                               \
 /* C[M, Lp] (+)= A[M, Kd] @ B[Kd, Lp]: overwrite (plus bias[m] on row m when bias is    \
- * not NULL) or, with accumulate, add to C.  Tiles of MB rows x 2 vectors (8 independent \
- * accumulators: enough multiply-adds in flight to cover the FMA latency), then one     \
- * vector when Lp % (2 LB) leaves one over. */                                           \
-static void fl_gemm_nn_##SUFFIX(const T *A, long lda, const T *B, long ldb, T *C, long ldc,  \
-                                long M, long Kd, long Lp, const T *bias, int accumulate) {    \
+ * not NULL) or, with accumulate, add to C.  A[m, k] is A[m*lda + k*sak] (sak = lda = 1  \
+ * reads A transposed).  Tiles of MB rows x 2 vectors (8 independent accumulators:       \
+ * enough multiply-adds in flight to cover the FMA latency), then one vector when        \
+ * Lp % (2 LB) leaves one over; a last block of fewer than MB rows repeats its last row  \
+ * and stores only the real ones. */                                                     \
+static inline __attribute__((always_inline)) void                                            \
+fl_gemm_nn_core_##SUFFIX(const T *A, long lda, long sak, const T *B, long ldb, T *C,          \
+                         long ldc, long M, long Kd, long Lp, const T *bias, int accumulate) { \
     for (long m0 = 0; m0 < M; m0 += FL_MB) {                                                  \
-        const T *a0 = A + m0 * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;           \
-        T *c0p = C + m0 * ldc, *c1p = c0p + ldc, *c2p = c1p + ldc, *c3p = c2p + ldc;          \
+        long r1 = m0 + 1 < M ? 1 : 0, r2 = m0 + 2 < M ? 2 : r1, r3 = m0 + 3 < M ? 3 : r2;     \
+        const T *a0 = A + m0 * lda, *a1 = a0 + r1 * lda, *a2 = a0 + r2 * lda, *a3 = a0 + r3 * lda; \
+        T *c0p = C + m0 * ldc, *c1p = c0p + r1 * ldc, *c2p = c0p + r2 * ldc, *c3p = c0p + r3 * ldc; \
+        int store1 = r1 == 1, store2 = r2 == 2, store3 = r3 == 3;                             \
         fl_vec_##SUFFIX init0 = {0}, init1 = {0}, init2 = {0}, init3 = {0};                   \
         if (bias && !accumulate) {                                                            \
-            init0 += bias[m0]; init1 += bias[m0 + 1];                                         \
-            init2 += bias[m0 + 2]; init3 += bias[m0 + 3];                                     \
+            init0 += bias[m0]; init1 += bias[m0 + r1];                                        \
+            init2 += bias[m0 + r2]; init3 += bias[m0 + r3];                                   \
         }                                                                                     \
         long l0 = 0;                                                                          \
         for (; l0 + 2 * FL_LB <= Lp; l0 += 2 * FL_LB) {                                       \
@@ -61,13 +76,15 @@ static void fl_gemm_nn_##SUFFIX(const T *A, long lda, const T *B, long ldb, T *C
             const T *b = B + l0;                                                              \
             for (long k = 0; k < Kd; k++, b += ldb) {                                         \
                 fl_vec_##SUFFIX bv = fl_load_##SUFFIX(b), bw = fl_load_##SUFFIX(b + FL_LB);   \
-                c0 += a0[k] * bv; d0 += a0[k] * bw; c1 += a1[k] * bv; d1 += a1[k] * bw;       \
-                c2 += a2[k] * bv; d2 += a2[k] * bw; c3 += a3[k] * bv; d3 += a3[k] * bw;       \
+                FL_IN_REGISTER_##SUFFIX(bv); FL_IN_REGISTER_##SUFFIX(bw);                             \
+                T x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];     \
+                c0 += x0 * bv; d0 += x0 * bw; c1 += x1 * bv; d1 += x1 * bw;                   \
+                c2 += x2 * bv; d2 += x2 * bw; c3 += x3 * bv; d3 += x3 * bw;                   \
             }                                                                                 \
             fl_store_##SUFFIX(c0p + l0, c0); fl_store_##SUFFIX(c0p + l0 + FL_LB, d0);         \
-            fl_store_##SUFFIX(c1p + l0, c1); fl_store_##SUFFIX(c1p + l0 + FL_LB, d1);         \
-            fl_store_##SUFFIX(c2p + l0, c2); fl_store_##SUFFIX(c2p + l0 + FL_LB, d2);         \
-            fl_store_##SUFFIX(c3p + l0, c3); fl_store_##SUFFIX(c3p + l0 + FL_LB, d3);         \
+            if (store1) { fl_store_##SUFFIX(c1p + l0, c1); fl_store_##SUFFIX(c1p + l0 + FL_LB, d1); } \
+            if (store2) { fl_store_##SUFFIX(c2p + l0, c2); fl_store_##SUFFIX(c2p + l0 + FL_LB, d2); } \
+            if (store3) { fl_store_##SUFFIX(c3p + l0, c3); fl_store_##SUFFIX(c3p + l0 + FL_LB, d3); } \
         }                                                                                     \
         if (l0 < Lp) {                                                                        \
             fl_vec_##SUFFIX c0 = init0, c1 = init1, c2 = init2, c3 = init3;                   \
@@ -78,12 +95,23 @@ static void fl_gemm_nn_##SUFFIX(const T *A, long lda, const T *B, long ldb, T *C
             const T *b = B + l0;                                                              \
             for (long k = 0; k < Kd; k++, b += ldb) {                                         \
                 fl_vec_##SUFFIX bv = fl_load_##SUFFIX(b);                                     \
-                c0 += a0[k] * bv; c1 += a1[k] * bv; c2 += a2[k] * bv; c3 += a3[k] * bv;       \
+                c0 += a0[k * sak] * bv; c1 += a1[k * sak] * bv;                               \
+                c2 += a2[k * sak] * bv; c3 += a3[k * sak] * bv;                               \
             }                                                                                 \
-            fl_store_##SUFFIX(c0p + l0, c0); fl_store_##SUFFIX(c1p + l0, c1);                 \
-            fl_store_##SUFFIX(c2p + l0, c2); fl_store_##SUFFIX(c3p + l0, c3);                 \
+            fl_store_##SUFFIX(c0p + l0, c0);                                                  \
+            if (store1) fl_store_##SUFFIX(c1p + l0, c1);                                      \
+            if (store2) fl_store_##SUFFIX(c2p + l0, c2);                                      \
+            if (store3) fl_store_##SUFFIX(c3p + l0, c3);                                      \
         }                                                                                     \
     }                                                                                         \
+}                                                                                             \
+static void fl_gemm_nn_##SUFFIX(const T *A, long lda, long sak, const T *B, long ldb, T *C,  \
+                                long ldc, long M, long Kd, long Lp, const T *bias,           \
+                                int accumulate) {                                             \
+    if (sak == 1)       /* contiguous rows of A: unit-stride broadcasts */                    \
+        fl_gemm_nn_core_##SUFFIX(A, lda, 1, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate);     \
+    else                                                                                      \
+        fl_gemm_nn_core_##SUFFIX(A, lda, sak, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate);   \
 }                                                                                              \
 /* C[M, N] += A[M, Lp] @ B[N, Lp]^T, reduced over the columns: the dW product when L is     \
  * long and K short (a first layer), where an im2row copy would cost more than it saves. */ \

@@ -221,15 +221,26 @@ class Dense(Layer):
         d = input_shape[0]
         self._add_param("w", _init_weights(rng, (d, self.units), d, self.units, self.init))
         self._add_param("b", np.zeros(self.units))
+        #: the backend's threaded dense products, or None (NumPy's BLAS)
+        self.linear = getattr(backend, "linear", None)
         return (self.units,)
 
     def forward(self, x, training=False):
+        if self.linear is not None:
+            self.x = np.ascontiguousarray(x, dtype=self.dtype)
+            return self.linear.forward(self.x, self.params["w"], self.params["b"])
         self.x = x
         y = x @ self.params["w"]
         y += self.params["b"]
         return y
 
     def backward(self, dy):
+        if self.linear is not None:
+            dx, dw, db = self.linear.backward(np.ascontiguousarray(dy, dtype=self.dtype), self.x,
+                                              self.params["w"], self.need_input_grad)
+            self.grads["w"][...] = dw
+            self.grads["b"][...] = db
+            return dx
         np.matmul(self.x.T, dy, out=self.grads["w"])       # dW = x^T dy   (D, U)
         np.sum(dy, axis=0, out=self.grads["b"])            # db = sum_n dy (U,)
         return dy @ self.params["w"].T if self.need_input_grad else None

@@ -118,6 +118,13 @@ class Backend:
         fwd = getattr(module, "_conv2d_relu_maxpool_forward_impl", None)
         bwd = getattr(module, "_conv2d_relu_maxpool_backward_impl", None)
         self.fused = SimpleNamespace(forward=fwd, backward=bwd) if fwd and bwd else None
+        #: internal fast path (unchecked) for Dense layers, or None (then NumPy's BLAS):
+        #:   forward(x (N, D), w (D, U), b (U,)) -> y (N, U)
+        #:   backward(dy (N, U), x, w, need_dx) -> (dx (N, D) | None, dw (D, U), db (U,))
+        #: C-contiguous arrays of one dtype.
+        fwd = getattr(module, "_linear_forward_impl", None)
+        bwd = getattr(module, "_linear_backward_impl", None)
+        self.linear = SimpleNamespace(forward=fwd, backward=bwd) if fwd and bwd else None
 
     def __repr__(self) -> str:
         return f"<fastlenet kernels backend {self.name!r}>"

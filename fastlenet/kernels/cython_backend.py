@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from . import _cy_conv, _cy_pool
+from . import _cy_conv, _cy_linear, _cy_pool
 from ._api import KERNEL_NAMES, Backend
 
 _im2col_impl = _cy_conv.im2col
@@ -27,6 +27,10 @@ _avgpool2d_backward_impl = _cy_pool.avgpool2d_backward
 # fused conv -> ReLU -> max pool (an internal fast path used by the layers; see _api.Backend.fused)
 _conv2d_relu_maxpool_forward_impl = _cy_conv.conv2d_relu_maxpool_forward
 _conv2d_relu_maxpool_backward_impl = _cy_conv.conv2d_relu_maxpool_backward
+
+# dense-layer products on the kernels' own threads (an internal fast path; see _api.Backend.linear)
+_linear_forward_impl = _cy_linear.linear_forward
+_linear_backward_impl = _cy_linear.linear_backward
 
 
 def set_num_threads(n: int) -> None:
