@@ -272,7 +272,8 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
     g.direct = s == 1 and ow >= 8 and g.k <= 256
     g.f8 = _round_up(f, 8)
     g.pool_fb = 0
-    g.hs, g.ws = h + 2 * p, max(_round_up(ow, LB) + kw - 1, w + 2 * p)
+    # padded planes: wide enough for the direct kernels' vector rows and the col2im's
+    g.hs, g.ws = h + 2 * p, max(_round_up(ow, LB) + kw - 1, w + 2 * p, _round_up(ow + kw - 1, LB))
     return g
 
 
@@ -570,16 +571,16 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
             _gemm_nt_acc(&dz[0, 0], g.lp, &rows[0, 0], g.lp, &dw[0, 0], g.kq, g.fp, g.kq, g.lp)
         if not need_dx:
             continue
-        _gemm_nn(&wpt[0, 0], g.fp, &dz[0, 0], g.lp, &dcols[0, 0], g.lp, g.kp, g.fp, g.lp, NULL, False)
+        _gemm_nn(&wpt[0, 0], g.fp, &dz[0, 0], g.lp, &dcols[1, 0], g.lp, g.kp, g.fp, g.lp, NULL, False)
         if g.s != 1:
-            _col2im_one(dcols, g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n])
+            _col2im_one(dcols[1:], g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n])
             continue
         # stride 1: fold into the padded planes with whole vectors, then crop
         memset(&dxp[0, 0, 0], 0, g.c * g.hs * g.ws * sizeof(floating))
         if floating is float:
-            fl_col2im_s1_f32(&dcols[0, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
+            fl_col2im_s1_f32(&dcols[1, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
         else:
-            fl_col2im_s1_f64(&dcols[0, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
+            fl_col2im_s1_f64(&dcols[1, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
         for c in range(g.c):
             for yy in range(g.h):
                 for l in range(g.w):
@@ -614,7 +615,8 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
         dw_part = np.zeros((chunks, g.fp, g.kq), dtype=dtype)
     dz_ws = np.zeros((chunks, g.fp, g.lp), dtype=dtype)
     # one spare row: the vector col2im reads up to LB elements past a row's end
-    dcols_ws = np.zeros((chunks, g.kp + 1, g.lp), dtype=dtype) if need_dx else np.empty((chunks, 1, 1), dtype=dtype)
+    # a spare row before and two after: the vector col2im reads a little outside the rows
+    dcols_ws = np.zeros((chunks, g.kp + 3, g.lp), dtype=dtype) if need_dx else np.empty((chunks, 1, 1), dtype=dtype)
     xp_ws = np.zeros((chunks, g.c, g.hs, g.ws), dtype=dtype)          # borders stay zero
     dxp_ws = np.empty((chunks, g.c, g.hs, g.ws), dtype=dtype) if need_dx else np.empty((chunks, 1, 1, 1), dtype=dtype)
     db_part = np.zeros((chunks, g.f), dtype=dtype)

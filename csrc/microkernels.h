@@ -18,6 +18,7 @@
 
 #define FL_MB 4
 #define FL_LB 16
+#define FL_MAX_TAPS 8   /* kernel widths whose col2im masks are kept precomputed */
 
 /* Keeps a loaded vector in its register: without it GCC folds the load into each
  * multiply-add that uses it, and the tile becomes load-bound (two loads a cycle).
@@ -213,7 +214,7 @@ FL_DEFINE_POOL2(double, f64)
 /* Layout helpers of one sample, each a plain copy loop the compiler vectorises.
  * xp (C, HS, WS): a zero-padded plane set, HS >= H + 2p, WS >= W + 2p; only the
  * interior is written, so zero borders written once stay zero. */
-#define FL_DEFINE_LAYOUT(T, SUFFIX)                                                           \
+#define FL_DEFINE_LAYOUT(T, IT, SUFFIX)                                                           \
 static void fl_pad_copy_##SUFFIX(const T *x, long C, long H, long W, long p, T *xp,          \
                                  long HS, long WS) {                                          \
     for (long c = 0; c < C; c++)                                                              \
@@ -239,35 +240,49 @@ static void fl_im2row_##SUFFIX(const T *xp, long C, long HS, long WS, long KH, l
         }                                                                                     \
 }                                                                                             \
 /* Stride 1: xp[c, oy + i, ox + j] += cols[(c, i, j), oy*OW + ox] (col2im into the padded  \
- * plane set), LB columns at a time.  cols rows are ldc >= OH*OW long and readable LB     \
- * elements past their end (the caller allocates that slack); WS >= round_up(OW, LB) +   \
- * KW - 1 so every vector store stays inside its row's padding. */                        \
+ * plane set).  For each (c, i, oy) the KW taps are summed in a register first, each    \
+ * loaded shifted by j lanes and masked to the row, so each output vector is read and   \
+ * written once instead of KW times.  cols rows are ldc >= OH*OW long; the reads reach  \
+ * up to KW - 1 elements before a row and 2 LB past it (the caller allocates that slack \
+ * around the array); WS >= round_up(OW + KW - 1, LB) keeps every vector in its row.    */ \
 static void fl_col2im_s1_##SUFFIX(const T *cols, long ldc, long C, long KH, long KW,         \
                                   long OH, long OW, T *xp, long HS, long WS) {                \
-    long tail = OW % FL_LB;                                                                   \
-    fl_vec_##SUFFIX keep;                                                                     \
-    for (int q = 0; q < FL_LB; q++) keep[q] = (tail == 0 || q < tail) ? 1 : 0;               \
-    for (long c = 0; c < C; c++)                                                              \
-        for (long i = 0; i < KH; i++)                                                         \
-            for (long j = 0; j < KW; j++) {                                                   \
-                const T *src = cols + ((c * KH + i) * KW + j) * ldc;                          \
-                for (long oy = 0; oy < OH; oy++) {                                            \
-                    T *dst = xp + (c * HS + oy + i) * WS + j;                                 \
-                    long ox0 = 0;                                                             \
-                    for (; ox0 + FL_LB <= OW; ox0 += FL_LB)                                   \
-                        fl_store_##SUFFIX(dst + ox0, fl_load_##SUFFIX(dst + ox0)              \
-                                          + fl_load_##SUFFIX(src + oy * OW + ox0));           \
-                    if (ox0 < OW) {                                                           \
-                        fl_vec_##SUFFIX v = fl_load_##SUFFIX(src + oy * OW + ox0);            \
-                        v = fl_select_##SUFFIX(keep, v);                                      \
-                        fl_store_##SUFFIX(dst + ox0, fl_load_##SUFFIX(dst + ox0) + v);        \
+    typedef fl_vec_##SUFFIX V;                                                                \
+    typedef fl_ivec_##SUFFIX IV;                                                              \
+    IV lane;                                                                                  \
+    for (int q = 0; q < FL_LB; q++) lane[q] = q;                                              \
+    long nv = (OW + KW - 1 + FL_LB - 1) / FL_LB;                                              \
+    for (long v = 0; v < nv; v++) {                                                           \
+        IV x = lane + (IT)(v * FL_LB), in_row[FL_MAX_TAPS];                                   \
+        for (long j = 0; j < KW && j < FL_MAX_TAPS; j++)                                      \
+            in_row[j] = (x >= (IT)j) & (x < (IT)(OW + j));                                    \
+        for (long c = 0; c < C; c++)                                                          \
+            for (long i = 0; i < KH; i++) {                                                   \
+                const T *src = cols + (c * KH + i) * KW * ldc + v * FL_LB;                    \
+                T *dst = xp + (c * HS + i) * WS + v * FL_LB;                                  \
+                for (long oy = 0; oy < OH; oy++, src += OW, dst += WS) {                      \
+                    V sum = {0};                                                              \
+                    if (KW == 5) {          /* the LeNet kernel, unrolled */                  \
+                        sum += (V)((IV)fl_load_##SUFFIX(src) & in_row[0]);                    \
+                        sum += (V)((IV)fl_load_##SUFFIX(src + ldc - 1) & in_row[1]);          \
+                        sum += (V)((IV)fl_load_##SUFFIX(src + 2 * ldc - 2) & in_row[2]);      \
+                        sum += (V)((IV)fl_load_##SUFFIX(src + 3 * ldc - 3) & in_row[3]);      \
+                        sum += (V)((IV)fl_load_##SUFFIX(src + 4 * ldc - 4) & in_row[4]);      \
+                    } else {                                                                  \
+                        for (long j = 0; j < KW; j++) {                                       \
+                            IV m = j < FL_MAX_TAPS ? in_row[j]                                \
+                                                   : (x >= (IT)j) & (x < (IT)(OW + j));       \
+                            sum += (V)((IV)fl_load_##SUFFIX(src + j * ldc - j) & m);          \
+                        }                                                                     \
                     }                                                                         \
+                    fl_store_##SUFFIX(dst, fl_load_##SUFFIX(dst) + sum);                      \
                 }                                                                             \
             }                                                                                 \
+    }                                                                                         \
 }
 
-FL_DEFINE_LAYOUT(float, f32)
-FL_DEFINE_LAYOUT(double, f64)
+FL_DEFINE_LAYOUT(float, int, f32)
+FL_DEFINE_LAYOUT(double, long, f64)
 
 /* dW of one sample without im2row, for KW = 3 or 5 (every preset):
  *   dwt[(c, i, j), f] += sum_{oy, ox} xp[c, oy*s + i, ox*s + j] * dzt[oy*OW + ox, f]
