@@ -96,6 +96,12 @@ cdef extern from "microkernels.h" nogil:
             long FP, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y, int* arg, long ldy)
     void fl_direct_conv_pool2_f6v2_f64(const double* xp, long C, long HS, long WS, const double* wd,
             long FP, long KH, long KW, const double* bias, long OW, long PH, long PW, double* y, int* arg, long ldy)
+    void fl_direct_conv_pool2_flanes5_f32(const float* xp, long C, long HS, long WS, const float* wq,
+            long F, long Fq, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y,
+            int* arg, long ldy)
+    void fl_direct_conv_pool2_flanes5_f64(const double* xp, long C, long HS, long WS, const double* wq,
+            long F, long Fq, long KH, long KW, const double* bias, long OW, long PH, long PW, double* y,
+            int* arg, long ldy)
     void fl_pad_copy_f32(const float* x, long C, long H, long W, long p, float* xp, long HS, long WS)
     void fl_pad_copy_f64(const double* x, long C, long H, long W, long p, double* xp, long HS, long WS)
     void fl_im2row_f32(const float* xp, long C, long HS, long WS, long KH, long KW, long s,
@@ -239,6 +245,7 @@ cdef struct Geometry:
     bint direct                    # forward by direct convolution (see _geometry)
     Py_ssize_t f8, hs, ws          # its filter count (multiple of 8) and padded-input plane
     Py_ssize_t pool_fb             # fused 2x2 pool in the direct kernel: filters per block (0: no)
+    bint pool_lanes                # ... with the filters along the lanes instead (pool_fb = LB)
     bint by_rows                   # dW through im2row (see _geometry)
     int dw_mode                    # how dW is computed: DW_GEMM, DW_FILTER_LANES, DW_COLUMN_LANES
     Py_ssize_t fq                  # F rounded up to LB: the lanes of the transposed dz
@@ -272,6 +279,7 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
     g.direct = s == 1 and ow >= 8 and g.k <= 256
     g.f8 = _round_up(f, 8)
     g.pool_fb = 0
+    g.pool_lanes = False
     # padded planes: wide enough for the direct kernels' vector rows and the col2im's
     g.hs, g.ws = h + 2 * p, max(_round_up(ow, LB) + kw - 1, w + 2 * p, _round_up(ow + kw - 1, LB))
     return g
@@ -288,7 +296,14 @@ cdef tuple _padded_weights(w, Geometry g, dtype):
 cdef inline void _direct_conv_pool2(const floating* xp, Geometry g, const floating* wd,
                                     const floating* bias, floating* y, int* arg) noexcept nogil:
     """One sample: y (F, PH, PW), arg = maxpool2x2(relu(conv(xp))) from the padded input."""
-    if g.pool_fb == 8:
+    if g.pool_lanes:
+        if floating is float:
+            fl_direct_conv_pool2_flanes5_f32(xp, g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
+                                             g.ow, g.ph, g.pw, y, arg, g.ph * g.pw)
+        else:
+            fl_direct_conv_pool2_flanes5_f64(xp, g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
+                                             g.ow, g.ph, g.pw, y, arg, g.ph * g.pw)
+    elif g.pool_fb == 8:
         if floating is float:
             fl_direct_conv_pool2_f8v1_f32(xp, g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, g.ow,
                                           g.ph, g.pw, y, arg, g.ph * g.pw)
@@ -375,7 +390,12 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     if fused:
         g.size, g.ps = size, pstride
         g.ph, g.pw = (oh - size) // pstride + 1, (ow - size) // pstride + 1
-        if g.direct and size == 2 and pstride == 2 and ow <= 2 * LB:
+        if g.direct and size == 2 and pstride == 2 and g.f * g.owr > ow * g.fq:
+            # more filters than columns fill the lanes (LeNet C3): filters along the
+            # lanes, tiles of 5 pooled columns (weights (1, K, Fq): blocks of LB filters)
+            g.pool_lanes, g.pool_fb = True, LB
+            g.ws = max(g.ws, 2 * _round_up(g.pw, 5) + g.kw - 1)    # the tile's last columns
+        elif g.direct and size == 2 and pstride == 2 and ow <= 2 * LB:
             # one or two vectors per conv row: 8 or 6 filters per register tile
             g.pool_fb = 8 if ow <= LB else 6
     cdef Py_ssize_t blk = g.pool_fb if g.pool_fb else 8
@@ -623,7 +643,9 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     dx_shape = (1, 1, 1, 1)
     if need_dx:
         dx_shape = (g.n, g.c, g.h, g.w)
-    dx_out = np.zeros(dx_shape, dtype=dtype)
+    # stride 1 writes every element of dx (the crop of the padded planes); the
+    # strided col2im accumulates into it
+    dx_out = np.empty(dx_shape, dtype=dtype) if g.s == 1 else np.zeros(dx_shape, dtype=dtype)
     cdef const floating[:, :, ::1] dy = np.asarray(grad).reshape(grad.shape[0], grad.shape[1], -1)
     cdef floating[:, ::1] wpt = wpt_arr
     cdef floating[:, :, ::1] rows = rows_ws

@@ -27,8 +27,81 @@
 #define FL_IN_REGISTER_f32(v) __asm__("" : "+v"(v))
 #else
 #define FL_IN_REGISTER_f32(v) ((void)0)
+/* The same fused conv + ReLU + 2x2 max pool with the filters along the vector lanes,
+ * for layers with many filters and narrow rows (LeNet C3: 16 filters, 10 columns),
+ * where columns-in-lanes would leave lanes idle:
+ *   wq (Fq/LB, C*KH*KW, LB): the weights in blocks of LB filters, contiguous per tap
+ *   (Fq a multiple of LB, zero past F); bias (Fq,).
+ * The register tile is 2 conv rows x 2*PC conv columns (PC pooled columns) of LB
+ * filters; each weight vector loaded feeds 4*PC multiply-adds against broadcast
+ * inputs.  y, arg as in fl_direct_conv_pool2 (plane stride ldy), written lane by lane. */
+#define FL_DEFINE_DIRECT_POOL_FLANES(T, IT, SUFFIX, PC)                                       \
+static void fl_direct_conv_pool2_flanes##PC##_##SUFFIX(                                       \
+        const T *xp, long C, long HS, long WS, const T *wq, long F, long Fq, long KH,         \
+        long KW, const T *bias, long OW, long PH, long PW, T *y, int *arg, long ldy) {        \
+    typedef fl_vec_##SUFFIX V;                                                                \
+    typedef fl_ivec_##SUFFIX IV;                                                              \
+    (void)HS;                                                                                 \
+    long taps = C * KH * KW;                                                                  \
+    for (long fb = 0; fb < Fq; fb += FL_LB) {                                                 \
+        V b0 = fl_load_##SUFFIX(bias + fb);                                                   \
+        long nf = F - fb < FL_LB ? F - fb : FL_LB;                                            \
+        for (long py = 0; py < PH; py++)                                                      \
+            for (long px0 = 0; px0 < PW; px0 += PC) {                                         \
+                V acc[2][2 * PC];                                                             \
+                for (int r = 0; r < 2; r++)                                                   \
+                    for (int q = 0; q < 2 * PC; q++) acc[r][q] = b0;                          \
+                const T *wt = wq + (fb / FL_LB) * taps * FL_LB;                               \
+                for (long c = 0; c < C; c++)                                                  \
+                    for (long i = 0; i < KH; i++) {                                           \
+                        const T *row0 = xp + (c * HS + 2 * py + i) * WS + 2 * px0;            \
+                        const T *row1 = row0 + WS;                                            \
+                        for (long j = 0; j < KW; j++, wt += FL_LB) {                          \
+                            V wv = fl_load_##SUFFIX(wt);                                      \
+                            FL_IN_REGISTER_##SUFFIX(wv);                                      \
+                            const T *x0 = row0 + j, *x1 = row1 + j;                           \
+                            FL_OPAQUE(x0); FL_OPAQUE(x1);                                     \
+                            for (int q = 0; q < 2 * PC; q++) {                                \
+                                acc[0][q] += x0[q] * wv;                                      \
+                                acc[1][q] += x1[q] * wv;                                      \
+                            }                                                                 \
+                        }                                                                     \
+                    }                                                                         \
+                for (int q = 0; q < PC && px0 + q < PW; q++) {                                \
+                    V a = acc[0][2 * q], b = acc[0][2 * q + 1];                               \
+                    V cc = acc[1][2 * q], d = acc[1][2 * q + 1];                              \
+                    IV k = {0}, gt;                                                           \
+                    V m = a;                                                                  \
+                    gt = b > m;  m = FL_SEL(IV, V, gt, b, m);  k = FL_SEL(IV, IV, gt, k | 1, k); \
+                    gt = cc > m; m = FL_SEL(IV, V, gt, cc, m); k = FL_SEL(IV, IV, gt, (k & 0) | 2, k); \
+                    gt = d > m;  m = FL_SEL(IV, V, gt, d, m);  k = FL_SEL(IV, IV, gt, (k & 0) | 3, k); \
+                    long px = px0 + q;                                                        \
+                    IV idx = ((IT)(2 * py) + (k >> 1)) * (IT)OW + (IT)(2 * px) + (k & 1);     \
+                    V zero = {0};                                                             \
+                    IV pos = m > zero;                                                        \
+                    V out = FL_SEL(IV, V, pos, m, zero);                                      \
+                    idx = FL_SEL(IV, IV, pos, idx, idx * 0 - 1);                              \
+                    T *yo = y + fb * ldy + py * PW + px;                                      \
+                    int *ao = arg + fb * ldy + py * PW + px;                                  \
+                    for (long f = 0; f < nf; f++) { yo[f * ldy] = out[f]; ao[f * ldy] = (int)idx[f]; } \
+                }                                                                             \
+            }                                                                                 \
+    }                                                                                         \
+}
+
+FL_DEFINE_DIRECT_POOL_FLANES(float, int, f32, 5)
+FL_DEFINE_DIRECT_POOL_FLANES(double, long, f64, 5)
+
 #endif
 #define FL_IN_REGISTER_f64(v) ((void)0)
+
+/* Hides where a pointer came from, so GCC does not carry loaded values from one tap
+ * to the next in registers (predictive commoning), which spills a full register tile. */
+#if defined(__GNUC__)
+#define FL_OPAQUE(p) __asm__("" : "+r"(p))
+#else
+#define FL_OPAQUE(p) ((void)0)
+#endif
 
 #define FL_DEFINE_KERNELS(T, IT, SUFFIX)                                                          \
 typedef T fl_vec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                   \
@@ -366,9 +439,11 @@ static void fl_direct_conv_pool2_f##FB##v##NV##_##SUFFIX(                       
                     const T *row0 = xp + (c * HS + 2 * py + i) * WS, *row1 = row0 + WS;       \
                     for (long j = 0; j < KW; j++, wt += FB) {                                 \
                         V x0[NV], x1[NV];                                                     \
+                        const T *r0 = row0 + j, *r1 = row1 + j;                               \
+                        FL_OPAQUE(r0); FL_OPAQUE(r1);                                         \
                         for (int v = 0; v < NV; v++) {                                        \
-                            x0[v] = fl_load_##SUFFIX(row0 + j + v * FL_LB);                   \
-                            x1[v] = fl_load_##SUFFIX(row1 + j + v * FL_LB);                   \
+                            x0[v] = fl_load_##SUFFIX(r0 + v * FL_LB);                         \
+                            x1[v] = fl_load_##SUFFIX(r1 + v * FL_LB);                         \
                         }                                                                     \
                         for (int f = 0; f < FB; f++) {                                        \
                             T wv = wt[f];                                                     \
@@ -569,5 +644,70 @@ static void fl_transpose_##SUFFIX(const T *dz, long ldz, long F, long L, T *dzt,
 
 FL_DEFINE_EXPAND(float, int, f32)
 FL_DEFINE_EXPAND(double, long, f64)
+
+/* The same fused conv + ReLU + 2x2 max pool with the filters along the vector lanes,
+ * for layers with many filters and narrow rows (LeNet C3: 16 filters, 10 columns),
+ * where columns-in-lanes would leave lanes idle:
+ *   wq (Fq/LB, C*KH*KW, LB): the weights in blocks of LB filters, contiguous per tap
+ *   (Fq a multiple of LB, zero past F); bias (Fq,).
+ * The register tile is 2 conv rows x 2*PC conv columns (PC pooled columns) of LB
+ * filters; each weight vector loaded feeds 4*PC multiply-adds against broadcast
+ * inputs.  y, arg as in fl_direct_conv_pool2 (plane stride ldy), written lane by lane. */
+#define FL_DEFINE_DIRECT_POOL_FLANES(T, IT, SUFFIX, PC)                                       \
+static void fl_direct_conv_pool2_flanes##PC##_##SUFFIX(                                       \
+        const T *xp, long C, long HS, long WS, const T *wq, long F, long Fq, long KH,         \
+        long KW, const T *bias, long OW, long PH, long PW, T *y, int *arg, long ldy) {        \
+    typedef fl_vec_##SUFFIX V;                                                                \
+    typedef fl_ivec_##SUFFIX IV;                                                              \
+    (void)HS;                                                                                 \
+    long taps = C * KH * KW;                                                                  \
+    for (long fb = 0; fb < Fq; fb += FL_LB) {                                                 \
+        V b0 = fl_load_##SUFFIX(bias + fb);                                                   \
+        long nf = F - fb < FL_LB ? F - fb : FL_LB;                                            \
+        for (long py = 0; py < PH; py++)                                                      \
+            for (long px0 = 0; px0 < PW; px0 += PC) {                                         \
+                V acc[2][2 * PC];                                                             \
+                for (int r = 0; r < 2; r++)                                                   \
+                    for (int q = 0; q < 2 * PC; q++) acc[r][q] = b0;                          \
+                const T *wt = wq + (fb / FL_LB) * taps * FL_LB;                               \
+                for (long c = 0; c < C; c++)                                                  \
+                    for (long i = 0; i < KH; i++) {                                           \
+                        const T *row0 = xp + (c * HS + 2 * py + i) * WS + 2 * px0;            \
+                        const T *row1 = row0 + WS;                                            \
+                        for (long j = 0; j < KW; j++, wt += FL_LB) {                          \
+                            V wv = fl_load_##SUFFIX(wt);                                      \
+                            FL_IN_REGISTER_##SUFFIX(wv);                                      \
+                            const T *x0 = row0 + j, *x1 = row1 + j;                           \
+                            FL_OPAQUE(x0); FL_OPAQUE(x1);                                     \
+                            for (int q = 0; q < 2 * PC; q++) {                                \
+                                acc[0][q] += x0[q] * wv;                                      \
+                                acc[1][q] += x1[q] * wv;                                      \
+                            }                                                                 \
+                        }                                                                     \
+                    }                                                                         \
+                for (int q = 0; q < PC && px0 + q < PW; q++) {                                \
+                    V a = acc[0][2 * q], b = acc[0][2 * q + 1];                               \
+                    V cc = acc[1][2 * q], d = acc[1][2 * q + 1];                              \
+                    IV k = {0}, gt;                                                           \
+                    V m = a;                                                                  \
+                    gt = b > m;  m = FL_SEL(IV, V, gt, b, m);  k = FL_SEL(IV, IV, gt, k | 1, k); \
+                    gt = cc > m; m = FL_SEL(IV, V, gt, cc, m); k = FL_SEL(IV, IV, gt, (k & 0) | 2, k); \
+                    gt = d > m;  m = FL_SEL(IV, V, gt, d, m);  k = FL_SEL(IV, IV, gt, (k & 0) | 3, k); \
+                    long px = px0 + q;                                                        \
+                    IV idx = ((IT)(2 * py) + (k >> 1)) * (IT)OW + (IT)(2 * px) + (k & 1);     \
+                    V zero = {0};                                                             \
+                    IV pos = m > zero;                                                        \
+                    V out = FL_SEL(IV, V, pos, m, zero);                                      \
+                    idx = FL_SEL(IV, IV, pos, idx, idx * 0 - 1);                              \
+                    T *yo = y + fb * ldy + py * PW + px;                                      \
+                    int *ao = arg + fb * ldy + py * PW + px;                                  \
+                    for (long f = 0; f < nf; f++) { yo[f * ldy] = out[f]; ao[f * ldy] = (int)idx[f]; } \
+                }                                                                             \
+            }                                                                                 \
+    }                                                                                         \
+}
+
+FL_DEFINE_DIRECT_POOL_FLANES(float, int, f32, 5)
+FL_DEFINE_DIRECT_POOL_FLANES(double, long, f64, 5)
 
 #endif
