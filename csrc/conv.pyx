@@ -29,6 +29,8 @@ cimport openmp
 
 import numpy as np
 
+from fastlenet.kernels._workspace import aligned_empty, aligned_zeros
+
 cdef enum:
     MB = 4       # rows of a GEMM tile
     LB = 16      # columns of a GEMM tile (one AVX-512 float32 vector)
@@ -124,9 +126,9 @@ cdef extern from "microkernels.h" nogil:
     double fl_routed_sum_f64(const double* dpy, const int* arg, long n)
     void fl_transpose_f32(const float* dz, long ldz, long F, long L, float* dzt, long ldt)
     void fl_transpose_f64(const double* dz, long ldz, long F, long L, double* dzt, long ldt)
-    void fl_dw_lanes_f6k5_f32(const float* xp, long C, long HS, long WS, long KH, const float* dzr,
+    void fl_dw_lanes_f3k5_f32(const float* xp, long C, long HS, long WS, long KH, const float* dzr,
                               long F, long OH, long OWr, float* dwv)
-    void fl_dw_lanes_f6k5_f64(const double* xp, long C, long HS, long WS, long KH, const double* dzr,
+    void fl_dw_lanes_f3k5_f64(const double* xp, long C, long HS, long WS, long KH, const double* dzr,
                               long F, long OH, long OWr, double* dwv)
     void fl_dw_direct_k5_f32(const float* xp, long C, long HS, long WS, long KH, long s,
                              const float* dzt, long ldt, long OH, long OW, float* dwt)
@@ -287,9 +289,11 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
 
 cdef tuple _padded_weights(w, Geometry g, dtype):
     """w (F, C, KH, KW) -> (W (Fp, Kp), W^T (Kp, Fp)), zero-padded."""
-    wp = np.zeros((g.fp, g.kp), dtype=dtype)
+    wp = aligned_zeros((g.fp, g.kp), dtype=dtype)
     wp[:g.f, :g.k] = np.asarray(w).reshape(g.f, g.k)
-    return wp, np.ascontiguousarray(wp.T)
+    wpt = aligned_empty((g.kp, g.fp), dtype)
+    wpt[...] = wp.T
+    return wp, wpt
 
 
 # ----------------------------------------------------------------------------- forward
@@ -404,17 +408,19 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     bias_arr = np.zeros(max(g.fp, fpad), dtype=dtype)
     bias_arr[:g.f] = np.asarray(b)
     if g.direct:                    # weights regrouped (Fpad/blk, K, blk); padded input planes
-        wd_arr = np.zeros((fpad, g.k), dtype=dtype)
+        wd_arr = aligned_zeros((fpad, g.k), dtype=dtype)
         wd_arr[:g.f] = np.asarray(w).reshape(g.f, g.k)
-        wd_arr = np.ascontiguousarray(wd_arr.reshape(fpad // blk, blk, g.k).transpose(0, 2, 1))
-        xp_ws = np.zeros((chunks, g.c, g.hs, g.ws), dtype=dtype)    # borders stay zero
+        wd_src = wd_arr.reshape(fpad // blk, blk, g.k).transpose(0, 2, 1)
+        wd_arr = aligned_empty(wd_src.shape, dtype)
+        wd_arr[...] = wd_src
+        xp_ws = aligned_zeros((chunks, g.c, g.hs, g.ws), dtype=dtype)    # borders stay zero
         cols_ws = np.zeros((chunks, 1, 1), dtype=dtype)
-        z_ws = np.empty((chunks, 1, 1), dtype=dtype) if g.pool_fb else np.empty((chunks, g.f8, g.lp), dtype=dtype)
+        z_ws = aligned_empty((chunks, 1, 1), dtype=dtype) if g.pool_fb else aligned_empty((chunks, g.f8, g.lp), dtype=dtype)
     else:
         wd_arr = np.zeros(1, dtype=dtype)
         xp_ws = np.zeros((chunks, 1, 1, 1), dtype=dtype)
-        cols_ws = np.zeros((chunks, g.kp, g.lp), dtype=dtype)   # padding stays zero
-        z_ws = np.empty((chunks, g.fp, g.lp), dtype=dtype)
+        cols_ws = aligned_zeros((chunks, g.kp, g.lp), dtype=dtype)   # padding stays zero
+        z_ws = aligned_empty((chunks, g.fp, g.lp), dtype=dtype)
     if fused:
         y_out = np.empty((1, 1, 1), dtype=dtype)
         py_out = np.empty((g.n, g.f, g.ph, g.pw), dtype=dtype)
@@ -573,10 +579,10 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
         if g.dw_mode == DW_COLUMN_LANES:
             if floating is float:
-                fl_dw_lanes_f6k5_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh,
+                fl_dw_lanes_f3k5_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh,
                                      g.owr, &dw[0, 0])
             else:
-                fl_dw_lanes_f6k5_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh,
+                fl_dw_lanes_f3k5_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh,
                                      g.owr, &dw[0, 0])
         elif g.dw_mode == DW_FILTER_LANES:
             _dw_direct(&xp[0, 0, 0], g, &dzt[0, 0], &dw[0, 0])
@@ -621,24 +627,24 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     _, wpt_arr = _padded_weights(w, g, dtype)
     dzr_ws = np.empty((chunks, 1, 1, 1), dtype=dtype)
     if g.dw_mode == DW_COLUMN_LANES:    # row-padded dz; per-lane partial sums (F, K*LB)
-        dzr_ws = np.zeros((chunks, g.f, g.oh, g.owr), dtype=dtype)
+        dzr_ws = aligned_zeros((chunks, g.f, g.oh, g.owr), dtype=dtype)
         rows_ws = np.empty((chunks, 1, 1), dtype=dtype)
         dzt_ws = np.empty((chunks, 1, 1), dtype=dtype)
-        dw_part = np.zeros((chunks, g.f, g.k * LB), dtype=dtype)
+        dw_part = aligned_zeros((chunks, g.f, g.k * LB), dtype=dtype)
     elif g.dw_mode == DW_FILTER_LANES:  # transposed (K, Fq)
         rows_ws = np.empty((chunks, 1, 1), dtype=dtype)
-        dzt_ws = np.zeros((chunks, g.l, g.fq), dtype=dtype)
-        dw_part = np.zeros((chunks, g.k, g.fq), dtype=dtype)
+        dzt_ws = aligned_zeros((chunks, g.l, g.fq), dtype=dtype)
+        dw_part = aligned_zeros((chunks, g.k, g.fq), dtype=dtype)
     else:
-        rows_ws = np.zeros((chunks, g.l, g.kq) if g.by_rows else (chunks, g.kp, g.lp), dtype=dtype)
+        rows_ws = aligned_zeros((chunks, g.l, g.kq) if g.by_rows else (chunks, g.kp, g.lp), dtype=dtype)
         dzt_ws = np.empty((chunks, 1, 1), dtype=dtype)
-        dw_part = np.zeros((chunks, g.fp, g.kq), dtype=dtype)
-    dz_ws = np.zeros((chunks, g.fp, g.lp), dtype=dtype)
+        dw_part = aligned_zeros((chunks, g.fp, g.kq), dtype=dtype)
+    dz_ws = aligned_zeros((chunks, g.fp, g.lp), dtype=dtype)
     # one spare row: the vector col2im reads up to LB elements past a row's end
     # a spare row before and two after: the vector col2im reads a little outside the rows
-    dcols_ws = np.zeros((chunks, g.kp + 3, g.lp), dtype=dtype) if need_dx else np.empty((chunks, 1, 1), dtype=dtype)
-    xp_ws = np.zeros((chunks, g.c, g.hs, g.ws), dtype=dtype)          # borders stay zero
-    dxp_ws = np.empty((chunks, g.c, g.hs, g.ws), dtype=dtype) if need_dx else np.empty((chunks, 1, 1, 1), dtype=dtype)
+    dcols_ws = aligned_zeros((chunks, g.kp + 3, g.lp), dtype=dtype) if need_dx else aligned_empty((chunks, 1, 1), dtype=dtype)
+    xp_ws = aligned_zeros((chunks, g.c, g.hs, g.ws), dtype=dtype)          # borders stay zero
+    dxp_ws = aligned_empty((chunks, g.c, g.hs, g.ws), dtype=dtype) if need_dx else aligned_empty((chunks, 1, 1, 1), dtype=dtype)
     db_part = np.zeros((chunks, g.f), dtype=dtype)
     dx_shape = (1, 1, 1, 1)
     if need_dx:

@@ -17,6 +17,8 @@ cimport openmp
 
 import numpy as np
 
+from fastlenet.kernels._workspace import aligned_empty, aligned_zeros
+
 cdef enum:
     MB = 4       # rows of a GEMM tile
     LB = 16      # columns of a GEMM tile (one AVX-512 float32 vector)
@@ -59,9 +61,9 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], u = w.shape[1], up = _round_up(u, LB)
     cdef Py_ssize_t chunks = _chunks(n), t, r0, r1
     dtype = np.float32 if floating is float else np.float64
-    wp_arr = np.zeros((d, up), dtype=dtype)          # columns padded to whole vectors
+    wp_arr = aligned_zeros((d, up), dtype=dtype)          # columns padded to whole vectors
     wp_arr[:, :u] = w
-    yp_arr = np.empty((n, up), dtype=dtype)
+    yp_arr = aligned_empty((n, up), dtype=dtype)
     cdef floating[:, ::1] wp = wp_arr
     cdef floating[:, ::1] yp = yp_arr
     if n > 0:
@@ -82,15 +84,15 @@ def linear_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const f
     cdef Py_ssize_t up = _round_up(u, LB), dp = _round_up(d, LB)
     cdef Py_ssize_t chunks = max(_chunks(d), _chunks(n)), t, r0, r1
     dtype = np.float32 if floating is float else np.float64
-    dyp_arr = np.zeros((n, up), dtype=dtype)         # dy with its columns padded
+    dyp_arr = aligned_zeros((n, up), dtype=dtype)         # dy with its columns padded
     dyp_arr[:, :u] = dy
-    dwp_arr = np.empty((d, up), dtype=dtype)
+    dwp_arr = aligned_empty((d, up), dtype=dtype)
     wt_arr = np.zeros((1, LB), dtype=dtype)
     dxp_arr = np.empty((1, LB), dtype=dtype)
     if need_dx:
-        wt_arr = np.zeros((u, dp), dtype=dtype)      # w^T, columns padded
+        wt_arr = aligned_zeros((u, dp), dtype=dtype)      # w^T, columns padded
         wt_arr[:, :d] = np.asarray(w).T
-        dxp_arr = np.empty((n, dp), dtype=dtype)
+        dxp_arr = aligned_empty((n, dp), dtype=dtype)
     cdef floating[:, ::1] dyp = dyp_arr
     cdef floating[:, ::1] dwp = dwp_arr
     cdef floating[:, ::1] wt = wt_arr

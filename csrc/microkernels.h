@@ -499,7 +499,8 @@ FL_DEFINE_DIRECT_POOL(double, long, f64, 6, 2)
  * dzr (F, OH, OWr): the conv-output gradient with rows padded to OWr (a multiple of
  * LB) with zeros past OW; dwv (F, C, KH, KWC, LB): per-lane partial sums, summed over
  * the lanes once per batch.  A tile is FB filters x KWC taps of one kernel row: each
- * dz vector feeds KWC multiply-adds, each input vector FB. */
+ * dz vector feeds KWC multiply-adds, each input vector FB; the input vectors are
+ * unaligned (they straddle cache lines), so each is loaded once into a register. */
 #define FL_DEFINE_DW_LANES(T, SUFFIX, FB, KWC)                                               \
 static void fl_dw_lanes_f##FB##k##KWC##_##SUFFIX(const T *xp, long C, long HS, long WS,      \
                                                   long KH, const T *dzr, long F, long OH,     \
@@ -518,7 +519,10 @@ static void fl_dw_lanes_f##FB##k##KWC##_##SUFFIX(const T *xp, long C, long HS, l
                     for (long v = 0; v < OWr; v += FL_LB) {                                   \
                         const T *xr = xp + (c * HS + oy + i) * WS + v;                        \
                         fl_vec_##SUFFIX xv[KWC];                                              \
-                        for (int j = 0; j < KWC; j++) xv[j] = fl_load_##SUFFIX(xr + j);       \
+                        for (int j = 0; j < KWC; j++) {  /* unaligned: load each just once */ \
+                            xv[j] = fl_load_##SUFFIX(xr + j);                                 \
+                            FL_IN_REGISTER_##SUFFIX(xv[j]);                                   \
+                        }                                                                     \
                         for (int f = 0; f < FB; f++) {                                        \
                             long ff = f0 + f < F ? f0 + f : F - 1;                            \
                             fl_vec_##SUFFIX d = fl_load_##SUFFIX(dzr + (ff * OH + oy) * OWr + v); \
@@ -531,8 +535,8 @@ static void fl_dw_lanes_f##FB##k##KWC##_##SUFFIX(const T *xp, long C, long HS, l
             }                                                                                 \
 }
 
-FL_DEFINE_DW_LANES(float, f32, 6, 5)
-FL_DEFINE_DW_LANES(double, f64, 6, 5)
+FL_DEFINE_DW_LANES(float, f32, 3, 5)
+FL_DEFINE_DW_LANES(double, f64, 3, 5)
 
 /* The pooled gradient of one plane routed to its window maxima, branch-free (the
  * -1 / window-offset tests of arg are data-dependent and would mispredict):
