@@ -29,6 +29,7 @@ cimport openmp
 
 import numpy as np
 
+from fastlenet.kernels import _workspace
 from fastlenet.kernels._workspace import aligned_empty, aligned_zeros
 
 cdef enum:
@@ -287,13 +288,13 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
     return g
 
 
-cdef tuple _padded_weights(w, Geometry g, dtype):
-    """w (F, C, KH, KW) -> (W (Fp, Kp), W^T (Kp, Fp)), zero-padded."""
-    wp = aligned_zeros((g.fp, g.kp), dtype=dtype)
-    wp[:g.f, :g.k] = np.asarray(w).reshape(g.f, g.k)
-    wpt = aligned_empty((g.kp, g.fp), dtype)
-    wpt[...] = wp.T
-    return wp, wpt
+def _dims(*dims):
+    """A shape tuple (a Python object whatever the types of its entries)."""
+    return dims
+
+
+cdef tuple _geometry_key(Geometry g):
+    return (g.c, g.h, g.w, g.f, g.kh, g.kw, g.s, g.p, g.oh, g.ow, g.size, g.ps)
 
 
 # ----------------------------------------------------------------------------- forward
@@ -384,6 +385,22 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
                     af[oy * g.pw + ox] = <int> top if best > 0 else -1
 
 
+cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py_ssize_t fpad, dtype):
+    """(W padded (Fp, Kp), weight staging (Fpad, K), regrouped weights (Fpad/blk, K, blk),
+    bias (max(Fp, Fpad),), padded input planes, im2col columns, conv output); padding zero."""
+    one = np.zeros((1, 1), dtype=dtype)
+    if g.direct:
+        return (one, aligned_zeros((fpad, g.k), dtype), aligned_zeros((fpad // blk, g.k, blk), dtype),
+                np.zeros(max(g.fp, fpad), dtype=dtype),
+                aligned_zeros((chunks, g.c, g.hs, g.ws), dtype),        # borders stay zero
+                np.zeros((chunks, 1, 1), dtype=dtype),
+                aligned_empty(_dims(chunks, 1, 1) if g.pool_fb else _dims(chunks, g.f8, g.lp), dtype))
+    return (aligned_zeros((g.fp, g.kp), dtype), one, np.zeros((1, 1, 1), dtype=dtype),
+            np.zeros(max(g.fp, fpad), dtype=dtype), np.zeros((chunks, 1, 1, 1), dtype=dtype),
+            aligned_zeros((chunks, g.kp, g.lp), dtype),                 # padding stays zero
+            aligned_empty((chunks, g.fp, g.lp), dtype))
+
+
 def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
              Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow,
              Py_ssize_t size, Py_ssize_t pstride, bint fused):
@@ -404,23 +421,17 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
             g.pool_fb = 8 if ow <= LB else 6
     cdef Py_ssize_t blk = g.pool_fb if g.pool_fb else 8
     cdef Py_ssize_t fpad = _round_up(g.f, blk)
-    wp_arr, _ = _padded_weights(w, g, dtype)
-    bias_arr = np.zeros(max(g.fp, fpad), dtype=dtype)
+    key = ("conv forward", dtype, chunks, fused) + _geometry_key(g)
+    ws = _workspace.lookup(key)
+    if ws is None:
+        ws = _workspace.store(key, _forward_workspaces(g, chunks, blk, fpad, dtype))
+    wp_arr, wstage, wd_arr, bias_arr, xp_ws, cols_ws, z_ws = ws
     bias_arr[:g.f] = np.asarray(b)
-    if g.direct:                    # weights regrouped (Fpad/blk, K, blk); padded input planes
-        wd_arr = aligned_zeros((fpad, g.k), dtype=dtype)
-        wd_arr[:g.f] = np.asarray(w).reshape(g.f, g.k)
-        wd_src = wd_arr.reshape(fpad // blk, blk, g.k).transpose(0, 2, 1)
-        wd_arr = aligned_empty(wd_src.shape, dtype)
-        wd_arr[...] = wd_src
-        xp_ws = aligned_zeros((chunks, g.c, g.hs, g.ws), dtype=dtype)    # borders stay zero
-        cols_ws = np.zeros((chunks, 1, 1), dtype=dtype)
-        z_ws = aligned_empty((chunks, 1, 1), dtype=dtype) if g.pool_fb else aligned_empty((chunks, g.f8, g.lp), dtype=dtype)
+    if g.direct:                    # weights regrouped (Fpad/blk, K, blk)
+        wstage[:g.f] = np.asarray(w).reshape(g.f, g.k)
+        wd_arr[...] = wstage.reshape(fpad // blk, blk, g.k).transpose(0, 2, 1)
     else:
-        wd_arr = np.zeros(1, dtype=dtype)
-        xp_ws = np.zeros((chunks, 1, 1, 1), dtype=dtype)
-        cols_ws = aligned_zeros((chunks, g.kp, g.lp), dtype=dtype)   # padding stays zero
-        z_ws = aligned_empty((chunks, g.fp, g.lp), dtype=dtype)
+        wp_arr[:g.f, :g.k] = np.asarray(w).reshape(g.f, g.k)
     if fused:
         y_out = np.empty((1, 1, 1), dtype=dtype)
         py_out = np.empty((g.n, g.f, g.ph, g.pw), dtype=dtype)
@@ -433,7 +444,7 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     cdef floating[::1] bias = bias_arr
     cdef floating[:, :, ::1] cols = cols_ws
     cdef floating[:, :, :, ::1] xp = xp_ws
-    cdef floating[::1] wd = wd_arr.reshape(-1)
+    cdef floating[::1] wd = wd_arr.reshape(-1)   # a view: the cached array
     cdef floating[:, :, ::1] z = z_ws
     cdef floating[:, :, ::1] y = y_out
     cdef floating[:, :, :, ::1] py = py_out
@@ -613,6 +624,32 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
                     dx[n, c, yy, l] = dxp[c, yy + g.p, l + g.p]
 
 
+cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, bint need_dx, dtype):
+    """(weight staging (Fp, Kp), W^T (Kp, Fp), im2row/im2col rows, dz (Fp, Lp), dzt (L, Fq),
+    dzr (F, OH, OWr), dcols, padded input planes, padded dx planes, dW and db partial
+    sums per chunk); every padding zero."""
+    cdef tuple none3 = (chunks, 1, 1)
+    rows_ws = dzt_ws = np.zeros(none3, dtype=dtype)
+    dzr_ws = np.zeros((chunks, 1, 1, 1), dtype=dtype)
+    if g.dw_mode == DW_COLUMN_LANES:    # row-padded dz; per-lane partial sums (F, K*LB)
+        dzr_ws = aligned_zeros((chunks, g.f, g.oh, g.owr), dtype)
+        dw_part = aligned_zeros((chunks, g.f, g.k * LB), dtype)
+    elif g.dw_mode == DW_FILTER_LANES:  # transposed (K, Fq)
+        dzt_ws = aligned_zeros((chunks, g.l, g.fq), dtype)
+        dw_part = aligned_zeros((chunks, g.k, g.fq), dtype)
+    else:
+        rows_ws = aligned_zeros(_dims(chunks, g.l, g.kq) if g.by_rows else _dims(chunks, g.kp, g.lp), dtype)
+        dw_part = aligned_zeros((chunks, g.fp, g.kq), dtype)
+    # dcols: a spare row before and two after (the vector col2im reads a little
+    # outside the rows); the padded planes' borders stay zero
+    dcols_ws = aligned_zeros(_dims(chunks, g.kp + 3, g.lp) if need_dx else none3, dtype)
+    dxp_ws = aligned_zeros(_dims(chunks, g.c, g.hs, g.ws) if need_dx else _dims(chunks, 1, 1, 1), dtype)
+    return (aligned_zeros((g.fp, g.kp), dtype), aligned_zeros((g.kp, g.fp), dtype), rows_ws,
+            aligned_zeros((chunks, g.fp, g.lp), dtype), dzt_ws, dzr_ws, dcols_ws,
+            aligned_zeros((chunks, g.c, g.hs, g.ws), dtype), dxp_ws,
+            dw_part, np.zeros((chunks, g.f), dtype=dtype))
+
+
 def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
               const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
               Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow,
@@ -624,28 +661,15 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     dtype = np.float32 if floating is float else np.float64
     if fused:
         g.size, g.ps, g.ph, g.pw = size, pstride, grad.shape[2], grad.shape[3]
-    _, wpt_arr = _padded_weights(w, g, dtype)
-    dzr_ws = np.empty((chunks, 1, 1, 1), dtype=dtype)
-    if g.dw_mode == DW_COLUMN_LANES:    # row-padded dz; per-lane partial sums (F, K*LB)
-        dzr_ws = aligned_zeros((chunks, g.f, g.oh, g.owr), dtype=dtype)
-        rows_ws = np.empty((chunks, 1, 1), dtype=dtype)
-        dzt_ws = np.empty((chunks, 1, 1), dtype=dtype)
-        dw_part = aligned_zeros((chunks, g.f, g.k * LB), dtype=dtype)
-    elif g.dw_mode == DW_FILTER_LANES:  # transposed (K, Fq)
-        rows_ws = np.empty((chunks, 1, 1), dtype=dtype)
-        dzt_ws = aligned_zeros((chunks, g.l, g.fq), dtype=dtype)
-        dw_part = aligned_zeros((chunks, g.k, g.fq), dtype=dtype)
-    else:
-        rows_ws = aligned_zeros((chunks, g.l, g.kq) if g.by_rows else (chunks, g.kp, g.lp), dtype=dtype)
-        dzt_ws = np.empty((chunks, 1, 1), dtype=dtype)
-        dw_part = aligned_zeros((chunks, g.fp, g.kq), dtype=dtype)
-    dz_ws = aligned_zeros((chunks, g.fp, g.lp), dtype=dtype)
-    # one spare row: the vector col2im reads up to LB elements past a row's end
-    # a spare row before and two after: the vector col2im reads a little outside the rows
-    dcols_ws = aligned_zeros((chunks, g.kp + 3, g.lp), dtype=dtype) if need_dx else aligned_empty((chunks, 1, 1), dtype=dtype)
-    xp_ws = aligned_zeros((chunks, g.c, g.hs, g.ws), dtype=dtype)          # borders stay zero
-    dxp_ws = aligned_empty((chunks, g.c, g.hs, g.ws), dtype=dtype) if need_dx else aligned_empty((chunks, 1, 1, 1), dtype=dtype)
-    db_part = np.zeros((chunks, g.f), dtype=dtype)
+    key = ("conv backward", dtype, chunks, fused, need_dx) + _geometry_key(g)
+    ws = _workspace.lookup(key)
+    if ws is None:
+        ws = _workspace.store(key, _backward_workspaces(g, chunks, need_dx, dtype))
+    wstage, wpt_arr, rows_ws, dz_ws, dzt_ws, dzr_ws, dcols_ws, xp_ws, dxp_ws, dw_part, db_part = ws
+    wstage[:g.f, :g.k] = np.asarray(w).reshape(g.f, g.k)
+    wpt_arr[...] = wstage.T
+    dw_part.fill(0)                 # per-chunk accumulators
+    db_part.fill(0)
     dx_shape = (1, 1, 1, 1)
     if need_dx:
         dx_shape = (g.n, g.c, g.h, g.w)

@@ -17,6 +17,7 @@ cimport openmp
 
 import numpy as np
 
+from fastlenet.kernels import _workspace
 from fastlenet.kernels._workspace import aligned_empty, aligned_zeros
 
 cdef enum:
@@ -37,7 +38,8 @@ cdef inline Py_ssize_t _round_up(Py_ssize_t v, Py_ssize_t m) noexcept nogil:
 
 cdef inline Py_ssize_t _split(Py_ssize_t rows, Py_ssize_t t, Py_ssize_t chunks) noexcept nogil:
     """First row of chunk t when `rows` are cut into `chunks` blocks of whole tiles."""
-    return _round_up(rows * t // chunks, MB) if t < chunks else rows
+    cdef Py_ssize_t first = _round_up(rows * t // chunks, MB)
+    return first if first < rows else rows
 
 
 cdef inline void _gemm(const floating* A, Py_ssize_t lda, Py_ssize_t sak, const floating* B,
@@ -61,9 +63,12 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], u = w.shape[1], up = _round_up(u, LB)
     cdef Py_ssize_t chunks = _chunks(n), t, r0, r1
     dtype = np.float32 if floating is float else np.float64
-    wp_arr = aligned_zeros((d, up), dtype=dtype)          # columns padded to whole vectors
+    key = ("linear forward", dtype, n, d, u)
+    ws = _workspace.lookup(key)
+    if ws is None:       # w with its columns padded to whole vectors; the padded product
+        ws = _workspace.store(key, (aligned_zeros((d, up), dtype), aligned_empty((n, up), dtype)))
+    wp_arr, yp_arr = ws
     wp_arr[:, :u] = w
-    yp_arr = aligned_empty((n, up), dtype=dtype)
     cdef floating[:, ::1] wp = wp_arr
     cdef floating[:, ::1] yp = yp_arr
     if n > 0:
@@ -84,15 +89,16 @@ def linear_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const f
     cdef Py_ssize_t up = _round_up(u, LB), dp = _round_up(d, LB)
     cdef Py_ssize_t chunks = max(_chunks(d), _chunks(n)), t, r0, r1
     dtype = np.float32 if floating is float else np.float64
-    dyp_arr = aligned_zeros((n, up), dtype=dtype)         # dy with its columns padded
+    key = ("linear backward", dtype, n, d, u, need_dx)
+    ws = _workspace.lookup(key)
+    if ws is None:       # dy and w^T with their columns padded; the padded products
+        ws = _workspace.store(key, (aligned_zeros((n, up), dtype), aligned_empty((d, up), dtype),
+                                    aligned_zeros([u if need_dx else 1, dp if need_dx else LB], dtype),
+                                    aligned_empty([n if need_dx else 1, dp if need_dx else LB], dtype)))
+    dyp_arr, dwp_arr, wt_arr, dxp_arr = ws
     dyp_arr[:, :u] = dy
-    dwp_arr = aligned_empty((d, up), dtype=dtype)
-    wt_arr = np.zeros((1, LB), dtype=dtype)
-    dxp_arr = np.empty((1, LB), dtype=dtype)
     if need_dx:
-        wt_arr = aligned_zeros((u, dp), dtype=dtype)      # w^T, columns padded
         wt_arr[:, :d] = np.asarray(w).T
-        dxp_arr = aligned_empty((n, dp), dtype=dtype)
     cdef floating[:, ::1] dyp = dyp_arr
     cdef floating[:, ::1] dwp = dwp_arr
     cdef floating[:, ::1] wt = wt_arr
@@ -109,7 +115,7 @@ def linear_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const f
                 _gemm(&dyp[r0, 0], up, 1, &wt[0, 0], dp, &dxp[r0, 0], dp, r1 - r0, u, dp)
     else:
         dwp_arr[...] = 0
-    dw = np.ascontiguousarray(dwp_arr[:, :u])
+    dw = dwp_arr[:, :u].copy()                       # always copies: the workspaces are reused
     db = np.asarray(dy).sum(axis=0)
-    dx = np.ascontiguousarray(dxp_arr[:, :d]) if need_dx else None
+    dx = dxp_arr[:, :d].copy() if need_dx else None
     return dx, dw, db

@@ -11,7 +11,9 @@ LINEAR = [name for name in kernels.available() if kernels.backend(name).linear i
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n, d, u", [(256, 400, 120), (7, 5, 3), (1, 84, 10), (13, 33, 17), (64, 16, 32)])
+# (2, 400, 120), (3, 64, 16): fewer rows than the threads' tiles (dx split over rows)
+@pytest.mark.parametrize("n, d, u", [(256, 400, 120), (7, 5, 3), (1, 84, 10), (13, 33, 17), (64, 16, 32),
+                                     (2, 400, 120), (3, 64, 16), (5, 400, 84)])
 @pytest.mark.parametrize("name", LINEAR)
 def test_linear_equals_numpy(name, n, d, u, dtype):
     lin = kernels.backend(name).linear

@@ -1,14 +1,28 @@
-"""Workspaces for the compiled kernels, aligned to a cache line.
+"""Workspaces for the compiled kernels: aligned to a cache line, kept between calls.
 
 NumPy aligns large arrays to 16 bytes only; a 64-byte (AVX-512) vector load
-from such memory straddles two cache lines and costs two loads.  Workspaces
-whose rows are whole vectors are therefore allocated at a 64-byte boundary.
+from such memory straddles two cache lines and costs two loads, so workspaces
+whose rows are whole vectors start on a 64-byte boundary.
+
+A training step calls each kernel with the same shapes every time, so the
+workspaces of a call (padded planes, transposed gradients, padded weights) are
+kept, per thread and per geometry, and reused: a dozen allocations and zero
+fills per call become one dictionary lookup.  Kernels only ever write the parts
+of a workspace that they read back in the same call (padding stays zero), and
+re-zero the accumulators they keep in one, so reuse never changes a result.
+Each Python thread has its own workspaces, so concurrent calls do not share
+them.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
 ALIGN = 64
+MAX_GEOMETRIES = 32          # per thread; all are dropped when exceeded
+
+_local = threading.local()
 
 
 def _aligned(shape, dtype, fill_zero: bool) -> np.ndarray:
@@ -27,3 +41,25 @@ def aligned_empty(shape, dtype) -> np.ndarray:
 def aligned_zeros(shape, dtype) -> np.ndarray:
     """np.zeros(shape, dtype) starting on a 64-byte boundary."""
     return _aligned(shape, dtype, True)
+
+
+def lookup(key):
+    """The workspaces stored under ``key`` on this thread, or None."""
+    cache = getattr(_local, "cache", None)
+    return None if cache is None else cache.get(key)
+
+
+def store(key, workspaces):
+    """Keep ``workspaces`` under ``key`` on this thread; returns them."""
+    cache = getattr(_local, "cache", None)
+    if cache is None:
+        cache = _local.cache = {}
+    if len(cache) >= MAX_GEOMETRIES:
+        cache.clear()
+    cache[key] = workspaces
+    return workspaces
+
+
+def clear() -> None:
+    """Drop this thread's workspaces (the next call of each kernel rebuilds them)."""
+    _local.cache = {}
