@@ -587,8 +587,8 @@ FL_DEFINE_ROUTE(double, f64)
  *   out[oy*ldrow + ox] = dpy[oy/2, ox/2] if arg[oy/2, ox/2] == oy*OW + ox else 0
  * for oy < OH, ox < OW.  Rows are written LB lanes at a time, in order: with
  * ldrow >= round_up(OW, LB) the lanes past OW are zeros; with ldrow == OW (unpadded
- * rows) a row's spill-over is overwritten by the next row and the last row is
- * written exactly.  LB/2 pooled values are loaded at once where at least that many
+ * rows) a row's spill-over (zeros) is overwritten by the next rows, and nothing is
+ * written past the plane's OH*OW elements.  LB/2 pooled values are loaded at once where at least that many
  * remain before `end` (the end of the dpy array; arg is laid out alike); values past
  * the row are masked off. */
 #define FL_DEFINE_EXPAND(T, IT, SUFFIX)                                                       \
@@ -627,8 +627,9 @@ static void fl_expand_pool2_grad_##SUFFIX(const T *dpy, const int *arg, long PH,
                 val = (V)((IV)dd & hit);                                                      \
             }                                                                                 \
             T *dst = out + oy * ldrow + v * FL_LB;                                            \
-            if (ldrow == OW && oy == OH - 1 && (v + 1) * FL_LB > OW)                          \
-                memcpy(dst, &val, (OW - v * FL_LB) * sizeof(T));                              \
+            long room = OH * OW - (oy * OW + v * FL_LB);   /* unpadded rows: plane's end */   \
+            if (ldrow == OW && room < FL_LB)                                                  \
+                memcpy(dst, &val, room * sizeof(T));                                          \
             else                                                                              \
                 fl_store_##SUFFIX(dst, val);                                                  \
         }                                                                                     \
