@@ -6,6 +6,8 @@ Everything else lives in pyproject.toml.  Environment switches:
   must run on other CPUs).
 * ``FASTLENET_BOUNDSCHECK=1`` -- compile with Cython bounds and wraparound
   checking on (used by the robustness suite; slower).
+* ``FASTLENET_SANITIZE=address`` -- compile and link with AddressSanitizer, for
+  the C micro-kernels that bounds checking cannot see (``tests/asan.sh``).
 """
 import os
 import sys
@@ -38,6 +40,10 @@ else:
     if os.environ.get("FASTLENET_PORTABLE") != "1":
         COMPILE_ARGS.append("-march=native")
     LINK_ARGS = ["-fopenmp"]
+    if os.environ.get("FASTLENET_SANITIZE"):
+        sanitize = [f"-fsanitize={os.environ['FASTLENET_SANITIZE']}", "-fno-omit-frame-pointer", "-g"]
+        COMPILE_ARGS += sanitize
+        LINK_ARGS += sanitize
 
 
 def extension(name, source):

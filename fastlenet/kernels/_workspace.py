@@ -11,22 +11,28 @@ fills per call become one dictionary lookup.  Kernels only ever write the parts
 of a workspace that they read back in the same call (padding stays zero), and
 re-zero the accumulators they keep in one, so reuse never changes a result.
 Each Python thread has its own workspaces, so concurrent calls do not share
-them.
+them.  ``FASTLENET_EXACT_WORKSPACES=1`` allocates them at their exact sizes,
+without the alignment slack, so that AddressSanitizer sees any overrun
+(``tests/asan.sh``).
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 
 ALIGN = 64
 MAX_GEOMETRIES = 32          # per thread; all are dropped when exceeded
+EXACT = os.environ.get("FASTLENET_EXACT_WORKSPACES") == "1"
 
 _local = threading.local()
 
 
 def _aligned(shape, dtype, fill_zero: bool) -> np.ndarray:
     dtype = np.dtype(dtype)
+    if EXACT:
+        return (np.zeros if fill_zero else np.empty)(shape, dtype=dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     raw = (np.zeros if fill_zero else np.empty)(nbytes + ALIGN, dtype=np.uint8)
     offset = (-raw.ctypes.data) % ALIGN
