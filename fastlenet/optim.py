@@ -103,8 +103,28 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.b1, self.b2 = map(float, betas)
         self.eps, self.weight_decay, self.decoupled = float(eps), float(weight_decay), bool(decoupled)
-        self.m = {k: np.zeros_like(p) for k, p in params.items()}
-        self.v = {k: np.zeros_like(p) for k, p in params.items()}
+        # The moments live in one flat buffer each (m[k], v[k] are views into it), so a
+        # step is a dozen whole-model array operations instead of a dozen per tensor;
+        # gradients are gathered into a flat buffer first (no allocation).
+        keys = list(params)
+        dtypes = {params[k].dtype for k in keys}
+        self._flat = len(dtypes) == 1 and len(keys) > 0
+        if self._flat:
+            dtype = dtypes.pop()
+            sizes = [params[k].size for k in keys]
+            total = int(sum(sizes))
+            self._flat_m, self._flat_v = np.zeros(total, dtype), np.zeros(total, dtype)
+            self._flat_g, self._flat_tmp = np.empty(total, dtype), np.empty(total, dtype)
+            offsets = np.cumsum([0] + sizes)
+            self._spans = {k: (int(offsets[i]), int(offsets[i + 1])) for i, k in enumerate(keys)}
+            view = lambda flat, k: flat[self._spans[k][0]:self._spans[k][1]].reshape(params[k].shape)
+            self.m = {k: view(self._flat_m, k) for k in keys}
+            self.v = {k: view(self._flat_v, k) for k in keys}
+            self._tmp_views = {k: view(self._flat_tmp, k) for k in keys}
+            self._g_views = {k: view(self._flat_g, k) for k in keys}
+        else:
+            self.m = {k: np.zeros_like(p) for k, p in params.items()}
+            self.v = {k: np.zeros_like(p) for k, p in params.items()}
         coupled = self.weight_decay and not self.decoupled
         self._g_l2 = {k: np.empty_like(p) for k, p in params.items()} if coupled else {}
 
@@ -116,15 +136,12 @@ class Adam(Optimizer):
         t = self.steps
         step_size = self.lr / (1 - self.b1 ** t)
         root_bc2 = math.sqrt(1 - self.b2 ** t)
+        if self._flat:
+            self._step_flat(grads, step_size, root_bc2)
+            return
         for k, p in self.params.items():
             g, m, v, tmp = grads[k], self.m[k], self.v[k], self._scratch[k]
-            if self.weight_decay and _decays(k):
-                if self.decoupled:                          # AdamW: p <- p (1 - lr wd)
-                    p *= 1 - self.lr * self.weight_decay
-                else:                                       # Adam + L2: g <- g + wd p
-                    np.multiply(p, self.weight_decay, out=self._g_l2[k])
-                    self._g_l2[k] += g
-                    g = self._g_l2[k]
+            g = self._decayed(k, p, g)
             m *= self.b1
             np.multiply(g, 1 - self.b1, out=tmp)
             m += tmp
@@ -138,6 +155,37 @@ class Adam(Optimizer):
             np.divide(m, tmp, out=tmp)
             tmp *= step_size
             p -= tmp
+
+    def _decayed(self, k, p, g):
+        """Apply weight decay to weight k: AdamW shrinks p; Adam + L2 returns g + wd p."""
+        if self.weight_decay and _decays(k):
+            if self.decoupled:                              # AdamW: p <- p (1 - lr wd)
+                p *= 1 - self.lr * self.weight_decay
+            else:                                           # Adam + L2: g <- g + wd p
+                np.multiply(p, self.weight_decay, out=self._g_l2[k])
+                self._g_l2[k] += g
+                g = self._g_l2[k]
+        return g
+
+    def _step_flat(self, grads, step_size, root_bc2):
+        """The same update on the flat moment buffers."""
+        for k, p in self.params.items():
+            self._g_views[k][...] = self._decayed(k, p, grads[k])
+        g, m, v, tmp = self._flat_g, self._flat_m, self._flat_v, self._flat_tmp
+        m *= self.b1
+        np.multiply(g, 1 - self.b1, out=tmp)
+        m += tmp
+        v *= self.b2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - self.b2
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp /= root_bc2
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= step_size
+        for k, p in self.params.items():
+            p -= self._tmp_views[k]
 
 
 def AdamW(params: Arrays, lr: float = 1e-3, weight_decay: float = 1e-2, **kwargs) -> Adam:
