@@ -6,6 +6,8 @@ from fastlenet import kernels
 import geometry_fuzz
 
 
-@pytest.mark.skipif("cython" not in kernels.available(), reason="the Cython backend is not built")
-def test_random_geometries_match_the_reference():
-    assert geometry_fuzz.main(["--cases", "60", "--seed", "11"]) == 0
+@pytest.mark.parametrize("name, cases", [("cython", 60), ("numba", 25)])
+def test_random_geometries_match_the_reference(name, cases):
+    if name not in kernels.available():
+        pytest.skip(f"the {name} backend is not available")
+    assert geometry_fuzz.main(["--cases", str(cases), "--seed", "11", "--backend", name]) == 0

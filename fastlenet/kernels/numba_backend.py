@@ -236,6 +236,9 @@ def _conv2d_forward_impl(x, w, b, stride, pad, oh, ow):
 
 def _conv2d_relu_maxpool_forward_impl(x, w, b, stride, pad, oh, ow, size, pool_stride):
     """maxpool(relu(conv(x))) without materialising the conv output -> (y, arg)."""
+    if stride == 1:
+        return _fused_forward_direct(x, w, b, pad, oh, ow, size, pool_stride,
+                                     _filter_layout(w.shape[0], ow), _n_chunks(x.shape[0]))
     y, arg = _conv_forward_kernel(x, w, b, stride, pad, oh, ow, size, pool_stride, True, _n_chunks(x.shape[0]))
     return y.reshape(arg.shape), arg
 
@@ -273,8 +276,12 @@ def _conv2d_backward_impl(dy, x, w, stride, pad, need_dx):
 
 def _conv2d_relu_maxpool_backward_impl(dpy, arg, x, w, stride, pad, oh, ow, size, pool_stride, need_dx):
     """Gradients of the fused forward: the pooled gradient is scattered to its argmax."""
-    dx, dw, db = _conv_backward_kernel(dpy, arg, x, w, stride, pad, oh, ow, need_dx, True,
-                                       _n_chunks(x.shape[0]))
+    if stride == 1:
+        dx, dw, db = _fused_backward_direct(dpy, arg, x, w, pad, oh, ow, need_dx,
+                                            _filter_layout(w.shape[0], ow), _n_chunks(x.shape[0]))
+    else:
+        dx, dw, db = _conv_backward_kernel(dpy, arg, x, w, stride, pad, oh, ow, need_dx, True,
+                                           _n_chunks(x.shape[0]))
     return (dx if need_dx else None), dw, db
 
 
@@ -319,6 +326,310 @@ def _conv_backward_kernel(grad, arg, x, w, stride, pad, oh, ow, need_dx, fused, 
         dw += dw_part[t]
         db += db_part[t]
     return dx, dw.reshape(w.shape), db
+
+
+# --------------------------------------------------------------------------- direct fused path
+# Stride 1, no im2col.  Each sample is copied into zero-padded planes xp (C, HS, WS)
+# (HS = H + 2 pad, WS = W + 2 pad) kept flat, and every conv-output plane is laid out
+# with the same row stride WS ("stride-WS layout": z[f, oy*WS + ox], columns
+# ox >= OW are don't-cares, zero in gradients).  Then a tap (c, i, j) of the
+# convolution is one long contiguous loop over a whole plane,
+#     z[f, q] += w[f, c, i, j] * xp[c, i*WS + j + q]      q in [0, OH*WS)
+# which LLVM vectorises without remainder work (Numba has no register tiles, and
+# row-by-row loops of 10 or 28 elements would mostly run scalar).  dW is the same
+# loop as a dot product, and dx a GEMM on the stride-WS layout followed by the same
+# shifted adds into padded dx planes.  Plane loops run over M = OH*WS rounded up to
+# 16 (whole vectors, no scalar remainder); padded planes carry WS + 16 elements of
+# slack at the end for the shifted reads of the last row.
+
+
+@njit(**_SERIAL)
+def _round16(v):
+    return (v + 15) // 16 * 16
+
+
+@njit(**_SERIAL)
+def _pad_into(xs, pad, ws, xp):
+    """xs (C, H, W) -> the interior of the flat padded planes xp (C, HS*WS + WS + 16)."""
+    c_, h, w = xs.shape
+    for c in range(c_):
+        for y in range(h):
+            row = (y + pad) * ws + pad
+            for x in range(w):
+                xp[c, row + x] = xs[c, y, x]
+
+
+@njit(**_SERIAL)
+def _conv_planes(xp, w, b, kh, kw, ws, z):
+    """z (F, M) = b + conv(xp), stride-WS layout (M >= OH*WS)."""
+    f_, c_ = w.shape[0], w.shape[1]
+    m = z.shape[1]
+    for fi in range(f_):
+        zf = z[fi]
+        zf[:] = b[fi]
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    wv = w[fi, c, i, j]
+                    src = xp[c, i * ws + j:i * ws + j + m]
+                    for q in range(m):
+                        zf[q] += wv * src[q]
+
+
+@njit(**_SERIAL)
+def _relu_maxpool_planes(z, ws, ow, size, ps, y, arg):
+    """y (F, PH, PW), arg (oy*OW + ox of the first max, -1 where it is <= 0) from the
+    stride-WS conv output z (F, OH*WS)."""
+    f_, ph, pw = y.shape
+    for fi in range(f_):
+        zf = z[fi]
+        for py in range(ph):
+            for px in range(pw):
+                y0, x0 = py * ps, px * ps
+                best = zf[y0 * ws + x0]
+                top = y0 * ow + x0
+                for a in range(size):
+                    for bb in range(size):
+                        v = zf[(y0 + a) * ws + x0 + bb]
+                        gt = v > best              # selects, not branches: the data decide
+                        top = (y0 + a) * ow + x0 + bb if gt else top
+                        best = v if gt else best
+                pos = best > 0
+                y[fi, py, px] = best if pos else best * 0
+                arg[fi, py, px] = top if pos else -1
+
+
+# Narrow rows with many filters (LeNet C3: 10 columns, 16 filters): a plane loop of
+# OH*WS elements is too short to amortise its set-up for every (filter, tap), so the
+# filters go along the lanes instead.  The input is expanded to Fq = round16(F)
+# lanes per pixel, xe[c, y, x*Fq + f] = xp[c, y, x], and the weights tiled OW times,
+# wt[tap, ox*Fq + f] = w[f, tap]; then one output row of every filter is one loop
+#     z[oy, ox*Fq + f] += xe[c, oy + i, (ox + j)*Fq + f] * wt[tap, ox*Fq + f]
+# over OW*Fq elements, and dW one loop over KW*Fq elements per pixel.  The layout
+# rule is the Cython backend's: whichever of filters and columns fills more lanes.
+
+def _filter_layout(f, ow):
+    return f * ((ow + 15) // 16 * 16) > ow * ((f + 15) // 16 * 16)
+
+
+@njit(**_SERIAL)
+def _expand_lanes(xp, hs, ws, fq, xe):
+    """xe[c, y, x*Fq + f] = xp[c, y*WS + x] for every lane f < Fq (xp flat planes)."""
+    c_ = xe.shape[0]
+    for c in range(c_):
+        for y in range(hs):
+            for x in range(ws):
+                v = xp[c, y * ws + x]
+                for f in range(fq):
+                    xe[c, y, x * fq + f] = v
+
+
+@njit(**_SERIAL)
+def _tiled_weights(w, b, ow, fq):
+    """wt (K, OW*Fq) and bt (OW*Fq,): weights and bias repeated for each output column."""
+    f_, c_, kh, kw = w.shape
+    wt = np.zeros((c_ * kh * kw, ow * fq), dtype=w.dtype)
+    bt = np.zeros(ow * fq, dtype=w.dtype)
+    for ox in range(ow):
+        for fi in range(f_):
+            bt[ox * fq + fi] = b[fi]
+            t = 0
+            for c in range(c_):
+                for i in range(kh):
+                    for j in range(kw):
+                        wt[t, ox * fq + fi] = w[fi, c, i, j]
+                        t += 1
+    return wt, bt
+
+
+@njit(**_SERIAL)
+def _conv_filter_lanes(xe, wt, bt, kh, kw, fq, z):
+    """z (OH, OW*Fq) = bt + conv, filters along the lanes."""
+    c_ = xe.shape[0]
+    oh, m = z.shape[0], z.shape[1]
+    for oy in range(oh):
+        z[oy] = bt
+    t = 0
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                wr = wt[t]
+                t += 1
+                for oy in range(oh):
+                    zr = z[oy]
+                    xr = xe[c, oy + i, j * fq:j * fq + m]
+                    for q in range(m):
+                        zr[q] += xr[q] * wr[q]
+
+
+@njit(**_SERIAL)
+def _relu_maxpool_lanes(z, fq, ow, size, ps, y, arg):
+    """y (F, PH, PW), arg = maxpool(relu(z)) for z (OH, OW*Fq) in the filter layout."""
+    f_, ph, pw = y.shape
+    for py in range(ph):
+        for px in range(pw):
+            y0, x0 = py * ps, px * ps
+            for fi in range(f_):
+                best = z[y0, x0 * fq + fi]
+                top = y0 * ow + x0
+                for a in range(size):
+                    for bb in range(size):
+                        v = z[y0 + a, (x0 + bb) * fq + fi]
+                        gt = v > best
+                        top = (y0 + a) * ow + x0 + bb if gt else top
+                        best = v if gt else best
+                pos = best > 0
+                y[fi, py, px] = best if pos else best * 0
+                arg[fi, py, px] = top if pos else -1
+
+
+@njit(**_SERIAL)
+def _dw_filter_lanes(xe, dzt, kh, kw, fq, oh, ow, dwt):
+    """dwt[c*KH + i, j*Fq + f] += sum_{oy,ox} xe[c, oy + i, (ox + j)*Fq + f] * dzt[oy*OW + ox, j*Fq + f]
+    (dzt: dz transposed, its Fq lanes repeated KW times)."""
+    c_ = xe.shape[0]
+    m = kw * fq
+    for c in range(c_):
+        for i in range(kh):
+            row = dwt[c * kh + i]
+            for oy in range(oh):
+                for ox in range(ow):
+                    xr = xe[c, oy + i, ox * fq:ox * fq + m]
+                    dr = dzt[oy * ow + ox]
+                    for q in range(m):
+                        row[q] += xr[q] * dr[q]
+
+
+@njit(**_PARALLEL)
+def _fused_forward_direct(x, w, b, pad, oh, ow, size, ps, filter_layout, chunks):
+    n, c_, h, wd = x.shape
+    f_, _, kh, kw = w.shape
+    hs, ws = h + 2 * pad, wd + 2 * pad
+    ph, pw = (oh - size) // ps + 1, (ow - size) // ps + 1
+    fq = _round16(f_)
+    y = np.empty((n, f_, ph, pw), dtype=x.dtype)
+    arg = np.empty((n, f_, ph, pw), dtype=np.int32)
+    m = _round16(oh * ws)
+    wt, bt = _tiled_weights(w, b, ow, fq) if filter_layout else (w.reshape(1, -1), b)
+    for t in prange(chunks):
+        xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)  # borders and slack stay zero
+        xe = np.zeros((c_, hs, ws * fq) if filter_layout else (1, 1, 1), dtype=x.dtype)
+        z = np.empty((f_, m) if not filter_layout else (oh, ow * fq), dtype=x.dtype)
+        start, stop = _chunk(t, chunks, n)
+        for s_ in range(start, stop):
+            _pad_into(x[s_], pad, ws, xp)
+            if filter_layout:
+                _expand_lanes(xp, hs, ws, fq, xe)
+                _conv_filter_lanes(xe, wt, bt, kh, kw, fq, z)
+                _relu_maxpool_lanes(z, fq, ow, size, ps, y[s_], arg[s_])
+            else:
+                _conv_planes(xp, w, b, kh, kw, ws, z)    # z: M = round16(OH*WS) columns
+                _relu_maxpool_planes(z, ws, ow, size, ps, y[s_], arg[s_])
+    return y, arg
+
+
+@njit(**_SERIAL)
+def _dw_planes(xp, dz, kh, kw, ws, dw):
+    """dw (F, C, KH, KW) += sum_q dz[f, q] * xp[c, i*WS + j + q] (dz stride-WS, zero
+    past OW in each row)."""
+    f_, c_ = dw.shape[0], dw.shape[1]
+    m = dz.shape[1]
+    for fi in range(f_):
+        g = dz[fi]
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    src = xp[c, i * ws + j:i * ws + j + m]
+                    acc = g[0] * 0
+                    for q in range(m):
+                        acc += g[q] * src[q]
+                    dw[fi, c, i, j] += acc
+
+
+@njit(**_SERIAL)
+def _col2im_planes(dcols, kh, kw, ws, dxp):
+    """dxp[c, i*WS + j + q] += dcols[(c, i, j), q]: col2im in the stride-WS layout
+    (dcols is zero in the don't-care columns, so they add nothing)."""
+    c_ = dxp.shape[0]
+    m = dcols.shape[1]
+    r = 0
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                dst = dxp[c, i * ws + j:i * ws + j + m]
+                src = dcols[r]
+                r += 1
+                for q in range(m):
+                    dst[q] += src[q]
+
+
+@njit(**_PARALLEL)
+def _fused_backward_direct(dpy, arg, x, w, pad, oh, ow, need_dx, filter_layout, chunks):
+    n, c_, h, wd = x.shape
+    f_, _, kh, kw = w.shape
+    hs, ws = h + 2 * pad, wd + 2 * pad
+    k, l_, m = c_ * kh * kw, oh * ow, _round16(oh * ws)
+    pl = dpy.shape[2] * dpy.shape[3]
+    plane_at = np.empty(l_, dtype=np.int64)             # oy*OW + ox -> oy*WS + ox
+    for oy in range(oh):
+        for ox in range(ow):
+            plane_at[oy * ow + ox] = oy * ws + ox
+    wt = np.ascontiguousarray(w.reshape(f_, k).T)        # (K, F) for dcols = W^T dz
+    no_bias = np.zeros(0, dtype=x.dtype)
+    fq = _round16(f_)
+    dw_part = np.zeros((chunks, f_, c_, kh, kw), dtype=x.dtype)
+    dwt_part = np.zeros((chunks, c_ * kh, kw * fq) if filter_layout else (1, 1, 1), dtype=x.dtype)
+    db_part = np.zeros((chunks, f_), dtype=x.dtype)
+    dx = np.empty(x.shape if need_dx else (0, 0, 0, 0), dtype=x.dtype)
+    for t in prange(chunks):
+        xe = np.zeros((c_, hs, ws * fq) if filter_layout else (1, 1, 1), dtype=x.dtype)
+        dzt = np.zeros((l_, kw * fq) if filter_layout else (1, 1), dtype=x.dtype)
+        xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
+        dxp = np.zeros((c_, hs * ws + ws + 16) if need_dx else (1, 1), dtype=x.dtype)
+        dz = np.zeros((f_, m), dtype=x.dtype)
+        dcols = np.empty((k, m) if need_dx else (1, 1), dtype=x.dtype)
+        start, stop = _chunk(t, chunks, n)
+        for s_ in range(start, stop):
+            dz[:] = 0                                   # the pooled gradient, routed to its max
+            for fi in range(f_):
+                g = dpy[s_, fi].reshape(pl)
+                a = arg[s_, fi].reshape(pl)
+                acc = g[0] * 0
+                for q in range(pl):
+                    keep = a[q] >= 0
+                    v = g[q] if keep else g[q] * 0
+                    dz[fi, plane_at[a[q] if keep else 0]] += v
+                    acc += v
+                db_part[t, fi] += acc
+            _pad_into(x[s_], pad, ws, xp)
+            if filter_layout:
+                _expand_lanes(xp, hs, ws, fq, xe)
+                for l in range(l_):                     # dz transposed, lanes repeated KW times
+                    src = plane_at[l]
+                    for j in range(kw):
+                        for fi in range(f_):
+                            dzt[l, j * fq + fi] = dz[fi, src]
+                _dw_filter_lanes(xe, dzt, kh, kw, fq, oh, ow, dwt_part[t])
+            else:
+                _dw_planes(xp, dz, kh, kw, ws, dw_part[t])
+            if need_dx:                                 # dcols = W^T (K, F) @ dz (F, OH*WS)
+                _gemm(wt, dz, no_bias, dcols)
+                dxp[:] = 0
+                _col2im_planes(dcols, kh, kw, ws, dxp)
+                for c in range(c_):
+                    for yy in range(h):
+                        row = (yy + pad) * ws + pad
+                        for xx in range(wd):
+                            dx[s_, c, yy, xx] = dxp[c, row + xx]
+    dw = dw_part.sum(axis=0)
+    if filter_layout:
+        dwt = dwt_part.sum(axis=0)
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    for fi in range(f_):
+                        dw[fi, c, i, j] += dwt[c * kh + i, j * fq + fi]
+    return dx, dw, db_part.sum(axis=0)
 
 
 # --------------------------------------------------------------------------- pooling
