@@ -106,6 +106,7 @@ FL_DEFINE_DIRECT_POOL_FLANES(double, long, f64, 5)
 #define FL_DEFINE_KERNELS(T, IT, SUFFIX)                                                          \
 typedef T fl_vec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                   \
 typedef IT fl_ivec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                  \
+typedef int fl_i32_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(int))));               \
                                                                                               \
 static inline fl_vec_##SUFFIX fl_load_##SUFFIX(const T *p) {                                  \
     fl_vec_##SUFFIX v; memcpy(&v, p, sizeof v); return v;                                     \
@@ -481,7 +482,15 @@ static void fl_direct_conv_pool2_f##FB##v##NV##_##SUFFIX(                       
                 idx = FL_SEL(IV, IV, pos, idx, none);                                         \
                 T *yr = y + (fb + f) * ldy + py * PW;                                         \
                 int *ar = arg + (fb + f) * ldy + py * PW;                                     \
-                for (long q = 0; q < PW; q++) { yr[q] = out[q]; ar[q] = (int)idx[q]; }        \
+                /* a whole vector where its spill stays in this plane's later rows (written  \
+                 * after this one); the plane's last lanes exactly */                        \
+                if ((PH - py) * PW >= FL_LB) {                                                \
+                    fl_i32_##SUFFIX ai = __builtin_convertvector(idx, fl_i32_##SUFFIX);       \
+                    fl_store_##SUFFIX(yr, out);                                               \
+                    memcpy(ar, &ai, sizeof ai);                                               \
+                } else {                                                                      \
+                    for (long q = 0; q < PW; q++) { yr[q] = out[q]; ar[q] = (int)idx[q]; }    \
+                }                                                                             \
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \

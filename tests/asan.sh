@@ -15,6 +15,11 @@ cd "$work"
 FASTLENET_SANITIZE=address python setup.py -q build_ext --inplace
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0
 export FASTLENET_EXACT_WORKSPACES=1 PYTHONPATH="$work"
+python - <<'PY'
+import fastlenet.kernels._cy_conv as c, os, sys
+assert c.__file__.startswith(os.getcwd()), c.__file__
+print("AddressSanitizer build:", c.__file__)
+PY
 for seed in 0 1 2; do
     python tests/geometry_fuzz.py --cases "$cases" --seed "$seed"
 done
