@@ -116,16 +116,20 @@ def table(args):
 
 
 def scaling(args):
+    """s / epoch at batch 64..512 with 1 and 2 threads; the two thread counts are
+    interleaved run by run, so a noisy stretch of time disturbs both alike."""
     from fastlenet import kernels
     backend = args.backends[0] if args.backends else kernels.default_backend().name
     print(f"\nscaling of the {backend} backend (median of {args.repeats}; s / epoch)\n")
-    print("| batch | threads | s / epoch |")
-    print("|---|---|---|")
+    print("| batch | 1 thread | 2 threads | speed-up |")
+    print("|---|---|---|---|")
     for batch in (64, 128, 256, 512):
-        for threads in (1, 2):
-            times = [measure(backend, batch, threads, args.dataset, args.data_dir)["seconds"]
-                     for _ in range(args.repeats)]
-            print(f"| {batch} | {threads} | {statistics.median(times):.2f} |", flush=True)
+        times = {1: [], 2: []}
+        for _ in range(args.repeats):
+            for threads in (1, 2):
+                times[threads].append(measure(backend, batch, threads, args.dataset, args.data_dir)["seconds"])
+        one, two = statistics.median(times[1]), statistics.median(times[2])
+        print(f"| {batch} | {one:.2f} | {two:.2f} | {one / two:.2f}x |", flush=True)
 
 
 def main(argv=None):
