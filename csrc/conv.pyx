@@ -9,17 +9,19 @@
 # in setup.py.  Everything here is unchecked: fastlenet/kernels/cython_backend.py
 # wraps it with the contract's checks.
 #
-# Strategy: the batch is cut into T contiguous chunks; each chunk owns
+# Strategy: the batch is cut into blocks of SB samples that the T threads take
+# dynamically (a thread that falls behind takes fewer); each thread owns
 # zero-padded workspaces (im2col columns (Kp, Lp), conv output / gradient
-# (Fp, Lp)) and its own dW/db accumulators, reduced once at the end (no
-# atomics, no false sharing).  The per-sample GEMMs are small (F = 6..120,
+# (Fp, Lp)), and each block its own dW/db accumulators, reduced once at the
+# end in block order (no atomics, no false sharing, and the same result
+# whichever thread ran which block, for any thread count).  The per-sample GEMMs are small (F = 6..120,
 # K = 25..400, L = 25..784), so instead of BLAS they use register-blocked
 # micro-kernels (csrc/microkernels.h): a MB x LB tile of C is held in vector
 # registers while the K loop streams one row of B against MB broadcast A values.
 # Padding the workspaces to the block sizes removes every remainder loop.
 #
 # The fused path (conv -> ReLU -> max pool) keeps the conv output in the
-# chunk's workspace and writes only the pooled result: the two full-size
+# thread's workspace and writes only the pooled result: the two full-size
 # passes over memory of a separate ReLU and pool disappear, and the backward
 # pass scatters the pooled gradient straight into the conv-output gradient.
 from cython cimport floating
@@ -35,6 +37,7 @@ from fastlenet.kernels._workspace import aligned_empty, aligned_zeros
 cdef enum:
     MB = 4       # rows of a GEMM tile
     LB = 16      # columns of a GEMM tile (one AVX-512 float32 vector)
+    SB = 16      # samples per block: the threads take blocks dynamically (balanced)
 
 cdef enum:
     DW_GEMM = 0          # im2row / im2col copy + GEMM (any geometry)
@@ -449,9 +452,11 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     cdef floating[:, :, ::1] y = y_out
     cdef floating[:, :, :, ::1] py = py_out
     cdef int[:, :, :, ::1] arg = arg_out
-    for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
-        _forward_chunk(x, wp, &bias[0], g, t * g.n // chunks, (t + 1) * g.n // chunks,
-                       cols[t], xp[t], &wd[0], z[t], y, py, arg, fused)
+    cdef Py_ssize_t blocks = (g.n + SB - 1) // SB, q, tid
+    for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):
+        tid = openmp.omp_get_thread_num()
+        _forward_chunk(x, wp, &bias[0], g, q * SB, min(g.n, (q + 1) * SB),
+                       cols[tid], xp[tid], &wd[0], z[tid], y, py, arg, fused)
     if fused:
         return py_out, arg_out
     return y_out.reshape(g.n, g.f, oh, ow)
@@ -624,7 +629,7 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
                     dx[n, c, yy, l] = dxp[c, yy + g.p, l + g.p]
 
 
-cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, bint need_dx, dtype):
+cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks, bint need_dx, dtype):
     """(weight staging (Fp, Kp), W^T (Kp, Fp), im2row/im2col rows, dz (Fp, Lp), dzt (L, Fq),
     dzr (F, OH, OWr), dcols, padded input planes, padded dx planes, dW and db partial
     sums per chunk); every padding zero."""
@@ -633,13 +638,13 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, bint need_dx, dty
     dzr_ws = np.zeros((chunks, 1, 1, 1), dtype=dtype)
     if g.dw_mode == DW_COLUMN_LANES:    # row-padded dz; per-lane partial sums (F, K*LB)
         dzr_ws = aligned_zeros((chunks, g.f, g.oh, g.owr), dtype)
-        dw_part = aligned_zeros((chunks, g.f, g.k * LB), dtype)
+        dw_part = aligned_zeros((blocks, g.f, g.k * LB), dtype)
     elif g.dw_mode == DW_FILTER_LANES:  # transposed (K, Fq)
         dzt_ws = aligned_zeros((chunks, g.l, g.fq), dtype)
-        dw_part = aligned_zeros((chunks, g.k, g.fq), dtype)
+        dw_part = aligned_zeros((blocks, g.k, g.fq), dtype)
     else:
         rows_ws = aligned_zeros(_dims(chunks, g.l, g.kq) if g.by_rows else _dims(chunks, g.kp, g.lp), dtype)
-        dw_part = aligned_zeros((chunks, g.fp, g.kq), dtype)
+        dw_part = aligned_zeros((blocks, g.fp, g.kq), dtype)
     # dcols: a spare row before and two after (the vector col2im reads a little
     # outside the rows); the padded planes' borders stay zero
     dcols_ws = aligned_zeros(_dims(chunks, g.kp + 3, g.lp) if need_dx else none3, dtype)
@@ -647,7 +652,7 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, bint need_dx, dty
     return (aligned_zeros((g.fp, g.kp), dtype), aligned_zeros((g.kp, g.fp), dtype), rows_ws,
             aligned_zeros((chunks, g.fp, g.lp), dtype), dzt_ws, dzr_ws, dcols_ws,
             aligned_zeros((chunks, g.c, g.hs, g.ws), dtype), dxp_ws,
-            dw_part, np.zeros((chunks, g.f), dtype=dtype))
+            dw_part, np.zeros((blocks, g.f), dtype=dtype))
 
 
 def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
@@ -661,15 +666,16 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     dtype = np.float32 if floating is float else np.float64
     if fused:
         g.size, g.ps, g.ph, g.pw = size, pstride, grad.shape[2], grad.shape[3]
-    key = ("conv backward", dtype, chunks, fused, need_dx) + _geometry_key(g)
+    cdef Py_ssize_t blocks = (g.n + SB - 1) // SB, q, tid
+    key = ("conv backward", dtype, chunks, blocks, fused, need_dx) + _geometry_key(g)
     ws = _workspace.lookup(key)
     if ws is None:
-        ws = _workspace.store(key, _backward_workspaces(g, chunks, need_dx, dtype))
+        ws = _workspace.store(key, _backward_workspaces(g, chunks, blocks, need_dx, dtype))
     wstage, wpt_arr, rows_ws, dz_ws, dzt_ws, dzr_ws, dcols_ws, xp_ws, dxp_ws, dw_part, db_part = ws
     wstage[:g.f, :g.k] = np.asarray(w).reshape(g.f, g.k)
     wpt_arr[...] = wstage.T
-    dw_part.fill(0)                 # per-chunk accumulators
-    db_part.fill(0)
+    dw_part.fill(0)                 # per-block accumulators, summed in block order below:
+    db_part.fill(0)                 # the result does not depend on which thread ran a block
     dx_shape = (1, 1, 1, 1)
     if need_dx:
         dx_shape = (g.n, g.c, g.h, g.w)
@@ -688,9 +694,11 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     cdef floating[:, :, ::1] dwp = dw_part
     cdef floating[:, ::1] dbp = db_part
     cdef floating[:, :, :, ::1] dx = dx_out
-    for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
-        _backward_chunk(dy, grad, arg_in, x, wpt, g, t * g.n // chunks, (t + 1) * g.n // chunks,
-                        need_dx, fused, rows[t], dz[t], dzt[t], dzr[t], dcols[t], xp[t], dxp[t], dwp[t], dbp[t], dx)
+    for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):
+        tid = openmp.omp_get_thread_num()
+        _backward_chunk(dy, grad, arg_in, x, wpt, g, q * SB, min(g.n, (q + 1) * SB), need_dx, fused,
+                        rows[tid], dz[tid], dzt[tid], dzr[tid], dcols[tid], xp[tid], dxp[tid],
+                        dwp[q], dbp[q], dx)
     if g.dw_mode == DW_COLUMN_LANES:
         dw = dw_part.sum(axis=0).reshape(g.f, g.k, LB).sum(axis=2).reshape(np.asarray(w).shape)
     elif g.dw_mode == DW_FILTER_LANES:

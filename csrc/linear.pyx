@@ -2,7 +2,7 @@
 # convolution kernels use.
 #
 # Dimension legend: N batch, D input features, U output units; Up, Dp are U, D
-# rounded up to LB (the vector width of the GEMM tiles); T worker chunks.
+# rounded up to LB (the vector width of the GEMM tiles); RB rows per block.
 #
 # Why not BLAS: NumPy's BLAS runs single-threaded beside the OpenMP kernels (two
 # spinning thread pools fight for the two cores), so the dense layers were a
@@ -23,6 +23,7 @@ from fastlenet.kernels._workspace import aligned_empty, aligned_zeros
 cdef enum:
     MB = 4       # rows of a GEMM tile
     LB = 16      # columns of a GEMM tile (one AVX-512 float32 vector)
+    RB = 32      # rows per block: the threads take blocks dynamically (balanced)
 
 
 cdef extern from "microkernels.h" nogil:
@@ -34,12 +35,6 @@ cdef extern from "microkernels.h" nogil:
 
 cdef inline Py_ssize_t _round_up(Py_ssize_t v, Py_ssize_t m) noexcept nogil:
     return (v + m - 1) // m * m
-
-
-cdef inline Py_ssize_t _split(Py_ssize_t rows, Py_ssize_t t, Py_ssize_t chunks) noexcept nogil:
-    """First row of chunk t when `rows` are cut into `chunks` blocks of whole tiles."""
-    cdef Py_ssize_t first = _round_up(rows * t // chunks, MB)
-    return first if first < rows else rows
 
 
 cdef inline void _gemm(const floating* A, Py_ssize_t lda, Py_ssize_t sak, const floating* B,
@@ -54,14 +49,19 @@ cdef inline void _gemm(const floating* A, Py_ssize_t lda, Py_ssize_t sak, const 
         fl_gemm_nn_f64(A, lda, sak, B, ldb, C, ldc, M, Kd, Lp, NULL, 0)
 
 
-def _chunks(Py_ssize_t rows):
-    return max(1, min(openmp.omp_get_max_threads(), rows // MB))
+cdef inline Py_ssize_t _blocks(Py_ssize_t rows) noexcept nogil:
+    return (rows + RB - 1) // RB
+
+
+cdef inline int _threads(Py_ssize_t blocks) noexcept nogil:
+    cdef int t = openmp.omp_get_max_threads()
+    return <int> blocks if blocks < t else t
 
 
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b):
     """x (N, D), w (D, U), b (U,) -> y (N, U) = x @ w + b."""
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], u = w.shape[1], up = _round_up(u, LB)
-    cdef Py_ssize_t chunks = _chunks(n), t, r0, r1
+    cdef Py_ssize_t blocks = _blocks(n), q, r0, r1
     dtype = np.float32 if floating is float else np.float64
     key = ("linear forward", dtype, n, d, u)
     ws = _workspace.lookup(key)
@@ -72,9 +72,9 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
     cdef floating[:, ::1] wp = wp_arr
     cdef floating[:, ::1] yp = yp_arr
     if n > 0:
-        for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
-            r0 = _split(n, t, chunks)
-            r1 = _split(n, t + 1, chunks)
+        for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=_threads(blocks)):
+            r0 = q * RB
+            r1 = min(n, r0 + RB)
             _gemm(&x[r0, 0], d, 1, &wp[0, 0], up, &yp[r0, 0], up, r1 - r0, d, up)
     y = yp_arr[:, :u] + np.asarray(b)
     return y
@@ -83,11 +83,11 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
 def linear_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floating[:, ::1] w,
                     bint need_dx):
     """dy (N, U), x (N, D), w (D, U) -> (dx (N, D) | None, dW (D, U), db (U,)).
-    dW = x^T @ dy (rows of dW split across threads; x read transposed in place),
-    dx = dy @ w^T (rows of dx split across threads)."""
+    dW = x^T @ dy (x read transposed in place) and dx = dy @ w^T, both in blocks of
+    RB rows that the threads take dynamically (no reductions across blocks)."""
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], u = w.shape[1]
     cdef Py_ssize_t up = _round_up(u, LB), dp = _round_up(d, LB)
-    cdef Py_ssize_t chunks = max(_chunks(d), _chunks(n)), t, r0, r1
+    cdef Py_ssize_t dblocks = _blocks(d), blocks = _blocks(d) + (_blocks(n) if need_dx else 0), q, r0, r1
     dtype = np.float32 if floating is float else np.float64
     key = ("linear backward", dtype, n, d, u, need_dx)
     ws = _workspace.lookup(key)
@@ -104,14 +104,14 @@ def linear_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const f
     cdef floating[:, ::1] wt = wt_arr
     cdef floating[:, ::1] dxp = dxp_arr
     if n > 0:
-        for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
-            r0 = _split(d, t, chunks)
-            r1 = _split(d, t + 1, chunks)
-            # dW rows r0..r1: A[m, k] = x[k, m]
-            _gemm(&x[0, 0] + r0, 1, d, &dyp[0, 0], up, &dwp[r0, 0], up, r1 - r0, n, up)
-            if need_dx:
-                r0 = _split(n, t, chunks)
-                r1 = _split(n, t + 1, chunks)
+        for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=_threads(blocks)):
+            if q < dblocks:         # dW rows r0..r1: A[m, k] = x[k, m]
+                r0 = q * RB
+                r1 = min(d, r0 + RB)
+                _gemm(&x[0, 0] + r0, 1, d, &dyp[0, 0], up, &dwp[r0, 0], up, r1 - r0, n, up)
+            else:                   # dx rows r0..r1
+                r0 = (q - dblocks) * RB
+                r1 = min(n, r0 + RB)
                 _gemm(&dyp[r0, 0], up, 1, &wt[0, 0], dp, &dxp[r0, 0], dp, r1 - r0, u, dp)
     else:
         dwp_arr[...] = 0
