@@ -20,7 +20,8 @@ def close(name, got, want, case):
 
 
 def one_case(k, ref, rng):
-    n, c, f = int(rng.integers(1, 7)), int(rng.integers(1, 5)), int(rng.integers(1, 35))
+    # batches past one block of samples (16) exercise the dynamic schedule
+    n, c, f = int(rng.choice([1, 2, 3, 5, 17, 40])), int(rng.integers(1, 5)), int(rng.integers(1, 35))
     kh, kw = int(rng.choice([1, 2, 3, 5])), int(rng.choice([1, 2, 3, 5]))
     s, p = int(rng.choice([1, 1, 1, 2])), int(rng.integers(0, 3))
     h, w = int(rng.integers(kh, 40)), int(rng.integers(kw, 40))
