@@ -550,6 +550,7 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
         memset(&dzt[0, 0], 0, dzt.shape[0] * dzt.shape[1] * sizeof(floating))
         memset(&dzr[0, 0, 0], 0, dzr.shape[0] * dzr.shape[1] * dzr.shape[2] * sizeof(floating))
     for f in range(g.f):
+        acc = 0
         if fused:           # any other pool: a branch-free scatter
             if want_dz:
                 acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dz[f, 0], g.ow, 1)
@@ -558,7 +559,6 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
             if want_dzr:
                 acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dzr[f, 0, 0], g.owr, 1)
         else:
-            acc = 0
             for oy in range(g.oh):
                 for ox in range(g.ow):
                     l = oy * g.ow + ox
