@@ -137,23 +137,17 @@ class Adam(Optimizer):
         step_size = self.lr / (1 - self.b1 ** t)
         root_bc2 = math.sqrt(1 - self.b2 ** t)
         if self._flat:
-            self._step_flat(grads, step_size, root_bc2)
+            for k, p in self.params.items():
+                self._g_views[k][...] = self._decayed(k, p, grads[k])
+            self._moments_and_step(self._flat_g, self._flat_m, self._flat_v, self._flat_tmp,
+                                   step_size, root_bc2)
+            for k, p in self.params.items():
+                p -= self._tmp_views[k]
             return
         for k, p in self.params.items():
-            g, m, v, tmp = grads[k], self.m[k], self.v[k], self._scratch[k]
-            g = self._decayed(k, p, g)
-            m *= self.b1
-            np.multiply(g, 1 - self.b1, out=tmp)
-            m += tmp
-            v *= self.b2
-            np.multiply(g, g, out=tmp)
-            tmp *= 1 - self.b2
-            v += tmp
-            np.sqrt(v, out=tmp)
-            tmp /= root_bc2
-            tmp += self.eps
-            np.divide(m, tmp, out=tmp)
-            tmp *= step_size
+            tmp = self._scratch[k]
+            self._moments_and_step(self._decayed(k, p, grads[k]), self.m[k], self.v[k], tmp,
+                                   step_size, root_bc2)
             p -= tmp
 
     def _decayed(self, k, p, g):
@@ -167,11 +161,9 @@ class Adam(Optimizer):
                 g = self._g_l2[k]
         return g
 
-    def _step_flat(self, grads, step_size, root_bc2):
-        """The same update on the flat moment buffers."""
-        for k, p in self.params.items():
-            self._g_views[k][...] = self._decayed(k, p, grads[k])
-        g, m, v, tmp = self._flat_g, self._flat_m, self._flat_v, self._flat_tmp
+    def _moments_and_step(self, g, m, v, tmp, step_size, root_bc2):
+        """m, v updated in place from g; tmp <- the step to subtract from the parameters
+        (on one tensor's buffers or on the flat ones, which hold every tensor)."""
         m *= self.b1
         np.multiply(g, 1 - self.b1, out=tmp)
         m += tmp
@@ -184,8 +176,6 @@ class Adam(Optimizer):
         tmp += self.eps
         np.divide(m, tmp, out=tmp)
         tmp *= step_size
-        for k, p in self.params.items():
-            p -= self._tmp_views[k]
 
 
 def AdamW(params: Arrays, lr: float = 1e-3, weight_decay: float = 1e-2, **kwargs) -> Adam:
