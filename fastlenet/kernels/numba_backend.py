@@ -201,30 +201,27 @@ def _gemm_nt_acc(g, cols, dw, db):
 
 
 @njit(**_SERIAL)
-def _relu_maxpool_one(z, ow, size, ps, y, arg):
-    """y (F, PH, PW), arg = maxpool(relu(z (F, L))) with z laid out as (F, OH*OW);
-    arg = flat oy*OW + ox of the max, -1 where the max is <= 0 (no gradient)."""
+def _relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
+    """y (F, PH, PW), arg = maxpool(relu(conv output)) for a conv output stored flat in z,
+    value (f, oy, ox) at z[f*fs + oy*rs + ox*cs] (any of the layouts below); arg is
+    oy*OW + ox of the window's first max, -1 where that max is <= 0 (no gradient).
+    Selects, not branches: the data decide, and would mispredict."""
     f_, ph, pw = y.shape
     for fi in range(f_):
-        zf = z[fi]
-        for oy in range(ph):
-            for ox in range(pw):
-                bi = oy * ps * ow + ox * ps
-                best = zf[bi]
-                top = bi
-                for i in range(size):
-                    for j in range(size):
-                        idx = bi + i * ow + j
-                        v = zf[idx]
-                        if v > best:
-                            best = v
-                            top = idx
-                if best > 0:
-                    y[fi, oy, ox] = best
-                    arg[fi, oy, ox] = top
-                else:
-                    y[fi, oy, ox] = 0
-                    arg[fi, oy, ox] = -1
+        for py in range(ph):
+            for px in range(pw):
+                y0, x0 = py * ps, px * ps
+                best = z[fi * fs + y0 * rs + x0 * cs]
+                top = y0 * ow + x0
+                for a in range(size):
+                    for bb in range(size):
+                        v = z[fi * fs + (y0 + a) * rs + (x0 + bb) * cs]
+                        gt = v > best
+                        top = (y0 + a) * ow + x0 + bb if gt else top
+                        best = v if gt else best
+                pos = best > 0
+                y[fi, py, px] = best if pos else best * 0
+                arg[fi, py, px] = top if pos else -1
 
 
 # --------------------------------------------------------------------------- convolution
@@ -261,7 +258,7 @@ def _conv_forward_kernel(x, w, b, stride, pad, oh, ow, size, ps, fused, chunks):
             _im2col_one(x[s_], kh, kw, stride, pad, oh, ow, cols)
             if fused:
                 _gemm(wm, cols, b, z)
-                _relu_maxpool_one(z, ow, size, ps, y[s_].reshape(f, ph, pw), arg[s_])
+                _relu_maxpool(z.reshape(z.size), l_, ow, 1, ow, size, ps, y[s_].reshape(f, ph, pw), arg[s_])
             else:
                 _gemm(wm, cols, b, y[s_])
     return y, arg            # y (N, F, PH*PW) fused or (N, F, L); the callers reshape
@@ -376,29 +373,6 @@ def _conv_planes(xp, w, b, kh, kw, ws, z):
                         zf[q] += wv * src[q]
 
 
-@njit(**_SERIAL)
-def _relu_maxpool_planes(z, ws, ow, size, ps, y, arg):
-    """y (F, PH, PW), arg (oy*OW + ox of the first max, -1 where it is <= 0) from the
-    stride-WS conv output z (F, OH*WS)."""
-    f_, ph, pw = y.shape
-    for fi in range(f_):
-        zf = z[fi]
-        for py in range(ph):
-            for px in range(pw):
-                y0, x0 = py * ps, px * ps
-                best = zf[y0 * ws + x0]
-                top = y0 * ow + x0
-                for a in range(size):
-                    for bb in range(size):
-                        v = zf[(y0 + a) * ws + x0 + bb]
-                        gt = v > best              # selects, not branches: the data decide
-                        top = (y0 + a) * ow + x0 + bb if gt else top
-                        best = v if gt else best
-                pos = best > 0
-                y[fi, py, px] = best if pos else best * 0
-                arg[fi, py, px] = top if pos else -1
-
-
 # Narrow rows with many filters (LeNet C3: 10 columns, 16 filters): a plane loop of
 # OH*WS elements is too short to amortise its set-up for every (filter, tap), so the
 # filters go along the lanes instead.  The input is expanded to Fq = round16(F)
@@ -463,27 +437,6 @@ def _conv_filter_lanes(xe, wt, bt, kh, kw, fq, z):
 
 
 @njit(**_SERIAL)
-def _relu_maxpool_lanes(z, fq, ow, size, ps, y, arg):
-    """y (F, PH, PW), arg = maxpool(relu(z)) for z (OH, OW*Fq) in the filter layout."""
-    f_, ph, pw = y.shape
-    for py in range(ph):
-        for px in range(pw):
-            y0, x0 = py * ps, px * ps
-            for fi in range(f_):
-                best = z[y0, x0 * fq + fi]
-                top = y0 * ow + x0
-                for a in range(size):
-                    for bb in range(size):
-                        v = z[y0 + a, (x0 + bb) * fq + fi]
-                        gt = v > best
-                        top = (y0 + a) * ow + x0 + bb if gt else top
-                        best = v if gt else best
-                pos = best > 0
-                y[fi, py, px] = best if pos else best * 0
-                arg[fi, py, px] = top if pos else -1
-
-
-@njit(**_SERIAL)
 def _dw_filter_lanes(xe, dzt, kh, kw, fq, oh, ow, dwt):
     """dwt[c*KH + i, j*Fq + f] += sum_{oy,ox} xe[c, oy + i, (ox + j)*Fq + f] * dzt[oy*OW + ox, j*Fq + f]
     (dzt: dz transposed, its Fq lanes repeated KW times)."""
@@ -521,10 +474,10 @@ def _fused_forward_direct(x, w, b, pad, oh, ow, size, ps, filter_layout, chunks)
             if filter_layout:
                 _expand_lanes(xp, hs, ws, fq, xe)
                 _conv_filter_lanes(xe, wt, bt, kh, kw, fq, z)
-                _relu_maxpool_lanes(z, fq, ow, size, ps, y[s_], arg[s_])
+                _relu_maxpool(z.reshape(z.size), 1, ow * fq, fq, ow, size, ps, y[s_], arg[s_])
             else:
                 _conv_planes(xp, w, b, kh, kw, ws, z)    # z: M = round16(OH*WS) columns
-                _relu_maxpool_planes(z, ws, ow, size, ps, y[s_], arg[s_])
+                _relu_maxpool(z.reshape(z.size), m, ws, 1, ow, size, ps, y[s_], arg[s_])
     return y, arg
 
 
