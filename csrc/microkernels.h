@@ -41,6 +41,9 @@
 #define FL_OPAQUE(p) ((void)0)
 #endif
 
+/* a where mask (all ones), else b: a select between vectors, viewed as integer vectors IV */
+#define FL_SEL(IV, VT, mask, a, b) ((VT)(((IV)(a) & (mask)) | ((IV)(b) & ~(mask))))
+
 #define FL_DEFINE_KERNELS(T, IT, SUFFIX)                                                          \
 typedef T fl_vec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                   \
 typedef IT fl_ivec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                  \
@@ -55,6 +58,22 @@ static inline fl_vec_##SUFFIX fl_select_##SUFFIX(fl_vec_##SUFFIX keep, fl_vec_##
     fl_vec_##SUFFIX zero = {0};                                                               \
     fl_ivec_##SUFFIX mask = keep != zero;                                                     \
     return (fl_vec_##SUFFIX)((fl_ivec_##SUFFIX)v & mask);                                     \
+}                                                                                             \
+/* ReLU of the 2x2 pool window's max, lane by lane, from its corners a (0,0), b (0,1),    \
+ * c (1,0), d (1,1): *k gets the corner 0..3 of the first max (scan order), *pos all ones \
+ * where that max is > 0 (where the gradient flows).  Selects, not branches. */           \
+static inline fl_vec_##SUFFIX fl_relu_max4_##SUFFIX(fl_vec_##SUFFIX a, fl_vec_##SUFFIX b,     \
+        fl_vec_##SUFFIX c, fl_vec_##SUFFIX d, fl_ivec_##SUFFIX *k, fl_ivec_##SUFFIX *pos) {   \
+    typedef fl_vec_##SUFFIX V;                                                                \
+    typedef fl_ivec_##SUFFIX IV;                                                              \
+    IV kk = {0}, gt;                                                                          \
+    V m = a, zero = {0};                                                                      \
+    gt = b > m; m = FL_SEL(IV, V, gt, b, m); kk = FL_SEL(IV, IV, gt, kk | 1, kk);             \
+    gt = c > m; m = FL_SEL(IV, V, gt, c, m); kk = FL_SEL(IV, IV, gt, (kk & 0) | 2, kk);       \
+    gt = d > m; m = FL_SEL(IV, V, gt, d, m); kk = FL_SEL(IV, IV, gt, (kk & 0) | 3, kk);       \
+    *k = kk;                                                                                  \
+    *pos = m > zero;                                                                          \
+    return FL_SEL(IV, V, *pos, m, zero);                                                      \
 }                                                                                             \
                                                                                               \
 /* C[M, Lp] (+)= A[M, Kd] @ B[Kd, Lp]: overwrite (plus bias[m] on row m when bias is    \
@@ -355,7 +374,6 @@ FL_DEFINE_DW(double, f64, 3, 3)
  * loaded input vector feeds FB multiply-adds and each broadcast weight 2*NV; the two
  * rows and the even/odd lanes of the tile are exactly the pooling windows, so the
  * pool runs on the accumulators (lane shuffles and selects, no scalar loop). */
-#define FL_SEL(IV, VT, mask, a, b) ((VT)(((IV)(a) & (mask)) | ((IV)(b) & ~(mask))))
 #define FL_DEFINE_DIRECT_POOL(T, IT, SUFFIX, FB, NV)                                          \
 static void fl_direct_conv_pool2_f##FB##v##NV##_##SUFFIX(                                     \
         const T *xp, long C, long HS, long WS, const T *wd, long FP, long KH, long KW,        \
@@ -407,17 +425,10 @@ static void fl_direct_conv_pool2_f##FB##v##NV##_##SUFFIX(                       
                     cc = __builtin_shuffle(acc[1][0][f], acc[1][NV - 1][f], even);            \
                     d = __builtin_shuffle(acc[1][0][f], acc[1][NV - 1][f], odd);              \
                 }                                                                             \
-                IV k = {0}, gt;                                                               \
-                V m = a;                                                                      \
-                gt = b > m;  m = FL_SEL(IV, V, gt, b, m);  k = FL_SEL(IV, IV, gt, (k | 1), k); \
-                gt = cc > m; m = FL_SEL(IV, V, gt, cc, m); k = FL_SEL(IV, IV, gt, (k & 0) | 2, k); \
-                gt = d > m;  m = FL_SEL(IV, V, gt, d, m);  k = FL_SEL(IV, IV, gt, (k & 0) | 3, k); \
+                IV k, pos;                                                                    \
+                V out = fl_relu_max4_##SUFFIX(a, b, cc, d, &k, &pos);                         \
                 IV idx = ((IT)(2 * py) + (k >> 1)) * (IT)OW + lane2 + (k & 1);                   \
-                V zero = {0};                                                                 \
-                IV pos = m > zero;                                                            \
-                V out = FL_SEL(IV, V, pos, m, zero);                                          \
-                IV none = idx * 0 - 1;                                                        \
-                idx = FL_SEL(IV, IV, pos, idx, none);                                         \
+                idx = FL_SEL(IV, IV, pos, idx, idx * 0 - 1);                                  \
                 T *yr = y + (fb + f) * ldy + py * PW;                                         \
                 int *ar = arg + (fb + f) * ldy + py * PW;                                     \
                 /* a whole vector where its spill stays in this plane's later rows (written  \
@@ -640,16 +651,10 @@ static void fl_direct_conv_pool2_flanes##PC##_##SUFFIX(                         
                 for (int q = 0; q < PC && px0 + q < PW; q++) {                                \
                     V a = acc[0][2 * q], b = acc[0][2 * q + 1];                               \
                     V cc = acc[1][2 * q], d = acc[1][2 * q + 1];                              \
-                    IV k = {0}, gt;                                                           \
-                    V m = a;                                                                  \
-                    gt = b > m;  m = FL_SEL(IV, V, gt, b, m);  k = FL_SEL(IV, IV, gt, k | 1, k); \
-                    gt = cc > m; m = FL_SEL(IV, V, gt, cc, m); k = FL_SEL(IV, IV, gt, (k & 0) | 2, k); \
-                    gt = d > m;  m = FL_SEL(IV, V, gt, d, m);  k = FL_SEL(IV, IV, gt, (k & 0) | 3, k); \
+                    IV k, pos;                                                                \
+                    V out = fl_relu_max4_##SUFFIX(a, b, cc, d, &k, &pos);                     \
                     long px = px0 + q;                                                        \
                     IV idx = ((IT)(2 * py) + (k >> 1)) * (IT)OW + (IT)(2 * px) + (k & 1);     \
-                    V zero = {0};                                                             \
-                    IV pos = m > zero;                                                        \
-                    V out = FL_SEL(IV, V, pos, m, zero);                                      \
                     idx = FL_SEL(IV, IV, pos, idx, idx * 0 - 1);                              \
                     T *yo = y + fb * ldy + py * PW + px;                                      \
                     int *ao = arg + fb * ldy + py * PW + px;                                  \
