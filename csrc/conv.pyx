@@ -34,9 +34,9 @@ import numpy as np
 from fastlenet.kernels import _workspace
 from fastlenet.kernels._workspace import aligned_empty, aligned_zeros
 
+include "gemm.pxi"
+
 cdef enum:
-    MB = 4       # rows of a GEMM tile
-    LB = 16      # columns of a GEMM tile (one AVX-512 float32 vector)
     SB = 16      # samples per block: the threads take blocks dynamically (balanced)
 
 cdef enum:
@@ -59,10 +59,6 @@ cdef inline Py_ssize_t _n_chunks(Py_ssize_t n) noexcept nogil:
     return t if t < n else n
 
 
-cdef inline Py_ssize_t _round_up(Py_ssize_t v, Py_ssize_t m) noexcept nogil:
-    return (v + m - 1) // m * m
-
-
 cdef inline void _valid_range(Py_ssize_t j, Py_ssize_t s, Py_ssize_t p, Py_ssize_t size,
                               Py_ssize_t out_len, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
     """Output positions o in [lo, hi) whose input index o*s + j - p lies in [0, size)."""
@@ -80,10 +76,6 @@ cdef inline void _valid_range(Py_ssize_t j, Py_ssize_t s, Py_ssize_t p, Py_ssize
 
 # ----------------------------------------------------------------------------- GEMM micro-kernels
 cdef extern from "microkernels.h" nogil:
-    void fl_gemm_nn_f32(const float* A, long lda, long sak, const float* B, long ldb, float* C,
-                        long ldc, long M, long Kd, long Lp, const float* bias, int accumulate)
-    void fl_gemm_nn_f64(const double* A, long lda, long sak, const double* B, long ldb, double* C,
-                        long ldc, long M, long Kd, long Lp, const double* bias, int accumulate)
     void fl_gemm_nt_acc_f32(const float* A, long lda, const float* B, long ldb, float* C, long ldc,
                             long M, long N, long Lp)
     void fl_gemm_nt_acc_f64(const double* A, long lda, const double* B, long ldb, double* C, long ldc,
@@ -142,16 +134,6 @@ cdef extern from "microkernels.h" nogil:
                              const float* dzt, long ldt, long OH, long OW, float* dwt)
     void fl_dw_direct_k3_f64(const double* xp, long C, long HS, long WS, long KH, long s,
                              const double* dzt, long ldt, long OH, long OW, double* dwt)
-
-
-cdef inline void _gemm_nn(const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
-                          floating* C, Py_ssize_t ldc, Py_ssize_t M, Py_ssize_t Kd, Py_ssize_t Lp,
-                          const floating* bias, bint accumulate) noexcept nogil:
-    """C[M, Lp] (+)= A[M, Kd] @ B[Kd, Lp] (+ bias[m] on row m).  M % MB == 0, Lp % LB == 0."""
-    if floating is float:
-        fl_gemm_nn_f32(A, lda, 1, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate)
-    else:
-        fl_gemm_nn_f64(A, lda, 1, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate)
 
 
 cdef inline void _gemm_nt_acc(const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
@@ -356,7 +338,7 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
                                    &z[0, 0], g.lp, g.oh, g.ow)
         else:
             _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
-            _gemm_nn(&wp[0, 0], g.kp, &cols[0, 0], g.lp, &z[0, 0], g.lp, g.fp, g.kp, g.lp, bias, False)
+            _gemm_nn(&wp[0, 0], g.kp, 1, &cols[0, 0], g.lp, &z[0, 0], g.lp, g.fp, g.kp, g.lp, bias, False)
         if not fused:
             for f in range(g.f):
                 for l in range(g.l):
@@ -607,13 +589,13 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
                 fl_im2row_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
             else:
                 fl_im2row_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
-            _gemm_nn(&dz[0, 0], g.lp, &rows[0, 0], g.kq, &dw[0, 0], g.kq, g.fp, g.l, g.kq, NULL, True)
+            _gemm_nn(&dz[0, 0], g.lp, 1, &rows[0, 0], g.kq, &dw[0, 0], g.kq, g.fp, g.l, g.kq, NULL, True)
         else:
             _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, rows)
             _gemm_nt_acc(&dz[0, 0], g.lp, &rows[0, 0], g.lp, &dw[0, 0], g.kq, g.fp, g.kq, g.lp)
         if not need_dx:
             continue
-        _gemm_nn(&wpt[0, 0], g.fp, &dz[0, 0], g.lp, &dcols[1, 0], g.lp, g.kp, g.fp, g.lp, NULL, False)
+        _gemm_nn(&wpt[0, 0], g.fp, 1, &dz[0, 0], g.lp, &dcols[1, 0], g.lp, g.kp, g.fp, g.lp, NULL, False)
         if g.s != 1:
             _col2im_one(dcols[1:], g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n])
             continue

@@ -20,33 +20,10 @@ import numpy as np
 from fastlenet.kernels import _workspace
 from fastlenet.kernels._workspace import aligned_empty, aligned_zeros
 
+include "gemm.pxi"
+
 cdef enum:
-    MB = 4       # rows of a GEMM tile
-    LB = 16      # columns of a GEMM tile (one AVX-512 float32 vector)
     RB = 32      # rows per block: the threads take blocks dynamically (balanced)
-
-
-cdef extern from "microkernels.h" nogil:
-    void fl_gemm_nn_f32(const float* A, long lda, long sak, const float* B, long ldb, float* C,
-                        long ldc, long M, long Kd, long Lp, const float* bias, int accumulate)
-    void fl_gemm_nn_f64(const double* A, long lda, long sak, const double* B, long ldb, double* C,
-                        long ldc, long M, long Kd, long Lp, const double* bias, int accumulate)
-
-
-cdef inline Py_ssize_t _round_up(Py_ssize_t v, Py_ssize_t m) noexcept nogil:
-    return (v + m - 1) // m * m
-
-
-cdef inline void _gemm(const floating* A, Py_ssize_t lda, Py_ssize_t sak, const floating* B,
-                       Py_ssize_t ldb, floating* C, Py_ssize_t ldc, Py_ssize_t M, Py_ssize_t Kd,
-                       Py_ssize_t Lp) noexcept nogil:
-    """C[M, Lp] = A[M, Kd] @ B[Kd, Lp], A[m, k] at A[m*lda + k*sak]; Lp % LB == 0."""
-    if M <= 0:
-        return
-    if floating is float:
-        fl_gemm_nn_f32(A, lda, sak, B, ldb, C, ldc, M, Kd, Lp, NULL, 0)
-    else:
-        fl_gemm_nn_f64(A, lda, sak, B, ldb, C, ldc, M, Kd, Lp, NULL, 0)
 
 
 cdef inline Py_ssize_t _blocks(Py_ssize_t rows) noexcept nogil:
@@ -75,7 +52,7 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
         for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=_threads(blocks)):
             r0 = q * RB
             r1 = min(n, r0 + RB)
-            _gemm(&x[r0, 0], d, 1, &wp[0, 0], up, &yp[r0, 0], up, r1 - r0, d, up)
+            _gemm_nn(&x[r0, 0], d, 1, &wp[0, 0], up, &yp[r0, 0], up, r1 - r0, d, up, NULL, False)
     y = yp_arr[:, :u] + np.asarray(b)
     return y
 
@@ -108,11 +85,12 @@ def linear_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const f
             if q < dblocks:         # dW rows r0..r1: A[m, k] = x[k, m]
                 r0 = q * RB
                 r1 = min(d, r0 + RB)
-                _gemm(&x[0, 0] + r0, 1, d, &dyp[0, 0], up, &dwp[r0, 0], up, r1 - r0, n, up)
+                _gemm_nn(&x[0, 0] + r0, 1, d, &dyp[0, 0], up, &dwp[r0, 0], up, r1 - r0, n, up,
+                         NULL, False)
             else:                   # dx rows r0..r1
                 r0 = (q - dblocks) * RB
                 r1 = min(n, r0 + RB)
-                _gemm(&dyp[r0, 0], up, 1, &wt[0, 0], dp, &dxp[r0, 0], dp, r1 - r0, u, dp)
+                _gemm_nn(&dyp[r0, 0], up, 1, &wt[0, 0], dp, &dxp[r0, 0], dp, r1 - r0, u, dp, NULL, False)
     else:
         dwp_arr[...] = 0
     dw = dwp_arr[:, :u].copy()                       # always copies: the workspaces are reused
