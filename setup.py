@@ -63,6 +63,7 @@ setup(
             extension("fastlenet.kernels._cy_conv", "csrc/conv.pyx"),
             extension("fastlenet.kernels._cy_pool", "csrc/pool.pyx"),
             extension("fastlenet.kernels._cy_linear", "csrc/linear.pyx"),
+            extension("fastlenet.kernels._cy_optim", "csrc/optim.pyx"),
         ],
         compiler_directives=DIRECTIVES,
     ),

@@ -54,7 +54,7 @@ def child(backend, batch, threads, dataset, data_dir):
     else:
         kernels.set_num_threads(threads)
         model = models.build("lenet5", backend=backend, seed=0)
-        opt = optim.Adam(model.params, lr=1e-3)
+        opt = optim.Adam(model.params, lr=1e-3, backend=backend)
 
         def step(xb, yb):
             opt.step(model.loss_and_grads(xb, yb)[1])

@@ -99,7 +99,7 @@ def torch_lenet5(torch, seed=0):
 def fastlenet_step(backend, batch=BATCH, seed=0):
     """(step function, model) for one forward + backward + Adam step on a fixed batch."""
     model = models.build("lenet5", backend=backend, seed=seed)
-    opt = optim.Adam(model.params, lr=1e-3)
+    opt = optim.Adam(model.params, lr=1e-3, backend=backend)
     rng = np.random.default_rng(seed)
     x = rng.random((batch, 1, 28, 28)).astype(np.float32)
     y = rng.integers(0, 10, batch)

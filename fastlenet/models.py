@@ -59,11 +59,31 @@ class Sequential:
                 self.grads[f"{lname}.{key}"] = layer.grads[key]
             for key in layer.buffers:
                 self.buffers[f"{lname}.{key}"] = layer.buffers[key]
+        self.flat_params, self.flat_grads = self._pack("params"), self._pack("grads")
         if self.layers:
             self.layers[0].need_input_grad = False   # nobody needs d(loss)/d(image)
         self.output_shape = shape
         #: what forward/backward run: the layers, with fusable runs fused (layers.fuse)
         self.runnable = fuse(self.layers, self.shapes) if fused else list(self.layers)
+
+    def _pack(self, which: str) -> np.ndarray:
+        """Move every layer's ``params`` (or ``grads``) end to end into one new flat
+        buffer (P,), in ``self.params`` order, and make the layers and the model's dict
+        hold views of it.  An optimizer then updates the whole model in one pass
+        (optim.Adam); names, shapes and values do not change."""
+        arrays = getattr(self, which)
+        flat = np.zeros(sum(a.size for a in arrays.values()), dtype=self.dtype)
+        views, offset = {}, 0
+        for name, a in arrays.items():
+            views[name] = flat[offset:offset + a.size].reshape(a.shape)
+            views[name][...] = a
+            offset += a.size
+        for lname, layer in zip(self.layer_names, self.layers):
+            owned = getattr(layer, which)
+            for key in owned:
+                owned[key] = views[f"{lname}.{key}"]
+        arrays.update(views)
+        return flat
 
     # ------------------------------------------------------------------ running
     def _check_input(self, x):

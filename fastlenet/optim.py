@@ -96,19 +96,26 @@ class Adam(Optimizer):
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
     p -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps).
     Weight decay: L2 added to g (Adam) or p *= 1 - lr * wd (AdamW).
+
+    ``backend`` (a name or ``kernels.backend(...)``; None: the default backend)
+    supplies a compiled one-pass update when it has one (``Backend.adam_update``,
+    cython); it runs when the parameters tile one flat buffer, as a model's do
+    (``Sequential.flat_params``).  Otherwise the update is NumPy.
     """
 
     def __init__(self, params: Arrays, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, decoupled: bool = False) -> None:
+                 weight_decay: float = 0.0, decoupled: bool = False, backend=None) -> None:
         super().__init__(params, lr)
         self.b1, self.b2 = map(float, betas)
         self.eps, self.weight_decay, self.decoupled = float(eps), float(weight_decay), bool(decoupled)
         # The moments live in one flat buffer each (m[k], v[k] are views into it), so a
-        # step is a dozen whole-model array operations instead of a dozen per tensor;
-        # gradients are gathered into a flat buffer first (no allocation).
+        # step is a dozen whole-model array operations (or one compiled pass) instead of
+        # a dozen per tensor.  Gradients that do not tile one buffer are gathered into a
+        # flat scratch buffer first (no allocation).
         keys = list(params)
         dtypes = {params[k].dtype for k in keys}
         self._flat = len(dtypes) == 1 and len(keys) > 0
+        self._param_buffer, self._update = None, None
         if self._flat:
             dtype = dtypes.pop()
             sizes = [params[k].size for k in keys]
@@ -116,17 +123,23 @@ class Adam(Optimizer):
             self._flat_m, self._flat_v = np.zeros(total, dtype), np.zeros(total, dtype)
             self._flat_g, self._flat_tmp = np.empty(total, dtype), np.empty(total, dtype)
             offsets = np.cumsum([0] + sizes)
-            self._spans = {k: (int(offsets[i]), int(offsets[i + 1])) for i, k in enumerate(keys)}
-            view = lambda flat, k: flat[self._spans[k][0]:self._spans[k][1]].reshape(params[k].shape)
+            spans = {k: (int(offsets[i]), int(offsets[i + 1])) for i, k in enumerate(keys)}
+            view = lambda flat, k: flat[spans[k][0]:spans[k][1]].reshape(params[k].shape)
             self.m = {k: view(self._flat_m, k) for k in keys}
             self.v = {k: view(self._flat_v, k) for k in keys}
             self._tmp_views = {k: view(self._flat_tmp, k) for k in keys}
             self._g_views = {k: view(self._flat_g, k) for k in keys}
+            #: the one buffer the parameters tile, end to end in ``params`` order, or None
+            self._param_buffer = flat_buffer([params[k] for k in keys])
+            if self._param_buffer is not None:
+                self._update = _kernels(backend).adam_update
         else:
             self.m = {k: np.zeros_like(p) for k, p in params.items()}
             self.v = {k: np.zeros_like(p) for k, p in params.items()}
         coupled = self.weight_decay and not self.decoupled
         self._g_l2 = {k: np.empty_like(p) for k, p in params.items()} if coupled else {}
+        self._seen_grads: tuple = ()          # the last grads' arrays and the buffer they tile
+        self._seen_buffer: Optional[np.ndarray] = None
 
     def _slots(self):
         return {"m": self.m, "v": self.v}
@@ -136,29 +149,50 @@ class Adam(Optimizer):
         t = self.steps
         step_size = self.lr / (1 - self.b1 ** t)
         root_bc2 = math.sqrt(1 - self.b2 ** t)
-        if self._flat:
+        if self.weight_decay and self.decoupled:           # AdamW: p <- p (1 - lr wd)
             for k, p in self.params.items():
-                self._g_views[k][...] = self._decayed(k, p, grads[k])
-            self._moments_and_step(self._flat_g, self._flat_m, self._flat_v, self._flat_tmp,
-                                   step_size, root_bc2)
+                if _decays(k):
+                    p *= 1 - self.lr * self.weight_decay
+        if not self._flat:
+            for k, p in self.params.items():
+                tmp = self._scratch[k]
+                self._moments_and_step(self._with_l2(k, p, grads[k]), self.m[k], self.v[k], tmp,
+                                       step_size, root_bc2)
+                p -= tmp
+            return
+        g = self._flat_gradient(grads)
+        if self._update is not None:
+            self._update(self._param_buffer, g, self._flat_m, self._flat_v, step_size, self.b1,
+                         self.b2, root_bc2, self.eps)
+            return
+        self._moments_and_step(g, self._flat_m, self._flat_v, self._flat_tmp, step_size, root_bc2)
+        if self._param_buffer is not None:
+            self._param_buffer -= self._flat_tmp
+        else:
             for k, p in self.params.items():
                 p -= self._tmp_views[k]
-            return
-        for k, p in self.params.items():
-            tmp = self._scratch[k]
-            self._moments_and_step(self._decayed(k, p, grads[k]), self.m[k], self.v[k], tmp,
-                                   step_size, root_bc2)
-            p -= tmp
 
-    def _decayed(self, k, p, g):
-        """Apply weight decay to weight k: AdamW shrinks p; Adam + L2 returns g + wd p."""
-        if self.weight_decay and _decays(k):
-            if self.decoupled:                              # AdamW: p <- p (1 - lr wd)
-                p *= 1 - self.lr * self.weight_decay
-            else:                                           # Adam + L2: g <- g + wd p
-                np.multiply(p, self.weight_decay, out=self._g_l2[k])
-                self._g_l2[k] += g
-                g = self._g_l2[k]
+    def _flat_gradient(self, grads: Arrays) -> np.ndarray:
+        """The gradient as one flat (P,) array: the buffer the grads tile (a model's
+        ``flat_grads``) when there is no L2 term, else gathered (with it) into scratch."""
+        arrays = tuple(grads[k] for k in self.params)
+        if not (self.weight_decay and not self.decoupled):
+            if len(arrays) != len(self._seen_grads) or any(a is not b for a, b in zip(arrays, self._seen_grads)):
+                buffer = flat_buffer(arrays)
+                same_dtype = buffer is not None and buffer.dtype == self._flat_g.dtype
+                self._seen_grads, self._seen_buffer = arrays, (buffer if same_dtype else None)
+            if self._seen_buffer is not None:
+                return self._seen_buffer
+        for (k, p), g in zip(self.params.items(), arrays):
+            self._g_views[k][...] = self._with_l2(k, p, g)
+        return self._flat_g
+
+    def _with_l2(self, k, p, g):
+        """Adam + L2 (not AdamW): g + wd p for weight k; otherwise g itself."""
+        if self.weight_decay and not self.decoupled and _decays(k):
+            np.multiply(p, self.weight_decay, out=self._g_l2[k])
+            self._g_l2[k] += g
+            return self._g_l2[k]
         return g
 
     def _moments_and_step(self, g, m, v, tmp, step_size, root_bc2):
@@ -176,6 +210,30 @@ class Adam(Optimizer):
         tmp += self.eps
         np.divide(m, tmp, out=tmp)
         tmp *= step_size
+
+
+def flat_buffer(arrays) -> Optional[np.ndarray]:
+    """The 1-D array that ``arrays`` tile exactly, end to end in the given order (all
+    C-contiguous views of it, like ``Sequential.flat_params``), or None."""
+    arrays = list(arrays)
+    base = arrays[0].base if arrays else None
+    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    start, offset = base.ctypes.data, 0
+    for a in arrays:
+        if (a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous
+                or a.ctypes.data != start + offset * base.itemsize):
+            return None
+        offset += a.size
+    return base if offset == base.size else None
+
+
+def _kernels(backend):
+    """A kernel backend from a name, a Backend, or None (the default one)."""
+    from . import kernels
+    if backend is None:
+        return kernels.default_backend()
+    return kernels.backend(backend) if isinstance(backend, str) else backend
 
 
 def AdamW(params: Arrays, lr: float = 1e-3, weight_decay: float = 1e-2, **kwargs) -> Adam:

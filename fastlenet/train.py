@@ -185,11 +185,12 @@ def prepare_data(s: dict, log) -> data.Dataset:
     return ds
 
 
-def make_optimizer(s: dict, params):
+def make_optimizer(s: dict, model):
     if s["optimizer"] == "sgd":
-        return optim.SGD(params, lr=s["lr"], momentum=s["momentum"], nesterov=s["nesterov"],
+        return optim.SGD(model.params, lr=s["lr"], momentum=s["momentum"], nesterov=s["nesterov"],
                          weight_decay=s["weight_decay"])
-    return optim.Adam(params, lr=s["lr"], weight_decay=s["weight_decay"], decoupled=s["optimizer"] == "adamw")
+    return optim.Adam(model.params, lr=s["lr"], weight_decay=s["weight_decay"],
+                      decoupled=s["optimizer"] == "adamw", backend=model.backend)
 
 
 def make_schedule(s: dict) -> optim.Schedule:
@@ -271,7 +272,7 @@ def run(argv: Optional[List[str]] = None) -> int:
                          pool=s["pool"], dense_activation=s["dense_activation"], num_classes=ds.num_classes)
     if tuple(ds.x_train.shape[1:]) != model.input_shape:
         raise UsageError(f"{s['model']} takes {model.input_shape} inputs but the data is {ds.x_train.shape[1:]}")
-    opt = make_optimizer(s, model.params)
+    opt = make_optimizer(s, model)
     early = (optim.EarlyStopping(s["early_stopping"], monitor=s["monitor"], min_delta=s["min_delta"])
              if s["early_stopping"] else None)
     trainer = Trainer(model, ds, opt, make_schedule(s), s["epochs"], s["batch_size"], s["seed"], early,

@@ -347,11 +347,11 @@ def fit(model, data: Dataset, epochs: int = 10, batch_size: int = 256, optimizer
         augment: bool = False, seed: int = 0, run_dir=None, verbose: bool = False) -> History:
     """Train ``model`` on ``data`` (a :class:`fastlenet.data.Dataset`) and return its history.
 
-    ``optimizer`` defaults to Adam(lr=1e-3) over ``model.params``.  With
+    ``optimizer`` defaults to Adam(lr=1e-3) over ``model.params`` (on the model's backend).  With
     ``run_dir`` set, checkpoints (last.npz, best.npz) and history.csv are
     written there.  Validation uses ``data.x_val``/``data.y_val`` when present.
     """
-    opt = optimizer or optim.Adam(model.params, lr=1e-3)
+    opt = optimizer or optim.Adam(model.params, lr=1e-3, backend=model.backend)
     trainer = Trainer(model, data, opt, schedule, epochs, batch_size, seed, early_stopping, augment,
                       run_dir=Path(run_dir) if run_dir else None, log=print if verbose else None)
     if trainer.run_dir is not None:

@@ -64,7 +64,8 @@ def trajectory(name, backend, opt, steps=30):
     x, y = synthetic(64, seed=5)             # learnable data: a smooth, non-chaotic descent
     if model.input_shape[1] == 32:
         x = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
-    o = optim.SGD(model.params, lr=0.01, momentum=0.9) if opt == "sgd" else optim.Adam(model.params, lr=1e-3)
+    o = optim.SGD(model.params, lr=0.01, momentum=0.9) if opt == "sgd" else optim.Adam(model.params, lr=1e-3,
+                                                                                         backend=backend)
     losses = []
     for _ in range(steps):
         loss, grads = model.loss_and_grads(x, y)
@@ -124,6 +125,22 @@ def test_same_seed_same_backend_gives_identical_parameters(backend):
     a, b = run(), run()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_parameters_and_gradients_live_in_one_flat_buffer_each(name):
+    model = models.build(name, backend="numpy", seed=1)
+    fresh = models.build(name, backend="numpy", seed=1, fused=False)
+    assert optim.flat_buffer(model.params.values()) is model.flat_params
+    assert optim.flat_buffer(model.grads.values()) is model.flat_grads
+    assert model.flat_params.size == model.num_params()
+    for k in model.params:                      # packing kept the seeded values
+        np.testing.assert_array_equal(model.params[k], fresh.params[k], err_msg=k)
+    x, y = batch(model, n=8)
+    model.loss_and_grads(x, y)
+    assert np.count_nonzero(model.flat_grads) > model.flat_grads.size // 2   # layers wrote into it
+    layer_grads = [a for layer in model.layers for a in layer.grads.values()]
+    assert all(a.base is model.flat_grads for a in layer_grads)
 
 
 def test_build_rejects_unknown_names_and_overrides():

@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from fastlenet import optim
+from fastlenet import kernels, optim
 
 
 def setup(seed=0):
@@ -62,6 +62,52 @@ def test_adam_matches_formula(decoupled):
     got = run(lambda p: optim.Adam(p, lr=lr, weight_decay=wd, decoupled=decoupled), params, grads)
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-10, err_msg=k)
+
+
+def tiled(arrays, dtype):
+    """The same arrays as views of one flat buffer, end to end (like a model's params)."""
+    flat = np.concatenate([a.ravel() for a in arrays.values()]).astype(dtype)
+    out, offset = {}, 0
+    for k, a in arrays.items():
+        out[k] = flat[offset:offset + a.size].reshape(a.shape)
+        offset += a.size
+    return out
+
+
+@pytest.mark.skipif("cython" not in kernels.available(), reason="the cython backend is not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("decay", ["none", "l2", "decoupled"])
+def test_compiled_adam_equals_numpy_adam(decay, dtype):
+    params, grads = setup(2)
+    params["big.w"] = np.random.default_rng(3).standard_normal((300, 70))   # several parallel chunks
+    grads = [dict(g, **{"big.w": np.random.default_rng(i).standard_normal((300, 70))})
+             for i, g in enumerate(grads)]
+    kwargs = dict(lr=1e-2, weight_decay=0.0 if decay == "none" else 0.05, decoupled=decay == "decoupled")
+    results = {}
+    for backend in ("numpy", "cython"):
+        p = tiled(params, dtype)
+        o = optim.Adam(p, backend=backend, **kwargs)
+        assert (o._update is not None) == (backend == "cython")    # the compiled pass really runs
+        for g in grads:
+            o.step(tiled(g, dtype) if backend == "cython" else {k: a.astype(dtype) for k, a in g.items()})
+        results[backend] = (p, o)
+    (p_ref, o_ref), (p_got, o_got) = results["numpy"], results["cython"]
+    rtol = 2e-5 if dtype == np.float32 else 1e-12
+    for k in params:
+        np.testing.assert_allclose(p_got[k], p_ref[k], rtol=rtol, atol=rtol * 1e-2, err_msg=k)
+        np.testing.assert_allclose(o_got.m[k], o_ref.m[k], rtol=rtol, atol=rtol * 1e-2, err_msg=k)
+        np.testing.assert_allclose(o_got.v[k], o_ref.v[k], rtol=rtol, atol=rtol * 1e-2, err_msg=k)
+
+
+def test_flat_buffer_finds_only_exact_tilings():
+    arrays = tiled({"a": np.ones((2, 3)), "b": np.ones(4)}, np.float64)
+    a, b = arrays["a"], arrays["b"]
+    assert optim.flat_buffer([a, b]) is a.base
+    assert optim.flat_buffer([b, a]) is None                   # out of order
+    assert optim.flat_buffer([a]) is None                      # does not cover the buffer
+    assert optim.flat_buffer([a, np.ones(4)]) is None          # another buffer
+    assert optim.flat_buffer([a.T, b]) is None                 # not C-contiguous
+    assert optim.flat_buffer([]) is None
 
 
 def test_adamw_is_decoupled_adam():

@@ -125,6 +125,10 @@ class Backend:
         fwd = getattr(module, "_linear_forward_impl", None)
         bwd = getattr(module, "_linear_backward_impl", None)
         self.linear = SimpleNamespace(forward=fwd, backward=bwd) if fwd and bwd else None
+        #: internal fast path (unchecked) for optim.Adam, or None (then NumPy):
+        #:   adam_update(p, g, m, v, step_size, b1, b2, root_bc2, eps), flat (P,) arrays of one
+        #:   dtype, updated in place: m, v the moments, p -= step_size m / (sqrt(v)/root_bc2 + eps).
+        self.adam_update = getattr(module, "_adam_update_impl", None)
 
     def __repr__(self) -> str:
         return f"<fastlenet kernels backend {self.name!r}>"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from . import _cy_conv, _cy_linear, _cy_pool
+from . import _cy_conv, _cy_linear, _cy_optim, _cy_pool
 from ._api import KERNEL_NAMES, Backend
 
 _im2col_impl = _cy_conv.im2col
@@ -31,6 +31,9 @@ _conv2d_relu_maxpool_backward_impl = _cy_conv.conv2d_relu_maxpool_backward
 # dense-layer products on the kernels' own threads (an internal fast path; see _api.Backend.linear)
 _linear_forward_impl = _cy_linear.linear_forward
 _linear_backward_impl = _cy_linear.linear_backward
+
+# Adam over a model's flat parameter buffer in one pass (see _api.Backend.adam_update, optim.Adam)
+_adam_update_impl = _cy_optim.adam_update
 
 
 def set_num_threads(n: int) -> None:
