@@ -419,10 +419,10 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
         wp_arr[:g.f, :g.k] = np.asarray(w).reshape(g.f, g.k)
     if fused:
         y_out = np.empty((1, 1, 1), dtype=dtype)
-        py_out = np.empty((g.n, g.f, g.ph, g.pw), dtype=dtype)
-        arg_out = np.empty((g.n, g.f, g.ph, g.pw), dtype=np.int32)
+        py_out = _workspace.output((g.n, g.f, g.ph, g.pw), dtype)
+        arg_out = _workspace.output((g.n, g.f, g.ph, g.pw), np.int32)
     else:
-        y_out = np.empty((g.n, g.f, g.l), dtype=dtype)
+        y_out = _workspace.output((g.n, g.f, g.l), dtype)
         py_out = np.empty((1, 1, 1, 1), dtype=dtype)
         arg_out = np.empty((1, 1, 1, 1), dtype=np.int32)
     cdef floating[:, ::1] wp = wp_arr
@@ -663,7 +663,9 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
         dx_shape = (g.n, g.c, g.h, g.w)
     # stride 1 writes every element of dx (the crop of the padded planes); the
     # strided col2im accumulates into it
-    dx_out = np.empty(dx_shape, dtype=dtype) if g.s == 1 else np.zeros(dx_shape, dtype=dtype)
+    dx_out = _workspace.output(dx_shape, dtype)
+    if g.s != 1:
+        dx_out.fill(0)
     cdef const floating[:, :, ::1] dy = np.asarray(grad).reshape(grad.shape[0], grad.shape[1], -1)
     cdef floating[:, ::1] wpt = wpt_arr
     cdef floating[:, :, ::1] rows = rows_ws

@@ -53,7 +53,8 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
             r0 = q * RB
             r1 = min(n, r0 + RB)
             _gemm_nn(&x[r0, 0], d, 1, &wp[0, 0], up, &yp[r0, 0], up, r1 - r0, d, up, NULL, False)
-    y = yp_arr[:, :u] + np.asarray(b)
+    y = _workspace.output((n, u), dtype)
+    np.add(yp_arr[:, :u], b, out=y)
     return y
 
 
@@ -93,7 +94,11 @@ def linear_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const f
                 _gemm_nn(&dyp[r0, 0], up, 1, &wt[0, 0], dp, &dxp[r0, 0], dp, r1 - r0, u, dp, NULL, False)
     else:
         dwp_arr[...] = 0
-    dw = dwp_arr[:, :u].copy()                       # always copies: the workspaces are reused
+    dw = _workspace.output((d, u), dtype)           # always copies: the workspaces are reused
+    dw[...] = dwp_arr[:, :u]
     db = np.asarray(dy).sum(axis=0)
-    dx = dxp_arr[:, :d].copy() if need_dx else None
+    dx = None
+    if need_dx:
+        dx = _workspace.output((n, d), dtype)
+        dx[...] = dxp_arr[:, :d]
     return dx, dw, db

@@ -12,6 +12,8 @@ from cython.parallel cimport prange
 
 import numpy as np
 
+from fastlenet.kernels import _workspace
+
 
 def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_t stride,
                       Py_ssize_t oh, Py_ssize_t ow):
@@ -20,8 +22,8 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_
     cdef Py_ssize_t q, n, c, oy, ox, i, j, y0, x0, bi
     cdef floating best, v
     dtype = np.float32 if floating is float else np.float64
-    y_out = np.empty((N, C, oh, ow), dtype=dtype)
-    arg_out = np.empty((N, C, oh, ow), dtype=np.int32)
+    y_out = _workspace.output((N, C, oh, ow), dtype)
+    arg_out = _workspace.output((N, C, oh, ow), np.int32)
     cdef floating[:, :, :, ::1] y = y_out
     cdef int[:, :, :, ::1] arg = arg_out
     for q in prange(N * C, nogil=True, schedule="static"):
@@ -51,7 +53,8 @@ def maxpool2d_backward(const floating[:, :, :, ::1] dy, const int[:, :, :, ::1] 
     cdef Py_ssize_t H = x_shape[2], W = x_shape[3]
     cdef Py_ssize_t q, n, c, oy, ox, a
     dtype = np.float32 if floating is float else np.float64
-    dx_out = np.zeros((N, C, H, W), dtype=dtype)
+    dx_out = _workspace.output((N, C, H, W), dtype)
+    dx_out.fill(0)
     cdef floating[:, :, :, ::1] dx = dx_out
     for q in prange(N * C, nogil=True, schedule="static"):
         n = q // C
@@ -71,7 +74,7 @@ def avgpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_
     cdef floating acc
     cdef floating scale = 1.0 / (size * size)
     dtype = np.float32 if floating is float else np.float64
-    y_out = np.empty((N, C, oh, ow), dtype=dtype)
+    y_out = _workspace.output((N, C, oh, ow), dtype)
     cdef floating[:, :, :, ::1] y = y_out
     for q in prange(N * C, nogil=True, schedule="static"):
         n = q // C
@@ -94,7 +97,8 @@ def avgpool2d_backward(const floating[:, :, :, ::1] dy, tuple x_shape, Py_ssize_
     cdef floating v
     cdef floating scale = 1.0 / (size * size)
     dtype = np.float32 if floating is float else np.float64
-    dx_out = np.zeros((N, C, x_shape[2], x_shape[3]), dtype=dtype)
+    dx_out = _workspace.output((N, C, x_shape[2], x_shape[3]), dtype)
+    dx_out.fill(0)
     cdef floating[:, :, :, ::1] dx = dx_out
     for q in prange(N * C, nogil=True, schedule="static"):
         n = q // C

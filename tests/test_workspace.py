@@ -67,3 +67,39 @@ def test_concurrent_threads_do_not_share_workspaces(name):
         for j, (a, b) in enumerate(zip(got[i], want[i])):
             # close, not equal: a thread's OpenMP team size (so its summation order) may differ
             assert_close(f"thread {i} output {j}", a, b)
+
+
+def _address(a):
+    return a.__array_interface__["data"][0]
+
+
+def test_an_output_is_handed_out_again_only_when_nothing_refers_to_it():
+    _workspace.clear()
+    first = _workspace.output((50, 40), np.float32)
+    address = _address(first)
+    del first
+    again = _workspace.output((50, 40), np.float32)
+    assert _address(again) == address                        # freed: reused, no new pages
+    other = _workspace.output((50, 40), np.float32)
+    assert _address(other) != address                        # `again` is still held
+    row = again[3]                                           # a view (its base is the raw buffer)
+    del again
+    assert _address(_workspace.output((50, 40), np.float32)) != address
+    del row
+    exported = memoryview(_workspace.output((50, 40), np.float32))   # reused, then exported
+    assert _address(np.asarray(exported)) == address
+    assert _address(_workspace.output((50, 40), np.float32)) != address
+    assert _workspace.output((50, 40), np.float64).dtype == np.float64
+    assert _workspace.output((40, 50), np.float32).shape == (40, 50)
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_results_kept_by_the_caller_are_never_overwritten(name):
+    k = kernels.backend(name)
+    rng = np.random.default_rng(1)
+    cases = [_conv_case(rng) for _ in range(5)]
+    kept = [_run(k, *case) for case in cases]                # every result of every call held
+    _workspace.clear()
+    for case, outputs in zip(cases, kept):
+        for i, (a, b) in enumerate(zip(outputs, _run(k, *case))):
+            np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
