@@ -151,7 +151,8 @@ class ConvReLUMaxPool(Layer):
 
 def fuse(layers, shapes):
     """The layers to run: each Conv2D -> ReLU -> MaxPool2D becomes one ConvReLUMaxPool
-    when the conv's backend has the fused kernels; everything else runs as is."""
+    when the conv's backend has the fused kernels, each Dense -> ReLU one DenseReLU when
+    it has ``linear``; everything else runs as is."""
     out, i = [], 0
     while i < len(layers):
         a = layers[i]
@@ -159,6 +160,10 @@ def fuse(layers, shapes):
                 and isinstance(layers[i + 2], MaxPool2D) and getattr(a.k, "fused", None) is not None):
             out.append(ConvReLUMaxPool(a, layers[i + 2], shapes[i]))
             i += 3
+        elif (isinstance(a, Dense) and i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
+                and a.linear is not None):
+            out.append(DenseReLU(a))
+            i += 2
         else:
             out.append(a)
             i += 1
@@ -228,25 +233,50 @@ class Dense(Layer):
     def forward(self, x, training=False):
         if self.linear is not None:
             self.x = np.ascontiguousarray(x, dtype=self.dtype)
-            return self.linear.forward(self.x, self.params["w"], self.params["b"])
+            return self.linear.forward(self.x, self.params["w"], self.params["b"], False)
         self.x = x
         y = x @ self.params["w"]
         y += self.params["b"]
         return y
 
     def backward(self, dy):
-        if self.linear is not None:
-            dx, dw, db = self.linear.backward(np.ascontiguousarray(dy, dtype=self.dtype), self.x,
-                                              self.params["w"], self.need_input_grad)
-            self.grads["w"][...] = dw
-            self.grads["b"][...] = db
-            return dx
+        if self.linear is not None:               # dW, db written into self.grads
+            dy = np.ascontiguousarray(dy, dtype=self.dtype)
+            return self.linear.backward(dy, self.x, self.params["w"], dy, False, self.need_input_grad,
+                                        self.grads["w"], self.grads["b"])
         np.matmul(self.x.T, dy, out=self.grads["w"])       # dW = x^T dy   (D, U)
         np.sum(dy, axis=0, out=self.grads["b"])            # db = sum_n dy (U,)
         return dy @ self.params["w"].T if self.need_input_grad else None
 
     def describe(self):
         return f"Dense({self.units})"
+
+
+class DenseReLU(Layer):
+    """Dense -> ReLU run as one kernel call, bias and ReLU applied as the product's rows
+    are stored (a faster internal path, built by :func:`fuse` when the backend has
+    ``linear``); parameters and gradients stay the dense layer's arrays.
+    x (N, D) -> y (N, U) = max(x @ w + b, 0)."""
+
+    def __init__(self, dense: Dense) -> None:
+        super().__init__()
+        self.dense = dense
+        self.params, self.grads = dense.params, dense.grads
+        self.need_input_grad = dense.need_input_grad
+
+    def forward(self, x, training=False):
+        d = self.dense
+        self.x = np.ascontiguousarray(x, dtype=d.dtype)
+        self.y = d.linear.forward(self.x, d.params["w"], d.params["b"], True)
+        return self.y
+
+    def backward(self, dy):
+        d = self.dense                            # dy passes where y > 0; dW, db into d.grads
+        return d.linear.backward(np.ascontiguousarray(dy, dtype=d.dtype), self.x, d.params["w"], self.y,
+                                 True, self.need_input_grad, d.grads["w"], d.grads["b"])
+
+    def describe(self):
+        return f"fused[{self.dense.describe()} + ReLU]"
 
 
 class Flatten(Layer):

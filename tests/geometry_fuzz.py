@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 
+from checks import linear_grads
 from fastlenet import kernels
 
 
@@ -58,13 +59,22 @@ def one_case(k, ref, rng):
     if k.linear is None:
         return True
     # dense products
-    m, d, u = int(rng.integers(1, 20)), int(rng.integers(1, 70)), int(rng.integers(1, 40))
+    # rows past one block (32) exercise the dynamic schedule; D a multiple of 16 the direct dx
+    m, d, u = int(rng.choice([1, 2, 5, 19, 33, 70])), int(rng.choice([3, 16, 33, 64, 69])), int(rng.integers(1, 40))
     xx, ww = rng.standard_normal((m, d)).astype(dt), rng.standard_normal((d, u)).astype(dt)
     bb, gy = rng.standard_normal(u).astype(dt), rng.standard_normal((m, u)).astype(dt)
-    close("linear y", k.linear.forward(xx, ww, bb), xx @ ww + bb, case)
-    ldx, ldw, ldb = k.linear.backward(gy, xx, ww, True)
+    close("linear y", k.linear.forward(xx, ww, bb, False), xx @ ww + bb, case)
+    ldx, ldw, ldb = linear_grads(k.linear, gy, xx, ww)
     close("linear dx", ldx, gy @ ww.T, case)
     close("linear dw", ldw, xx.T @ gy, case)
+    close("linear db", ldb, gy.sum(axis=0), case)
+    yr = k.linear.forward(xx, ww, bb, True)                  # fused Dense -> ReLU
+    close("linear relu y", yr, np.maximum(xx @ ww + bb, 0), case)
+    gr = gy * (yr > 0)
+    rdx, rdw, rdb = linear_grads(k.linear, gy, xx, ww, yr)
+    close("linear relu dx", rdx, gr @ ww.T, case)
+    close("linear relu dw", rdw, xx.T @ gr, case)
+    close("linear relu db", rdb, gr.sum(axis=0), case)
     return True
 
 

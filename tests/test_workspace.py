@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from checks import assert_close
+from checks import assert_close, linear_grads
 from fastlenet import kernels
 from fastlenet.kernels import _workspace
 
@@ -28,8 +28,8 @@ def _run(k, x, w, b):
     plain = k.conv2d_backward(np.ones_like(z) * 0.5, x, w, 1, 1)
     flat = np.ascontiguousarray(y.reshape(len(y), -1))
     dense_w = np.ascontiguousarray(w.reshape(16, -1)[:, :40].T)       # (40, 16)
-    d = k.linear.forward(np.ascontiguousarray(flat[:, :40]), dense_w, b)
-    dense = k.linear.backward(np.ones_like(d), np.ascontiguousarray(flat[:, :40]), dense_w, True)
+    d = k.linear.forward(np.ascontiguousarray(flat[:, :40]), dense_w, b, True)
+    dense = linear_grads(k.linear, np.ones_like(d) * 0.25, np.ascontiguousarray(flat[:, :40]), dense_w, d)
     return [y, arg, *grads, z, *plain, d, *dense]
 
 

@@ -118,9 +118,11 @@ class Backend:
         fwd = getattr(module, "_conv2d_relu_maxpool_forward_impl", None)
         bwd = getattr(module, "_conv2d_relu_maxpool_backward_impl", None)
         self.fused = SimpleNamespace(forward=fwd, backward=bwd) if fwd and bwd else None
-        #: internal fast path (unchecked) for Dense layers, or None (then NumPy's BLAS):
-        #:   forward(x (N, D), w (D, U), b (U,)) -> y (N, U)
-        #:   backward(dy (N, U), x, w, need_dx) -> (dx (N, D) | None, dw (D, U), db (U,))
+        #: internal fast path (unchecked) for Dense (and Dense -> ReLU) layers, or None (then
+        #: NumPy's BLAS):
+        #:   forward(x (N, D), w (D, U), b (U,), relu) -> y (N, U) = x @ w + b (ReLU'd with relu)
+        #:   backward(dy (N, U), x, w, y, relu, need_dx, dw (D, U), db (U,)) -> dx (N, D) | None,
+        #:     dW and db written into dw and db; with relu dy passes only where y > 0.
         #: C-contiguous arrays of one dtype.
         fwd = getattr(module, "_linear_forward_impl", None)
         bwd = getattr(module, "_linear_backward_impl", None)
