@@ -26,7 +26,7 @@
 # pass scatters the pooled gradient straight into the conv-output gradient.
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 cimport openmp
 
 import numpy as np
@@ -371,16 +371,16 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
 
 
 cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py_ssize_t fpad, dtype):
-    """(W padded (Fp, Kp), weight staging (Fpad, K), regrouped weights (Fpad/blk, K, blk),
-    bias (max(Fp, Fpad),), padded input planes, im2col columns, conv output); padding zero."""
+    """(W padded (Fp, Kp), regrouped weights (Fpad/blk, K, blk), bias (max(Fp, Fpad),),
+    padded input planes, im2col columns, conv output); padding zero."""
     one = np.zeros((1, 1), dtype=dtype)
     if g.direct:
-        return (one, aligned_zeros((fpad, g.k), dtype), aligned_zeros((fpad // blk, g.k, blk), dtype),
+        return (one, aligned_zeros((fpad // blk, g.k, blk), dtype),
                 np.zeros(max(g.fp, fpad), dtype=dtype),
                 aligned_zeros((chunks, g.c, g.hs, g.ws), dtype),        # borders stay zero
                 np.zeros((chunks, 1, 1), dtype=dtype),
                 aligned_empty(_dims(chunks, 1, 1) if g.pool_fb else _dims(chunks, g.f8, g.lp), dtype))
-    return (aligned_zeros((g.fp, g.kp), dtype), one, np.zeros((1, 1, 1), dtype=dtype),
+    return (aligned_zeros((g.fp, g.kp), dtype), np.zeros((1, 1, 1), dtype=dtype),
             np.zeros(max(g.fp, fpad), dtype=dtype), np.zeros((chunks, 1, 1, 1), dtype=dtype),
             aligned_zeros((chunks, g.kp, g.lp), dtype),                 # padding stays zero
             aligned_empty((chunks, g.fp, g.lp), dtype))
@@ -410,13 +410,7 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     ws = _workspace.lookup(key)
     if ws is None:
         ws = _workspace.store(key, _forward_workspaces(g, chunks, blk, fpad, dtype))
-    wp_arr, wstage, wd_arr, bias_arr, xp_ws, cols_ws, z_ws = ws
-    bias_arr[:g.f] = np.asarray(b)
-    if g.direct:                    # weights regrouped (Fpad/blk, K, blk)
-        wstage[:g.f] = np.asarray(w).reshape(g.f, g.k)
-        wd_arr[...] = wstage.reshape(fpad // blk, blk, g.k).transpose(0, 2, 1)
-    else:
-        wp_arr[:g.f, :g.k] = np.asarray(w).reshape(g.f, g.k)
+    wp_arr, wd_arr, bias_arr, xp_ws, cols_ws, z_ws = ws
     if fused:
         y_out = np.empty((1, 1, 1), dtype=dtype)
         py_out = _workspace.output((g.n, g.f, g.ph, g.pw), dtype)
@@ -434,7 +428,15 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     cdef floating[:, :, ::1] y = y_out
     cdef floating[:, :, :, ::1] py = py_out
     cdef int[:, :, :, ::1] arg = arg_out
-    cdef Py_ssize_t blocks = (g.n + SB - 1) // SB, q, tid
+    cdef Py_ssize_t blocks = (g.n + SB - 1) // SB, q, tid, f, k
+    cdef const floating* wf = &w[0, 0, 0, 0]      # (F, K)
+    for f in range(g.f):            # the bias, and the weights in the layout the kernels read
+        bias[f] = b[f]
+        for k in range(g.k):
+            if g.direct:            # regrouped (Fpad/blk, K, blk)
+                wd[((f // blk) * g.k + k) * blk + f % blk] = wf[f * g.k + k]
+            else:                   # padded (Fp, Kp)
+                wp[f, k] = wf[f * g.k + k]
     for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):
         tid = openmp.omp_get_thread_num()
         _forward_chunk(x, wp, &bias[0], g, q * SB, min(g.n, (q + 1) * SB),
@@ -607,14 +609,13 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
             fl_col2im_s1_f64(&dcols[1, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
         for c in range(g.c):
             for yy in range(g.h):
-                for l in range(g.w):
-                    dx[n, c, yy, l] = dxp[c, yy + g.p, l + g.p]
+                memcpy(&dx[n, c, yy, 0], &dxp[c, yy + g.p, g.p], g.w * sizeof(floating))
 
 
 cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks, bint need_dx, dtype):
-    """(weight staging (Fp, Kp), W^T (Kp, Fp), im2row/im2col rows, dz (Fp, Lp), dzt (L, Fq),
+    """(W^T (Kp, Fp), im2row/im2col rows, dz (Fp, Lp), dzt (L, Fq),
     dzr (F, OH, OWr), dcols, padded input planes, padded dx planes, dW and db partial
-    sums per chunk); every padding zero."""
+    sums per block); every padding zero."""
     cdef tuple none3 = (chunks, 1, 1)
     rows_ws = dzt_ws = np.zeros(none3, dtype=dtype)
     dzr_ws = np.zeros((chunks, 1, 1, 1), dtype=dtype)
@@ -631,10 +632,10 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks
     # outside the rows); the padded planes' borders stay zero
     dcols_ws = aligned_zeros(_dims(chunks, g.kp + 3, g.lp) if need_dx else none3, dtype)
     dxp_ws = aligned_zeros(_dims(chunks, g.c, g.hs, g.ws) if need_dx else _dims(chunks, 1, 1, 1), dtype)
-    return (aligned_zeros((g.fp, g.kp), dtype), aligned_zeros((g.kp, g.fp), dtype), rows_ws,
+    return (aligned_zeros((g.kp, g.fp), dtype), rows_ws,
             aligned_zeros((chunks, g.fp, g.lp), dtype), dzt_ws, dzr_ws, dcols_ws,
             aligned_zeros((chunks, g.c, g.hs, g.ws), dtype), dxp_ws,
-            dw_part, np.zeros((blocks, g.f), dtype=dtype))
+            dw_part, aligned_zeros((blocks, g.f), dtype))
 
 
 def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
@@ -653,11 +654,7 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     ws = _workspace.lookup(key)
     if ws is None:
         ws = _workspace.store(key, _backward_workspaces(g, chunks, blocks, need_dx, dtype))
-    wstage, wpt_arr, rows_ws, dz_ws, dzt_ws, dzr_ws, dcols_ws, xp_ws, dxp_ws, dw_part, db_part = ws
-    wstage[:g.f, :g.k] = np.asarray(w).reshape(g.f, g.k)
-    wpt_arr[...] = wstage.T
-    dw_part.fill(0)                 # per-block accumulators, summed in block order below:
-    db_part.fill(0)                 # the result does not depend on which thread ran a block
+    wpt_arr, rows_ws, dz_ws, dzt_ws, dzr_ws, dcols_ws, xp_ws, dxp_ws, dw_part, db_part = ws
     dx_shape = (1, 1, 1, 1)
     if need_dx:
         dx_shape = (g.n, g.c, g.h, g.w)
@@ -678,19 +675,55 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     cdef floating[:, :, ::1] dwp = dw_part
     cdef floating[:, ::1] dbp = db_part
     cdef floating[:, :, :, ::1] dx = dx_out
+    dw_out = np.empty(np.asarray(w).shape, dtype=dtype)
+    db_out = np.empty(g.f, dtype=dtype)
+    cdef floating[:, :, :, ::1] dw = dw_out
+    cdef floating[::1] db = db_out
+    cdef const floating* wf = &w[0, 0, 0, 0]      # (F, K)
+    cdef Py_ssize_t f, k
+    for f in range(g.f):            # W^T padded (Kp, Fp), the dx product's A
+        for k in range(g.k):
+            wpt[k, f] = wf[f * g.k + k]
     for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):
         tid = openmp.omp_get_thread_num()
+        # each block accumulates into its own dW/db partial, summed in block order below:
+        # the result does not depend on which thread ran a block
+        memset(&dwp[q, 0, 0], 0, dwp.shape[1] * dwp.shape[2] * sizeof(floating))
+        memset(&dbp[q, 0], 0, dbp.shape[1] * sizeof(floating))
         _backward_chunk(dy, grad, arg_in, x, wpt, g, q * SB, min(g.n, (q + 1) * SB), need_dx, fused,
                         rows[tid], dz[tid], dzt[tid], dzr[tid], dcols[tid], xp[tid], dxp[tid],
                         dwp[q], dbp[q], dx)
-    if g.dw_mode == DW_COLUMN_LANES:
-        dw = dw_part.sum(axis=0).reshape(g.f, g.k, LB).sum(axis=2).reshape(np.asarray(w).shape)
-    elif g.dw_mode == DW_FILTER_LANES:
-        dw = np.ascontiguousarray(dw_part.sum(axis=0)[:, :g.f].T).reshape(np.asarray(w).shape)
-    else:
-        dw = np.ascontiguousarray(dw_part.sum(axis=0)[:g.f, :g.k]).reshape(np.asarray(w).shape)
-    db = db_part.sum(axis=0)
-    return (dx_out if need_dx else None), dw, db
+    _sum_blocks(g, dwp, dbp, &dw[0, 0, 0, 0], &db[0])
+    return (dx_out if need_dx else None), dw_out, db_out
+
+
+cdef void _sum_blocks(Geometry g, const floating[:, :, ::1] dwp, const floating[:, ::1] dbp,
+                      floating* dw, floating* db) noexcept nogil:
+    """dw (F, K) and db (F,): the per-block partials summed in block order, from the
+    layout of the dW mode: (blocks, F, K*LB) per-lane sums with columns along the lanes,
+    (blocks, K, Fq) with filters along the lanes, (blocks, Fp, Kq) for the GEMM."""
+    cdef Py_ssize_t q, f, k, lane
+    cdef floating acc, lanes
+    for f in range(g.f):
+        acc = 0
+        for q in range(dbp.shape[0]):
+            acc = acc + dbp[q, f]
+        db[f] = acc
+        for k in range(g.k):
+            acc = 0
+            if g.dw_mode == DW_COLUMN_LANES:
+                for lane in range(LB):
+                    lanes = 0
+                    for q in range(dwp.shape[0]):
+                        lanes = lanes + dwp[q, f, k * LB + lane]
+                    acc = acc + lanes
+            elif g.dw_mode == DW_FILTER_LANES:
+                for q in range(dwp.shape[0]):
+                    acc = acc + dwp[q, k, f]
+            else:
+                for q in range(dwp.shape[0]):
+                    acc = acc + dwp[q, f, k]
+            dw[f * g.k + k] = acc
 
 
 _NO_ARG = np.zeros((1, 1, 1, 1), dtype=np.int32)

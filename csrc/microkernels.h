@@ -349,13 +349,14 @@ static void fl_dw_direct_k##KWC##_##SUFFIX(const T *xp, long C, long HS, long WS
             for (long i0 = 0; i0 < KH; ) {                                                    \
                 const T *xc = xp + (c * HS + i0) * WS;                                        \
                 T *dw = dwt + (c * KH + i0) * KWC * ldt + fb;                                 \
-                if (KH - i0 >= NR) {                                                          \
-                    fl_dw_pass_k##KWC##_##SUFFIX(xc, WS, s, dzt + fb, ldt, OH, OW, dw, ldt, NR); \
-                    i0 += NR;                                                                 \
-                } else {                                                                      \
-                    fl_dw_pass_k##KWC##_##SUFFIX(xc, WS, s, dzt + fb, ldt, OH, OW, dw, ldt, 1); \
-                    i0 += 1;                                                                  \
-                }                                                                             \
+                int nr = KH - i0 >= NR ? NR : 1;                                              \
+                if (s == 1 && nr == NR)    /* constants: simple addressing, no spills */     \
+                    fl_dw_pass_k##KWC##_##SUFFIX(xc, WS, 1, dzt + fb, ldt, OH, OW, dw, ldt, NR); \
+                else if (s == 1)                                                              \
+                    fl_dw_pass_k##KWC##_##SUFFIX(xc, WS, 1, dzt + fb, ldt, OH, OW, dw, ldt, 1); \
+                else                                                                          \
+                    fl_dw_pass_k##KWC##_##SUFFIX(xc, WS, s, dzt + fb, ldt, OH, OW, dw, ldt, nr); \
+                i0 += nr;                                                                     \
             }                                                                                 \
 }
 
