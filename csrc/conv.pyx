@@ -120,8 +120,6 @@ cdef extern from "microkernels.h" nogil:
                                   double* out, long ldrow, const double* end)
     float fl_routed_sum_f32(const float* dpy, const int* arg, long n)
     double fl_routed_sum_f64(const double* dpy, const int* arg, long n)
-    void fl_transpose_f32(const float* dz, long ldz, long F, long L, float* dzt, long ldt)
-    void fl_transpose_f64(const double* dz, long ldz, long F, long L, double* dzt, long ldt)
     void fl_dw_lanes_f3k5_f32(const float* xp, long C, long HS, long WS, long KH, const float* dzr,
                               long F, long OH, long OWr, float* dwv)
     void fl_dw_lanes_f3k5_f64(const double* xp, long C, long HS, long WS, long KH, const double* dzr,
@@ -524,10 +522,7 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
             if want_dzr:
                 _expand(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dzr[f, 0, 0], g.owr, end)
         if want_dzt:
-            if floating is float:
-                fl_transpose_f32(&dz[0, 0], g.lp, g.f, g.l, &dzt[0, 0], g.fq)
-            else:
-                fl_transpose_f64(&dz[0, 0], g.lp, g.f, g.l, &dzt[0, 0], g.fq)
+            _transpose(&dz[0, 0], g.lp, g.f, g.l, &dzt[0, 0], g.fq)
         return
     if fused:
         memset(&dz[0, 0], 0, dz.shape[0] * dz.shape[1] * sizeof(floating))

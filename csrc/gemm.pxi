@@ -1,6 +1,6 @@
 # Included by conv.pyx and linear.pyx: the GEMM tile sizes of csrc/microkernels.h
-# and one typed entry to its register-blocked product (the including file
-# cimports `floating`).
+# and typed entries to its register-blocked product and its tiled transpose (the
+# including file cimports `floating`).
 
 cdef enum:
     MB = 4       # rows of a GEMM tile
@@ -12,6 +12,8 @@ cdef extern from "microkernels.h" nogil:
                         long ldc, long M, long Kd, long Lp, const float* bias, int accumulate)
     void fl_gemm_nn_f64(const double* A, long lda, long sak, const double* B, long ldb, double* C,
                         long ldc, long M, long Kd, long Lp, const double* bias, int accumulate)
+    void fl_transpose_f32(const float* src, long lds, long R, long C, float* dst, long ldd)
+    void fl_transpose_f64(const double* src, long lds, long R, long C, double* dst, long ldd)
 
 
 cdef inline Py_ssize_t _round_up(Py_ssize_t v, Py_ssize_t m) noexcept nogil:
@@ -29,3 +31,12 @@ cdef inline void _gemm_nn(const floating* A, Py_ssize_t lda, Py_ssize_t sak, con
         fl_gemm_nn_f32(A, lda, sak, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate)
     else:
         fl_gemm_nn_f64(A, lda, sak, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate)
+
+
+cdef inline void _transpose(const floating* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
+                            floating* dst, Py_ssize_t ldd) noexcept nogil:
+    """dst[j, i] = src[i, j] for i < rows, j < cols (row strides lds, ldd)."""
+    if floating is float:
+        fl_transpose_f32(src, lds, rows, cols, dst, ldd)
+    else:
+        fl_transpose_f64(src, lds, rows, cols, dst, ldd)

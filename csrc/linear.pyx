@@ -124,9 +124,9 @@ def linear_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const f
             for j in range(u):
                 dyp[r, j] = dy[r, j] if not relu or y[r, j] > 0 else 0
         if need_dx:
-            for j in prange(u, schedule="static"):       # w^T (padding stays 0)
-                for r in range(d):
-                    wt[j, r] = w[r, j]
+            for q in prange(_blocks(d), schedule="static"):   # w^T (padding stays 0)
+                r0 = q * RB
+                _transpose(&w[r0, 0], u, min(d, r0 + RB) - r0, u, &wt[0, r0], dp)
         for q in prange(items, schedule="dynamic"):      # after the barrier: the products
             tid = openmp.omp_get_thread_num()
             if q < dblocks:         # dW rows r0..r1: A[m, k] = x[k, m]

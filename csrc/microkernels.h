@@ -602,8 +602,13 @@ static T fl_routed_sum_##SUFFIX(const T *dpy, const int *arg, long n) {         
 }                                                                                             \
 /* dzt[l, f] = dz[f, l] for f < F, l < L: filters along the lanes (ldt per row). */         \
 static void fl_transpose_##SUFFIX(const T *dz, long ldz, long F, long L, T *dzt, long ldt) {  \
-    for (long l = 0; l < L; l++)                                                              \
-        for (long f = 0; f < F; f++) dzt[l * ldt + f] = dz[f * ldz + l];                     \
+    /* in LB x LB tiles: reads and writes each stay within a few cache lines */               \
+    for (long f0 = 0; f0 < F; f0 += FL_LB)                                                    \
+        for (long l0 = 0; l0 < L; l0 += FL_LB) {                                              \
+            long f1 = f0 + FL_LB < F ? f0 + FL_LB : F, l1 = l0 + FL_LB < L ? l0 + FL_LB : L;  \
+            for (long l = l0; l < l1; l++)                                                    \
+                for (long f = f0; f < f1; f++) dzt[l * ldt + f] = dz[f * ldz + l];           \
+        }                                                                                     \
 }
 
 FL_DEFINE_EXPAND(float, int, f32)
