@@ -64,6 +64,7 @@ setup(
             extension("fastlenet.kernels._cy_pool", "csrc/pool.pyx"),
             extension("fastlenet.kernels._cy_linear", "csrc/linear.pyx"),
             extension("fastlenet.kernels._cy_optim", "csrc/optim.pyx"),
+            extension("fastlenet.kernels._cy_loss", "csrc/loss.pyx"),
         ],
         compiler_directives=DIRECTIVES,
     ),

@@ -112,7 +112,8 @@ class Sequential:
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray, label_smoothing: float = 0.0):
         """One training-mode forward and backward: returns (loss, grads)."""
         logits = self.forward(x, training=True)
-        loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing)
+        loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing,
+                                              kernel=self.backend.softmax_cross_entropy)
         self.backward(dlogits)
         self.last_logits = logits
         return loss, self.grads

@@ -82,26 +82,53 @@ def test_saturated_activations_stay_finite():
 
 
 # ---------------------------------------------------------------------------- loss
-def test_cross_entropy_gradient_by_finite_differences():
+#: the NumPy loss (kernel None) and each backend's compiled one-pass version
+LOSS_KERNELS = {"numpy": None, **{name: kernels.backend(name).softmax_cross_entropy
+                                  for name in kernels.available()
+                                  if kernels.backend(name).softmax_cross_entropy is not None}}
+
+
+@pytest.mark.parametrize("kernel", LOSS_KERNELS)
+def test_cross_entropy_gradient_by_finite_differences(kernel):
     rng = np.random.default_rng(0)
     logits, labels = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)
+    xent = lambda: softmax_cross_entropy(logits, labels, smoothing, kernel=LOSS_KERNELS[kernel])
     for smoothing in (0.0, 0.1):
-        loss, grad = softmax_cross_entropy(logits, labels, smoothing)
-        fd = numerical_grad(lambda: softmax_cross_entropy(logits, labels, smoothing)[0], logits)
+        loss, grad = xent()
+        fd = numerical_grad(lambda: xent()[0], logits)
         assert_close(f"dlogits (smoothing {smoothing})", grad, fd, rtol=1e-6, atol=1e-8)
 
 
-def test_cross_entropy_value_and_extreme_logits():
-    loss, _ = softmax_cross_entropy(np.zeros((2, 10)), np.array([3, 7]))
+@pytest.mark.parametrize("kernel", LOSS_KERNELS)
+def test_cross_entropy_value_and_extreme_logits(kernel):
+    loss, _ = softmax_cross_entropy(np.zeros((2, 10)), np.array([3, 7]), kernel=LOSS_KERNELS[kernel])
     assert abs(loss - np.log(10)) < 1e-12
     extreme = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 5.0]], np.float32)
-    loss, grad = softmax_cross_entropy(extreme, np.array([1, 0]))
-    assert np.isfinite(loss) and np.isfinite(grad).all()
+    loss, grad = softmax_cross_entropy(extreme, np.array([1, 0]), kernel=LOSS_KERNELS[kernel])
+    assert np.isfinite(loss) and np.isfinite(grad).all() and grad.dtype == np.float32
     assert abs(loss - 2e4) < 1.0
 
 
-def test_cross_entropy_rejects_bad_labels():
+@pytest.mark.parametrize("kernel", [k for k in LOSS_KERNELS if k != "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_cross_entropy_equals_numpy(kernel, dtype):
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((257, 10)) * 8).astype(dtype)
+    labels = rng.integers(0, 10, 257).astype(np.int32)          # converted, not rejected
+    for smoothing in (0.0, 0.2):
+        want = softmax_cross_entropy(logits, labels, smoothing)
+        got = softmax_cross_entropy(logits, labels, smoothing, kernel=LOSS_KERNELS[kernel])
+        assert abs(got[0] - want[0]) < 1e-12 * max(1.0, abs(want[0])) * 100
+        assert got[1].dtype == dtype
+        assert_close("dlogits", got[1], want[1])
+
+
+@pytest.mark.parametrize("kernel", LOSS_KERNELS)
+def test_cross_entropy_rejects_bad_labels(kernel):
+    xent = lambda logits, labels: softmax_cross_entropy(logits, labels, kernel=LOSS_KERNELS[kernel])
     with pytest.raises(ValueError, match="labels must lie in 0..2"):
-        softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+        xent(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match="labels must lie in 0..2"):
+        xent(np.zeros((2, 3)), np.array([-1, 0]))
     with pytest.raises(ValueError, match="labels must have shape"):
-        softmax_cross_entropy(np.zeros((2, 3)), np.array([0]))
+        xent(np.zeros((2, 3)), np.array([0]))

@@ -131,6 +131,10 @@ class Backend:
         #:   adam_update(p, g, m, v, step_size, b1, b2, root_bc2, eps), flat (P,) arrays of one
         #:   dtype, updated in place: m, v the moments, p -= step_size m / (sqrt(v)/root_bc2 + eps).
         self.adam_update = getattr(module, "_adam_update_impl", None)
+        #: internal fast path (unchecked) for losses.softmax_cross_entropy, or None (NumPy):
+        #:   softmax_cross_entropy(logits (N, K), labels int64 (N,), smoothing) -> (loss, grad (N, K)),
+        #:   or (None, None) when a label lies outside 0..K-1.
+        self.softmax_cross_entropy = getattr(module, "_softmax_cross_entropy_impl", None)
 
     def __repr__(self) -> str:
         return f"<fastlenet kernels backend {self.name!r}>"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from . import _cy_conv, _cy_linear, _cy_optim, _cy_pool
+from . import _cy_conv, _cy_linear, _cy_loss, _cy_optim, _cy_pool
 from ._api import KERNEL_NAMES, Backend
 
 _im2col_impl = _cy_conv.im2col
@@ -34,6 +34,9 @@ _linear_backward_impl = _cy_linear.linear_backward
 
 # Adam over a model's flat parameter buffer in one pass (see _api.Backend.adam_update, optim.Adam)
 _adam_update_impl = _cy_optim.adam_update
+
+# softmax cross-entropy and its gradient in one pass (see _api.Backend.softmax_cross_entropy)
+_softmax_cross_entropy_impl = _cy_loss.softmax_cross_entropy
 
 
 def set_num_threads(n: int) -> None:

@@ -1,0 +1,51 @@
+# Cython (AOT) softmax cross-entropy: the loss and its gradient in one pass over
+# the logits, instead of a dozen NumPy passes (each a Python round trip).
+#
+# Dimension legend: N batch, K classes.
+#
+# The same formulas as fastlenet/losses.py (the reference), in float64 whatever
+# the logits' dtype: the log-sum-exp shift keeps every exp finite.  Directives
+# are set once, in setup.py; fastlenet/losses.py validates and wraps it.
+from cython cimport floating
+from libc.math cimport exp, log
+
+import numpy as np
+
+from fastlenet.kernels import _workspace
+
+
+def softmax_cross_entropy(const floating[:, ::1] logits, const long long[::1] labels,
+                          double label_smoothing):
+    """logits (N, K), labels (N,) -> (mean loss, d loss / d logits (N, K)), the target
+    (1 - e) one-hot + e / K for smoothing e.  Returns (None, None) if a label lies
+    outside 0..K-1 (the caller raises)."""
+    cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1], i, j
+    cdef long long label
+    cdef bint bad = False
+    cdef double top, total, logsum, loss = 0, inv_n = 1.0 / n if n else 0.0
+    cdef double off = label_smoothing / k, on = 1.0 - label_smoothing + off, target, z
+    dtype = np.float32 if floating is float else np.float64
+    grad_arr = _workspace.output((n, k), dtype)
+    cdef floating[:, ::1] grad = grad_arr
+    with nogil:
+        for i in range(n):
+            label = labels[i]
+            if label < 0 or label >= k:
+                bad = True
+                break
+            top = logits[i, 0]
+            for j in range(1, k):
+                if logits[i, j] > top:
+                    top = logits[i, j]
+            total = 0
+            for j in range(k):
+                total = total + exp(logits[i, j] - top)
+            logsum = log(total)
+            for j in range(k):
+                z = logits[i, j] - top - logsum            # log softmax
+                target = on if j == label else off
+                loss = loss - target * z
+                grad[i, j] = <floating> ((exp(z) - target) * inv_n)
+    if bad:
+        return None, None
+    return loss * inv_n, grad_arr
