@@ -23,10 +23,12 @@ def softmax_cross_entropy(const floating[:, ::1] logits, const long long[::1] la
     cdef long long label
     cdef bint bad = False
     cdef double top, total, logsum, loss = 0, inv_n = 1.0 / n if n else 0.0
-    cdef double off = label_smoothing / k, on = 1.0 - label_smoothing + off, target, z
+    cdef double off = label_smoothing / k, on = 1.0 - label_smoothing + off, target, z, shifted
     dtype = np.float32 if floating is float else np.float64
     grad_arr = _workspace.output((n, k), dtype)
+    e_arr = np.empty(k, dtype=np.float64)           # one row's exp(z - max)
     cdef floating[:, ::1] grad = grad_arr
+    cdef double[::1] e = e_arr
     with nogil:
         for i in range(n):
             label = labels[i]
@@ -38,14 +40,18 @@ def softmax_cross_entropy(const floating[:, ::1] logits, const long long[::1] la
                 if logits[i, j] > top:
                     top = logits[i, j]
             total = 0
+            shifted = 0
             for j in range(k):
-                total = total + exp(logits[i, j] - top)
+                z = logits[i, j] - top
+                shifted = shifted + z
+                e[j] = exp(z)
+                total = total + e[j]
             logsum = log(total)
+            # loss_i = -sum_j target_j (z_j - logsum) = -(off sum_j z_j + (on - off) z_label) + logsum
+            loss = loss - off * shifted - (on - off) * (logits[i, label] - top) + logsum
             for j in range(k):
-                z = logits[i, j] - top - logsum            # log softmax
                 target = on if j == label else off
-                loss = loss - target * z
-                grad[i, j] = <floating> ((exp(z) - target) * inv_n)
+                grad[i, j] = <floating> ((e[j] / total - target) * inv_n)
     if bad:
         return None, None
     return loss * inv_n, grad_arr
