@@ -54,11 +54,6 @@ def get_num_threads():
     return openmp.omp_get_max_threads()
 
 
-cdef inline Py_ssize_t _n_chunks(Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t t = openmp.omp_get_max_threads()
-    return t if t < n else n
-
-
 cdef inline void _valid_range(Py_ssize_t j, Py_ssize_t s, Py_ssize_t p, Py_ssize_t size,
                               Py_ssize_t out_len, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
     """Output positions o in [lo, hi) whose input index o*s + j - p lies in [0, size)."""
@@ -389,7 +384,7 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
              Py_ssize_t size, Py_ssize_t pstride, bint fused):
     cdef Geometry g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
                                 w.shape[2], w.shape[3], stride, pad, oh, ow)
-    cdef Py_ssize_t chunks = _n_chunks(g.n), t
+    cdef Py_ssize_t chunks = _team_size(g.n), t
     dtype = np.float32 if floating is float else np.float64
     if fused:
         g.size, g.ps = size, pstride
@@ -639,7 +634,7 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
               Py_ssize_t size, Py_ssize_t pstride, bint need_dx, bint fused):
     cdef Geometry g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
                                 w.shape[2], w.shape[3], stride, pad, oh, ow)
-    cdef Py_ssize_t chunks = _n_chunks(g.n), t
+    cdef Py_ssize_t chunks = _team_size(g.n), t
     cdef tuple dx_shape
     dtype = np.float32 if floating is float else np.float64
     if fused:

@@ -1,6 +1,7 @@
-# Included by conv.pyx and linear.pyx: the GEMM tile sizes of csrc/microkernels.h
-# and typed entries to its register-blocked product and its tiled transpose (the
-# including file cimports `floating`).
+# Included by conv.pyx and linear.pyx: the GEMM tile sizes of csrc/microkernels.h,
+# typed entries to its register-blocked product and its tiled transpose, and the
+# size of a parallel region's team (the including file cimports `floating` and
+# `openmp`).
 
 cdef enum:
     MB = 4       # rows of a GEMM tile
@@ -14,6 +15,12 @@ cdef extern from "microkernels.h" nogil:
                         long ldc, long M, long Kd, long Lp, const double* bias, int accumulate)
     void fl_transpose_f32(const float* src, long lds, long R, long C, float* dst, long ldd)
     void fl_transpose_f64(const double* src, long lds, long R, long C, double* dst, long ldd)
+
+
+cdef inline int _team_size(Py_ssize_t items) noexcept nogil:
+    """Threads for a parallel loop over ``items`` work items: no more than there are items."""
+    cdef int t = openmp.omp_get_max_threads()
+    return <int> items if items < t else t
 
 
 cdef inline Py_ssize_t _round_up(Py_ssize_t v, Py_ssize_t m) noexcept nogil:

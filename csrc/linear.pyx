@@ -33,11 +33,6 @@ cdef inline Py_ssize_t _blocks(Py_ssize_t rows) noexcept nogil:
     return (rows + RB - 1) // RB
 
 
-cdef inline int _threads(Py_ssize_t blocks) noexcept nogil:
-    cdef int t = openmp.omp_get_max_threads()
-    return <int> blocks if blocks < t else t
-
-
 cdef inline void _store_rows(const floating* src, Py_ssize_t lds, floating* dst, Py_ssize_t ldd,
                              Py_ssize_t rows, Py_ssize_t cols, const floating* bias,
                              bint relu) noexcept nogil:
@@ -59,7 +54,7 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
     """x (N, D), w (D, U), b (U,) -> y (N, U) = x @ w + b, or relu(x @ w + b) with ``relu``."""
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], u = w.shape[1], up = _round_up(u, LB)
     cdef Py_ssize_t blocks = _blocks(n), q, r0, r1, i, j, tid
-    cdef int threads = _threads(blocks)
+    cdef int threads = _team_size(blocks)
     dtype = np.float32 if floating is float else np.float64
     key = ("linear forward", dtype, d, u, threads)
     ws = _workspace.lookup(key)
@@ -97,7 +92,7 @@ def linear_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const f
     cdef Py_ssize_t up = _round_up(u, LB), dp = _round_up(d, LB)
     cdef Py_ssize_t dblocks = _blocks(d), xblocks = _blocks(n) if need_dx else 0
     cdef Py_ssize_t items = dblocks + xblocks + 1, q, r0, r1, r, j, tid
-    cdef int threads = _threads(items)
+    cdef int threads = _team_size(items)
     cdef bint direct_dx = dp == d        # whole-vector rows: the product lands in dx itself
     dtype = np.float32 if floating is float else np.float64
     key = ("linear backward", dtype, n, d, u, need_dx, threads)
