@@ -232,21 +232,30 @@ class Dense(Layer):
 
     def forward(self, x, training=False):
         if self.linear is not None:
-            self.x = np.ascontiguousarray(x, dtype=self.dtype)
-            return self.linear.forward(self.x, self.params["w"], self.params["b"], False)
+            return self.linear_forward(x, relu=False)
         self.x = x
         y = x @ self.params["w"]
         y += self.params["b"]
         return y
 
     def backward(self, dy):
-        if self.linear is not None:               # dW, db written into self.grads
-            dy = np.ascontiguousarray(dy, dtype=self.dtype)
-            return self.linear.backward(dy, self.x, self.params["w"], dy, False, self.need_input_grad,
-                                        self.grads["w"], self.grads["b"])
+        if self.linear is not None:
+            return self.linear_backward(dy, dy, relu=False)
         np.matmul(self.x.T, dy, out=self.grads["w"])       # dW = x^T dy   (D, U)
         np.sum(dy, axis=0, out=self.grads["b"])            # db = sum_n dy (U,)
         return dy @ self.params["w"].T if self.need_input_grad else None
+
+    def linear_forward(self, x, relu):
+        """The backend's fast path: x @ w + b (ReLU'd with ``relu``); keeps x for backward."""
+        self.x = np.ascontiguousarray(x, dtype=self.dtype)
+        return self.linear.forward(self.x, self.params["w"], self.params["b"], relu)
+
+    def linear_backward(self, dy, y, relu):
+        """Its gradients: dW, db written into self.grads; returns dx (or None).
+        With ``relu``, dy passes only where the forward output y > 0."""
+        dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        return self.linear.backward(dy, self.x, self.params["w"], y, relu, self.need_input_grad,
+                                    self.grads["w"], self.grads["b"])
 
     def describe(self):
         return f"Dense({self.units})"
@@ -265,15 +274,11 @@ class DenseReLU(Layer):
         self.need_input_grad = dense.need_input_grad
 
     def forward(self, x, training=False):
-        d = self.dense
-        self.x = np.ascontiguousarray(x, dtype=d.dtype)
-        self.y = d.linear.forward(self.x, d.params["w"], d.params["b"], True)
+        self.y = self.dense.linear_forward(x, relu=True)
         return self.y
 
     def backward(self, dy):
-        d = self.dense                            # dy passes where y > 0; dW, db into d.grads
-        return d.linear.backward(np.ascontiguousarray(dy, dtype=d.dtype), self.x, d.params["w"], self.y,
-                                 True, self.need_input_grad, d.grads["w"], d.grads["b"])
+        return self.dense.linear_backward(dy, self.y, relu=True)
 
     def describe(self):
         return f"fused[{self.dense.describe()} + ReLU]"
