@@ -22,6 +22,7 @@ from . import kernels
 from .layers import (ACTIVATIONS, AvgPool2D, BatchNorm, Conv2D, Dense, Flatten, Layer,
                      MaxPool2D, fuse)
 from .losses import softmax_cross_entropy
+from .optim import flat_views
 
 
 class Sequential:
@@ -72,12 +73,9 @@ class Sequential:
         hold views of it.  An optimizer then updates the whole model in one pass
         (optim.Adam); names, shapes and values do not change."""
         arrays = getattr(self, which)
-        flat = np.zeros(sum(a.size for a in arrays.values()), dtype=self.dtype)
-        views, offset = {}, 0
+        flat, views = flat_views({name: a.shape for name, a in arrays.items()}, self.dtype)
         for name, a in arrays.items():
-            views[name] = flat[offset:offset + a.size].reshape(a.shape)
             views[name][...] = a
-            offset += a.size
         for lname, layer in zip(self.layer_names, self.layers):
             owned = getattr(layer, which)
             for key in owned:

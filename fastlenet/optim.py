@@ -9,7 +9,7 @@ batch-norm parameters.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -118,17 +118,11 @@ class Adam(Optimizer):
         self._param_buffer, self._update = None, None
         if self._flat:
             dtype = dtypes.pop()
-            sizes = [params[k].size for k in keys]
-            total = int(sum(sizes))
-            self._flat_m, self._flat_v = np.zeros(total, dtype), np.zeros(total, dtype)
-            self._flat_g, self._flat_tmp = np.empty(total, dtype), np.empty(total, dtype)
-            offsets = np.cumsum([0] + sizes)
-            spans = {k: (int(offsets[i]), int(offsets[i + 1])) for i, k in enumerate(keys)}
-            view = lambda flat, k: flat[spans[k][0]:spans[k][1]].reshape(params[k].shape)
-            self.m = {k: view(self._flat_m, k) for k in keys}
-            self.v = {k: view(self._flat_v, k) for k in keys}
-            self._tmp_views = {k: view(self._flat_tmp, k) for k in keys}
-            self._g_views = {k: view(self._flat_g, k) for k in keys}
+            shapes = {k: params[k].shape for k in keys}
+            self._flat_m, self.m = flat_views(shapes, dtype)
+            self._flat_v, self.v = flat_views(shapes, dtype)
+            self._flat_g, self._g_views = flat_views(shapes, dtype)
+            self._flat_tmp, self._tmp_views = flat_views(shapes, dtype)
             #: the one buffer the parameters tile, end to end in ``params`` order, or None
             self._param_buffer = flat_buffer([params[k] for k in keys])
             if self._param_buffer is not None:
@@ -210,6 +204,18 @@ class Adam(Optimizer):
         tmp += self.eps
         np.divide(m, tmp, out=tmp)
         tmp *= step_size
+
+
+def flat_views(shapes: Dict[str, tuple], dtype) -> Tuple[np.ndarray, Arrays]:
+    """A new zeroed flat buffer (P,) and name -> a view of it with that shape, the
+    views end to end in ``shapes`` order (what :func:`flat_buffer` recognises)."""
+    flat = np.zeros(sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values()), dtype=dtype)
+    views, offset = {}, 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape, dtype=np.int64))
+        views[name] = flat[offset:offset + size].reshape(shape)
+        offset += size
+    return flat, views
 
 
 def flat_buffer(arrays) -> Optional[np.ndarray]:
