@@ -130,8 +130,9 @@ class Adam(Optimizer):
         else:
             self.m = {k: np.zeros_like(p) for k, p in params.items()}
             self.v = {k: np.zeros_like(p) for k, p in params.items()}
-        coupled = self.weight_decay and not self.decoupled
-        self._g_l2 = {k: np.empty_like(p) for k, p in params.items()} if coupled else {}
+        #: Adam + L2 (not AdamW): the gradient of a weight gets wd * p added
+        self._l2 = bool(self.weight_decay and not self.decoupled)
+        self._g_l2 = {k: np.empty_like(p) for k, p in params.items()} if self._l2 else {}
         self._seen_grads: tuple = ()          # the last grads' arrays and the buffer they tile
         self._seen_buffer: Optional[np.ndarray] = None
 
@@ -170,7 +171,7 @@ class Adam(Optimizer):
         """The gradient as one flat (P,) array: the buffer the grads tile (a model's
         ``flat_grads``) when there is no L2 term, else gathered (with it) into scratch."""
         arrays = tuple(grads[k] for k in self.params)
-        if not (self.weight_decay and not self.decoupled):
+        if not self._l2:
             if len(arrays) != len(self._seen_grads) or any(a is not b for a, b in zip(arrays, self._seen_grads)):
                 buffer = flat_buffer(arrays)
                 same_dtype = buffer is not None and buffer.dtype == self._flat_g.dtype
@@ -183,7 +184,7 @@ class Adam(Optimizer):
 
     def _with_l2(self, k, p, g):
         """Adam + L2 (not AdamW): g + wd p for weight k; otherwise g itself."""
-        if self.weight_decay and not self.decoupled and _decays(k):
+        if self._l2 and _decays(k):
             np.multiply(p, self.weight_decay, out=self._g_l2[k])
             self._g_l2[k] += g
             return self._g_l2[k]
