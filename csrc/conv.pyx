@@ -423,12 +423,13 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     cdef int[:, :, :, ::1] arg = arg_out
     cdef Py_ssize_t blocks = (g.n + SB - 1) // SB, q, tid, f, k
     cdef const floating* wf = &w[0, 0, 0, 0]      # (F, K)
-    for f in range(g.f):            # the bias, and the weights in the layout the kernels read
+    for f in range(g.f):            # the bias, and the weights in the layout the kernels read:
         bias[f] = b[f]
-        for k in range(g.k):
-            if g.direct:            # regrouped (Fpad/blk, K, blk)
+        if g.direct:                # regrouped (Fpad/blk, K, blk)
+            for k in range(g.k):
                 wd[((f // blk) * g.k + k) * blk + f % blk] = wf[f * g.k + k]
-            else:                   # padded (Fp, Kp)
+        else:                       # padded (Fp, Kp)
+            for k in range(g.k):
                 wp[f, k] = wf[f * g.k + k]
     for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):
         tid = openmp.omp_get_thread_num()

@@ -11,15 +11,15 @@ fills per call become one dictionary lookup.  Kernels only ever write the parts
 of a workspace that they read back in the same call (padding stays zero), and
 re-zero the accumulators they keep in one, so reuse never changes a result.
 Each Python thread has its own workspaces, so concurrent calls do not share
-them.
+them.  ``FASTLENET_EXACT_WORKSPACES=1`` allocates them at their exact sizes,
+without the alignment slack, so that AddressSanitizer sees any overrun
+(``tests/asan.sh``).
 
 Outputs cannot be kept like that - the caller owns them - but allocating them
 new costs a page fault per 4 KiB on first touch (NumPy returns big arrays to the
 OS when they are freed): ~190 faults, about a tenth of a LeNet-5 step.
 :func:`output` therefore hands out an earlier output again once nothing refers
-to it any more (its reference counts say so) and a new array otherwise.  ``FASTLENET_EXACT_WORKSPACES=1`` allocates them at their exact sizes,
-without the alignment slack, so that AddressSanitizer sees any overrun
-(``tests/asan.sh``).
+to it any more (its reference counts say so) and a new array otherwise.
 """
 from __future__ import annotations
 
