@@ -39,19 +39,49 @@ include "gemm.pxi"
 cdef enum:
     SB = 16      # samples per block: the threads take blocks dynamically (balanced)
 
+# The plan's path codes: positions in plan.FORWARD, POOL, POOL_GRAD, DW and DX (the names
+# there; tests/test_plan.py holds the two lists equal), and the limits the plan obeys.
 cdef enum:
-    DW_GEMM = 0          # im2row / im2col copy + GEMM (any geometry)
-    DW_FILTER_LANES = 1  # from the padded input, filters along the lanes (KW 3 or 5)
-    DW_COLUMN_LANES = 2  # from the padded input, output columns along the lanes (KW 5, stride 1)
+    FWD_IM2COL_GEMM = 0
+    FWD_DIRECT = 1
+cdef enum:
+    POOL_NONE = 0
+    POOL_AFTER_CONV = 1
+    POOL_AFTER_CONV_2X2 = 2
+    POOL_TILE_F8 = 3
+    POOL_TILE_F6 = 4
+    POOL_TILE_FLANES = 5
+cdef enum:
+    POOL_GRAD_NONE = 0
+    POOL_GRAD_ROUTE = 1
+    POOL_GRAD_EXPAND_2X2 = 2
+cdef enum:
+    DW_GEMM_IM2COL = 0
+    DW_GEMM_IM2ROW = 1
+    DW_DIRECT_FILTER_LANES = 2
+    DW_DIRECT_COLUMN_LANES = 3
+cdef enum:
+    DX_COL2IM = 0
+    DX_COL2IM_S1 = 1
+cdef enum:
+    MIN_DIRECT_OW = 8    # plan.MIN_DIRECT_OW
+    MAX_DIRECT_K = 256   # plan.MAX_DIRECT_K
+    FLANES_TILE = 5      # plan.FLANES_TILE: pooled columns per filter-lanes tile
+
+#: the names behind the codes, for tests/test_plan.py
+PLAN_NAMES = {
+    "forward": ("im2col_gemm", "direct"),
+    "pool": (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes"),
+    "pool_grad": (None, "route", "expand_2x2"),
+    "dw": ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes"),
+    "dx": ("col2im", "col2im_s1"),
+}
+LANES = LB
 
 
 def set_num_threads(int n):
     """Threads used by the OpenMP kernels."""
     openmp.omp_set_num_threads(n)
-
-
-def get_num_threads():
-    return openmp.omp_get_max_threads()
 
 
 cdef inline void _valid_range(Py_ssize_t j, Py_ssize_t s, Py_ssize_t p, Py_ssize_t size,
@@ -219,51 +249,62 @@ def col2im(const floating[:, :, ::1] cols, tuple x_shape, Py_ssize_t kh, Py_ssiz
     return out
 
 
-# ----------------------------------------------------------------------------- shared geometry
+# ----------------------------------------------------------------------------- geometry + plan
 cdef struct Geometry:
     Py_ssize_t n, c, h, w, f, kh, kw, s, p, oh, ow, k, l, fp, kp, lp, kq
-    Py_ssize_t size, ps, ph, pw    # max pool after the conv (fused path only)
-    bint direct                    # forward by direct convolution (see _geometry)
-    Py_ssize_t f8, hs, ws          # its filter count (multiple of 8) and padded-input plane
-    Py_ssize_t pool_fb             # fused 2x2 pool in the direct kernel: filters per block (0: no)
-    bint pool_lanes                # ... with the filters along the lanes instead (pool_fb = LB)
-    bint by_rows                   # dW through im2row (see _geometry)
-    int dw_mode                    # how dW is computed: DW_GEMM, DW_FILTER_LANES, DW_COLUMN_LANES
+    Py_ssize_t size, ps, ph, pw    # max pool after the conv (fused path only; size 0: none)
+    int fwd, pool, pool_grad, dw, dx   # the plan's paths (fastlenet/kernels/plan.py), never changed
+    Py_ssize_t f8, hs, ws          # direct filter count (multiple of 8) and padded-input plane
+    Py_ssize_t pool_fb             # filters per register tile of the in-tile pool (0: no tile)
     Py_ssize_t fq                  # F rounded up to LB: the lanes of the transposed dz
     Py_ssize_t owr                 # OW rounded up to LB: the row stride of the row-padded dz
 
 
 cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t f,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t s, Py_ssize_t p,
-                        Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+                        Py_ssize_t oh, Py_ssize_t ow, tuple codes, Py_ssize_t size, Py_ssize_t ps,
+                        Py_ssize_t ph, Py_ssize_t pw):
+    """The sizes of one call, and its plan's codes (forward, pool, pool_grad, dw, dx).
+    Everything here follows from the shapes and the plan: nothing is chosen."""
     cdef Geometry g
     g.n, g.c, g.h, g.w, g.f, g.kh, g.kw, g.s, g.p, g.oh, g.ow = n, c, h, w, f, kh, kw, s, p, oh, ow
+    g.fwd, g.pool, g.pool_grad, g.dw, g.dx = codes
     g.k, g.l = c * kh * kw, oh * ow
     g.fp, g.kp, g.lp = _round_up(f, MB), _round_up(g.k, MB), _round_up(g.l, LB)
-    # dW: with a long L and a short K (a first layer) reduce dZ @ cols^T over L in
-    # registers; otherwise build im2row (L, Kq) and use the plain GEMM (no reductions)
-    g.by_rows = g.l < 4 * g.k
-    g.kq = _round_up(g.k, LB) if g.by_rows else g.kp
-    g.size, g.ps, g.ph, g.pw = 0, 0, 0, 0
-    # KW 3 or 5 (every preset): dW from the padded input, no im2row/im2col copy (which
-    # cost more than the product), with whichever of filters / output columns fills
-    # more of the vector lanes (LeNet C3: 16 filters; C1: 28 columns but 6 filters)
+    g.kq = _round_up(g.k, LB) if g.dw == DW_GEMM_IM2ROW else g.kp
+    g.size, g.ps, g.ph, g.pw = size, ps, ph, pw
     g.fq, g.owr = _round_up(f, LB), _round_up(ow, LB)
-    g.dw_mode = DW_GEMM
-    if kw == 3 or kw == 5:
-        g.dw_mode = DW_FILTER_LANES
-        if kw == 5 and s == 1 and ow * g.fq > f * g.owr:
-            g.dw_mode = DW_COLUMN_LANES
-    # stride 1 with rows of at least 8 outputs (the LeNet convolutions): convolving the
-    # padded input directly beats im2col + GEMM, whose im2col copy costs as much as the
-    # product (measured: C1 1.2 -> 0.5 ms, C3 1.4 -> 0.8 ms at batch 256)
-    g.direct = s == 1 and ow >= 8 and g.k <= 256
     g.f8 = _round_up(f, 8)
-    g.pool_fb = 0
-    g.pool_lanes = False
+    g.pool_fb = {POOL_TILE_F8: 8, POOL_TILE_F6: 6, POOL_TILE_FLANES: LB}.get(g.pool, 0)
     # padded planes: wide enough for the direct kernels' vector rows and the col2im's
     g.hs, g.ws = h + 2 * p, max(_round_up(ow, LB) + kw - 1, w + 2 * p, _round_up(ow + kw - 1, LB))
+    if g.pool == POOL_TILE_FLANES:      # the last tile of FLANES_TILE pooled columns reads this far
+        g.ws = max(g.ws, 2 * _round_up(g.pw, FLANES_TILE) + g.kw - 1)
+    _check_plan(g)
     return g
+
+
+cdef _check_plan(Geometry g):
+    """A plan whose kernels cannot run this geometry is refused (never run out of bounds)."""
+    cdef list bad = []
+    if g.fwd == FWD_DIRECT and (g.s != 1 or g.ow < MIN_DIRECT_OW or g.k > MAX_DIRECT_K):
+        bad.append("forward 'direct' needs stride 1, OW >= 8, K <= 256")
+    if g.pool_fb and not (g.fwd == FWD_DIRECT and g.size == 2 and g.ps == 2):
+        bad.append("an in-tile pool needs the direct forward and a 2x2/2 pool")
+    if (g.pool == POOL_TILE_F8 and g.ow > LB) or (g.pool == POOL_TILE_F6 and g.ow > 2 * LB):
+        bad.append("the tile holds fewer conv columns than the output row has")
+    if (g.pool == POOL_AFTER_CONV_2X2 or g.pool_grad == POOL_GRAD_EXPAND_2X2) and not (g.size == 2 and g.ps == 2):
+        bad.append("a 2x2 pool path needs a 2x2/2 pool")
+    if (g.pool == POOL_NONE) != (g.size == 0) or (g.pool_grad == POOL_GRAD_NONE) != (g.size == 0):
+        bad.append("pool paths and the pool itself disagree")
+    if g.dw == DW_DIRECT_FILTER_LANES and g.kw != 3 and g.kw != 5:
+        bad.append("dw 'direct_filter_lanes' needs KW 3 or 5")
+    if g.dw == DW_DIRECT_COLUMN_LANES and (g.kw != 5 or g.s != 1):
+        bad.append("dw 'direct_column_lanes' needs KW 5 and stride 1")
+    if g.dx == DX_COL2IM_S1 and g.s != 1:
+        bad.append("dx 'col2im_s1' needs stride 1")
+    if bad:
+        raise ValueError("conv plan does not fit its geometry: " + "; ".join(bad))
 
 
 def _dims(*dims):
@@ -272,21 +313,27 @@ def _dims(*dims):
 
 
 cdef tuple _geometry_key(Geometry g):
-    return (g.c, g.h, g.w, g.f, g.kh, g.kw, g.s, g.p, g.oh, g.ow, g.size, g.ps)
+    return (g.c, g.h, g.w, g.f, g.kh, g.kw, g.s, g.p, g.oh, g.ow, g.size, g.ps,
+            g.fwd, g.pool, g.pool_grad, g.dw, g.dx)
+
+
+cdef inline object _result(object out, tuple shape, dtype):
+    """The caller's ``out`` (checked by the caller) or a new 64-byte aligned array."""
+    return aligned_empty(shape, dtype) if out is None else out
 
 
 # ----------------------------------------------------------------------------- forward
 cdef inline void _direct_conv_pool2(const floating* xp, Geometry g, const floating* wd,
                                     const floating* bias, floating* y, int* arg) noexcept nogil:
     """One sample: y (F, PH, PW), arg = maxpool2x2(relu(conv(xp))) from the padded input."""
-    if g.pool_lanes:
+    if g.pool == POOL_TILE_FLANES:
         if floating is float:
             fl_direct_conv_pool2_flanes5_f32(xp, g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
                                              g.ow, g.ph, g.pw, y, arg, g.ph * g.pw)
         else:
             fl_direct_conv_pool2_flanes5_f64(xp, g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
                                              g.ow, g.ph, g.pw, y, arg, g.ph * g.pw)
-    elif g.pool_fb == 8:
+    elif g.pool == POOL_TILE_F8:
         if floating is float:
             fl_direct_conv_pool2_f8v1_f32(xp, g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, g.ow,
                                           g.ph, g.pw, y, arg, g.ph * g.pw)
@@ -302,72 +349,78 @@ cdef inline void _direct_conv_pool2(const floating* xp, Geometry g, const floati
                                           g.ph, g.pw, y, arg, g.ph * g.pw)
 
 
+cdef inline void _conv_one(const floating[:, :, :, ::1] x, Py_ssize_t n, const floating[:, ::1] wp,
+                           const floating* bias, Geometry g, floating[:, ::1] cols,
+                           floating[:, :, ::1] xp, const floating* wd, floating[:, ::1] z) noexcept nogil:
+    """z (F, L) (row stride Lp) = W @ x[n] + b, by the plan's forward path."""
+    if g.fwd == FWD_DIRECT:
+        _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
+        if floating is float:
+            fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias,
+                               &z[0, 0], g.lp, g.oh, g.ow)
+        else:
+            fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias,
+                               &z[0, 0], g.lp, g.oh, g.ow)
+    else:
+        _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
+        _gemm_nn(&wp[0, 0], g.kp, 1, &cols[0, 0], g.lp, &z[0, 0], g.lp, g.fp, g.kp, g.lp, bias, False)
+
+
+cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* yf, int* af) noexcept nogil:
+    """One conv-output plane zf (OH, OW) -> yf, af (PH, PW) = maxpool(relu(zf)), arg = -1 where
+    the max is <= 0 (the 'after_conv' pool paths)."""
+    cdef Py_ssize_t oy, ox, i, j, bi, idx, top
+    cdef floating best, v
+    if g.pool == POOL_AFTER_CONV_2X2:
+        if floating is float:
+            fl_relu_maxpool2_f32(zf, g.ow, yf, af, g.ph, g.pw)
+        else:
+            fl_relu_maxpool2_f64(zf, g.ow, yf, af, g.ph, g.pw)
+        return
+    for oy in range(g.ph):
+        for ox in range(g.pw):
+            bi = oy * g.ps * g.ow + ox * g.ps
+            best = zf[bi]
+            top = bi
+            for i in range(g.size):
+                for j in range(g.size):
+                    idx = bi + i * g.ow + j
+                    v = zf[idx]
+                    # branch-free select (cmov): data-dependent branches mispredict
+                    top = idx if v > best else top
+                    best = v if v > best else best
+            yf[oy * g.pw + ox] = best if best > 0 else 0
+            af[oy * g.pw + ox] = <int> top if best > 0 else -1
+
+
 cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] wp,
                          const floating* bias, Geometry g, Py_ssize_t start, Py_ssize_t stop,
                          floating[:, ::1] cols, floating[:, :, ::1] xp, const floating* wd,
-                         floating[:, ::1] z,
-                         floating[:, :, ::1] y, floating[:, :, :, ::1] py,
-                         int[:, :, :, ::1] arg, bint fused) noexcept nogil:
-    """For n in [start, stop): z = W @ im2col(x[n]) + b; then either y[n] = z (plain conv)
-    or py[n], arg[n] = maxpool(relu(z)) (fused; arg = -1 where the max is <= 0)."""
-    cdef Py_ssize_t n, f, l, oy, ox, i, j, bi, idx, top = 0
-    cdef floating best, v
-    cdef floating* zf
-    cdef floating* yf
-    cdef int* af
-    cdef Py_ssize_t c, yy
+                         floating[:, ::1] z, floating[:, :, ::1] y, floating[:, :, :, ::1] py,
+                         int[:, :, :, ::1] arg) noexcept nogil:
+    """For n in [start, stop): y[n] = conv(x[n]) (no pool), or py[n], arg[n] =
+    maxpool(relu(conv(x[n]))) on the plan's pool path."""
+    cdef Py_ssize_t n, f, l
     for n in range(start, stop):
         if g.pool_fb:                 # conv, ReLU and pool in one register tile
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
             _direct_conv_pool2(&xp[0, 0, 0], g, wd, bias, &py[n, 0, 0, 0], &arg[n, 0, 0, 0])
             continue
-        if g.direct:
-            _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
-            if floating is float:
-                fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias,
-                                   &z[0, 0], g.lp, g.oh, g.ow)
-            else:
-                fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias,
-                                   &z[0, 0], g.lp, g.oh, g.ow)
-        else:
-            _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
-            _gemm_nn(&wp[0, 0], g.kp, 1, &cols[0, 0], g.lp, &z[0, 0], g.lp, g.fp, g.kp, g.lp, bias, False)
-        if not fused:
+        _conv_one(x, n, wp, bias, g, cols, xp, wd, z)
+        if g.pool == POOL_NONE:
             for f in range(g.f):
                 for l in range(g.l):
                     y[n, f, l] = z[f, l]
             continue
         for f in range(g.f):
-            zf = &z[f, 0]
-            yf = &py[n, f, 0, 0]
-            af = &arg[n, f, 0, 0]
-            if g.size == 2 and g.ps == 2:          # the LeNet case, specialised
-                if floating is float:
-                    fl_relu_maxpool2_f32(zf, g.ow, yf, af, g.ph, g.pw)
-                else:
-                    fl_relu_maxpool2_f64(zf, g.ow, yf, af, g.ph, g.pw)
-                continue
-            for oy in range(g.ph):
-                for ox in range(g.pw):
-                    bi = oy * g.ps * g.ow + ox * g.ps
-                    best = zf[bi]
-                    top = bi
-                    for i in range(g.size):
-                        for j in range(g.size):
-                            idx = bi + i * g.ow + j
-                            v = zf[idx]
-                            # branch-free select (cmov): data-dependent branches mispredict
-                            top = idx if v > best else top
-                            best = v if v > best else best
-                    yf[oy * g.pw + ox] = best if best > 0 else 0
-                    af[oy * g.pw + ox] = <int> top if best > 0 else -1
+            _relu_maxpool_plane(&z[f, 0], g, &py[n, f, 0, 0], &arg[n, f, 0, 0])
 
 
 cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py_ssize_t fpad, dtype):
     """(W padded (Fp, Kp), regrouped weights (Fpad/blk, K, blk), bias (max(Fp, Fpad),),
     padded input planes, im2col columns, conv output); padding zero."""
     one = np.zeros((1, 1), dtype=dtype)
-    if g.direct:
+    if g.fwd == FWD_DIRECT:
         return (one, aligned_zeros((fpad // blk, g.k, blk), dtype),
                 np.zeros(max(g.fp, fpad), dtype=dtype),
                 aligned_zeros((chunks, g.c, g.hs, g.ws), dtype),        # borders stay zero
@@ -379,81 +432,80 @@ cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py
             aligned_empty((chunks, g.fp, g.lp), dtype))
 
 
+cdef void _layout_weights(const floating* wf, const floating[::1] b, Geometry g, Py_ssize_t blk,
+                          floating[:, ::1] wp, floating[::1] wd, floating[::1] bias) noexcept nogil:
+    """The bias, and the weights w (F, K) in the layout the plan's forward reads: regrouped
+    (Fpad/blk, K, blk) for the direct kernels, padded (Fp, Kp) for the GEMM."""
+    cdef Py_ssize_t f, k
+    for f in range(g.f):
+        bias[f] = b[f]
+        if g.fwd == FWD_DIRECT:
+            for k in range(g.k):
+                wd[((f // blk) * g.k + k) * blk + f % blk] = wf[f * g.k + k]
+        else:
+            for k in range(g.k):
+                wp[f, k] = wf[f * g.k + k]
+
+
 def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
-             Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow,
-             Py_ssize_t size, Py_ssize_t pstride, bint fused):
+             Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow, tuple codes,
+             Py_ssize_t size, Py_ssize_t pstride, y_out, arg_out):
+    cdef Py_ssize_t ph = (oh - size) // pstride + 1 if size else 0
+    cdef Py_ssize_t pw = (ow - size) // pstride + 1 if size else 0
     cdef Geometry g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
-                                w.shape[2], w.shape[3], stride, pad, oh, ow)
-    cdef Py_ssize_t chunks = _team_size(g.n), t
+                                w.shape[2], w.shape[3], stride, pad, oh, ow, codes, size, pstride, ph, pw)
+    cdef Py_ssize_t chunks = _team_size(g.n)
     dtype = np.float32 if floating is float else np.float64
-    if fused:
-        g.size, g.ps = size, pstride
-        g.ph, g.pw = (oh - size) // pstride + 1, (ow - size) // pstride + 1
-        if g.direct and size == 2 and pstride == 2 and g.f * g.owr > ow * g.fq:
-            # more filters than columns fill the lanes (LeNet C3): filters along the
-            # lanes, tiles of 5 pooled columns (weights (1, K, Fq): blocks of LB filters)
-            g.pool_lanes, g.pool_fb = True, LB
-            g.ws = max(g.ws, 2 * _round_up(g.pw, 5) + g.kw - 1)    # the tile's last columns
-        elif g.direct and size == 2 and pstride == 2 and ow <= 2 * LB:
-            # one or two vectors per conv row: 8 or 6 filters per register tile
-            g.pool_fb = 8 if ow <= LB else 6
     cdef Py_ssize_t blk = g.pool_fb if g.pool_fb else 8
     cdef Py_ssize_t fpad = _round_up(g.f, blk)
-    key = ("conv forward", dtype, chunks, fused) + _geometry_key(g)
+    key = ("conv forward", dtype, chunks) + _geometry_key(g)
     ws = _workspace.lookup(key)
     if ws is None:
         ws = _workspace.store(key, _forward_workspaces(g, chunks, blk, fpad, dtype))
     wp_arr, wd_arr, bias_arr, xp_ws, cols_ws, z_ws = ws
-    if fused:
-        y_out = np.empty((1, 1, 1), dtype=dtype)
-        py_out = _workspace.output((g.n, g.f, g.ph, g.pw), dtype)
-        arg_out = _workspace.output((g.n, g.f, g.ph, g.pw), np.int32)
+    if size:
+        y_out, py_out = np.empty((1, 1, 1), dtype=dtype), _result(y_out, (g.n, g.f, g.ph, g.pw), dtype)
+        arg_out = _result(arg_out, (g.n, g.f, g.ph, g.pw), np.int32)
     else:
-        y_out = _workspace.output((g.n, g.f, g.l), dtype)
-        py_out = np.empty((1, 1, 1, 1), dtype=dtype)
-        arg_out = np.empty((1, 1, 1, 1), dtype=np.int32)
+        y_full = _result(y_out, (g.n, g.f, oh, ow), dtype)
+        y_out = y_full.reshape(g.n, g.f, g.l)
+        py_out, arg_out = np.empty((1, 1, 1, 1), dtype=dtype), np.empty((1, 1, 1, 1), dtype=np.int32)
+    cdef floating[::1] wd = wd_arr.reshape(-1)   # a view: the cached array
     cdef floating[:, ::1] wp = wp_arr
     cdef floating[::1] bias = bias_arr
+    _layout_weights(&w[0, 0, 0, 0], b, g, blk, wp, wd, bias)
     cdef floating[:, :, ::1] cols = cols_ws
     cdef floating[:, :, :, ::1] xp = xp_ws
-    cdef floating[::1] wd = wd_arr.reshape(-1)   # a view: the cached array
     cdef floating[:, :, ::1] z = z_ws
     cdef floating[:, :, ::1] y = y_out
     cdef floating[:, :, :, ::1] py = py_out
     cdef int[:, :, :, ::1] arg = arg_out
-    cdef Py_ssize_t blocks = (g.n + SB - 1) // SB, q, tid, f, k
-    cdef const floating* wf = &w[0, 0, 0, 0]      # (F, K)
-    for f in range(g.f):            # the bias, and the weights in the layout the kernels read:
-        bias[f] = b[f]
-        if g.direct:                # regrouped (Fpad/blk, K, blk)
-            for k in range(g.k):
-                wd[((f // blk) * g.k + k) * blk + f % blk] = wf[f * g.k + k]
-        else:                       # padded (Fp, Kp)
-            for k in range(g.k):
-                wp[f, k] = wf[f * g.k + k]
+    cdef Py_ssize_t blocks = (g.n + SB - 1) // SB, q, tid
     for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):
         tid = openmp.omp_get_thread_num()
         _forward_chunk(x, wp, &bias[0], g, q * SB, min(g.n, (q + 1) * SB),
-                       cols[tid], xp[tid], &wd[0], z[tid], y, py, arg, fused)
-    if fused:
+                       cols[tid], xp[tid], &wd[0], z[tid], y, py, arg)
+    if size:
         return py_out, arg_out
-    return y_out.reshape(g.n, g.f, oh, ow)
+    return y_full
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] b, Py_ssize_t stride, Py_ssize_t pad,
-                   Py_ssize_t oh, Py_ssize_t ow):
-    """x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)."""
-    return _forward(x, w, b, stride, pad, oh, ow, 0, 0, False)
+                   Py_ssize_t oh, Py_ssize_t ow, tuple codes, out=None):
+    """x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, OH, OW) (into ``out`` when given),
+    on the paths of ``codes`` (ConvPlan.codes)."""
+    return _forward(x, w, b, stride, pad, oh, ow, codes, 0, 1, out, None)
 
 
 def conv2d_relu_maxpool_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                                 const floating[::1] b, Py_ssize_t stride, Py_ssize_t pad,
-                                Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t size, Py_ssize_t pstride):
+                                Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t size, Py_ssize_t pstride,
+                                tuple codes, out=None, arg_out=None):
     """maxpool(relu(conv(x))) without materialising the conv output:
     -> y (N, F, PH, PW), arg (N, F, PH, PW) int32 (flat oy*OW + ox of the max in the
     conv-output plane, or -1 where the max is <= 0 and no gradient flows)."""
-    return _forward(x, w, b, stride, pad, oh, ow, size, pstride, True)
+    return _forward(x, w, b, stride, pad, oh, ow, codes, size, pstride, out, arg_out)
 
 
 # ----------------------------------------------------------------------------- backward
@@ -509,7 +561,7 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
     cdef Py_ssize_t f, l, oy, ox
     cdef floating acc, v
     cdef const floating* end
-    if fused and g.size == 2 and g.ps == 2:     # vector selects, no zeroing or scatter
+    if g.pool_grad == POOL_GRAD_EXPAND_2X2:     # vector selects, no zeroing or scatter
         end = &dpy[0, 0, 0, 0] + g.n * g.f * g.ph * g.pw
         for f in range(g.f):
             db[f] += _routed_sum(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g.ph * g.pw)
@@ -562,22 +614,22 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
     the dx accumulator of the stride-1 col2im.  The padding of dz, dzt and dzr (past
     L, F and OW) is zero and never written."""
     cdef Py_ssize_t n, l, c, yy
-    cdef bint want_dz = need_dx or g.dw_mode == DW_GEMM
-    cdef bint want_dzt = g.dw_mode == DW_FILTER_LANES, want_dzr = g.dw_mode == DW_COLUMN_LANES
+    cdef bint want_dz = need_dx or g.dw == DW_GEMM_IM2COL or g.dw == DW_GEMM_IM2ROW
+    cdef bint want_dzt = g.dw == DW_DIRECT_FILTER_LANES, want_dzr = g.dw == DW_DIRECT_COLUMN_LANES
     for n in range(start, stop):
         _gradient_layouts(dy, dpy, arg, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr, db)
-        if g.dw_mode != DW_GEMM or g.by_rows:
+        if g.dw != DW_GEMM_IM2COL:
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
-        if g.dw_mode == DW_COLUMN_LANES:
+        if g.dw == DW_DIRECT_COLUMN_LANES:
             if floating is float:
                 fl_dw_lanes_f3k5_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh,
                                      g.owr, &dw[0, 0])
             else:
                 fl_dw_lanes_f3k5_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh,
                                      g.owr, &dw[0, 0])
-        elif g.dw_mode == DW_FILTER_LANES:
+        elif g.dw == DW_DIRECT_FILTER_LANES:
             _dw_direct(&xp[0, 0, 0], g, &dzt[0, 0], &dw[0, 0])
-        elif g.by_rows:
+        elif g.dw == DW_GEMM_IM2ROW:
             if floating is float:
                 fl_im2row_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
             else:
@@ -589,7 +641,7 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
         if not need_dx:
             continue
         _gemm_nn(&wpt[0, 0], g.fp, 1, &dz[0, 0], g.lp, &dcols[1, 0], g.lp, g.kp, g.fp, g.lp, NULL, False)
-        if g.s != 1:
+        if g.dx == DX_COL2IM:
             _col2im_one(dcols[1:], g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n])
             continue
         # stride 1: fold into the padded planes with whole vectors, then crop
@@ -610,14 +662,15 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks
     cdef tuple none3 = (chunks, 1, 1)
     rows_ws = dzt_ws = np.zeros(none3, dtype=dtype)
     dzr_ws = np.zeros((chunks, 1, 1, 1), dtype=dtype)
-    if g.dw_mode == DW_COLUMN_LANES:    # row-padded dz; per-lane partial sums (F, K*LB)
+    if g.dw == DW_DIRECT_COLUMN_LANES:    # row-padded dz; per-lane partial sums (F, K*LB)
         dzr_ws = aligned_zeros((chunks, g.f, g.oh, g.owr), dtype)
         dw_part = aligned_zeros((blocks, g.f, g.k * LB), dtype)
-    elif g.dw_mode == DW_FILTER_LANES:  # transposed (K, Fq)
+    elif g.dw == DW_DIRECT_FILTER_LANES:  # transposed (K, Fq)
         dzt_ws = aligned_zeros((chunks, g.l, g.fq), dtype)
         dw_part = aligned_zeros((blocks, g.k, g.fq), dtype)
     else:
-        rows_ws = aligned_zeros(_dims(chunks, g.l, g.kq) if g.by_rows else _dims(chunks, g.kp, g.lp), dtype)
+        by_rows = g.dw == DW_GEMM_IM2ROW
+        rows_ws = aligned_zeros(_dims(chunks, g.l, g.kq) if by_rows else _dims(chunks, g.kp, g.lp), dtype)
         dw_part = aligned_zeros((blocks, g.fp, g.kq), dtype)
     # dcols: a spare row before and two after (the vector col2im reads a little
     # outside the rows); the padded planes' borders stay zero
@@ -631,29 +684,28 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks
 
 def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
               const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
-              Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow,
-              Py_ssize_t size, Py_ssize_t pstride, bint need_dx, bint fused):
+              Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow, tuple codes,
+              Py_ssize_t size, Py_ssize_t pstride, bint need_dx, dx_out, dw_out, db_out):
+    cdef bint fused = size != 0
     cdef Geometry g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
-                                w.shape[2], w.shape[3], stride, pad, oh, ow)
-    cdef Py_ssize_t chunks = _team_size(g.n), t
-    cdef tuple dx_shape
+                                w.shape[2], w.shape[3], stride, pad, oh, ow, codes, size, pstride,
+                                grad.shape[2] if fused else 0, grad.shape[3] if fused else 0)
+    cdef Py_ssize_t chunks = _team_size(g.n)
     dtype = np.float32 if floating is float else np.float64
-    if fused:
-        g.size, g.ps, g.ph, g.pw = size, pstride, grad.shape[2], grad.shape[3]
     cdef Py_ssize_t blocks = (g.n + SB - 1) // SB, q, tid
-    key = ("conv backward", dtype, chunks, blocks, fused, need_dx) + _geometry_key(g)
+    key = ("conv backward", dtype, chunks, blocks, need_dx) + _geometry_key(g)
     ws = _workspace.lookup(key)
     if ws is None:
         ws = _workspace.store(key, _backward_workspaces(g, chunks, blocks, need_dx, dtype))
     wpt_arr, rows_ws, dz_ws, dzt_ws, dzr_ws, dcols_ws, xp_ws, dxp_ws, dw_part, db_part = ws
-    dx_shape = (1, 1, 1, 1)
     if need_dx:
-        dx_shape = (g.n, g.c, g.h, g.w)
-    # stride 1 writes every element of dx (the crop of the padded planes); the
-    # strided col2im accumulates into it
-    dx_out = _workspace.output(dx_shape, dtype)
-    if g.s != 1:
-        dx_out.fill(0)
+        dx_out = _result(dx_out, (g.n, g.c, g.h, g.w), dtype)
+        if g.dx == DX_COL2IM:       # it accumulates; col2im_s1 writes every element (a crop)
+            dx_out.fill(0)
+    else:
+        dx_out = np.empty((1, 1, 1, 1), dtype=dtype)
+    dw_out = _result(dw_out, np.asarray(w).shape, dtype)
+    db_out = _result(db_out, (g.f,), dtype)
     cdef const floating[:, :, ::1] dy = np.asarray(grad).reshape(grad.shape[0], grad.shape[1], -1)
     cdef floating[:, ::1] wpt = wpt_arr
     cdef floating[:, :, ::1] rows = rows_ws
@@ -666,15 +718,9 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     cdef floating[:, :, ::1] dwp = dw_part
     cdef floating[:, ::1] dbp = db_part
     cdef floating[:, :, :, ::1] dx = dx_out
-    dw_out = np.empty(np.asarray(w).shape, dtype=dtype)
-    db_out = np.empty(g.f, dtype=dtype)
     cdef floating[:, :, :, ::1] dw = dw_out
     cdef floating[::1] db = db_out
-    cdef const floating* wf = &w[0, 0, 0, 0]      # (F, K)
-    cdef Py_ssize_t f, k
-    for f in range(g.f):            # W^T padded (Kp, Fp), the dx product's A
-        for k in range(g.k):
-            wpt[k, f] = wf[f * g.k + k]
+    _transpose(&w[0, 0, 0, 0], g.k, g.f, g.k, &wpt[0, 0], g.fp)   # W^T padded (Kp, Fp): dx's A
     for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):
         tid = openmp.omp_get_thread_num()
         # each block accumulates into its own dW/db partial, summed in block order below:
@@ -702,13 +748,13 @@ cdef void _sum_blocks(Geometry g, const floating[:, :, ::1] dwp, const floating[
         db[f] = acc
         for k in range(g.k):
             acc = 0
-            if g.dw_mode == DW_COLUMN_LANES:
+            if g.dw == DW_DIRECT_COLUMN_LANES:
                 for lane in range(LB):
                     lanes = 0
                     for q in range(dwp.shape[0]):
                         lanes = lanes + dwp[q, f, k * LB + lane]
                     acc = acc + lanes
-            elif g.dw_mode == DW_FILTER_LANES:
+            elif g.dw == DW_DIRECT_FILTER_LANES:
                 for q in range(dwp.shape[0]):
                     acc = acc + dwp[q, k, f]
             else:
@@ -722,15 +768,19 @@ _NO_ARG = np.zeros((1, 1, 1, 1), dtype=np.int32)
 
 def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] w, Py_ssize_t stride, Py_ssize_t pad,
-                    bint need_dx):
-    """dy (N, F, OH, OW) -> (dx (N, C, H, W) | None, dW (F, C, KH, KW), db (F,))."""
-    return _backward(dy, _NO_ARG, x, w, stride, pad, dy.shape[2], dy.shape[3], 0, 0, need_dx, False)
+                    bint need_dx, tuple codes, out=None, dw_out=None, db_out=None):
+    """dy (N, F, OH, OW) -> (dx (N, C, H, W) | None, dW (F, C, KH, KW), db (F,)); each into
+    its ``out`` array when given."""
+    return _backward(dy, _NO_ARG, x, w, stride, pad, dy.shape[2], dy.shape[3], codes, 0, 1, need_dx,
+                     out, dw_out, db_out)
 
 
 def conv2d_relu_maxpool_backward(const floating[:, :, :, ::1] dpy, const int[:, :, :, ::1] arg,
                                  const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                                  Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow,
-                                 Py_ssize_t size, Py_ssize_t pstride, bint need_dx):
+                                 Py_ssize_t size, Py_ssize_t pstride, bint need_dx, tuple codes,
+                                 out=None, dw_out=None, db_out=None):
     """Gradients of conv2d_relu_maxpool_forward: dpy (N, F, PH, PW) and its arg ->
     (dx | None, dW, db)."""
-    return _backward(dpy, arg, x, w, stride, pad, oh, ow, size, pstride, need_dx, True)
+    return _backward(dpy, arg, x, w, stride, pad, oh, ow, codes, size, pstride, need_dx,
+                     out, dw_out, db_out)

@@ -50,8 +50,9 @@ cdef inline void _store_rows(const floating* src, Py_ssize_t lds, floating* dst,
 
 
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
-                   bint relu):
-    """x (N, D), w (D, U), b (U,) -> y (N, U) = x @ w + b, or relu(x @ w + b) with ``relu``."""
+                   bint relu, out=None):
+    """x (N, D), w (D, U), b (U,) -> y (N, U) = x @ w + b, or relu(x @ w + b) with ``relu``
+    (into ``out`` when given)."""
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], u = w.shape[1], up = _round_up(u, LB)
     cdef Py_ssize_t blocks = _blocks(n), q, r0, r1, i, j, tid
     cdef int threads = _team_size(blocks)
@@ -61,7 +62,7 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
     if ws is None:       # w with its columns padded to whole vectors; each thread's block of y
         ws = _workspace.store(key, (aligned_zeros((d, up), dtype), aligned_empty((threads, RB, up), dtype)))
     wp_arr, yb_arr = ws
-    y_arr = _workspace.output((n, u), dtype)
+    y_arr = aligned_empty((n, u), dtype) if out is None else out
     cdef floating[:, ::1] wp = wp_arr
     cdef floating[:, :, ::1] yb = yb_arr
     cdef floating[:, ::1] y = y_arr
@@ -82,10 +83,11 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
 
 def linear_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floating[:, ::1] w,
                     const floating[:, ::1] y, bint relu, bint need_dx,
-                    floating[:, ::1] dw, floating[::1] db):
+                    floating[:, ::1] dw, floating[::1] db, out=None):
     """Gradients of linear_forward.  dy (N, U): the gradient of its output y (N, U); with
     ``relu`` it passes only where y > 0 (without, ``y`` is not read: pass any (N, U) array).  Writes dW (D, U) = x^T @ dy' and db (U,) = sum_n dy'
-    into ``dw`` and ``db``; returns dx (N, D) = dy' @ w^T, or None without ``need_dx``.
+    into ``dw`` and ``db``; returns dx (N, D) = dy' @ w^T (into ``out`` when given), or None
+    without ``need_dx``.
     x is read transposed in place for dW; dW rows and dx rows are blocks of RB rows that
     the threads take dynamically (no reductions across blocks); one more item sums db."""
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], u = w.shape[1]
@@ -104,7 +106,7 @@ def linear_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const f
                                     aligned_empty([threads, RB if need_dx else 1, dp if need_dx else LB],
                                                   dtype)))
     dyp_arr, wt_arr, dwb_arr, dxb_arr = ws
-    dx_arr = _workspace.output((n, d), dtype) if need_dx else None
+    dx_arr = (aligned_empty((n, d), dtype) if out is None else out) if need_dx else None
     cdef floating[:, ::1] dyp = dyp_arr
     cdef floating[:, ::1] wt = wt_arr
     cdef floating[:, :, ::1] dwb = dwb_arr

@@ -11,21 +11,21 @@ from libc.math cimport exp, log
 
 import numpy as np
 
-from fastlenet.kernels import _workspace
+from fastlenet.kernels._workspace import aligned_empty
 
 
 def softmax_cross_entropy(const floating[:, ::1] logits, const long long[::1] labels,
-                          double label_smoothing):
+                          double label_smoothing, out=None):
     """logits (N, K), labels (N,) -> (mean loss, d loss / d logits (N, K)), the target
     (1 - e) one-hot + e / K for smoothing e.  Returns (None, None) if a label lies
-    outside 0..K-1 (the caller raises)."""
+    outside 0..K-1 (the caller raises).  The gradient goes into ``out`` when given."""
     cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1], i, j
     cdef long long label
     cdef bint bad = False
     cdef double top, total, logsum, loss = 0, inv_n = 1.0 / n if n else 0.0
     cdef double off = label_smoothing / k, on = 1.0 - label_smoothing + off, target, z, shifted
     dtype = np.float32 if floating is float else np.float64
-    grad_arr = _workspace.output((n, k), dtype)
+    grad_arr = aligned_empty((n, k), dtype) if out is None else out
     e_arr = np.empty(k, dtype=np.float64)           # one row's exp(z - max)
     cdef floating[:, ::1] grad = grad_arr
     cdef double[::1] e = e_arr

@@ -12,18 +12,23 @@ from cython.parallel cimport prange
 
 import numpy as np
 
-from fastlenet.kernels import _workspace
+from fastlenet.kernels._workspace import aligned_empty
+
+
+cdef inline object _result(object out, tuple shape, dtype):
+    """The caller's ``out`` (checked by the caller) or a new 64-byte aligned array."""
+    return aligned_empty(shape, dtype) if out is None else out
 
 
 def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_t stride,
-                      Py_ssize_t oh, Py_ssize_t ow):
+                      Py_ssize_t oh, Py_ssize_t ow, out=None, arg_out=None):
     """x (N, C, H, W) -> y (N, C, OH, OW), arg (N, C, OH, OW) int32 = flat h*W + w of the first max."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], W = x.shape[3]
     cdef Py_ssize_t q, n, c, oy, ox, i, j, y0, x0, bi
     cdef floating best, v
     dtype = np.float32 if floating is float else np.float64
-    y_out = _workspace.output((N, C, oh, ow), dtype)
-    arg_out = _workspace.output((N, C, oh, ow), np.int32)
+    y_out = _result(out, (N, C, oh, ow), dtype)
+    arg_out = _result(arg_out, (N, C, oh, ow), np.int32)
     cdef floating[:, :, :, ::1] y = y_out
     cdef int[:, :, :, ::1] arg = arg_out
     for q in prange(N * C, nogil=True, schedule="static"):
@@ -47,13 +52,13 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_
 
 
 def maxpool2d_backward(const floating[:, :, :, ::1] dy, const int[:, :, :, ::1] arg,
-                       tuple x_shape, Py_ssize_t size, Py_ssize_t stride):
+                       tuple x_shape, Py_ssize_t size, Py_ssize_t stride, out=None):
     """dy (N, C, OH, OW) -> dx (N, C, H, W): dx[n, c].flat[arg] += dy."""
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], oh = dy.shape[2], ow = dy.shape[3]
     cdef Py_ssize_t H = x_shape[2], W = x_shape[3]
     cdef Py_ssize_t q, n, c, oy, ox, a
     dtype = np.float32 if floating is float else np.float64
-    dx_out = _workspace.output((N, C, H, W), dtype)
+    dx_out = _result(out, (N, C, H, W), dtype)
     dx_out.fill(0)
     cdef floating[:, :, :, ::1] dx = dx_out
     for q in prange(N * C, nogil=True, schedule="static"):
@@ -67,14 +72,14 @@ def maxpool2d_backward(const floating[:, :, :, ::1] dy, const int[:, :, :, ::1] 
 
 
 def avgpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_t stride,
-                      Py_ssize_t oh, Py_ssize_t ow):
+                      Py_ssize_t oh, Py_ssize_t ow, out=None):
     """x (N, C, H, W) -> y (N, C, OH, OW), the mean of each size*size window."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t q, n, c, oy, ox, i, j
     cdef floating acc
     cdef floating scale = 1.0 / (size * size)
     dtype = np.float32 if floating is float else np.float64
-    y_out = _workspace.output((N, C, oh, ow), dtype)
+    y_out = _result(out, (N, C, oh, ow), dtype)
     cdef floating[:, :, :, ::1] y = y_out
     for q in prange(N * C, nogil=True, schedule="static"):
         n = q // C
@@ -90,14 +95,14 @@ def avgpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_
 
 
 def avgpool2d_backward(const floating[:, :, :, ::1] dy, tuple x_shape, Py_ssize_t size,
-                       Py_ssize_t stride):
+                       Py_ssize_t stride, out=None):
     """dy (N, C, OH, OW) -> dx (N, C, H, W): every window tap receives dy / size^2."""
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], oh = dy.shape[2], ow = dy.shape[3]
     cdef Py_ssize_t q, n, c, oy, ox, i, j
     cdef floating v
     cdef floating scale = 1.0 / (size * size)
     dtype = np.float32 if floating is float else np.float64
-    dx_out = _workspace.output((N, C, x_shape[2], x_shape[3]), dtype)
+    dx_out = _result(out, (N, C, x_shape[2], x_shape[3]), dtype)
     dx_out.fill(0)
     cdef floating[:, :, :, ::1] dx = dx_out
     for q in prange(N * C, nogil=True, schedule="static"):

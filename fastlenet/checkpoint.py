@@ -22,7 +22,7 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 
-from .data import atomic_write_bytes
+from .fileio import atomic_write_bytes
 
 FORMAT = "fastlenet-checkpoint"
 VERSION = 1

@@ -22,6 +22,8 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from .fileio import atomic_write_bytes
+
 
 class DatasetError(Exception):
     """Base class of every data error fastlenet raises."""
@@ -149,21 +151,6 @@ def write_idx(path: Union[str, os.PathLike], array: np.ndarray, compress: Option
     if compress if compress is not None else path.suffix == ".gz":
         data = gzip.compress(data, mtime=0)
     atomic_write_bytes(path, data)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # --------------------------------------------------------------------------- registry
@@ -451,6 +438,16 @@ def pad_to(x: np.ndarray, size: int = 32) -> np.ndarray:
     return out
 
 
+def prepare_inputs(x: np.ndarray, meta: dict, input_shape) -> np.ndarray:
+    """Apply what training applied: standardisation with the stored train-set
+    statistics, and zero-padding to the model's input size."""
+    if meta.get("mean") is not None:
+        x = apply_standardization(x, meta["mean"], meta["std"])
+    if tuple(x.shape[2:]) != tuple(input_shape[1:]):
+        x = pad_to(x, input_shape[1])
+    return np.ascontiguousarray(x, np.float32)
+
+
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified split: (train indices, validation indices), each sorted.
     Each class contributes round(fraction * count) samples to validation."""
@@ -475,19 +472,60 @@ def split_validation(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
     return ds
 
 
-def batches(x: np.ndarray, y: np.ndarray, batch_size: int, rng: Optional[np.random.Generator] = None
-            ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """Yield (x, y) mini-batches; shuffled with ``rng`` when given; the last may be short.
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled order (n,) of epoch ``epoch`` (0-based) of a run seeded ``seed``:
+    derived from (seed, epoch) alone, so a resumed run sees the same batches."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
-    Only one batch is gathered at a time: the dataset is never copied whole.
+
+def batch_rng(seed: int, epoch: int, batch: int) -> np.random.Generator:
+    """The generator of batch ``batch``'s augmentation, from (seed, epoch, batch) alone."""
+    return np.random.default_rng([seed, epoch, batch, 1])
+
+
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, rng: Optional[np.random.Generator] = None,
+            order: Optional[np.ndarray] = None, start: int = 0) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Yield (x, y) mini-batches, from batch number ``start`` on; the last may be short.
+
+    The order is ``order`` (e.g. :func:`epoch_order`), else shuffled with ``rng`` when
+    given, else the stored order.  Each batch's indices are sorted (reading memory
+    forwards); only one batch is gathered at a time: the dataset is never copied whole.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     n = len(x)
-    order = rng.permutation(n) if rng is not None else None
-    for start in range(0, n, batch_size):
+    if order is None and rng is not None:
+        order = rng.permutation(n)
+    for first in range(start * batch_size, n, batch_size):
         if order is None:
-            yield x[start:start + batch_size], y[start:start + batch_size]
+            yield x[first:first + batch_size], y[first:first + batch_size]
         else:
-            idx = np.sort(order[start:start + batch_size])
+            idx = np.sort(order[first:first + batch_size])
             yield x[idx], y[idx]
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+# --------------------------------------------------------------------------- augmentation
+def augment(x: np.ndarray, rng: np.random.Generator, max_shift: int = 2, flip: bool = False) -> np.ndarray:
+    """Random translations by up to ``max_shift`` pixels (zero fill) and, when
+    ``flip``, horizontal flips of half the images.  x (N, C, H, W) -> new array."""
+    n, _, h, w = x.shape
+    s = max_shift
+    if s == 0:
+        out = x.copy()
+        if flip:
+            m = rng.random(n) < 0.5
+            out[m] = out[m, :, :, ::-1]
+        return out
+    padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
+    oy, ox = rng.integers(0, 2 * s + 1, n), rng.integers(0, 2 * s + 1, n)
+    out = np.empty_like(x)
+    for i in range(n):
+        out[i] = padded[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
+    if flip:
+        m = rng.random(n) < 0.5
+        out[m] = out[m, :, :, ::-1]
+    return out

@@ -12,17 +12,8 @@ from typing import List, Optional
 import numpy as np
 
 from . import checkpoint, data
-from .trainer import confusion_matrix, evaluate
-
-
-def prepare_inputs(x: np.ndarray, meta: dict, input_shape) -> np.ndarray:
-    """Apply what training applied: standardisation with the stored train-set
-    statistics, and zero-padding to the model's input size."""
-    if meta.get("mean") is not None:
-        x = data.apply_standardization(x, meta["mean"], meta["std"])
-    if tuple(x.shape[2:]) != tuple(input_shape[1:]):
-        x = data.pad_to(x, input_shape[1])
-    return np.ascontiguousarray(x, np.float32)
+from .data import prepare_inputs
+from .metrics import confusion_matrix, evaluate
 
 
 def format_confusion(cm: np.ndarray, names) -> str:

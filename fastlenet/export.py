@@ -126,7 +126,7 @@ def to_onnx(model, path, mean: Optional[float] = None, std: Optional[float] = No
     proto.ir_version = IR_VERSION
     onnx.checker.check_model(proto)
     path = Path(path)
-    from .data import atomic_write_bytes
+    from .fileio import atomic_write_bytes
     atomic_write_bytes(path, proto.SerializeToString())
     return proto
 

@@ -18,6 +18,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from .buffers import OutputBuffers
 
 Shape = Tuple[int, ...]
 
@@ -34,6 +35,11 @@ class Layer:
         self.buffers: Dict[str, np.ndarray] = {}
         self.need_input_grad = True      # False for the first layer: skips dx work
         self.dtype = np.dtype(np.float32)
+        #: the arrays this layer's kernels write into (see fastlenet.buffers)
+        self.outputs = OutputBuffers()
+        #: False for the model's last layer: its output (the logits) goes to the caller,
+        #: so it is a new array every call, never a kept buffer
+        self.keeps_output = True
 
     def build(self, input_shape: Shape, rng: np.random.Generator, dtype, backend) -> Shape:
         """Create parameters for inputs of ``input_shape`` (no batch axis); return the output shape."""
@@ -52,6 +58,14 @@ class Layer:
 
     def describe(self) -> str:
         return type(self).__name__
+
+    def _out(self, name: str, shape, backend, dtype=None) -> Optional[np.ndarray]:
+        """The kept buffer ``name`` for a kernel's ``out=`` when ``backend`` writes into it
+        directly, else None (the kernel allocates).  "y" (the forward output) is kept
+        only when :attr:`keeps_output`."""
+        if not backend.writes_out or (name == "y" and not self.keeps_output):
+            return None
+        return self.outputs.get(name, shape, self.dtype if dtype is None else dtype)
 
 
 def _init_weights(rng, shape, fan_in, fan_out, init):
@@ -97,13 +111,19 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D {self.kh}x{self.kw} does not fit input {input_shape}")
         return (self.filters, oh, ow)
 
+    def out_hw(self, h: int, w: int) -> Tuple[int, int]:
+        return (h + 2 * self.pad - self.kh) // self.stride + 1, (w + 2 * self.pad - self.kw) // self.stride + 1
+
     def forward(self, x, training=False):
         self.x = x
-        return self.k.conv2d_forward(x, self.params["w"], self.params["b"], self.stride, self.pad)
+        shape = (x.shape[0], self.filters) + self.out_hw(x.shape[2], x.shape[3])
+        return self.k.conv2d_forward(x, self.params["w"], self.params["b"], self.stride, self.pad,
+                                     out=self._out("y", shape, self.k))
 
     def backward(self, dy):
+        dx_out = self._out("dx", self.x.shape, self.k) if self.need_input_grad else None
         dx, dw, db = self.k.conv2d_backward(dy, self.x, self.params["w"], self.stride, self.pad,
-                                            need_dx=self.need_input_grad)
+                                            need_dx=self.need_input_grad, out=dx_out)
         self.grads["w"][...] = dw
         self.grads["b"][...] = db
         return dx
@@ -127,22 +147,30 @@ class ConvReLUMaxPool(Layer):
         self.params, self.grads = conv.params, conv.grads
         self.need_input_grad = conv.need_input_grad
         self.oh, self.ow = conv_out_shape[1], conv_out_shape[2]
-        self.fused = conv.k.fused
+        self.k = conv.k
+        self.dtype = conv.dtype
+        self.ph = (self.oh - pool.size) // pool.stride + 1
+        self.pw = (self.ow - pool.size) // pool.stride + 1
 
     def forward(self, x, training=False):
         self.x = x
         c, p = self.conv, self.pool
-        y, self.arg = self.fused.forward(x, c.params["w"], c.params["b"], c.stride, c.pad,
-                                         self.oh, self.ow, p.size, p.stride)
+        shape = (x.shape[0], c.filters, self.ph, self.pw)
+        y, self.arg = self.k.fast.conv2d_relu_maxpool_forward(
+            x, c.params["w"], c.params["b"], c.stride, c.pad, self.oh, self.ow, p.size, p.stride,
+            out=self._out("y", shape, self.k), arg_out=self._out("arg", shape, self.k, np.int32))
         return y
 
     def backward(self, dy):
         c, p = self.conv, self.pool
-        dx, dw, db = self.fused.backward(np.ascontiguousarray(dy), self.arg, self.x, c.params["w"],
-                                         c.stride, c.pad, self.oh, self.ow, p.size, p.stride,
-                                         self.need_input_grad)
-        c.grads["w"][...] = dw
-        c.grads["b"][...] = db
+        dx_out = self._out("dx", self.x.shape, self.k) if self.need_input_grad else None
+        dx, dw, db = self.k.fast.conv2d_relu_maxpool_backward(
+            np.ascontiguousarray(dy), self.arg, self.x, c.params["w"], c.stride, c.pad, self.oh,
+            self.ow, p.size, p.stride, self.need_input_grad, out=dx_out,
+            dw_out=c.grads["w"], db_out=c.grads["b"])
+        if dw is not c.grads["w"]:      # a backend that allocated them
+            c.grads["w"][...] = dw
+            c.grads["b"][...] = db
         return dx
 
     def describe(self):
@@ -151,17 +179,17 @@ class ConvReLUMaxPool(Layer):
 
 def fuse(layers, shapes):
     """The layers to run: each Conv2D -> ReLU -> MaxPool2D becomes one ConvReLUMaxPool
-    when the conv's backend has the fused kernels, each Dense -> ReLU one DenseReLU when
-    it has ``linear``; everything else runs as is."""
+    when the conv's backend has fast paths (``Backend.fast``), each Dense -> ReLU one
+    DenseReLU likewise; everything else runs as is."""
     out, i = [], 0
     while i < len(layers):
         a = layers[i]
         if (isinstance(a, Conv2D) and i + 2 < len(layers) and isinstance(layers[i + 1], ReLU)
-                and isinstance(layers[i + 2], MaxPool2D) and getattr(a.k, "fused", None) is not None):
+                and isinstance(layers[i + 2], MaxPool2D) and a.k.fast is not None):
             out.append(ConvReLUMaxPool(a, layers[i + 2], shapes[i]))
             i += 3
         elif (isinstance(a, Dense) and i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
-                and a.linear is not None):
+                and a.fast is not None):
             out.append(DenseReLU(a))
             i += 2
         else:
@@ -183,6 +211,9 @@ class _Pool2D(Layer):
         c, h, w = input_shape
         return (c, (h - self.size) // self.stride + 1, (w - self.size) // self.stride + 1)
 
+    def out_hw(self, h: int, w: int) -> Tuple[int, int]:
+        return (h - self.size) // self.stride + 1, (w - self.size) // self.stride + 1
+
     def describe(self):
         return f"{type(self).__name__}({self.size}, stride={self.stride})"
 
@@ -191,12 +222,15 @@ class MaxPool2D(_Pool2D):
     """x (N, C, H, W) -> (N, C, OH, OW), the max of each window."""
 
     def forward(self, x, training=False):
-        y, self.arg = self.k.maxpool2d_forward(x, self.size, self.stride)
+        shape = (x.shape[0], x.shape[1]) + self.out_hw(x.shape[2], x.shape[3])
+        y, self.arg = self.k.maxpool2d_forward(x, self.size, self.stride, out=self._out("y", shape, self.k),
+                                               arg_out=self._out("arg", shape, self.k, np.int32))
         self.x_shape = x.shape
         return y
 
     def backward(self, dy):
-        return self.k.maxpool2d_backward(dy, self.arg, self.x_shape, self.size, self.stride)
+        return self.k.maxpool2d_backward(dy, self.arg, self.x_shape, self.size, self.stride,
+                                         out=self._out("dx", self.x_shape, self.k))
 
 
 class AvgPool2D(_Pool2D):
@@ -204,10 +238,12 @@ class AvgPool2D(_Pool2D):
 
     def forward(self, x, training=False):
         self.x_shape = x.shape
-        return self.k.avgpool2d_forward(x, self.size, self.stride)
+        shape = (x.shape[0], x.shape[1]) + self.out_hw(x.shape[2], x.shape[3])
+        return self.k.avgpool2d_forward(x, self.size, self.stride, out=self._out("y", shape, self.k))
 
     def backward(self, dy):
-        return self.k.avgpool2d_backward(dy, self.x_shape, self.size, self.stride)
+        return self.k.avgpool2d_backward(dy, self.x_shape, self.size, self.stride,
+                                         out=self._out("dx", self.x_shape, self.k))
 
 
 # --------------------------------------------------------------------------- dense and reshaping
@@ -226,12 +262,13 @@ class Dense(Layer):
         d = input_shape[0]
         self._add_param("w", _init_weights(rng, (d, self.units), d, self.units, self.init))
         self._add_param("b", np.zeros(self.units))
-        #: the backend's threaded dense products, or None (NumPy's BLAS)
-        self.linear = getattr(backend, "linear", None)
+        #: the backend's fast paths (its threaded dense products), or None (NumPy's BLAS)
+        self.k = backend
+        self.fast = backend.fast
         return (self.units,)
 
     def forward(self, x, training=False):
-        if self.linear is not None:
+        if self.fast is not None:
             return self.linear_forward(x, relu=False)
         self.x = x
         y = x @ self.params["w"]
@@ -239,23 +276,28 @@ class Dense(Layer):
         return y
 
     def backward(self, dy):
-        if self.linear is not None:
+        if self.fast is not None:
             return self.linear_backward(dy, dy, relu=False)
         np.matmul(self.x.T, dy, out=self.grads["w"])       # dW = x^T dy   (D, U)
         np.sum(dy, axis=0, out=self.grads["b"])            # db = sum_n dy (U,)
         return dy @ self.params["w"].T if self.need_input_grad else None
 
-    def linear_forward(self, x, relu):
-        """The backend's fast path: x @ w + b (ReLU'd with ``relu``); keeps x for backward."""
+    def linear_forward(self, x, relu, keep_output=None):
+        """The backend's fast path: x @ w + b (ReLU'd with ``relu``); keeps x for backward.
+        ``keep_output``: whether the result goes into a kept buffer (default keeps_output)."""
         self.x = np.ascontiguousarray(x, dtype=self.dtype)
-        return self.linear.forward(self.x, self.params["w"], self.params["b"], relu)
+        keep = self.keeps_output if keep_output is None else keep_output
+        out = (self.outputs.get("y", (x.shape[0], self.units), self.dtype)
+               if keep and self.k.writes_out else None)
+        return self.fast.linear_forward(self.x, self.params["w"], self.params["b"], relu, out=out)
 
     def linear_backward(self, dy, y, relu):
         """Its gradients: dW, db written into self.grads; returns dx (or None).
         With ``relu``, dy passes only where the forward output y > 0."""
         dy = np.ascontiguousarray(dy, dtype=self.dtype)
-        return self.linear.backward(dy, self.x, self.params["w"], y, relu, self.need_input_grad,
-                                    self.grads["w"], self.grads["b"])
+        out = self._out("dx", self.x.shape, self.k) if self.need_input_grad else None
+        return self.fast.linear_backward(dy, self.x, self.params["w"], y, relu, self.need_input_grad,
+                                         self.grads["w"], self.grads["b"], out=out)
 
     def describe(self):
         return f"Dense({self.units})"
@@ -274,7 +316,7 @@ class DenseReLU(Layer):
         self.need_input_grad = dense.need_input_grad
 
     def forward(self, x, training=False):
-        self.y = self.dense.linear_forward(x, relu=True)
+        self.y = self.dense.linear_forward(x, relu=True, keep_output=self.keeps_output)
         return self.y
 
     def backward(self, dy):

@@ -21,13 +21,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray,
-                          label_smoothing: float = 0.0, kernel=None) -> Tuple[float, np.ndarray]:
+                          label_smoothing: float = 0.0, kernel=None, out=None) -> Tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(logits) against integer ``labels`` (N,).
 
     With smoothing e the target is (1 - e) one-hot + e / K.  Returns the loss
     (a Python float) and its gradient w.r.t. the logits, (softmax - target) / N,
     in the logits' dtype.  ``kernel``: a compiled one-pass version of these formulas
-    (``Backend.softmax_cross_entropy``, cython) to run instead of the NumPy below.
+    (``Backend.fast.softmax_cross_entropy``) to run instead of the NumPy below, writing
+    the gradient into ``out`` (an (N, K) array of the logits' dtype) when given.
     """
     n, k = logits.shape
     labels = np.asarray(labels)
@@ -37,7 +38,8 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray,
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     if (kernel is not None and n and labels.dtype.kind in "iu" and logits.flags.c_contiguous
             and logits.dtype in (np.float32, np.float64)):
-        loss, grad = kernel(logits, np.ascontiguousarray(labels, dtype=np.int64), float(label_smoothing))
+        loss, grad = kernel(logits, np.ascontiguousarray(labels, dtype=np.int64), float(label_smoothing),
+                            out=out)
         if loss is not None:
             return float(loss), grad
         # a label out of range: the check below names them

@@ -19,10 +19,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import kernels
+from .buffers import OutputBuffers
+from .flat import flat_views
 from .layers import (ACTIVATIONS, AvgPool2D, BatchNorm, Conv2D, Dense, Flatten, Layer,
                      MaxPool2D, fuse)
 from .losses import softmax_cross_entropy
-from .optim import flat_views
 
 
 class Sequential:
@@ -66,6 +67,10 @@ class Sequential:
         self.output_shape = shape
         #: what forward/backward run: the layers, with fusable runs fused (layers.fuse)
         self.runnable = fuse(self.layers, self.shapes) if fused else list(self.layers)
+        if self.runnable:       # the logits go to the caller: a new array every call
+            self.runnable[-1].keeps_output = False
+        #: buffers the model owns: the loss gradient d(loss)/d(logits)
+        self.outputs = OutputBuffers()
 
     def _pack(self, which: str) -> np.ndarray:
         """Move every layer's ``params`` (or ``grads``) end to end into one new flat
@@ -107,13 +112,20 @@ class Sequential:
                 if g is None:
                     break
 
+    def forward_backward(self, x: np.ndarray, y: np.ndarray, label_smoothing: float = 0.0):
+        """One training-mode forward and backward (fills ``self.grads``): -> (loss, logits)."""
+        logits = self.forward(x, training=True)
+        fast = self.backend.fast
+        grad_out = self.outputs.get("dlogits", logits.shape, self.dtype) if self.backend.writes_out else None
+        loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing,
+                                              kernel=None if fast is None else fast.softmax_cross_entropy,
+                                              out=grad_out)
+        self.backward(dlogits)
+        return loss, logits
+
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray, label_smoothing: float = 0.0):
         """One training-mode forward and backward: returns (loss, grads)."""
-        logits = self.forward(x, training=True)
-        loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing,
-                                              kernel=self.backend.softmax_cross_entropy)
-        self.backward(dlogits)
-        self.last_logits = logits
+        loss, _ = self.forward_backward(x, y, label_smoothing)
         return loss, self.grads
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:

@@ -13,6 +13,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .flat import flat_buffer, flat_views
+
 Arrays = Dict[str, np.ndarray]
 
 
@@ -126,7 +128,7 @@ class Adam(Optimizer):
             #: the one buffer the parameters tile, end to end in ``params`` order, or None
             self._param_buffer = flat_buffer([params[k] for k in keys])
             if self._param_buffer is not None:
-                self._update = _kernels(backend).adam_update
+                self._update = _adam_kernel(backend)
         else:
             self.m = {k: np.zeros_like(p) for k, p in params.items()}
             self.v = {k: np.zeros_like(p) for k, p in params.items()}
@@ -207,40 +209,18 @@ class Adam(Optimizer):
         tmp *= step_size
 
 
-def flat_views(shapes: Dict[str, tuple], dtype) -> Tuple[np.ndarray, Arrays]:
-    """A new zeroed flat buffer (P,) and name -> a view of it with that shape, the
-    views end to end in ``shapes`` order (what :func:`flat_buffer` recognises)."""
-    flat = np.zeros(sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values()), dtype=dtype)
-    views, offset = {}, 0
-    for name, shape in shapes.items():
-        size = int(np.prod(shape, dtype=np.int64))
-        views[name] = flat[offset:offset + size].reshape(shape)
-        offset += size
-    return flat, views
-
-
-def flat_buffer(arrays) -> Optional[np.ndarray]:
-    """The 1-D array that ``arrays`` tile exactly, end to end in the given order (all
-    C-contiguous views of it, like ``Sequential.flat_params``), or None."""
-    arrays = list(arrays)
-    base = arrays[0].base if arrays else None
-    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
-        return None
-    start, offset = base.ctypes.data, 0
-    for a in arrays:
-        if (a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous
-                or a.ctypes.data != start + offset * base.itemsize):
-            return None
-        offset += a.size
-    return base if offset == base.size else None
-
-
 def _kernels(backend):
     """A kernel backend from a name, a Backend, or None (the default one)."""
     from . import kernels
     if backend is None:
         return kernels.default_backend()
     return kernels.backend(backend) if isinstance(backend, str) else backend
+
+
+def _adam_kernel(backend):
+    """The backend's compiled one-pass Adam (FastPaths.adam_update), or None (NumPy)."""
+    fast = _kernels(backend).fast
+    return None if fast is None else fast.adam_update
 
 
 def AdamW(params: Arrays, lr: float = 1e-3, weight_decay: float = 1e-2, **kwargs) -> Adam:
@@ -339,51 +319,66 @@ class ReduceLROnPlateau(Schedule):
         self.current, self.best, self.bad_epochs = state["current"], state["best"], state["bad_epochs"]
 
 
-# --------------------------------------------------------------------------- early stopping
-class EarlyStopping:
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+# --------------------------------------------------------------------------- best epoch, early stopping
+#: the metrics a run measures per epoch, and whether higher is better
+METRICS = {"val_accuracy": "max", "val_loss": "min", "train_accuracy": "max", "train_loss": "min"}
 
-    ``mode`` is "min" (losses) or "max" (accuracies).  With ``restore_best``
-    a copy of the best parameters is kept and :meth:`restore` writes it back.
-    """
 
-    def __init__(self, patience: int, monitor: str = "val_loss", min_delta: float = 0.0,
-                 mode: Optional[str] = None, restore_best: bool = True) -> None:
-        if patience < 1:
-            raise ValueError(f"early-stopping patience must be >= 1, got {patience}")
-        self.patience, self.monitor, self.min_delta = int(patience), monitor, float(min_delta)
-        self.mode = mode or ("max" if "acc" in monitor else "min")
-        self.restore_best = bool(restore_best)
+class BestTracker:
+    """The one notion of "best" of a run: the epoch whose ``monitor`` value improved last
+    (by more than ``min_delta``).  It picks best.npz, early stopping's restore and the
+    weights metrics.json reports (see fastlenet.trainer)."""
+
+    def __init__(self, monitor: str = "val_accuracy", min_delta: float = 0.0, mode: Optional[str] = None) -> None:
+        if monitor not in METRICS:
+            raise ValueError(f"monitor must be one of {sorted(METRICS)}, got {monitor!r}")
+        if not math.isfinite(min_delta) or min_delta < 0:
+            raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta}")
+        self.monitor, self.min_delta = monitor, float(min_delta)
+        self.mode = mode or METRICS[monitor]
         self.best = -math.inf if self.mode == "max" else math.inf
         self.best_epoch, self.bad_epochs = -1, 0
-        self.best_params: Optional[Arrays] = None
 
     def improved(self, value: float) -> bool:
         if self.mode == "max":
             return value > self.best + self.min_delta
         return value < self.best - self.min_delta
 
-    def update(self, epoch: int, value: float, params: Arrays) -> bool:
-        """Record the epoch's metric; True when training should stop."""
+    def observe(self, epoch: int, value: float) -> bool:
+        """Record epoch ``epoch``'s monitored value (1-based); True when it is the new best."""
         if self.improved(value):
             self.best, self.best_epoch, self.bad_epochs = float(value), int(epoch), 0
-            if self.restore_best:
-                if self.best_params is None:
-                    self.best_params = {k: p.copy() for k, p in params.items()}
-                else:
-                    for k, p in params.items():
-                        self.best_params[k][...] = p
-            return False
+            return True
         self.bad_epochs += 1
-        return self.bad_epochs >= self.patience
-
-    def restore(self, params: Arrays) -> None:
-        if self.best_params is not None:
-            for k, p in params.items():
-                p[...] = self.best_params[k]
+        return False
 
     def state(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+        return {"monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs}
 
     def load_state(self, state: dict) -> None:
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+
+
+class EarlyStopping(BestTracker):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    ``mode`` is "min" (losses) or "max" (accuracies).  With ``restore_best`` the
+    trainer puts the best epoch's weights back when it stops (the weights of best.npz).
+    """
+
+    def __init__(self, patience: int, monitor: str = "val_accuracy", min_delta: float = 0.0,
+                 mode: Optional[str] = None, restore_best: bool = True) -> None:
+        if patience < 1:
+            raise ValueError(f"early-stopping patience must be >= 1, got {patience}")
+        super().__init__(monitor, min_delta, mode)
+        self.patience = int(patience)
+        self.restore_best = bool(restore_best)
+
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record the epoch's metric; True when training should stop."""
+        self.observe(epoch, value)
+        return self.should_stop()

@@ -16,7 +16,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import checkpoint
-from .evaluate import prepare_inputs
+from .data import prepare_inputs
 from .losses import softmax
 
 TRAIN_SIZE = 28   # images are prepared at the training size; padding to 32 follows the model

@@ -11,8 +11,6 @@ is the command line around it.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import signal
 import sys
@@ -24,8 +22,9 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from . import checkpoint, optim
-from .data import Dataset, atomic_write_bytes
-from .losses import softmax_cross_entropy
+from .data import Dataset, augment, batch_rng, batches, epoch_order, num_batches
+from .metrics import evaluate
+from .rundir import RunDirectory
 
 
 class TrainingStopped(Exception):
@@ -57,45 +56,6 @@ class History:
 
 
 # --------------------------------------------------------------------------- helpers
-def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000):
-    """Inference-mode (loss, accuracy, predictions) over x (N, C, H, W), y (N,)."""
-    total, preds = 0.0, []
-    for i in range(0, len(x), batch_size):
-        logits = model.forward(x[i:i + batch_size], training=False)
-        loss, _ = softmax_cross_entropy(logits, y[i:i + batch_size])
-        total += loss * len(logits)
-        preds.append(logits.argmax(axis=1))
-    pred = np.concatenate(preds)
-    return total / len(x), float((pred == y).mean()), pred
-
-
-def augment(x: np.ndarray, rng: np.random.Generator, max_shift: int = 2, flip: bool = False) -> np.ndarray:
-    """Random translations by up to ``max_shift`` pixels (zero fill) and, when
-    ``flip``, horizontal flips of half the images.  x (N, C, H, W) -> new array."""
-    n, _, h, w = x.shape
-    s = max_shift
-    if s == 0:
-        out = x.copy()
-        if flip:
-            m = rng.random(n) < 0.5
-            out[m] = out[m, :, :, ::-1]
-        return out
-    padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
-    oy, ox = rng.integers(0, 2 * s + 1, n), rng.integers(0, 2 * s + 1, n)
-    out = np.empty_like(x)
-    for i in range(n):
-        out[i] = padded[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
-    if flip:
-        m = rng.random(n) < 0.5
-        out[m] = out[m, :, :, ::-1]
-    return out
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
-    """(K, K) counts: row = true class, column = predicted class."""
-    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
-
-
 class _StopRequest:
     """SIGINT/SIGTERM set a flag; the loop finishes its batch, saves and exits.
     A second SIGINT interrupts at once (the last checkpoint is still intact)."""
@@ -130,17 +90,21 @@ def _main_thread() -> bool:
 
 # --------------------------------------------------------------------------- trainer
 class Trainer:
-    """Runs epochs of ``model`` on ``data`` and keeps the run directory up to date.
+    """Runs epochs of ``model`` on ``data``; ``run_dir`` (a path, or None: nothing is
+    written, the Python API's default) receives its checkpoints and history.
 
-    ``run_dir`` None: nothing is written (the Python API's default).
+    One notion of "best" (:class:`optim.BestTracker`): the monitored metric -- early
+    stopping's ``monitor`` when given, else ``monitor`` (default: validation accuracy,
+    training accuracy without a validation set).  It picks best.npz, early stopping's
+    restore and :meth:`restore_best`, so the weights tested are always best.npz's.
     """
 
     def __init__(self, model, data: Dataset, optimizer, schedule: Optional[optim.Schedule] = None,
                  epochs: int = 10, batch_size: int = 256, seed: int = 0,
                  early_stopping: Optional[optim.EarlyStopping] = None, augment: bool = False,
-                 label_smoothing: float = 0.0, max_shift: int = 2, run_dir: Optional[Path] = None,
+                 label_smoothing: float = 0.0, max_shift: int = 2, run_dir=None,
                  meta: Optional[dict] = None, log: Optional[Callable[[str], None]] = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, monitor: Optional[str] = None) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         if batch_size < 1:
@@ -149,18 +113,31 @@ class Trainer:
         self.schedule = schedule or optim.Schedule(optimizer.lr)
         self.epochs, self.batch_size, self.seed = int(epochs), int(batch_size), int(seed)
         self.early = early_stopping
+        self.tracker = early_stopping or optim.BestTracker(monitor or self._default_monitor())
+        self._check_monitor()
         self.augment, self.label_smoothing = bool(augment), float(label_smoothing)
         self.max_shift = int(max_shift)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_dir = run_dir if isinstance(run_dir, RunDirectory) or run_dir is None else RunDirectory(run_dir)
         self.meta = dict(meta or {})
         self.log = log or (lambda s: None)
         self.progress = progress
         self.history = History()
-        self.best_metric = -math.inf
         self.first_batch_done: Optional[float] = None     # time.time() when this process finished a batch
         # position: the next epoch/batch to run and the running sums of the current epoch
         self.epoch, self.batch = 0, 0
-        self.sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.sums = _new_sums()
+        self._best_weights: Optional[tuple] = None        # (params, buffers) of the best epoch
+
+    def _has_validation(self) -> bool:
+        return self.data.x_val is not None and len(self.data.x_val) > 0
+
+    def _default_monitor(self) -> str:
+        return "val_accuracy" if self._has_validation() else "train_accuracy"
+
+    def _check_monitor(self) -> None:
+        if self.tracker.monitor.startswith("val") and not self._has_validation():
+            raise ValueError(f"the best epoch is chosen by {self.tracker.monitor!r}, which this run does "
+                             "not measure (set --val-split for val_loss / val_accuracy)")
 
     # ------------------------------------------------------------------ state
     def _state_meta(self) -> dict:
@@ -168,9 +145,7 @@ class Trainer:
             **self.meta,
             "position": {"epoch": self.epoch, "batch": self.batch, "sums": self.sums},
             "history": self.history.as_dicts(), "best_epoch": self.history.best_epoch,
-            "best_metric": self.best_metric,
-            "schedule": self.schedule.state(),
-            "early_stopping": self.early.state() if self.early else None,
+            "best": self.tracker.state(), "schedule": self.schedule.state(),
             "mean": self.data.mean, "std": self.data.std,
             "class_names": list(self.data.class_names),
         }
@@ -178,106 +153,116 @@ class Trainer:
     def save(self, name: str) -> Optional[Path]:
         if self.run_dir is None:
             return None
-        best = self.early.best_params if (self.early and self.early.best_params is not None) else None
         try:
-            return checkpoint.save(self.run_dir / name, self.model, self._state_meta(), self.opt, best)
+            return self.run_dir.save_checkpoint(name, self.model, self._state_meta(), self.opt)
         except OSError as exc:
-            raise TrainingStopped(f"could not write {self.run_dir / name}: {exc.strerror or exc}; "
+            raise TrainingStopped(f"could not write {self.run_dir.file(name)}: {exc.strerror or exc}; "
                                   "the previous checkpoint is intact", 4) from None
 
     def restore(self, ckpt: checkpoint.Checkpoint, path) -> None:
         """Continue from a checkpoint written by :meth:`save` (model values already loaded)."""
         checkpoint.load_optimizer_state(path, ckpt, self.opt)
         meta = ckpt.meta
-        pos = meta["position"]
-        self.epoch, self.batch, self.sums = int(pos["epoch"]), int(pos["batch"]), dict(pos["sums"])
-        self.history = History([EpochRecord(**e) for e in meta["history"]], int(meta["best_epoch"]))
-        self.best_metric = float(meta["best_metric"])
-        self.schedule.load_state(meta["schedule"])
-        if self.early and meta.get("early_stopping"):
-            self.early.load_state(meta["early_stopping"])
-            if ckpt.best:
-                self.early.best_params = {k: v.copy() for k, v in ckpt.best.items()}
+        try:
+            pos = meta["position"]
+            self.epoch, self.batch, self.sums = int(pos["epoch"]), int(pos["batch"]), dict(pos["sums"])
+            self.history = History([EpochRecord(**e) for e in meta["history"]], int(meta["best_epoch"]))
+            self.tracker.load_state(meta["best"])
+            self.schedule.load_state(meta["schedule"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise checkpoint.CheckpointError(f"{path}: its training state cannot be resumed ({exc!r})") from None
+        self._snapshot_best()                       # the current weights, unless best.npz says otherwise
+        best = self.run_dir.file("best.npz") if self.run_dir else None
+        if best is not None and best.is_file() and self.history.best_epoch > 0:
+            current = self._weights_copy()
+            checkpoint.load_into(self.model, best)
+            self._snapshot_best()
+            self._put_weights(current)
+
+    # ------------------------------------------------------------------ best weights
+    def _weights_copy(self) -> tuple:
+        return (self.model.flat_params.copy(), {k: b.copy() for k, b in self.model.buffers.items()})
+
+    def _put_weights(self, weights: tuple) -> None:
+        params, buffers = weights
+        self.model.flat_params[...] = params
+        for k, b in buffers.items():
+            self.model.buffers[k][...] = b
+
+    def _snapshot_best(self) -> None:
+        if self._best_weights is None:
+            self._best_weights = self._weights_copy()
+        else:
+            self._best_weights[0][...] = self.model.flat_params
+            for k, b in self.model.buffers.items():
+                self._best_weights[1][k][...] = b
+
+    def restore_best(self) -> None:
+        """Put the best epoch's weights (those of best.npz) back into the model."""
+        if self._best_weights is not None:
+            self._put_weights(self._best_weights)
 
     # ------------------------------------------------------------------ loop
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.data.x_train))
+    def _train_batch(self, xb: np.ndarray, yb: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        if self.augment:
+            xb = augment(xb, batch_rng(self.seed, self.epoch, self.batch), self.max_shift,
+                         flip=self.data.flip_ok)
+        loss, logits = self.model.forward_backward(xb, yb, self.label_smoothing)
+        if not math.isfinite(loss):
+            raise TrainingStopped(
+                f"training diverged: the loss became {loss} at epoch {self.epoch + 1}, batch "
+                f"{self.batch + 1} (learning rate {self.opt.lr:g}); try a lower --lr, e.g. "
+                f"{self.opt.lr / 10:g}. The last good checkpoint is kept.", 3)
+        self.opt.step(self.model.grads)
+        if self.first_batch_done is None:
+            self.first_batch_done = time.time()
+        self.batch += 1
+        self.sums["loss"] += loss * len(yb)
+        self.sums["correct"] += int((logits.argmax(axis=1) == yb).sum())
+        self.sums["seen"] += len(yb)
+        self.sums["seconds"] += time.perf_counter() - t0
 
     def _run_epoch(self, stop: _StopRequest) -> bool:
         """Train the rest of epoch ``self.epoch``; False when a stop was requested mid-epoch."""
-        x, y, bs = self.data.x_train, self.data.y_train, self.batch_size
-        order = self._epoch_order(self.epoch)
-        n_batches = -(-len(x) // bs)
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=n_batches, initial=self.batch, desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                       leave=False, unit="batch", file=sys.stderr)
-        try:
-            while self.batch < n_batches:
-                t0 = time.perf_counter()
-                idx = np.sort(order[self.batch * bs:(self.batch + 1) * bs])
-                xb, yb = x[idx], y[idx]
-                if self.augment:
-                    rng = np.random.default_rng([self.seed, self.epoch, self.batch, 1])
-                    xb = augment(xb, rng, self.max_shift, flip=self.data.flip_ok)
-                loss, grads = self.model.loss_and_grads(xb, yb, self.label_smoothing)
-                if not math.isfinite(loss):
-                    raise TrainingStopped(
-                        f"training diverged: the loss became {loss} at epoch {self.epoch + 1}, batch "
-                        f"{self.batch + 1} (learning rate {self.opt.lr:g}); try a lower --lr, e.g. "
-                        f"{self.opt.lr / 10:g}. The last good checkpoint is kept.", 3)
-                self.opt.step(grads)
-                if self.first_batch_done is None:
-                    self.first_batch_done = time.time()
-                self.batch += 1
-                self.sums["loss"] += loss * len(yb)
-                self.sums["correct"] += int((self.model.last_logits.argmax(axis=1) == yb).sum())
-                self.sums["seen"] += len(yb)
-                self.sums["seconds"] += time.perf_counter() - t0
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{self.sums['loss'] / self.sums['seen']:.4f}")
-                if stop.signum is not None and self.batch < n_batches:
+        x, y = self.data.x_train, self.data.y_train
+        total = num_batches(len(x), self.batch_size)
+        order = epoch_order(len(x), self.seed, self.epoch)
+        with _progress_bar(self.progress, total, self.batch, f"epoch {self.epoch + 1}/{self.epochs}") as bar:
+            for xb, yb in batches(x, y, self.batch_size, order=order, start=self.batch):
+                self._train_batch(xb, yb)
+                bar.update(self.sums["loss"] / self.sums["seen"])
+                if stop.signum is not None and self.batch < total:
                     return False
-        finally:
-            if bar is not None:
-                bar.close()
         return True
+
+    def _monitored(self, rec: EpochRecord) -> float:
+        return {"val_loss": rec.val_loss, "val_accuracy": rec.val_accuracy, "train_loss": rec.train_loss,
+                "train_accuracy": rec.train_accuracy}[self.tracker.monitor]
 
     def _finish_epoch(self) -> bool:
         """Evaluate, record, schedule, checkpoint; True when early stopping says stop."""
         d = self.data
         val_loss = val_acc = None
-        if d.x_val is not None and len(d.x_val):
+        if self._has_validation():
             val_loss, val_acc, _ = evaluate(self.model, d.x_val, d.y_val)
         rec = EpochRecord(self.epoch + 1, self.sums["loss"] / self.sums["seen"],
                           self.sums["correct"] / self.sums["seen"], val_loss, val_acc,
                           self.opt.lr, self.sums["seconds"])
         self.history.epochs.append(rec)
-        # best epoch: highest validation accuracy (training accuracy without a validation set)
-        metric = val_acc if val_acc is not None else rec.train_accuracy
-        improved = metric > self.best_metric
+        improved = self.tracker.observe(rec.epoch, self._monitored(rec))
         if improved:
-            self.best_metric, self.history.best_epoch = metric, rec.epoch
+            self.history.best_epoch = rec.epoch
+            self._snapshot_best()
         self.schedule.observe(val_loss if val_loss is not None else rec.train_loss)
-        stop = False
-        if self.early:
-            value = {"val_loss": val_loss, "val_accuracy": val_acc, "train_loss": rec.train_loss,
-                     "train_accuracy": rec.train_accuracy}.get(self.early.monitor)
-            if value is None:
-                raise ValueError(f"early stopping monitors {self.early.monitor!r}, which this run does not "
-                                 "measure (set --val-split for val_loss / val_accuracy)")
-            stop = self.early.update(rec.epoch, value, self.model.params)
-        self.epoch, self.batch = self.epoch + 1, 0
-        self.sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.epoch, self.batch, self.sums = self.epoch + 1, 0, _new_sums()
         if improved:
             self.save("best.npz")
         self.save("last.npz")
         self.log(self._epoch_line(rec))
         if self.run_dir is not None:
-            self.write_history()
-        return stop
+            self.run_dir.write_history(self.history.as_dicts())
+        return self.early is not None and self.early.should_stop()
 
     def _epoch_line(self, r: EpochRecord) -> str:
         val = (f"  val loss {r.val_loss:.4f} acc {100 * r.val_accuracy:.2f}%" if r.val_loss is not None else "")
@@ -285,7 +270,8 @@ class Trainer:
                 f"acc {100 * r.train_accuracy:.2f}%{val}  lr {r.lr:.3g}")
 
     def run(self) -> History:
-        """Train until ``epochs`` are done or early stopping fires.
+        """Train until ``epochs`` are done or early stopping fires (then, with its
+        ``restore_best``, the model holds the best epoch's weights).
 
         Raises :class:`TrainingStopped` when interrupted (after saving last.npz)
         or when the loss stops being finite (keeping the last good checkpoint).
@@ -295,56 +281,56 @@ class Trainer:
         with _StopRequest(self.log) as stop, np.errstate(over="ignore", invalid="ignore"):
             while self.epoch < self.epochs:
                 self.opt.lr = self.schedule.lr(self.epoch)
-                completed = self._run_epoch(stop)
-                if completed:
-                    early_stop = self._finish_epoch()
-                    if early_stop:
-                        self.log(f"early stopping: {self.early.monitor} has not improved for "
-                                 f"{self.early.patience} epochs (best epoch {self.early.best_epoch})")
-                        break
+                if self._run_epoch(stop) and self._finish_epoch():
+                    self.log(f"early stopping: {self.early.monitor} has not improved for "
+                             f"{self.early.patience} epochs (best epoch {self.history.best_epoch})")
+                    break
                 if stop.signum is not None:
-                    self.save("last.npz")
-                    where = f" {self.run_dir}" if self.run_dir else ""
-                    code = 128 + stop.signum
-                    raise TrainingStopped(
-                        f"interrupted by {signal.Signals(stop.signum).name} at epoch {self.epoch + 1}, "
-                        f"batch {self.batch}; state saved to last.npz. Resume with: "
-                        f"python -m fastlenet.train --resume{where}", code)
-        if self.early and self.early.restore_best and self.early.best_params is not None:
-            self.early.restore(self.model.params)
+                    self._interrupted(stop.signum)
+        if self.early and self.early.restore_best:
+            self.restore_best()
         return self.history
 
-    def write_history(self) -> None:
-        """history.csv: one row per epoch."""
-        import io
-        buf = io.StringIO()
-        fields = ["epoch", "seconds", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"]
-        w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for rec in self.history.epochs:
-            w.writerow({k: ("" if v is None else v) for k, v in vars(rec).items()})
-        atomic_write_bytes(self.run_dir / "history.csv", buf.getvalue().encode())
+    def _interrupted(self, signum: int) -> None:
+        self.save("last.npz")
+        where = f" {self.run_dir.path}" if self.run_dir else ""
+        raise TrainingStopped(
+            f"interrupted by {signal.Signals(signum).name} at epoch {self.epoch + 1}, "
+            f"batch {self.batch}; state saved to last.npz. Resume with: "
+            f"python -m fastlenet.train --resume{where}", 128 + signum)
 
 
-def write_json(path: Path, doc: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(doc, indent=2, default=_jsonable) + "\n").encode())
+def _new_sums() -> dict:
+    return {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
 
 
-def _jsonable(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+class _progress_bar:
+    """A tqdm bar over an epoch's batches on a terminal (``enabled``), else nothing."""
+
+    def __init__(self, enabled: bool, total: int, initial: int, desc: str) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, desc=desc, leave=False, unit="batch", file=sys.stderr)
+
+    def __enter__(self):
+        return self
+
+    def update(self, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False
 
 
 def fit(model, data: Dataset, epochs: int = 10, batch_size: int = 256, optimizer=None,
         schedule: Optional[optim.Schedule] = None, early_stopping: Optional[optim.EarlyStopping] = None,
-        augment: bool = False, seed: int = 0, run_dir=None, verbose: bool = False) -> History:
+        augment: bool = False, seed: int = 0, run_dir=None, verbose: bool = False,
+        monitor: Optional[str] = None) -> History:
     """Train ``model`` on ``data`` (a :class:`fastlenet.data.Dataset`) and return its history.
 
     ``optimizer`` defaults to Adam(lr=1e-3) over ``model.params`` (on the model's backend).  With
@@ -353,7 +339,8 @@ def fit(model, data: Dataset, epochs: int = 10, batch_size: int = 256, optimizer
     """
     opt = optimizer or optim.Adam(model.params, lr=1e-3, backend=model.backend)
     trainer = Trainer(model, data, opt, schedule, epochs, batch_size, seed, early_stopping, augment,
-                      run_dir=Path(run_dir) if run_dir else None, log=print if verbose else None)
+                      run_dir=RunDirectory(run_dir) if run_dir else None, log=print if verbose else None,
+                      monitor=monitor)
     if trainer.run_dir is not None:
-        trainer.run_dir.mkdir(parents=True, exist_ok=True)
+        trainer.run_dir.path.mkdir(parents=True, exist_ok=True)
     return trainer.run()

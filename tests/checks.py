@@ -58,10 +58,10 @@ def backend(name):
 
 
 def linear_grads(lin, dy, x, w, y=None, need_dx=True):
-    """(dx | None, dW, db) from a backend's dense fast path (``Backend.linear``), which
+    """(dx | None, dW, db) from a backend's dense fast path (``Backend.fast``), which
     writes dW and db into arrays it is given (here NaN-filled: every element must be
     written).  ``y``: the ReLU'd forward output for the fused Dense -> ReLU, or None."""
     dw = np.full(w.shape, np.nan, w.dtype)
     db = np.full(w.shape[1], np.nan, w.dtype)
-    dx = lin.backward(dy, x, w, dy if y is None else y, y is not None, need_dx, dw, db)
+    dx = lin.linear_backward(dy, x, w, dy if y is None else y, y is not None, need_dx, dw, db)
     return dx, dw, db

@@ -36,7 +36,7 @@ def one_case(k, ref, rng):
     wt = rng.standard_normal((f, c, kh, kw)).astype(dt)
     b = rng.standard_normal(f).astype(dt)
     # fused path against the reference conv -> ReLU -> max pool
-    y, arg = k.fused.forward(x, wt, b, s, p, oh, ow, size, ps)
+    y, arg = k.fast.conv2d_relu_maxpool_forward(x, wt, b, s, p, oh, ow, size, ps)
     z = ref.conv2d_forward(x, wt, b, s, p)
     r = np.maximum(z, 0)
     ry, rarg = ref.maxpool2d_forward(r, size, ps)
@@ -44,11 +44,11 @@ def one_case(k, ref, rng):
     dy = rng.standard_normal(y.shape).astype(dt)
     dz = ref.maxpool2d_backward(dy, rarg, r.shape, size, ps) * (z > 0)
     rdx, rdw, rdb = ref.conv2d_backward(dz, x, wt, s, p)
-    dx, dw, db = k.fused.backward(dy, arg, x, wt, s, p, oh, ow, size, ps, True)
+    dx, dw, db = k.fast.conv2d_relu_maxpool_backward(dy, arg, x, wt, s, p, oh, ow, size, ps, True)
     close("fused dx", dx, rdx, case)
     close("fused dw", dw, rdw, case)
     close("fused db", db, rdb, case)
-    _, dw1, _ = k.fused.backward(dy, arg, x, wt, s, p, oh, ow, size, ps, False)
+    _, dw1, _ = k.fast.conv2d_relu_maxpool_backward(dy, arg, x, wt, s, p, oh, ow, size, ps, False)
     close("fused dw (no dx)", dw1, rdw, case)
     # plain convolution
     close("conv y", k.conv2d_forward(x, wt, b, s, p), z, case)
@@ -56,22 +56,22 @@ def one_case(k, ref, rng):
     for name, got, want in zip(("conv dx", "conv dw", "conv db"),
                                k.conv2d_backward(g, x, wt, s, p), ref.conv2d_backward(g, x, wt, s, p)):
         close(name, got, want, case)
-    if k.linear is None:
+    if k.fast is None:
         return True
     # dense products
     # rows past one block (32) exercise the dynamic schedule; D a multiple of 16 the direct dx
     m, d, u = int(rng.choice([1, 2, 5, 19, 33, 70])), int(rng.choice([3, 16, 33, 64, 69])), int(rng.integers(1, 40))
     xx, ww = rng.standard_normal((m, d)).astype(dt), rng.standard_normal((d, u)).astype(dt)
     bb, gy = rng.standard_normal(u).astype(dt), rng.standard_normal((m, u)).astype(dt)
-    close("linear y", k.linear.forward(xx, ww, bb, False), xx @ ww + bb, case)
-    ldx, ldw, ldb = linear_grads(k.linear, gy, xx, ww)
+    close("linear y", k.fast.linear_forward(xx, ww, bb, False), xx @ ww + bb, case)
+    ldx, ldw, ldb = linear_grads(k.fast, gy, xx, ww)
     close("linear dx", ldx, gy @ ww.T, case)
     close("linear dw", ldw, xx.T @ gy, case)
     close("linear db", ldb, gy.sum(axis=0), case)
-    yr = k.linear.forward(xx, ww, bb, True)                  # fused Dense -> ReLU
+    yr = k.fast.linear_forward(xx, ww, bb, True)                  # fused Dense -> ReLU
     close("linear relu y", yr, np.maximum(xx @ ww + bb, 0), case)
     gr = gy * (yr > 0)
-    rdx, rdw, rdb = linear_grads(k.linear, gy, xx, ww, yr)
+    rdx, rdw, rdb = linear_grads(k.fast, gy, xx, ww, yr)
     close("linear relu dx", rdx, gr @ ww.T, case)
     close("linear relu dw", rdw, xx.T @ gr, case)
     close("linear relu db", rdb, gr.sum(axis=0), case)

@@ -6,7 +6,7 @@ import pytest
 from checks import assert_close
 from fastlenet import kernels, models
 
-FUSED = [name for name in ("numba", "cython") if kernels.backend(name).fused is not None]
+FUSED = [name for name in ("numba", "cython") if kernels.backend(name).fast is not None]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -40,18 +40,18 @@ def test_fused_path_equals_public_kernels(name, case, dtype, values):
     z = k.conv2d_forward(x, wt, b, s, p)
     r = np.maximum(z, 0)
     y, arg = k.maxpool2d_forward(r, size, ps)
-    fy, farg = k.fused.forward(x, wt, b, s, p, z.shape[2], z.shape[3], size, ps)
+    fy, farg = k.fast.conv2d_relu_maxpool_forward(x, wt, b, s, p, z.shape[2], z.shape[3], size, ps)
     assert_close("fused y", fy, y)
     np.testing.assert_array_equal(farg >= 0, y > 0)      # gradient flows exactly where y > 0
     dy = rng.standard_normal(y.shape).astype(dtype)
     dr = k.maxpool2d_backward(dy, arg, r.shape, size, ps)
     dz = dr * (z > 0)
     dx, dw, db = k.conv2d_backward(dz, x, wt, s, p)
-    fdx, fdw, fdb = k.fused.backward(dy, farg, x, wt, s, p, z.shape[2], z.shape[3], size, ps, True)
+    fdx, fdw, fdb = k.fast.conv2d_relu_maxpool_backward(dy, farg, x, wt, s, p, z.shape[2], z.shape[3], size, ps, True)
     assert_close("fused dx", fdx, dx)
     assert_close("fused dw", fdw, dw)
     assert_close("fused db", fdb, db)
-    none_dx, ndw, ndb = k.fused.backward(dy, farg, x, wt, s, p, z.shape[2], z.shape[3], size, ps, False)
+    none_dx, ndw, ndb = k.fast.conv2d_relu_maxpool_backward(dy, farg, x, wt, s, p, z.shape[2], z.shape[3], size, ps, False)
     assert none_dx is None                         # a first layer: the dW-only path
     assert_close("fused dw (need_dx=False)", ndw, dw)
     assert_close("fused db (need_dx=False)", ndb, db)

@@ -83,9 +83,9 @@ def test_saturated_activations_stay_finite():
 
 # ---------------------------------------------------------------------------- loss
 #: the NumPy loss (kernel None) and each backend's compiled one-pass version
-LOSS_KERNELS = {"numpy": None, **{name: kernels.backend(name).softmax_cross_entropy
+LOSS_KERNELS = {"numpy": None, **{name: kernels.backend(name).fast.softmax_cross_entropy
                                   for name in kernels.available()
-                                  if kernels.backend(name).softmax_cross_entropy is not None}}
+                                  if kernels.backend(name).fast is not None}}
 
 
 @pytest.mark.parametrize("kernel", LOSS_KERNELS)

@@ -1,4 +1,4 @@
-"""The dense-layer fast path (Backend.linear) against NumPy: every product, odd
+"""The dense-layer fast path (Backend.fast) against NumPy: every product, odd
 shapes (rows not a multiple of the tile, columns not a multiple of the vector),
 a single row, both dtypes, with and without dx."""
 import numpy as np
@@ -8,7 +8,7 @@ from checks import assert_close, linear_grads
 from fastlenet import kernels, models
 from fastlenet.layers import DenseReLU
 
-LINEAR = [name for name in kernels.available() if kernels.backend(name).linear is not None]
+LINEAR = [name for name in kernels.available() if kernels.backend(name).fast is not None]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -17,13 +17,13 @@ LINEAR = [name for name in kernels.available() if kernels.backend(name).linear i
                                      (2, 400, 120), (3, 64, 16), (5, 400, 84)])
 @pytest.mark.parametrize("name", LINEAR)
 def test_linear_equals_numpy(name, n, d, u, dtype):
-    lin = kernels.backend(name).linear
+    lin = kernels.backend(name).fast
     rng = np.random.default_rng(n * 1000 + d)
     x = rng.standard_normal((n, d)).astype(dtype)
     w = rng.standard_normal((d, u)).astype(dtype)
     b = rng.standard_normal(u).astype(dtype)
     dy = rng.standard_normal((n, u)).astype(dtype)
-    y = lin.forward(x, w, b, False)
+    y = lin.linear_forward(x, w, b, False)
     assert y.shape == (n, u) and y.dtype == dtype
     assert_close("linear y", y, x @ w + b)
     dx, dw, db = linear_grads(lin, dy, x, w)
@@ -35,7 +35,7 @@ def test_linear_equals_numpy(name, n, d, u, dtype):
     assert_close("linear dw (need_dx=False)", dw2, x.T @ dy)
     assert_close("linear db (need_dx=False)", db2, dy.sum(axis=0))
     # fused Dense -> ReLU: ReLU'd output, and dy passes only where it is > 0
-    yr = lin.forward(x, w, b, True)
+    yr = lin.linear_forward(x, w, b, True)
     assert_close("linear relu y", yr, np.maximum(x @ w + b, 0))
     dyr = dy * (yr > 0)
     dx, dw, db = linear_grads(lin, dy, x, w, y=yr)
@@ -48,7 +48,7 @@ def test_linear_equals_numpy(name, n, d, u, dtype):
 def test_dense_layers_use_the_fast_path_and_match_numpy(name):
     fast = models.build("lenet5", backend=name, seed=3)
     ref = models.build("lenet5", backend="numpy", seed=3)
-    assert any(getattr(layer, "linear", None) is not None for layer in fast.layers)
+    assert any(getattr(layer, "fast", None) is not None for layer in fast.layers if type(layer).__name__ == "Dense")
     assert sum(isinstance(layer, DenseReLU) for layer in fast.runnable) == 2      # 120 and 84, ReLU'd
     rng = np.random.default_rng(2)
     x, y = rng.random((9, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 9)

@@ -44,7 +44,14 @@ def test_reference_conv_equals_naive_loops(case):
 @pytest.mark.parametrize("size,s", [(2, 2), (3, 2), (2, 3), (3, 1)])
 def test_reference_pools_equal_naive_loops(size, s):
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 7))
-    assert_close("maxpool y", ref.maxpool2d_forward(x, size, s)[0], naive_pool(x, size, s, np.max))
+    y, arg = ref.maxpool2d_forward(x, size, s)
+    assert_close("maxpool y", y, naive_pool(x, size, s, np.max))
+    # arg: the flat h*W + w of each window's first maximum, inside its (n, c) plane
+    planes = x.reshape(6, -1)
+    np.testing.assert_array_equal(np.take_along_axis(planes, arg.reshape(6, -1), 1).reshape(y.shape), y)
+    oy, ox = np.divmod(arg, x.shape[3])
+    rows, cols = np.indices(y.shape[2:])
+    assert ((oy >= rows * s) & (oy < rows * s + size) & (ox >= cols * s) & (ox < cols * s + size)).all()
     assert_close("avgpool y", ref.avgpool2d_forward(x, size, s), naive_pool(x, size, s, np.mean))
 
 

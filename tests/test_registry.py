@@ -21,6 +21,17 @@ def test_backend_returns_the_same_contract_everywhere():
         assert k.name == name
         for fn in kernels.KERNEL_NAMES:
             assert callable(getattr(k, fn)), (name, fn)
+        # one contract: the same checks everywhere (a wrong rank is the same error on every backend)
+        with pytest.raises(ValueError, match="x must be 4-D"):
+            k.conv2d_forward(np.zeros((2, 3), np.float32), np.zeros((1, 1, 1, 1), np.float32),
+                             np.zeros(1, np.float32))
+        # and the compiled backends declare every internal fast path
+        from fastlenet.kernels._fast import FastPaths
+        if name != "numpy":
+            assert isinstance(k.fast, FastPaths)
+            assert all(callable(getattr(k.fast, f)) for f in FastPaths.__dataclass_fields__)
+        else:
+            assert k.fast is None
 
 
 def test_unknown_backend_is_a_clear_error():
@@ -64,5 +75,10 @@ def test_module_level_functions_are_the_default_backends():
 
 
 def test_set_num_threads_validates():
-    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
-        kernels.set_num_threads(0)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+            kernels.set_num_threads(bad)
+    kernels.set_num_threads(1)
+    import numba
+    assert numba.get_num_threads() == 1
+    kernels.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))

@@ -117,9 +117,9 @@ def blas_limit(backend_name: str):
     BLAS (NumPy's small dense-layer GEMMs) runs on one thread, so it does not fight
     the kernels' own OpenMP threads for the cores (spinning workers of both pools
     otherwise slow a LeNet step 2-3x).  The numpy backend keeps every BLAS thread."""
-    if backend_name == "numpy" or backend(backend_name).linear is not None:
+    if backend_name == "numpy" or backend(backend_name).fast is not None:
         # the numpy backend keeps its BLAS threads; a backend with its own dense
-        # products (cython) makes no BLAS calls in a network, so there is nothing to limit
+        # products (Backend.fast) makes no BLAS calls in a network: nothing to limit
         return contextlib.nullcontext()
     return _blas_controller().limit(limits=1, user_api="blas")
 

@@ -22,10 +22,14 @@ PyTorch: ``OH = (H + 2*pad - KH) // stride + 1``.
 from __future__ import annotations
 
 import numbers
+import os
 from types import SimpleNamespace
 from typing import Optional, Tuple
 
 import numpy as np
+
+from . import plan as _plan
+from ._fast import FastPaths, checked_fast_paths, writing_into
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: dtype of the max-pool argmax: flat index into each (n, c) plane, ``h * W + w``.
@@ -99,6 +103,26 @@ def expect_shape(name: str, a: np.ndarray, shape: tuple) -> None:
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
 
 
+def check_out(out, shape: tuple, dtype) -> Optional[np.ndarray]:
+    """``out`` (None, or a writeable C-contiguous array of exactly ``shape`` and ``dtype``
+    that the result is written into) or a clear error."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
+    expect_shape("out", out, shape)
+    if out.dtype != np.dtype(dtype):
+        raise TypeError(f"out has dtype {out.dtype} but the result's dtype is {np.dtype(dtype)}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be C-contiguous and writeable")
+    return out
+
+
+#: FASTLENET_CHECK_FAST_PATHS=1: every internal fast-path call checks its arguments
+#: against the FastPaths contract (slower; for debugging and the test suite)
+CHECK_FAST_PATHS = os.environ.get("FASTLENET_CHECK_FAST_PATHS") == "1"
+
+
 # --------------------------------------------------------------------------- backend
 class Backend:
     """The public kernel functions of one backend (all checked).
@@ -109,32 +133,16 @@ class Backend:
 
     def __init__(self, name: str, module) -> None:
         self.name = name
-        self._impl = SimpleNamespace(**{k: getattr(module, f"_{k}_impl") for k in KERNEL_NAMES})
-        #: internal fast path (unchecked): conv -> ReLU -> max pool in one pass, or None.
-        #:   forward(x, w, b, stride, pad, OH, OW, size, pool_stride) -> (y (N, F, PH, PW), arg int32)
-        #:   backward(dy, arg, x, w, stride, pad, OH, OW, size, pool_stride, need_dx) -> (dx|None, dw, db)
-        #: ``arg`` indexes the conv-output plane (oy*OW + ox), -1 where ReLU blocked the gradient.
-        #: Layers use it only on shapes they validated; tests hold it equal to the public kernels.
-        fwd = getattr(module, "_conv2d_relu_maxpool_forward_impl", None)
-        bwd = getattr(module, "_conv2d_relu_maxpool_backward_impl", None)
-        self.fused = SimpleNamespace(forward=fwd, backward=bwd) if fwd and bwd else None
-        #: internal fast path (unchecked) for Dense (and Dense -> ReLU) layers, or None (then
-        #: NumPy's BLAS):
-        #:   forward(x (N, D), w (D, U), b (U,), relu) -> y (N, U) = x @ w + b (ReLU'd with relu)
-        #:   backward(dy (N, U), x, w, y, relu, need_dx, dw (D, U), db (U,)) -> dx (N, D) | None,
-        #:     dW and db written into dw and db; with relu dy passes only where y > 0.
-        #: C-contiguous arrays of one dtype.
-        fwd = getattr(module, "_linear_forward_impl", None)
-        bwd = getattr(module, "_linear_backward_impl", None)
-        self.linear = SimpleNamespace(forward=fwd, backward=bwd) if fwd and bwd else None
-        #: internal fast path (unchecked) for optim.Adam, or None (then NumPy):
-        #:   adam_update(p, g, m, v, step_size, b1, b2, root_bc2, eps), flat (P,) arrays of one
-        #:   dtype, updated in place: m, v the moments, p -= step_size m / (sqrt(v)/root_bc2 + eps).
-        self.adam_update = getattr(module, "_adam_update_impl", None)
-        #: internal fast path (unchecked) for losses.softmax_cross_entropy, or None (NumPy):
-        #:   softmax_cross_entropy(logits (N, K), labels int64 (N,), smoothing) -> (loss, grad (N, K)),
-        #:   or (None, None) when a label lies outside 0..K-1.
-        self.softmax_cross_entropy = getattr(module, "_softmax_cross_entropy_impl", None)
+        impls = {k: getattr(module, f"_{k}_impl") for k in KERNEL_NAMES}
+        #: True when the kernels write straight into the out= arrays they are given (cython);
+        #: elsewhere out= costs a copy, so the layers keep no output buffers there
+        self.writes_out = bool(getattr(module, "WRITES_OUT", False))
+        if not self.writes_out:     # its kernels allocate: copy into out=
+            impls = {k: writing_into(fn, *KERNEL_OUTS[k]) for k, fn in impls.items()}
+        self._impl = SimpleNamespace(**impls)
+        #: the internal fast paths (a :class:`FastPaths`), or None (numpy: the layers' NumPy code)
+        fast = getattr(module, "FAST_PATHS", None)
+        self.fast: Optional[FastPaths] = checked_fast_paths(fast) if fast and CHECK_FAST_PATHS else fast
 
     def __repr__(self) -> str:
         return f"<fastlenet kernels backend {self.name!r}>"
@@ -183,28 +191,53 @@ class Backend:
         ow = output_size("conv2d (width)", x.shape[3], w.shape[3], stride, pad)
         return x, w, stride, pad, oh, ow
 
+    def plan_conv2d(self, x_shape: Shape4, w_shape: Shape4, stride: int = 1, pad: int = 0,
+                    pool: Optional[Tuple[int, int]] = None) -> _plan.ConvPlan:
+        """The (immutable) plan a compiled backend runs for this convolution, optionally
+        fused with ReLU and a max pool ``pool = (size, stride)``: which forward, pool, dW
+        and dx paths (``plan.ConvPlan.names``).  Both compiled backends run the same plan;
+        the numpy reference computes every geometry one readable way whatever it says."""
+        n, c, h, w = check_shape4("x_shape", x_shape)
+        f, wc, kh, kw = check_shape4("w_shape", w_shape)
+        if wc != c:
+            raise ValueError(f"w_shape has {wc} input channels but x_shape has {c}")
+        stride, pad = check_int("stride", stride, 1), check_int("pad", pad, 0)
+        oh = output_size("conv2d (height)", h, kh, stride, pad)
+        ow = output_size("conv2d (width)", w, kw, stride, pad)
+        if pool is not None:
+            size, ps = check_int("pool size", pool[0], 1), check_int("pool stride", pool[1], 1)
+            output_size("max pool (height)", oh, size, ps, 0)
+            output_size("max pool (width)", ow, size, ps, 0)
+            pool = (size, ps)
+        return _plan.conv2d((n, c, h, w), (f, c, kh, kw), stride, pad, pool)
+
     def conv2d_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray,
-                       stride: int = 1, pad: int = 0) -> np.ndarray:
+                       stride: int = 1, pad: int = 0, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Cross-correlation: x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, OH, OW).
 
         ``y[n, f] = b[f] + sum_{c,i,j} w[f, c, i, j] * xpad[n, c, oh*s + i, ow*s + j]``.
+        ``out``: an array of y's shape and dtype to write into (else a new one).
         """
         x, w, stride, pad, oh, ow = self._conv_geometry(x, w, stride, pad)
         b = check_array("b", b, 1, x.dtype)
         expect_shape("b", b, (w.shape[0],))
-        return self._impl.conv2d_forward(x, w, b, stride, pad, oh, ow)
+        out = check_out(out, (x.shape[0], w.shape[0], oh, ow), x.dtype)
+        return self._impl.conv2d_forward(x, w, b, stride, pad, oh, ow, out=out)
 
     def conv2d_backward(self, dy: np.ndarray, x: np.ndarray, w: np.ndarray,
-                        stride: int = 1, pad: int = 0, need_dx: bool = True):
+                        stride: int = 1, pad: int = 0, need_dx: bool = True,
+                        out: Optional[np.ndarray] = None):
         """Gradients of conv2d_forward: dy (N, F, OH, OW) -> (dx | None, dw, db).
 
         dx (N, C, H, W) is ``None`` when ``need_dx`` is false (the first layer);
-        dw (F, C, KH, KW) and db (F,) are summed over the batch.
+        dw (F, C, KH, KW) and db (F,) are summed over the batch.  ``out``: an array
+        of dx's shape and dtype to write dx into (else a new one).
         """
         x, w, stride, pad, oh, ow = self._conv_geometry(x, w, stride, pad)
         dy = check_array("dy", dy, 4, x.dtype)
         expect_shape("dy", dy, (x.shape[0], w.shape[0], oh, ow))
-        return self._impl.conv2d_backward(dy, x, w, stride, pad, bool(need_dx))
+        out = check_out(out, x.shape, x.dtype) if need_dx else None
+        return self._impl.conv2d_backward(dy, x, w, stride, pad, bool(need_dx), out=out)
 
     # ------------------------------------------------------------------ pooling
     def _pool_geometry(self, name, x_shape, size, stride):
@@ -221,19 +254,24 @@ class Backend:
         expect_shape("dy", dy, (x_shape[0], x_shape[1], oh, ow))
         return dy, x_shape, size, stride
 
-    def maxpool2d_forward(self, x: np.ndarray, size: int = 2, stride: Optional[int] = None):
+    def maxpool2d_forward(self, x: np.ndarray, size: int = 2, stride: Optional[int] = None,
+                          out: Optional[np.ndarray] = None, arg_out: Optional[np.ndarray] = None):
         """Max pooling: x (N, C, H, W) -> (y (N, C, OH, OW), arg (N, C, OH, OW) int32).
 
         ``arg`` is the flat index ``h*W + w`` of each window's maximum inside its
         (n, c) plane (the first one in row-major order on ties).  ``stride``
-        defaults to ``size``; windows may overlap.
+        defaults to ``size``; windows may overlap.  ``out`` / ``arg_out``: arrays to
+        write y and arg into (else new ones).
         """
         x = check_array("x", x, 4)
         size, stride, oh, ow = self._pool_geometry("maxpool2d", x.shape, size, stride)
-        return self._impl.maxpool2d_forward(x, size, stride, oh, ow)
+        shape = (x.shape[0], x.shape[1], oh, ow)
+        out, arg_out = check_out(out, shape, x.dtype), check_out(arg_out, shape, ARG_DTYPE)
+        return self._impl.maxpool2d_forward(x, size, stride, oh, ow, out=out, arg_out=arg_out)
 
     def maxpool2d_backward(self, dy: np.ndarray, arg: np.ndarray, x_shape: Shape4,
-                           size: int = 2, stride: Optional[int] = None) -> np.ndarray:
+                           size: int = 2, stride: Optional[int] = None,
+                           out: Optional[np.ndarray] = None) -> np.ndarray:
         """Route dy (N, C, OH, OW) to the argmax positions -> dx (N, C, H, W); overlaps accumulate."""
         dy, x_shape, size, stride = self._pool_grad("maxpool2d", dy, x_shape, size, stride)
         if not isinstance(arg, np.ndarray) or arg.dtype != ARG_DTYPE:
@@ -251,19 +289,23 @@ class Backend:
                 f"arg holds indices outside 0..{plane - 1} (found {lo}..{hi}); "
                 "it must come from maxpool2d_forward on an input of shape x_shape"
             )
-        return self._impl.maxpool2d_backward(dy, arg, x_shape, size, stride)
+        out = check_out(out, x_shape, dy.dtype)
+        return self._impl.maxpool2d_backward(dy, arg, x_shape, size, stride, out=out)
 
-    def avgpool2d_forward(self, x: np.ndarray, size: int = 2, stride: Optional[int] = None) -> np.ndarray:
+    def avgpool2d_forward(self, x: np.ndarray, size: int = 2, stride: Optional[int] = None,
+                          out: Optional[np.ndarray] = None) -> np.ndarray:
         """Average pooling: x (N, C, H, W) -> y (N, C, OH, OW), each the mean of its size*size window."""
         x = check_array("x", x, 4)
         size, stride, oh, ow = self._pool_geometry("avgpool2d", x.shape, size, stride)
-        return self._impl.avgpool2d_forward(x, size, stride, oh, ow)
+        out = check_out(out, (x.shape[0], x.shape[1], oh, ow), x.dtype)
+        return self._impl.avgpool2d_forward(x, size, stride, oh, ow, out=out)
 
     def avgpool2d_backward(self, dy: np.ndarray, x_shape: Shape4, size: int = 2,
-                           stride: Optional[int] = None) -> np.ndarray:
+                           stride: Optional[int] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Spread dy (N, C, OH, OW) evenly over each window -> dx (N, C, H, W); overlaps accumulate."""
         dy, x_shape, size, stride = self._pool_grad("avgpool2d", dy, x_shape, size, stride)
-        return self._impl.avgpool2d_backward(dy, x_shape, size, stride)
+        out = check_out(out, x_shape, dy.dtype)
+        return self._impl.avgpool2d_backward(dy, x_shape, size, stride, out=out)
 
 
 #: the public function names every backend exposes
@@ -271,3 +313,10 @@ KERNEL_NAMES = (
     "im2col", "col2im", "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
 )
+
+#: the out= keywords of each kernel, in the order of its results
+KERNEL_OUTS = {
+    "im2col": (), "col2im": (), "conv2d_forward": ("out",),
+    "conv2d_backward": ("out", "dw_out", "db_out"), "maxpool2d_forward": ("out", "arg_out"),
+    "maxpool2d_backward": ("out",), "avgpool2d_forward": ("out",), "avgpool2d_backward": ("out",),
+}

@@ -15,23 +15,21 @@ them.  ``FASTLENET_EXACT_WORKSPACES=1`` allocates them at their exact sizes,
 without the alignment slack, so that AddressSanitizer sees any overrun
 (``tests/asan.sh``).
 
-Outputs cannot be kept like that - the caller owns them - but allocating them
-new costs a page fault per 4 KiB on first touch (NumPy returns big arrays to the
-OS when they are freed): ~190 faults, about a tenth of a LeNet-5 step.
-:func:`output` therefore hands out an earlier output again once nothing refers
-to it any more (its reference counts say so) and a new array otherwise.
+Outputs are never kept here: they belong to the caller.  Every kernel takes an
+optional ``out=`` array, and a layer that calls the same kernel every step owns
+its output buffers (``fastlenet.buffers.OutputBuffers``), which saves the page
+faults of a fresh array's first touch (~190 per LeNet-5 step).  Nothing is
+reused by guessing who still holds it.
 """
 from __future__ import annotations
 
 import os
-import sys
 import threading
 
 import numpy as np
 
 ALIGN = 64
 MAX_GEOMETRIES = 32          # per thread; all are dropped when exceeded
-MAX_RECYCLED = 3             # outputs kept per shape and dtype (a step holds up to two at once)
 EXACT = os.environ.get("FASTLENET_EXACT_WORKSPACES") == "1"
 
 _local = threading.local()
@@ -74,43 +72,6 @@ def store(key, workspaces):
     return workspaces
 
 
-def output(shape, dtype) -> np.ndarray:
-    """An uninitialised array of ``shape`` and ``dtype`` for a kernel's result: an earlier
-    result that nothing refers to any more, else a new (64-byte aligned) one.
-
-    "Nothing refers to it": neither the array nor the buffer it views is referenced
-    from anywhere but this pool - no caller, layer, view, memoryview or base of
-    another array.  An array still in use is never handed out twice.
-    """
-    pools = getattr(_local, "outputs", None)
-    if pools is None:
-        pools = _local.outputs = {}
-    key = (tuple(shape), np.dtype(dtype).str)
-    pool = pools.get(key)
-    if pool is None:
-        if len(pools) >= MAX_GEOMETRIES:
-            pools.clear()
-        pool = pools[key] = []
-    for a in pool:
-        if _unreferenced(a):
-            return a
-    a = aligned_empty(shape, dtype)
-    if len(pool) < MAX_RECYCLED:
-        pool.append(a)
-    return a
-
-
-def _unreferenced(a) -> bool:
-    """True when only the pool refers to ``a`` and only ``a`` to its buffer."""
-    # the pool's list, the caller's loop variable, the parameter, getrefcount's argument
-    if sys.getrefcount(a) > 4:
-        return False
-    owner = a.base                 # the raw buffer of an aligned array (views of ``a`` point here)
-    # ``a.base``, the local ``owner``, getrefcount's argument
-    return owner is None or sys.getrefcount(owner) <= 3
-
-
 def clear() -> None:
-    """Drop this thread's workspaces and kept outputs (the next call rebuilds them)."""
+    """Drop this thread's workspaces (the next call rebuilds them)."""
     _local.cache = {}
-    _local.outputs = {}

@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._api import KERNEL_NAMES, Backend
+from ._fast import FastPaths, writing_into
 
 # One place for every Numba option.  fastmath lets LLVM reassociate the
 # reductions (dW, db) into SIMD lanes; results stay within float tolerance.
@@ -670,7 +671,136 @@ def _avgpool2d_backward_impl(dy, x_shape, size, stride):
     return _avgpool2d_backward_kernel(dy, n, c, h, w, size, stride)
 
 
+# --------------------------------------------------------------------------- dense, loss, Adam
+# The fast paths of the layers, the loss and the optimizer (the contract: _fast.FastPaths).
+# Each output row (or parameter block) is computed by one thread from start to end: no
+# cross-thread reductions, so results do not depend on the thread count.
+@njit(**_PARALLEL)
+def _linear_forward_kernel(x, w, b, relu, y):
+    """y (N, U) = x (N, D) @ w (D, U) + b (ReLU'd with relu); rows of y in parallel."""
+    n, d = x.shape
+    u = w.shape[1]
+    for r in prange(n):
+        row = y[r]
+        for j in range(u):
+            row[j] = b[j]
+        for k in range(d):
+            v = x[r, k]
+            wk = w[k]
+            for j in range(u):
+                row[j] += v * wk[j]
+        if relu:
+            for j in range(u):
+                if row[j] < 0:          # NaN stays NaN, like np.maximum
+                    row[j] = 0
+
+
+@njit(**_PARALLEL)
+def _linear_backward_kernel(dy, x, w, y, relu, need_dx, dw, db, dx):
+    """dy' = dy (where y > 0 with relu); dW = x^T dy', db = sum_n dy', dx = dy' w^T."""
+    n, d = x.shape
+    u = w.shape[1]
+    g = np.empty((n, u), dtype=dy.dtype)
+    for r in prange(n):
+        for j in range(u):
+            g[r, j] = dy[r, j] if (not relu or y[r, j] > 0) else 0
+    for k in prange(d):                 # dW rows: one thread each, summed over n in order
+        row = dw[k]
+        for j in range(u):
+            row[j] = 0
+        for r in range(n):
+            v = x[r, k]
+            for j in range(u):
+                row[j] += v * g[r, j]
+    for j in range(u):
+        acc = g[0, j] * 0
+        for r in range(n):
+            acc += g[r, j]
+        db[j] = acc
+    if need_dx:
+        for r in prange(n):
+            for k in range(d):
+                acc = g[r, 0] * 0
+                for j in range(u):
+                    acc += g[r, j] * w[k, j]
+                dx[r, k] = acc
+
+
+def _linear_forward(x, w, b, relu, out=None):
+    y = np.empty((x.shape[0], w.shape[1]), dtype=x.dtype) if out is None else out
+    _linear_forward_kernel(x, w, b, bool(relu), y)
+    return y
+
+
+def _linear_backward(dy, x, w, y, relu, need_dx, dw, db, out=None):
+    dx = None
+    if need_dx:
+        dx = np.empty(x.shape, dtype=x.dtype) if out is None else out
+    _linear_backward_kernel(dy, x, w, y, bool(relu), bool(need_dx), dw, db,
+                            dx if need_dx else np.empty((1, 1), dtype=x.dtype))
+    return dx
+
+
+@njit(**_PARALLEL)
+def _adam_update(p, g, m, v, step_size, b1, b2, root_bc2, eps):
+    """In place over flat (P,) arrays: the moments of g, then the bias-corrected step."""
+    for i in prange(p.shape[0]):
+        gi = g[i]
+        m[i] = b1 * m[i] + (1 - b1) * gi
+        v[i] = b2 * v[i] + (1 - b2) * gi * gi
+        p[i] -= step_size * m[i] / (np.sqrt(v[i]) / root_bc2 + eps)
+
+
+@njit(**_SERIAL)
+def _softmax_cross_entropy_kernel(logits, labels, smoothing, grad):
+    """The loss of fastlenet/losses.py in one pass, in float64; -1.0 for a bad label."""
+    n, k = logits.shape
+    off = smoothing / k
+    on = 1.0 - smoothing + off
+    loss = 0.0
+    e = np.empty(k, dtype=np.float64)
+    for i in range(n):
+        label = labels[i]
+        if label < 0 or label >= k:
+            return -1.0
+        top = np.float64(logits[i, 0])
+        for j in range(1, k):
+            top = max(top, np.float64(logits[i, j]))
+        total = 0.0
+        shifted = 0.0
+        for j in range(k):
+            z = np.float64(logits[i, j]) - top
+            shifted += z
+            e[j] = np.exp(z)
+            total += e[j]
+        logsum = np.log(total)
+        loss += -off * shifted - (on - off) * (np.float64(logits[i, label]) - top) + logsum
+        for j in range(k):
+            target = on if j == label else off
+            grad[i, j] = (e[j] / total - target) / n
+    return loss / n
+
+
+def _softmax_cross_entropy(logits, labels, smoothing, out=None):
+    grad = np.empty(logits.shape, dtype=logits.dtype) if out is None else out
+    loss = _softmax_cross_entropy_kernel(logits, labels, float(smoothing), grad)
+    if loss < 0:
+        return None, None
+    return loss, grad
+
+
 # --------------------------------------------------------------------------- public API
+#: the internal fast paths (see _fast.FastPaths)
+FAST_PATHS = FastPaths(
+    conv2d_relu_maxpool_forward=writing_into(_conv2d_relu_maxpool_forward_impl, "out", "arg_out"),
+    conv2d_relu_maxpool_backward=writing_into(_conv2d_relu_maxpool_backward_impl, "out", "dw_out",
+                                              "db_out"),
+    linear_forward=_linear_forward,
+    linear_backward=_linear_backward,
+    adam_update=_adam_update,
+    softmax_cross_entropy=_softmax_cross_entropy,
+)
+
 BACKEND = Backend("numba", sys.modules[__name__])
 for _name in KERNEL_NAMES:
     globals()[_name] = getattr(BACKEND, _name)

@@ -1,0 +1,151 @@
+"""Convolution plans: geometry in, one immutable choice of algorithm out.
+
+Dimension legend: N batch, C channels, H/W input height/width, F filters,
+KH/KW kernel height/width, OH/OW output height/width, L = OH*OW, K = C*KH*KW,
+s stride, p pad, PH/PW pooled height/width.
+
+Like oneDNN's primitive descriptor or XNNPACK's operator setup, :func:`conv2d`
+decides *once* how a convolution (optionally followed by ReLU and a max pool)
+is computed, and nothing changes that decision afterwards.  Both compiled
+backends run the plan they are given (``cython_backend``, ``numba_backend``),
+tests ask for it (``backend.plan_conv2d(...)``) and assert which path a case
+covers, and a benchmark can print it.  The names:
+
+forward
+    ``direct``      -- convolve the zero-padded input with register tiles (stride 1,
+                       rows of at least MIN_DIRECT_OW outputs, K <= MAX_DIRECT_K)
+    ``im2col_gemm`` -- unfold the windows (im2col), then one GEMM per sample (any geometry)
+pool (with a fused conv -> ReLU -> max pool only)
+    ``tile_filter_lanes`` -- the 2x2/2 pool on the direct kernel's accumulators, filters
+                             along the vector lanes (more filters than output columns)
+    ``tile_f8`` / ``tile_f6`` -- the same with 8 (rows of <= LANES outputs) or 6 filters
+                             (<= 2 LANES) per tile and output columns along the lanes
+    ``after_conv_2x2``    -- ReLU + 2x2/2 pool over the conv output kept in the workspace
+    ``after_conv``        -- the same for any other window and stride
+pool_grad (its backward)
+    ``expand_2x2`` -- the 2x2/2 pooled gradient expanded to conv-output rows with vector selects
+    ``route``      -- any other pool: each pooled gradient scattered to its window's max
+dw (the weight gradient)
+    ``direct_filter_lanes`` -- from the padded input, filters along the lanes (KW 3 or 5)
+    ``direct_column_lanes`` -- from the padded input, output columns along the lanes
+                               (KW 5, stride 1, when columns fill more lanes than filters)
+    ``gemm_im2row``  -- im2row copy + GEMM (long L, short K: a first layer)
+    ``gemm_im2col``  -- im2col copy + GEMM reduced over L
+dx (the input gradient)
+    ``col2im_s1`` -- W^T dz, folded into padded planes with whole vectors (stride 1)
+    ``col2im``    -- W^T dz, folded element by element (any stride)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional, Tuple
+
+#: lanes of one register-tile row (FL_LB in csrc/gemm.h): one AVX-512 float32 vector
+LANES = 16
+#: the direct forward needs output rows of at least this many columns (narrower rows
+#: leave most of a tile's lanes idle, and im2col + GEMM wins)
+MIN_DIRECT_OW = 8
+#: ... and at most this many taps (C*KH*KW): its filter block's weights (8 x K) must
+#: stay in L1 while a row of input streams past (256 taps x 8 x 4 bytes = 8 KiB)
+MAX_DIRECT_K = 256
+#: dW through im2row (L, K) when L < IM2ROW_RATIO * K: the product is then reduced
+#: over the short K, not the long L (a first layer: L = 784, K = 25)
+IM2ROW_RATIO = 4
+#: pooled columns per tile of the filter-lanes pool kernel (FL_POOL_FLANES_TILE in
+#: csrc/direct_conv.h: 5 pooled x 2 rows x 2 columns = 20 accumulators + 5 loads)
+FLANES_TILE = 5
+#: kernel widths with a direct dW kernel (fl_dw_direct_k3 / _k5 in csrc/dw.h)
+DIRECT_DW_WIDTHS = (3, 5)
+
+FORWARD = ("im2col_gemm", "direct")
+POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes")
+POOL_GRAD = (None, "route", "expand_2x2")
+DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes")
+DX = ("col2im", "col2im_s1")
+
+
+def _round_up(v: int, m: int) -> int:
+    return (v + m - 1) // m * m
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """How one convolution geometry runs (immutable; see the module docstring for names)."""
+
+    x_shape: Tuple[int, int, int, int]
+    w_shape: Tuple[int, int, int, int]
+    stride: int
+    pad: int
+    out_hw: Tuple[int, int]
+    pool: Optional[Tuple[int, int]]        # (size, stride) of the fused max pool, or None
+    forward: str
+    pool_kernel: Optional[str]
+    pool_grad: Optional[str]
+    dw: str
+    dx: str
+
+    @property
+    def codes(self) -> Tuple[int, int, int, int, int]:
+        """(forward, pool_kernel, pool_grad, dw, dx) as the small integers the compiled code
+        switches on (their positions in FORWARD, POOL, POOL_GRAD, DW, DX)."""
+        return (FORWARD.index(self.forward), POOL.index(self.pool_kernel),
+                POOL_GRAD.index(self.pool_grad), DW.index(self.dw), DX.index(self.dx))
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """Every path this plan runs, e.g. ('direct', 'tile_f8', 'direct_column_lanes', 'col2im_s1')."""
+        return tuple(n for n in (self.forward, self.pool_kernel, self.pool_grad, self.dw, self.dx) if n)
+
+
+def _forward_path(c: int, kh: int, kw: int, stride: int, ow: int) -> str:
+    # stride 1 with rows of >= 8 outputs (the LeNet convolutions): convolving the padded
+    # input directly beats im2col + GEMM, whose copy costs as much as the product
+    # (measured: C1 1.2 -> 0.5 ms, C3 1.4 -> 0.8 ms at batch 256)
+    direct = stride == 1 and ow >= MIN_DIRECT_OW and c * kh * kw <= MAX_DIRECT_K
+    return "direct" if direct else "im2col_gemm"
+
+
+def _pool_kernel(forward: str, f: int, ow: int, pool) -> Optional[str]:
+    if pool is None:
+        return None
+    if forward == "direct" and tuple(pool) == (2, 2):
+        if f * _round_up(ow, LANES) > ow * _round_up(f, LANES):
+            return "tile_filter_lanes"      # more filters than columns fill the lanes (LeNet C3)
+        if ow <= LANES:
+            return "tile_f8"                # one vector per conv row: 8 filters per tile
+        if ow <= 2 * LANES:
+            return "tile_f6"                # two vectors per conv row: 6 filters per tile
+    return "after_conv_2x2" if tuple(pool) == (2, 2) else "after_conv"
+
+
+def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int) -> str:
+    # KW 3 or 5 (every preset): dW from the padded input, no im2row/im2col copy (which
+    # cost more than the product), with whichever of filters / output columns fills
+    # more of the lanes (LeNet C3: 16 filters; C1: 28 columns but 6 filters)
+    if kw in DIRECT_DW_WIDTHS:
+        columns_fill_more = ow * _round_up(f, LANES) > f * _round_up(ow, LANES)
+        if kw == 5 and stride == 1 and columns_fill_more:
+            return "direct_column_lanes"
+        return "direct_filter_lanes"
+    return "gemm_im2row" if oh * ow < IM2ROW_RATIO * c * kh * kw else "gemm_im2col"
+
+
+@lru_cache(maxsize=256)
+def _plan(x_shape, w_shape, stride, pad, pool) -> ConvPlan:
+    n, c, h, w = x_shape
+    f, _, kh, kw = w_shape
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    forward = _forward_path(c, kh, kw, stride, ow)
+    pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
+    return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
+                    _pool_kernel(forward, f, ow, pool), pool_grad,
+                    _dw_path(c, f, kh, kw, stride, oh, ow), "col2im_s1" if stride == 1 else "col2im")
+
+
+def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None) -> ConvPlan:
+    """The plan of a convolution x (N, C, H, W) * w (F, C, KH, KW), optionally fused with
+    ReLU and a max pool ``pool = (size, stride)``.  Geometry is assumed valid (the public
+    wrappers check it); the same arguments always give the same (cached) plan."""
+    pool = None if pool is None else (int(pool[0]), int(pool[1]))
+    return _plan(tuple(map(int, x_shape)), tuple(map(int, w_shape)), int(stride), int(pad), pool)

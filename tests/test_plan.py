@@ -1,0 +1,110 @@
+"""Convolution plans: one function picks every path; each path is named by a case here
+that asserts the plan and checks both compiled backends against the reference on it."""
+import numpy as np
+import pytest
+
+from checks import COMPILED, assert_close, backend
+from fastlenet.kernels import plan
+from fastlenet.kernels import reference as ref
+
+# (x shape, w shape, stride, pad, pool) -> the paths the plan must choose
+CASES = [
+    # LeNet C1 + S2: 28 columns fill two vectors, 6 filters: 6-filter tiles; dW by columns
+    (((4, 1, 28, 28), (6, 1, 5, 5), 1, 2, (2, 2)),
+     ("direct", "tile_f6", "expand_2x2", "direct_column_lanes", "col2im_s1")),
+    # LeNet C3 + S4: 16 filters fill the lanes better than 10 columns
+    (((4, 6, 14, 14), (16, 6, 5, 5), 1, 0, (2, 2)),
+     ("direct", "tile_filter_lanes", "expand_2x2", "direct_filter_lanes", "col2im_s1")),
+    # one vector per conv row (OW 16): 8-filter tiles
+    (((2, 2, 20, 20), (8, 2, 5, 5), 1, 0, (2, 2)),
+     ("direct", "tile_f8", "expand_2x2", "direct_column_lanes", "col2im_s1")),
+    # OW 40 > 2 vectors: the direct conv, then ReLU + 2x2 pool over its output
+    (((2, 1, 40, 40), (4, 1, 3, 3), 1, 1, (2, 2)),
+     ("direct", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "col2im_s1")),
+    # an overlapping 3x3/2 pool after the direct conv: generic pool, routed gradient
+    (((2, 2, 12, 12), (4, 2, 3, 3), 1, 1, (3, 2)),
+     ("direct", "after_conv", "route", "direct_filter_lanes", "col2im_s1")),
+    # stride 2: im2col + GEMM, strided dW from the padded input, element-wise col2im
+    (((2, 3, 11, 11), (4, 3, 3, 3), 2, 1, (2, 2)),
+     ("im2col_gemm", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "col2im")),
+    # narrow rows (OW 6 < 8): im2col + GEMM; KW 2: dW by GEMM over im2row (L 36 < 4 K)
+    (((2, 3, 7, 7), (5, 3, 2, 2), 1, 0, None), ("im2col_gemm", "gemm_im2row", "col2im_s1")),
+    # a long L and KW 1 (1x1 conv, 16x16): dW by GEMM over im2col
+    (((2, 8, 16, 16), (4, 8, 1, 1), 1, 0, None), ("direct", "gemm_im2col", "col2im_s1")),
+    # K = 288 > 256 taps: not direct
+    (((2, 32, 10, 10), (8, 32, 3, 3), 1, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im_s1")),
+]
+IDS = [",".join(names) for _, names in CASES]
+
+
+@pytest.mark.parametrize("args,names", CASES, ids=IDS)
+def test_the_plan_names_its_paths(args, names):
+    assert plan.conv2d(*args).names == names
+
+
+def test_every_path_is_named_by_a_case():
+    seen = {n for _, names in CASES for n in names}
+    every = set(plan.FORWARD) | set(plan.POOL) | set(plan.POOL_GRAD) | set(plan.DW) | set(plan.DX)
+    assert every - {None} == seen
+
+
+def test_plans_are_immutable_and_cached():
+    p = plan.conv2d((2, 1, 28, 28), (6, 1, 5, 5), 1, 2)
+    assert plan.conv2d([2, 1, 28, 28], [6, 1, 5, 5], 1, 2) is p
+    with pytest.raises(AttributeError):
+        p.forward = "im2col_gemm"
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
+def test_the_extension_uses_the_plan_vocabulary():
+    from fastlenet.kernels import _cy_conv
+    assert _cy_conv.PLAN_NAMES == {"forward": plan.FORWARD, "pool": plan.POOL, "pool_grad": plan.POOL_GRAD,
+                                   "dw": plan.DW, "dx": plan.DX}
+    assert _cy_conv.LANES == plan.LANES
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
+def test_a_plan_that_does_not_fit_its_geometry_is_refused():
+    from fastlenet.kernels import _cy_conv
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 11, 11)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    good = plan.conv2d(x.shape, w.shape, 2, 1).codes
+    direct = (plan.FORWARD.index("direct"),) + good[1:]
+    with pytest.raises(ValueError, match="forward 'direct' needs stride 1"):
+        _cy_conv.conv2d_forward(x, w, np.zeros(4, np.float32), 2, 1, 6, 6, direct)
+    lanes = good[:3] + (plan.DW.index("direct_column_lanes"),) + good[4:]
+    with pytest.raises(ValueError, match="direct_column_lanes"):
+        _cy_conv.conv2d_backward(np.ones((2, 4, 6, 6), np.float32), x, w, 2, 1, True, lanes)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("args,names", CASES, ids=IDS)
+@pytest.mark.parametrize("name", COMPILED)
+def test_each_planned_path_matches_the_reference(name, args, names, dtype):
+    x_shape, w_shape, s, p, pool = args
+    k = backend(name)
+    assert k.plan_conv2d(x_shape, w_shape, s, p, pool).names == names
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) * 0.1
+    z = ref.conv2d_forward(x, w, b, s, p)
+    if pool is None:
+        assert_close("y", k.conv2d_forward(x, w, b, s, p), z)
+        dz = rng.standard_normal(z.shape).astype(dtype)
+        for got, want, what in zip(k.conv2d_backward(dz, x, w, s, p), ref.conv2d_backward(dz, x, w, s, p),
+                                   ("dx", "dw", "db")):
+            assert_close(what, got, want)
+        return
+    r = np.maximum(z, 0)
+    y, arg = ref.maxpool2d_forward(r, *pool)
+    oh, ow = z.shape[2:]
+    fy, farg = k.fast.conv2d_relu_maxpool_forward(x, w, b, s, p, oh, ow, *pool)
+    assert_close("fused y", fy, y)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dz = ref.maxpool2d_backward(dy, arg, r.shape, *pool) * (z > 0)
+    want = ref.conv2d_backward(dz, x, w, s, p)
+    got = k.fast.conv2d_relu_maxpool_backward(dy, farg, x, w, s, p, oh, ow, *pool, True)
+    for g, wnt, what in zip(got, want, ("dx", "dw", "db")):
+        assert_close(f"fused {what}", g, wnt)
