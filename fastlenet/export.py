@@ -26,6 +26,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import checkpoint
+from .fileio import atomic_write_bytes
 from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid,
                      Tanh)
 
@@ -46,6 +47,72 @@ def _onnx():
     return onnx, TensorProto, helper, numpy_helper
 
 
+class _Graph:
+    """The nodes and initialisers of an ONNX graph being built, with unique names."""
+
+    def __init__(self, helper, numpy_helper) -> None:
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes, self.inits, self._count = [], [], 0
+
+    def name(self, prefix: str) -> str:
+        self._count += 1
+        return f"{prefix}_{self._count}"
+
+    def const(self, prefix: str, value, dtype=np.float32) -> str:
+        n = self.name(prefix)
+        self.inits.append(self.numpy_helper.from_array(np.asarray(value, dtype), n))
+        return n
+
+    def node(self, op: str, inputs, output: str = None, **attrs) -> str:
+        output = output or self.name(op.lower())
+        self.nodes.append(self.helper.make_node(op, list(inputs), [output], **attrs))
+        return output
+
+
+def _preprocess(g: _Graph, x: str, input_shape, mean, std, pad_from) -> str:
+    """Standardisation and zero-padding to the model's input, as graph nodes."""
+    _, h, w = input_shape
+    if mean is not None and std is not None:
+        centered = g.node("Sub", [x, g.const("mean", mean)])
+        x = g.node("Div", [centered, g.const("std", std)])
+    if pad_from:
+        top, left = (h - pad_from) // 2, (w - pad_from) // 2
+        pads = [0, 0, top, left, 0, 0, h - pad_from - top, w - pad_from - left]
+        x = g.node("Pad", [x, g.const("pads", pads, np.int64)], mode="constant")
+    return x
+
+
+def _batchnorm(g: _Graph, x: str, layer, lname: str, ndim: int) -> str:
+    # inference form: y = x * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps))
+    scale = layer.params["gamma"] / np.sqrt(layer.buffers["running_var"] + layer.eps)
+    shift = layer.params["beta"] - layer.buffers["running_mean"] * scale
+    shape = (-1, 1, 1) if ndim == 3 else (-1,)
+    mid = g.node("Mul", [x, g.const(f"{lname}.scale", scale.reshape(shape))])
+    return g.node("Add", [mid, g.const(f"{lname}.shift", shift.reshape(shape))])
+
+
+def _layer(g: _Graph, x: str, layer, lname: str, in_shape) -> str:
+    """The node(s) of one layer on input ``x``; returns the output's name."""
+    if isinstance(layer, Conv2D):
+        p = layer.pad
+        return g.node("Conv", [x, g.const(f"{lname}.w", layer.params["w"]), g.const(f"{lname}.b", layer.params["b"])],
+                      kernel_shape=[layer.kh, layer.kw], strides=[layer.stride] * 2, pads=[p, p, p, p])
+    if isinstance(layer, (MaxPool2D, AvgPool2D)):
+        op = "MaxPool" if isinstance(layer, MaxPool2D) else "AveragePool"
+        return g.node(op, [x], kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2)
+    if isinstance(layer, (ReLU, Sigmoid, Tanh)):
+        return g.node({ReLU: "Relu", Sigmoid: "Sigmoid", Tanh: "Tanh"}[type(layer)], [x])
+    if isinstance(layer, Flatten):
+        return g.node("Flatten", [x], axis=1)
+    if isinstance(layer, Dense):
+        return g.node("Gemm", [x, g.const(f"{lname}.w", layer.params["w"]), g.const(f"{lname}.b", layer.params["b"])])
+    if isinstance(layer, BatchNorm):
+        return _batchnorm(g, x, layer, lname, len(in_shape))
+    if isinstance(layer, Dropout):
+        return x                                        # identity at inference
+    raise ExportError(f"cannot export layer {lname} ({type(layer).__name__}) to ONNX")
+
+
 def to_onnx(model, path, mean: Optional[float] = None, std: Optional[float] = None,
             pad_from: Optional[int] = None, doc: str = ""):
     """Write ``model`` as an ONNX graph to ``path`` and return the ModelProto.
@@ -55,79 +122,23 @@ def to_onnx(model, path, mean: Optional[float] = None, std: Optional[float] = No
     was zero-padded to its size (e.g. 28 for a 32x32 ``lenet5-1998``).
     """
     onnx, TensorProto, helper, numpy_helper = _onnx()
-    nodes, inits = [], []
-    counter = [0]
-
-    def name(prefix):
-        counter[0] += 1
-        return f"{prefix}_{counter[0]}"
-
-    def const(prefix, value):
-        n = name(prefix)
-        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), n))
-        return n
-
+    g = _Graph(helper, numpy_helper)
     c, h, w = model.input_shape
     in_h, in_w = (pad_from, pad_from) if pad_from else (h, w)
-    x = "images"
-    if mean is not None and std is not None:
-        y = name("standardized")
-        nodes.append(helper.make_node("Sub", [x, const("mean", mean)], [name("centered")]))
-        nodes.append(helper.make_node("Div", [nodes[-1].output[0], const("std", std)], [y]))
-        x = y
-    if pad_from:
-        top, left = (h - in_h) // 2, (w - in_w) // 2
-        pads = np.array([0, 0, top, left, 0, 0, h - in_h - top, w - in_w - left], np.int64)
-        pname = name("pads")
-        inits.append(numpy_helper.from_array(pads, pname))
-        y = name("padded")
-        nodes.append(helper.make_node("Pad", [x, pname], [y], mode="constant"))
-        x = y
+    x = _preprocess(g, "images", model.input_shape, mean, std, pad_from)
     for lname, layer in zip(model.layer_names, model.layers):
-        out = name(lname)
-        if isinstance(layer, Conv2D):
-            p = layer.pad
-            nodes.append(helper.make_node(
-                "Conv", [x, const(f"{lname}.w", layer.params["w"]), const(f"{lname}.b", layer.params["b"])],
-                [out], kernel_shape=[layer.kh, layer.kw], strides=[layer.stride] * 2, pads=[p, p, p, p]))
-        elif isinstance(layer, (MaxPool2D, AvgPool2D)):
-            op = "MaxPool" if isinstance(layer, MaxPool2D) else "AveragePool"
-            nodes.append(helper.make_node(op, [x], [out], kernel_shape=[layer.size] * 2,
-                                          strides=[layer.stride] * 2))
-        elif isinstance(layer, (ReLU, Sigmoid, Tanh)):
-            op = {ReLU: "Relu", Sigmoid: "Sigmoid", Tanh: "Tanh"}[type(layer)]
-            nodes.append(helper.make_node(op, [x], [out]))
-        elif isinstance(layer, Flatten):
-            nodes.append(helper.make_node("Flatten", [x], [out], axis=1))
-        elif isinstance(layer, Dense):
-            nodes.append(helper.make_node(
-                "Gemm", [x, const(f"{lname}.w", layer.params["w"]), const(f"{lname}.b", layer.params["b"])], [out]))
-        elif isinstance(layer, BatchNorm):
-            # inference form: y = x * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps))
-            scale = layer.params["gamma"] / np.sqrt(layer.buffers["running_var"] + layer.eps)
-            shift = layer.params["beta"] - layer.buffers["running_mean"] * scale
-            shape = (-1, 1, 1) if len(_shape_before(model, lname)) == 3 else (-1,)
-            mid = name(f"{lname}.scaled")
-            nodes.append(helper.make_node("Mul", [x, const(f"{lname}.scale", scale.reshape(shape))], [mid]))
-            nodes.append(helper.make_node("Add", [mid, const(f"{lname}.shift", shift.reshape(shape))], [out]))
-        elif isinstance(layer, Dropout):
-            continue                                    # identity at inference
-        else:
-            raise ExportError(f"cannot export layer {lname} ({type(layer).__name__}) to ONNX")
-        x = out
-    nodes.append(helper.make_node("Identity", [x], ["logits"]))
+        x = _layer(g, x, layer, lname, _shape_before(model, lname))
+    g.node("Identity", [x], "logits")
     graph = helper.make_graph(
-        nodes, f"fastlenet-{model.name}",
+        g.nodes, f"fastlenet-{model.name}",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", c, in_h, in_w])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", model.output_shape[0]])],
-        inits)
+        g.inits)
     proto = helper.make_model(graph, producer_name="fastlenet", opset_imports=[helper.make_opsetid("", OPSET)],
                               doc_string=doc or f"fastlenet {model.name}: images in [0, 1] -> logits")
     proto.ir_version = IR_VERSION
     onnx.checker.check_model(proto)
-    path = Path(path)
-    from .fileio import atomic_write_bytes
-    atomic_write_bytes(path, proto.SerializeToString())
+    atomic_write_bytes(Path(path), proto.SerializeToString())
     return proto
 
 

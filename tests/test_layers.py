@@ -9,10 +9,11 @@ from fastlenet import kernels, layers
 from fastlenet.losses import softmax_cross_entropy
 
 
-def check_layer(layer, input_shape, seed=0, positive=False):
-    """Build ``layer`` in float64 on the numpy backend and compare backward() with FD."""
+def check_layer(layer, input_shape, seed=0, positive=False, backend="numpy", built=False):
+    """Build ``layer`` in float64 on ``backend`` (unless ``built``) and compare backward() with FD."""
     rng = np.random.default_rng(seed)
-    layer.build(input_shape[1:], rng, np.float64, kernels.backend("numpy"))
+    if not built:
+        layer.build(input_shape[1:], rng, np.float64, kernels.backend(backend))
     x = rng.standard_normal(input_shape)
     if positive:                              # keep away from ReLU's kink / pooling ties
         x = np.sign(x) * (np.abs(x) + 0.1)
@@ -79,6 +80,46 @@ def test_saturated_activations_stay_finite():
         y = layer.forward(x)
         dx = layer.backward(np.ones_like(y))
         assert np.isfinite(y).all() and np.isfinite(dx).all(), type(layer).__name__
+
+
+# ---------------------------------------------------------------------------- fast paths
+FAST = [name for name in kernels.available() if kernels.backend(name).fast is not None]
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_dense_fast_path(name):
+    layer = layers.Dense(4)
+    check_layer(layer, (3, 5), backend=name)
+    assert layer.fast is not None                              # the fast path is what ran
+
+
+def _fused_conv_relu_pool(name, input_shape, filters, kernel, pad, pool):
+    rng = np.random.default_rng(7)
+    k = kernels.backend(name)
+    conv, relu, mp = layers.Conv2D(filters, kernel, padding=pad), layers.ReLU(), layers.MaxPool2D(*pool)
+    shape = conv.build(input_shape[1:], rng, np.float64, k)
+    relu.build(shape, rng, np.float64, k)
+    mp.build(shape, rng, np.float64, k)
+    (fused,) = layers.fuse([conv, relu, mp], [shape, shape, None])
+    assert isinstance(fused, layers.ConvReLUMaxPool)
+    return fused
+
+
+@pytest.mark.parametrize("pool", [(2, 2), (3, 2)])
+@pytest.mark.parametrize("name", FAST)
+def test_fused_conv_relu_maxpool(name, pool):
+    fused = _fused_conv_relu_pool(name, (2, 2, 9, 9), 3, 3, 1, pool)
+    check_layer(fused, (2, 2, 9, 9), seed=2, built=True)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fused_dense_relu(name):
+    rng = np.random.default_rng(5)
+    dense = layers.Dense(6)
+    dense.build((4,), rng, np.float64, kernels.backend(name))
+    (fused,) = layers.fuse([dense, layers.ReLU()], [(6,), (6,)])
+    assert isinstance(fused, layers.DenseReLU)
+    check_layer(fused, (5, 4), seed=3, built=True)
 
 
 # ---------------------------------------------------------------------------- loss
