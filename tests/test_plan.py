@@ -108,3 +108,27 @@ def test_each_planned_path_matches_the_reference(name, args, names, dtype):
     got = k.fast.conv2d_relu_maxpool_backward(dy, farg, x, w, s, p, oh, ow, *pool, True)
     for g, wnt, what in zip(got, want, ("dx", "dw", "db")):
         assert_close(f"fused {what}", g, wnt)
+
+
+@pytest.mark.parametrize("args,names", CASES, ids=IDS)
+@pytest.mark.parametrize("name", COMPILED)
+def test_gradients_do_not_depend_on_the_thread_count(name, args, names):
+    """dW and db are summed per block of samples, then over blocks in order: the same
+    bits on 1 thread as on 2."""
+    import numba
+
+    from fastlenet import kernels
+    x_shape, w_shape, s, p, _ = args
+    k = backend(name)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((40,) + x_shape[1:]).astype(np.float32)      # three blocks of samples
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    dy = rng.standard_normal(ref.conv2d_forward(x, w, np.zeros(w_shape[0], np.float32), s, p).shape)
+    dy = dy.astype(np.float32)
+    results = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        kernels.set_num_threads(threads)
+        results.append(k.conv2d_backward(dy, x, w, s, p))
+    kernels.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)

@@ -2,15 +2,19 @@
 
 Dimension legend: N batch, C channels, H/W input height/width, F filters,
 KH/KW kernel height/width, OH/OW output height/width, L = OH*OW, K = C*KH*KW,
-s stride, p pad, T worker chunks (one per thread).
+s stride, p pad, T threads, SB samples per block, M = round16(OH*WS) (a conv-output
+plane in the stride-WS layout), Fq = round16(F) (filters along the lanes).
 
-Strategy: the batch is cut into T contiguous chunks, one per thread; each
-chunk owns a (K, L) im2col workspace and, in the backward pass, its own dW/db
-accumulators, which are reduced once at the end (no atomics, no false
-sharing).  The small GEMMs are loop nests ordered so the innermost loop runs
+Strategy: each convolution runs the plan of ``fastlenet.kernels.plan`` (the Cython
+backend's plan, path for path; see "convolution" below).  The batch is cut into
+blocks of SB samples that the threads take; each thread owns its workspaces
+(allocated before the parallel loop), each block its own dW/db partial, summed in
+block order at the end: no atomics, no false sharing, and the same result for any
+thread count.  The small GEMMs are loop nests ordered so the innermost loop runs
 over contiguous memory and vectorises.  All Numba options live in
-``_SERIAL``/``_PARALLEL`` below.  The ``_<name>_impl`` functions are unchecked;
-use the checked ones at the bottom or ``fastlenet.kernels.backend("numba")``.
+``_SERIAL``/``_PARALLEL`` below; every kernel compiles on its first call only (and
+is cached on disk).  The ``_<name>_impl`` functions are unchecked; use the checked
+ones at the bottom or ``fastlenet.kernels.backend("numba")``.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import plan
 from ._api import KERNEL_NAMES, Backend
 from ._fast import FastPaths, writing_into
 
@@ -91,18 +96,6 @@ def _col2im_one(cols, kh, kw, s, p, oh, ow, xs):
                     base = oy * ow
                     for ox in range(lo, hi):
                         xs[c, yy, ox * s + j - p] += cols[r, base + ox]
-
-
-@njit(**_SERIAL)
-def _chunk(t, chunks, n):
-    """Sample range [start, stop) of chunk t when n samples are cut into `chunks`."""
-    return t * n // chunks, (t + 1) * n // chunks
-
-
-def _n_chunks(n):
-    """One chunk per thread (numba.get_num_threads() is read here, outside the
-    compiled code, so the kernels stay cacheable)."""
-    return min(numba.get_num_threads(), n)
 
 
 # --------------------------------------------------------------------------- im2col / col2im
@@ -225,108 +218,7 @@ def _relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
                 arg[fi, py, px] = top if pos else -1
 
 
-# --------------------------------------------------------------------------- convolution
-def _conv2d_forward_impl(x, w, b, stride, pad, oh, ow):
-    """y[n] (F, L) = W (F, K) @ im2col(x[n]) (K, L) + b, per chunk of samples."""
-    y, _ = _conv_forward_kernel(x, w, b, stride, pad, oh, ow, 0, 0, False, _n_chunks(x.shape[0]))
-    return y.reshape(x.shape[0], w.shape[0], oh, ow)
-
-
-def _conv2d_relu_maxpool_forward_impl(x, w, b, stride, pad, oh, ow, size, pool_stride):
-    """maxpool(relu(conv(x))) without materialising the conv output -> (y, arg)."""
-    if stride == 1:
-        return _fused_forward_direct(x, w, b, pad, oh, ow, size, pool_stride,
-                                     _filter_layout(w.shape[0], ow), _n_chunks(x.shape[0]))
-    y, arg = _conv_forward_kernel(x, w, b, stride, pad, oh, ow, size, pool_stride, True, _n_chunks(x.shape[0]))
-    return y.reshape(arg.shape), arg
-
-
-@njit(**_PARALLEL)
-def _conv_forward_kernel(x, w, b, stride, pad, oh, ow, size, ps, fused, chunks):
-    n = x.shape[0]
-    f, c, kh, kw = w.shape
-    k, l_ = c * kh * kw, oh * ow
-    wm = w.reshape(f, k)
-    ph = (oh - size) // ps + 1 if fused else 1
-    pw = (ow - size) // ps + 1 if fused else 1
-    y = np.empty((n, f, ph * pw) if fused else (n, f, l_), dtype=x.dtype)
-    arg = np.empty((n, f, ph, pw) if fused else (1, 1, 1, 1), dtype=np.int32)
-    for t in prange(chunks):
-        cols = np.empty((k, l_), dtype=x.dtype)
-        z = np.empty((f, l_), dtype=x.dtype)
-        start, stop = _chunk(t, chunks, n)
-        for s_ in range(start, stop):
-            _im2col_one(x[s_], kh, kw, stride, pad, oh, ow, cols)
-            if fused:
-                _gemm(wm, cols, b, z)
-                _relu_maxpool(z.reshape(z.size), l_, ow, 1, ow, size, ps, y[s_].reshape(f, ph, pw), arg[s_])
-            else:
-                _gemm(wm, cols, b, y[s_])
-    return y, arg            # y (N, F, PH*PW) fused or (N, F, L); the callers reshape
-
-
-def _conv2d_backward_impl(dy, x, w, stride, pad, need_dx):
-    """(dx | None, dW, db) of the convolution; dx is folded straight from dcols."""
-    dx, dw, db = _conv_backward_kernel(dy, _NO_ARG, x, w, stride, pad, dy.shape[2], dy.shape[3],
-                                       need_dx, False, _n_chunks(x.shape[0]))
-    return (dx if need_dx else None), dw, db
-
-
-def _conv2d_relu_maxpool_backward_impl(dpy, arg, x, w, stride, pad, oh, ow, size, pool_stride, need_dx):
-    """Gradients of the fused forward: the pooled gradient is scattered to its argmax."""
-    if stride == 1:
-        dx, dw, db = _fused_backward_direct(dpy, arg, x, w, pad, oh, ow, need_dx,
-                                            _filter_layout(w.shape[0], ow), _n_chunks(x.shape[0]))
-    else:
-        dx, dw, db = _conv_backward_kernel(dpy, arg, x, w, stride, pad, oh, ow, need_dx, True,
-                                           _n_chunks(x.shape[0]))
-    return (dx if need_dx else None), dw, db
-
-
-_NO_ARG = np.zeros((1, 1, 1, 1), dtype=np.int32)
-
-
-@njit(**_PARALLEL)
-def _conv_backward_kernel(grad, arg, x, w, stride, pad, oh, ow, need_dx, fused, chunks):
-    n = x.shape[0]
-    f, c, kh, kw = w.shape
-    k, l_ = c * kh * kw, oh * ow
-    wt = np.ascontiguousarray(w.reshape(f, k).T)        # (K, F)
-    g4 = grad.reshape(n, f, grad.shape[2] * grad.shape[3])
-    no_bias = np.zeros(0, dtype=x.dtype)
-    dw_part = np.zeros((chunks, f, k), dtype=x.dtype)   # per-chunk accumulators,
-    db_part = np.zeros((chunks, f), dtype=x.dtype)      # reduced once below
-    dx = np.zeros(x.shape if need_dx else (0, 0, 0, 0), dtype=x.dtype)
-    for t in prange(chunks):
-        cols = np.empty((k, l_), dtype=x.dtype)
-        dcols = np.empty((k, l_), dtype=x.dtype)
-        dz = np.zeros((f, l_), dtype=x.dtype)
-        start, stop = _chunk(t, chunks, n)
-        for s_ in range(start, stop):
-            if fused:                               # scatter the pooled gradient to its argmax
-                dz[:] = 0
-                a = arg[s_].reshape(f, g4.shape[2])
-                for fi in range(f):
-                    for q in range(g4.shape[2]):
-                        if a[fi, q] >= 0:
-                            dz[fi, a[fi, q]] += g4[s_, fi, q]
-                g = dz
-            else:
-                g = g4[s_]
-            _im2col_one(x[s_], kh, kw, stride, pad, oh, ow, cols)
-            _gemm_nt_acc(g, cols, dw_part[t], db_part[t])
-            if need_dx:                             # dcols = W^T (K, F) @ dz (F, L)
-                _gemm(wt, g, no_bias, dcols)
-                _col2im_one(dcols, kh, kw, stride, pad, oh, ow, dx[s_])
-    dw = dw_part[0].copy()
-    db = db_part[0].copy()
-    for t in range(1, chunks):
-        dw += dw_part[t]
-        db += db_part[t]
-    return dx, dw.reshape(w.shape), db
-
-
-# --------------------------------------------------------------------------- direct fused path
+# --------------------------------------------------------------------------- direct convolution layouts
 # Stride 1, no im2col.  Each sample is copied into zero-padded planes xp (C, HS, WS)
 # (HS = H + 2 pad, WS = W + 2 pad) kept flat, and every conv-output plane is laid out
 # with the same row stride WS ("stride-WS layout": z[f, oy*WS + ox], columns
@@ -383,10 +275,6 @@ def _conv_planes(xp, w, b, kh, kw, ws, z):
 # over OW*Fq elements, and dW one loop over KW*Fq elements per pixel.  The layout
 # rule is the Cython backend's: whichever of filters and columns fills more lanes.
 
-def _filter_layout(f, ow):
-    return f * ((ow + 15) // 16 * 16) > ow * ((f + 15) // 16 * 16)
-
-
 @njit(**_SERIAL)
 def _expand_lanes(xp, hs, ws, fq, xe):
     """xe[c, y, x*Fq + f] = xp[c, y*WS + x] for every lane f < Fq (xp flat planes)."""
@@ -438,9 +326,9 @@ def _conv_filter_lanes(xe, wt, bt, kh, kw, fq, z):
 
 
 @njit(**_SERIAL)
-def _dw_filter_lanes(xe, dzt, kh, kw, fq, oh, ow, dwt):
-    """dwt[c*KH + i, j*Fq + f] += sum_{oy,ox} xe[c, oy + i, (ox + j)*Fq + f] * dzt[oy*OW + ox, j*Fq + f]
-    (dzt: dz transposed, its Fq lanes repeated KW times)."""
+def _dw_filter_lanes(xe, dzt, kh, kw, fq, s, oh, ow, dwt):
+    """dwt[c*KH + i, j*Fq + f] += sum_{oy,ox} xe[c, oy*s + i, (ox*s + j)*Fq + f] * dzt[oy*OW + ox, j*Fq + f]
+    (dzt: dz transposed, its Fq lanes repeated KW times; s the stride)."""
     c_ = xe.shape[0]
     m = kw * fq
     for c in range(c_):
@@ -448,38 +336,10 @@ def _dw_filter_lanes(xe, dzt, kh, kw, fq, oh, ow, dwt):
             row = dwt[c * kh + i]
             for oy in range(oh):
                 for ox in range(ow):
-                    xr = xe[c, oy + i, ox * fq:ox * fq + m]
+                    xr = xe[c, oy * s + i, ox * s * fq:ox * s * fq + m]
                     dr = dzt[oy * ow + ox]
                     for q in range(m):
                         row[q] += xr[q] * dr[q]
-
-
-@njit(**_PARALLEL)
-def _fused_forward_direct(x, w, b, pad, oh, ow, size, ps, filter_layout, chunks):
-    n, c_, h, wd = x.shape
-    f_, _, kh, kw = w.shape
-    hs, ws = h + 2 * pad, wd + 2 * pad
-    ph, pw = (oh - size) // ps + 1, (ow - size) // ps + 1
-    fq = _round16(f_)
-    y = np.empty((n, f_, ph, pw), dtype=x.dtype)
-    arg = np.empty((n, f_, ph, pw), dtype=np.int32)
-    m = _round16(oh * ws)
-    wt, bt = _tiled_weights(w, b, ow, fq) if filter_layout else (w.reshape(1, -1), b)
-    for t in prange(chunks):
-        xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)  # borders and slack stay zero
-        xe = np.zeros((c_, hs, ws * fq) if filter_layout else (1, 1, 1), dtype=x.dtype)
-        z = np.empty((f_, m) if not filter_layout else (oh, ow * fq), dtype=x.dtype)
-        start, stop = _chunk(t, chunks, n)
-        for s_ in range(start, stop):
-            _pad_into(x[s_], pad, ws, xp)
-            if filter_layout:
-                _expand_lanes(xp, hs, ws, fq, xe)
-                _conv_filter_lanes(xe, wt, bt, kh, kw, fq, z)
-                _relu_maxpool(z.reshape(z.size), 1, ow * fq, fq, ow, size, ps, y[s_], arg[s_])
-            else:
-                _conv_planes(xp, w, b, kh, kw, ws, z)    # z: M = round16(OH*WS) columns
-                _relu_maxpool(z.reshape(z.size), m, ws, 1, ow, size, ps, y[s_], arg[s_])
-    return y, arg
 
 
 @njit(**_SERIAL)
@@ -517,73 +377,299 @@ def _col2im_planes(dcols, kh, kw, ws, dxp):
                     dst[q] += src[q]
 
 
+# --------------------------------------------------------------------------- convolution
+# Numba runs the plans of fastlenet.kernels.plan, the Cython backend's, path for path
+# (the register-tile variants tile_f8 / tile_f6 / after_conv[_2x2] are one generic ReLU +
+# pool over the conv output here: Numba has no register tiles).  Plan codes are the
+# positions in plan.FORWARD, POOL, POOL_GRAD, DW, DX.  Like Cython, the batch is cut
+# into blocks of SB samples that the threads take; each block accumulates dW/db into
+# its own partial and the partials are summed in block order, so results do not
+# depend on the thread count.  Workspaces are one per thread, allocated before the
+# parallel loop and picked by numba.get_thread_id().
+SB = 16                                  # samples per block (Cython's SB)
+FWD_DIRECT = 1
+POOL_NONE, POOL_TILE_FLANES = 0, 5
+DW_GEMM_IM2COL, DW_GEMM_IM2ROW, DW_DIRECT_FILTER_LANES, DW_DIRECT_COLUMN_LANES = 0, 1, 2, 3
+DX_COL2IM_S1 = 1
+
+
+def _codes(x, w, stride, pad, pool=None):
+    return plan.conv2d(x.shape, w.shape, stride, pad, pool).codes
+
+
+def _conv2d_forward_impl(x, w, b, stride, pad, oh, ow):
+    """y (N, F, OH, OW) = conv(x) on the plan's forward path."""
+    fwd, pool, _, _, _ = _codes(x, w, stride, pad)
+    y, _ = _conv_forward_kernel(x, w, b, stride, pad, oh, ow, 0, 1, fwd, pool, numba.get_num_threads())
+    return y
+
+
+def _conv2d_relu_maxpool_forward_impl(x, w, b, stride, pad, oh, ow, size, pool_stride):
+    """maxpool(relu(conv(x))) without materialising the conv output -> (y, arg)."""
+    fwd, pool, _, _, _ = _codes(x, w, stride, pad, (size, pool_stride))
+    return _conv_forward_kernel(x, w, b, stride, pad, oh, ow, size, pool_stride, fwd, pool,
+                                numba.get_num_threads())
+
+
+@njit(**_SERIAL)
+def _conv_one(xs, wm, w, b, wt, bt, stride, pad, oh, ow, fwd, lanes, cols, xp, xe, z):
+    """The conv output of one sample in z, by the plan's forward path; returns its layout
+    (fs, rs, cs): value (f, oy, ox) at z.flat[f*fs + oy*rs + ox*cs]."""
+    f_, _, kh, kw = w.shape
+    if fwd != FWD_DIRECT:                        # im2col + GEMM: z (F, L)
+        _im2col_one(xs, kh, kw, stride, pad, oh, ow, cols)
+        zz = z.reshape(z.size)[:f_ * oh * ow].reshape(f_, oh * ow)
+        _gemm(wm, cols, b, zz)
+        return oh * ow, ow, 1
+    ws = xs.shape[2] + 2 * pad
+    _pad_into(xs, pad, ws, xp)
+    if lanes:                                    # filters along the lanes: z (OH, OW*Fq)
+        fq = _round16(f_)
+        _expand_lanes(xp, xs.shape[1] + 2 * pad, ws, fq, xe)
+        zz = z.reshape(z.size)[:oh * ow * fq].reshape(oh, ow * fq)
+        _conv_filter_lanes(xe, wt, bt, kh, kw, fq, zz)
+        return 1, ow * fq, fq
+    m = _round16(oh * ws)                        # output columns along the lanes: z (F, M)
+    zz = z.reshape(z.size)[:f_ * m].reshape(f_, m)
+    _conv_planes(xp, w, b, kh, kw, ws, zz)
+    return m, ws, 1
+
+
 @njit(**_PARALLEL)
-def _fused_backward_direct(dpy, arg, x, w, pad, oh, ow, need_dx, filter_layout, chunks):
+def _conv_forward_kernel(x, w, b, stride, pad, oh, ow, size, ps, fwd, pool, threads):
     n, c_, h, wd = x.shape
     f_, _, kh, kw = w.shape
+    k, l_ = c_ * kh * kw, oh * ow
     hs, ws = h + 2 * pad, wd + 2 * pad
-    k, l_, m = c_ * kh * kw, oh * ow, _round16(oh * ws)
-    pl = dpy.shape[2] * dpy.shape[3]
-    plane_at = np.empty(l_, dtype=np.int64)             # oy*OW + ox -> oy*WS + ox
-    for oy in range(oh):
-        for ox in range(ow):
-            plane_at[oy * ow + ox] = oy * ws + ox
-    wt = np.ascontiguousarray(w.reshape(f_, k).T)        # (K, F) for dcols = W^T dz
-    no_bias = np.zeros(0, dtype=x.dtype)
+    lanes = pool == POOL_TILE_FLANES
     fq = _round16(f_)
-    dw_part = np.zeros((chunks, f_, c_, kh, kw), dtype=x.dtype)
-    dwt_part = np.zeros((chunks, c_ * kh, kw * fq) if filter_layout else (1, 1, 1), dtype=x.dtype)
-    db_part = np.zeros((chunks, f_), dtype=x.dtype)
-    dx = np.empty(x.shape if need_dx else (0, 0, 0, 0), dtype=x.dtype)
-    for t in prange(chunks):
-        xe = np.zeros((c_, hs, ws * fq) if filter_layout else (1, 1, 1), dtype=x.dtype)
-        dzt = np.zeros((l_, kw * fq) if filter_layout else (1, 1), dtype=x.dtype)
-        xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
-        dxp = np.zeros((c_, hs * ws + ws + 16) if need_dx else (1, 1), dtype=x.dtype)
-        dz = np.zeros((f_, m), dtype=x.dtype)
-        dcols = np.empty((k, m) if need_dx else (1, 1), dtype=x.dtype)
-        start, stop = _chunk(t, chunks, n)
-        for s_ in range(start, stop):
-            dz[:] = 0                                   # the pooled gradient, routed to its max
-            for fi in range(f_):
-                g = dpy[s_, fi].reshape(pl)
-                a = arg[s_, fi].reshape(pl)
-                acc = g[0] * 0
-                for q in range(pl):
-                    keep = a[q] >= 0
-                    v = g[q] if keep else g[q] * 0
-                    dz[fi, plane_at[a[q] if keep else 0]] += v
-                    acc += v
-                db_part[t, fi] += acc
-            _pad_into(x[s_], pad, ws, xp)
-            if filter_layout:
-                _expand_lanes(xp, hs, ws, fq, xe)
-                for l in range(l_):                     # dz transposed, lanes repeated KW times
-                    src = plane_at[l]
-                    for j in range(kw):
-                        for fi in range(f_):
-                            dzt[l, j * fq + fi] = dz[fi, src]
-                _dw_filter_lanes(xe, dzt, kh, kw, fq, oh, ow, dwt_part[t])
+    ph = (oh - size) // ps + 1 if size else 1
+    pw = (ow - size) // ps + 1 if size else 1
+    y = np.empty((n, f_, ph, pw) if size else (n, f_, oh, ow), dtype=x.dtype)
+    arg = np.empty((n, f_, ph, pw) if size else (1, 1, 1, 1), dtype=np.int32)
+    wm = w.reshape(f_, k)
+    wt, bt = _tiled_weights(w, b, ow, fq) if lanes else (wm, b)
+    direct = fwd == FWD_DIRECT
+    cols = np.empty((threads, k, l_) if not direct else (threads, 1, 1), dtype=x.dtype)
+    xp = np.zeros((threads, c_, hs * ws + ws + 16) if direct else (threads, 1, 1), dtype=x.dtype)
+    xe = np.zeros((threads, c_, hs, ws * fq) if lanes else (threads, 1, 1, 1), dtype=x.dtype)
+    zsize = max(f_ * _round16(oh * ws), oh * ow * fq, f_ * l_)
+    z = np.empty((threads, zsize), dtype=x.dtype)
+    for q in prange((n + SB - 1) // SB):
+        t = numba.get_thread_id()
+        for s_ in range(q * SB, min(n, (q + 1) * SB)):
+            fs, rs, cs = _conv_one(x[s_], wm, w, b, wt, bt, stride, pad, oh, ow, fwd, lanes,
+                                   cols[t], xp[t], xe[t], z[t])
+            if size:
+                _relu_maxpool(z[t], fs, rs, cs, ow, size, ps, y[s_], arg[s_])
             else:
-                _dw_planes(xp, dz, kh, kw, ws, dw_part[t])
-            if need_dx:                                 # dcols = W^T (K, F) @ dz (F, OH*WS)
-                _gemm(wt, dz, no_bias, dcols)
-                dxp[:] = 0
-                _col2im_planes(dcols, kh, kw, ws, dxp)
-                for c in range(c_):
-                    for yy in range(h):
-                        row = (yy + pad) * ws + pad
-                        for xx in range(wd):
-                            dx[s_, c, yy, xx] = dxp[c, row + xx]
-    dw = dw_part.sum(axis=0)
-    if filter_layout:
-        dwt = dwt_part.sum(axis=0)
+                for fi in range(f_):
+                    for oy in range(oh):
+                        for ox in range(ow):
+                            y[s_, fi, oy, ox] = z[t, fi * fs + oy * rs + ox * cs]
+    return y, arg
+
+
+def _conv2d_backward_impl(dy, x, w, stride, pad, need_dx):
+    """(dx | None, dW, db) of the convolution, on the plan's dW and dx paths."""
+    _, _, _, dw_path, dx_path = _codes(x, w, stride, pad)
+    dx, dw, db = _conv_backward_kernel(dy, _NO_ARG, x, w, stride, pad, dy.shape[2], dy.shape[3],
+                                       need_dx, False, dw_path, dx_path, numba.get_num_threads())
+    return (dx if need_dx else None), dw, db
+
+
+def _conv2d_relu_maxpool_backward_impl(dpy, arg, x, w, stride, pad, oh, ow, size, pool_stride, need_dx):
+    """Gradients of the fused forward: the pooled gradient is routed to its argmax."""
+    _, _, _, dw_path, dx_path = _codes(x, w, stride, pad, (size, pool_stride))
+    dx, dw, db = _conv_backward_kernel(dpy, arg, x, w, stride, pad, oh, ow, need_dx, True,
+                                       dw_path, dx_path, numba.get_num_threads())
+    return (dx if need_dx else None), dw, db
+
+
+_NO_ARG = np.zeros((1, 1, 1, 1), dtype=np.int32)
+
+
+@njit(**_SERIAL)
+def _conv_output_grad(g4, arg, s_, fused, dz, db):
+    """dz (F, L) = the conv-output gradient of sample s_ (dy, or the pooled gradient routed
+    to each window's max: 'route' and 'expand_2x2' alike); db (F,) += its sums."""
+    f_, l_ = dz.shape
+    if fused:
+        dz[:] = 0
+        a = arg[s_].reshape(f_, g4.shape[2])
+        for fi in range(f_):
+            for q in range(g4.shape[2]):
+                if a[fi, q] >= 0:
+                    dz[fi, a[fi, q]] += g4[s_, fi, q]
+    else:
+        dz[:] = g4[s_]
+    for fi in range(f_):
+        acc = dz[fi, 0] * 0
+        for li in range(l_):
+            acc += dz[fi, li]
+        db[fi] += acc
+
+
+@njit(**_SERIAL)
+def _to_planes(dz, oh, ow, ws, dzp):
+    """dzp (F, M) = dz (F, L) in the stride-WS layout (zero past OW in each row)."""
+    dzp[:] = 0
+    for fi in range(dz.shape[0]):
+        for oy in range(oh):
+            for ox in range(ow):
+                dzp[fi, oy * ws + ox] = dz[fi, oy * ow + ox]
+
+
+@njit(**_SERIAL)
+def _dw_one(xs, dz, w, stride, pad, oh, ow, dw_path, ws_, dwb, dwtb, unused_db):
+    """dW of one sample, by the plan's dW path, added to the block's partial:
+    dwb (F, K) for the GEMM and column-lanes paths, dwtb (C*KH, KW*Fq) for filter lanes."""
+    cols, rows, xp, xe, dzt, dzp = ws_
+    f_, c_, kh, kw = w.shape
+    hs, ws = xs.shape[1] + 2 * pad, xs.shape[2] + 2 * pad
+    if dw_path == DW_GEMM_IM2COL:
+        _im2col_one(xs, kh, kw, stride, pad, oh, ow, cols)
+        _gemm_nt_acc(dz, cols, dwb, unused_db)
+        return
+    if dw_path == DW_GEMM_IM2ROW:
+        _im2row_one(xs, kh, kw, stride, pad, oh, ow, rows)
+        _gemm_acc(dz, rows, dwb)
+        return
+    _pad_into(xs, pad, ws, xp)
+    if dw_path == DW_DIRECT_COLUMN_LANES:        # stride 1 (the plan's rule)
+        _to_planes(dz, oh, ow, ws, dzp)
+        _dw_planes(xp, dzp, kh, kw, ws, dwb.reshape(f_, c_, kh, kw))
+        return
+    fq = _round16(f_)                            # filter lanes, any stride
+    _expand_lanes(xp, hs, ws, fq, xe)
+    for li in range(oh * ow):                    # dz transposed, lanes repeated KW times
+        for j in range(kw):
+            for fi in range(f_):
+                dzt[li, j * fq + fi] = dz[fi, li]
+    _dw_filter_lanes(xe, dzt, kh, kw, fq, stride, oh, ow, dwtb)
+
+
+@njit(**_SERIAL)
+def _dx_one(dz, wtr, kh, kw, stride, pad, oh, ow, dx_path, dzp, dcols, dxp, dxs):
+    """dx of one sample: dcols = W^T dz, folded by the plan's dx path into dxs (C, H, W)."""
+    c_, h, wd = dxs.shape
+    if dx_path == DX_COL2IM_S1:                  # in the stride-WS layout, then cropped
+        ws = wd + 2 * pad
+        _to_planes(dz, oh, ow, ws, dzp)
+        _gemm(wtr, dzp, np.zeros(0, dtype=dz.dtype), dcols)
+        dxp[:] = 0
+        _col2im_planes(dcols, kh, kw, ws, dxp)
+        for c in range(c_):
+            for yy in range(h):
+                row = (yy + pad) * ws + pad
+                for xx in range(wd):
+                    dxs[c, yy, xx] = dxp[c, row + xx]
+        return
+    _gemm(wtr, dz, np.zeros(0, dtype=dz.dtype), dcols)
+    dxs[:] = 0
+    _col2im_one(dcols, kh, kw, stride, pad, oh, ow, dxs)
+
+
+@njit(**_SERIAL)
+def _backward_workspaces(x, w, oh, ow, pad, dw_path, dx_path, need_dx, dtype):
+    """One thread's workspaces of the plan's paths ((1, 1) where a path is not taken)."""
+    _, c_, h, wd = x.shape
+    f_, _, kh, kw = w.shape
+    k, l_, hs, ws, fq = c_ * kh * kw, oh * ow, h + 2 * pad, wd + 2 * pad, _round16(f_)
+    m = _round16(oh * ws)
+    planes = dw_path == DW_DIRECT_COLUMN_LANES or (need_dx and dx_path == DX_COL2IM_S1)
+    lanes = dw_path == DW_DIRECT_FILTER_LANES
+    cols = np.empty((k, l_) if dw_path == DW_GEMM_IM2COL else (1, 1), dtype=dtype)
+    rows = np.empty((l_, k) if dw_path == DW_GEMM_IM2ROW else (1, 1), dtype=dtype)
+    xp = np.zeros((c_, hs * ws + ws + 16) if dw_path >= DW_DIRECT_FILTER_LANES else (1, 1), dtype=dtype)
+    xe = np.zeros((c_, hs, ws * fq) if lanes else (1, 1, 1), dtype=dtype)
+    dzt = np.zeros((l_, kw * fq) if lanes else (1, 1), dtype=dtype)
+    dzp = np.zeros((f_, m) if planes else (1, 1), dtype=dtype)
+    return cols, rows, xp, xe, dzt, dzp
+
+
+@njit(**_PARALLEL)
+def _conv_backward_kernel(grad, arg, x, w, stride, pad, oh, ow, need_dx, fused, dw_path, dx_path, threads):
+    n, c_, h, wd = x.shape
+    f_, _, kh, kw = w.shape
+    k, l_, ws, fq = c_ * kh * kw, oh * ow, wd + 2 * pad, _round16(f_)
+    blocks = (n + SB - 1) // SB
+    wtr = np.ascontiguousarray(w.reshape(f_, k).T)       # (K, F) for dcols = W^T dz
+    g4 = grad.reshape(n, f_, grad.shape[2] * grad.shape[3])
+    lanes = dw_path == DW_DIRECT_FILTER_LANES
+    dw_part = np.zeros((blocks, f_, k), dtype=x.dtype)
+    dwt_part = np.zeros((blocks, c_ * kh, kw * fq) if lanes else (blocks, 1, 1), dtype=x.dtype)
+    db_part = np.zeros((blocks, f_), dtype=x.dtype)
+    dx = np.empty(x.shape if need_dx else (1, 1, 1, 1), dtype=x.dtype)
+    wss = [_backward_workspaces(x, w, oh, ow, pad, dw_path, dx_path, need_dx, x.dtype) for _ in range(threads)]
+    dzs = np.empty((threads, f_, l_), dtype=x.dtype)
+    width = _round16(oh * ws) if dx_path == DX_COL2IM_S1 else l_      # the plane or the compact layout
+    dcols = np.empty((threads, k, width) if need_dx else (threads, 1, 1), dtype=x.dtype)
+    dxps = np.zeros((threads, c_, (h + 2 * pad) * ws + ws + 16) if need_dx else (threads, 1, 1), dtype=x.dtype)
+    unused_db = np.zeros((threads, f_), dtype=x.dtype)
+    for q in prange(blocks):
+        t = numba.get_thread_id()
+        for s_ in range(q * SB, min(n, (q + 1) * SB)):
+            _conv_output_grad(g4, arg, s_, fused, dzs[t], db_part[q])
+            _dw_one(x[s_], dzs[t], w, stride, pad, oh, ow, dw_path, wss[t], dw_part[q], dwt_part[q], unused_db[t])
+            if need_dx:
+                _dx_one(dzs[t], wtr, kh, kw, stride, pad, oh, ow, dx_path, wss[t][5], dcols[t], dxps[t], dx[s_])
+    return dx, _sum_blocks(dw_part, dwt_part, lanes, w.shape), _sum_rows(db_part)
+
+
+@njit(**_SERIAL)
+def _sum_rows(part):
+    """part (B, ...) summed over B in block order (a result independent of the thread count)."""
+    out = part[0].copy()
+    for q in range(1, part.shape[0]):
+        out += part[q]
+    return out
+
+
+@njit(**_SERIAL)
+def _sum_blocks(dw_part, dwt_part, lanes, shape):
+    """dW (F, C, KH, KW) from the block partials of the plan's dW layout."""
+    f_, c_, kh, kw = shape
+    dw = _sum_rows(dw_part).reshape(f_, c_, kh, kw)
+    if lanes:
+        dwt = _sum_rows(dwt_part)
+        fq = dwt.shape[1] // kw
         for c in range(c_):
             for i in range(kh):
                 for j in range(kw):
                     for fi in range(f_):
                         dw[fi, c, i, j] += dwt[c * kh + i, j * fq + fi]
-    return dx, dw, db_part.sum(axis=0)
+    return dw
+
+
+@njit(**_SERIAL)
+def _im2row_one(xs, kh, kw, s, p, oh, ow, rows):
+    """rows (L, K) = im2col(xs) transposed: rows[oy*OW + ox, (c, i, j)] = xpad[c, oy*s + i, ox*s + j]."""
+    c_, h, w = xs.shape
+    for oy in range(oh):
+        for ox in range(ow):
+            r = rows[oy * ow + ox]
+            t = 0
+            for c in range(c_):
+                for i in range(kh):
+                    yy = oy * s + i - p
+                    for j in range(kw):
+                        xx = ox * s + j - p
+                        r[t] = xs[c, yy, xx] if 0 <= yy < h and 0 <= xx < w else 0
+                        t += 1
+
+
+@njit(**_SERIAL)
+def _gemm_acc(a, bm, out):
+    """out (M, K) += a (M, L) @ bm (L, K); the inner loop runs over K (contiguous)."""
+    m_, l_ = a.shape
+    for mi in range(m_):
+        o = out[mi]
+        for li in range(l_):
+            v = a[mi, li]
+            src = bm[li]
+            for ki in range(bm.shape[1]):
+                o[ki] += v * src[ki]
 
 
 # --------------------------------------------------------------------------- pooling
