@@ -9,6 +9,7 @@ Everything else lives in pyproject.toml.  Environment switches:
 * ``FASTLENET_SANITIZE=address`` -- compile and link with AddressSanitizer, for
   the C micro-kernels that bounds checking cannot see (``tests/asan.sh``).
 """
+import glob
 import os
 import sys
 
@@ -51,6 +52,7 @@ def extension(name, source):
         name,
         [source],
         include_dirs=[np.get_include(), "csrc"],
+        depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/*.pxd")),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
@@ -67,5 +69,6 @@ setup(
             extension("fastlenet.kernels._cy_loss", "csrc/loss.pyx"),
         ],
         compiler_directives=DIRECTIVES,
+        include_path=["csrc"],
     ),
 )

@@ -9,21 +9,19 @@
 # in setup.py.  Everything here is unchecked: fastlenet/kernels/cython_backend.py
 # wraps it with the contract's checks.
 #
-# Strategy: the batch is cut into blocks of SB samples that the T threads take
-# dynamically (a thread that falls behind takes fewer); each thread owns
-# zero-padded workspaces (im2col columns (Kp, Lp), conv output / gradient
-# (Fp, Lp)), and each block its own dW/db accumulators, reduced once at the
-# end in block order (no atomics, no false sharing, and the same result
-# whichever thread ran which block, for any thread count).  The per-sample GEMMs are small (F = 6..120,
-# K = 25..400, L = 25..784), so instead of BLAS they use register-blocked
-# micro-kernels (csrc/microkernels.h): a MB x LB tile of C is held in vector
-# registers while the K loop streams one row of B against MB broadcast A values.
-# Padding the workspaces to the block sizes removes every remainder loop.
-#
-# The fused path (conv -> ReLU -> max pool) keeps the conv output in the
-# thread's workspace and writes only the pooled result: the two full-size
-# passes over memory of a separate ReLU and pool disappear, and the backward
-# pass scatters the pooled gradient straight into the conv-output gradient.
+# Strategy: every call runs the plan that fastlenet/kernels/plan.py made for its
+# geometry (the codes passed in; _geometry derives the sizes, _check_plan refuses a
+# plan whose kernels cannot run the geometry): 'direct' convolves the zero-padded
+# input with register tiles (csrc/direct_conv.h), 'im2col_gemm' unfolds it and runs
+# the register-blocked GEMM (csrc/gemm.h); a fused ReLU + max pool runs on the tile's
+# accumulators or over the conv output kept in the workspace, and its backward turns
+# the pooled gradient straight into the conv-output gradient (csrc/pool_grad.h); dW
+# comes from the padded input (csrc/dw.h) or a GEMM over im2row/im2col columns.
+# The batch is cut into blocks of SB samples that the T threads take dynamically;
+# each thread owns zero-padded workspaces, each block its own dW/db accumulators,
+# summed once at the end in block order (no atomics, no false sharing, and the same
+# result whichever thread ran which block, for any thread count).  Padding the
+# workspaces to the tile sizes removes every remainder loop.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
@@ -34,7 +32,10 @@ import numpy as np
 from fastlenet.kernels import _workspace
 from fastlenet.kernels._workspace import aligned_empty, aligned_zeros
 
-include "gemm.pxi"
+from fl_kernels cimport *
+
+if FL_LB != LB or FL_MB != MB or FL_POOL_FLANES_TILE != FLANES_TILE:   # C and Cython agree
+    raise ImportError("the tile sizes of csrc/*.h and csrc/fl_kernels.pxd / conv.pyx differ")
 
 cdef enum:
     SB = 16      # samples per block: the threads take blocks dynamically (balanced)
@@ -100,85 +101,7 @@ cdef inline void _valid_range(Py_ssize_t j, Py_ssize_t s, Py_ssize_t p, Py_ssize
 
 
 # ----------------------------------------------------------------------------- GEMM micro-kernels
-cdef extern from "microkernels.h" nogil:
-    void fl_gemm_nt_acc_f32(const float* A, long lda, const float* B, long ldb, float* C, long ldc,
-                            long M, long N, long Lp)
-    void fl_gemm_nt_acc_f64(const double* A, long lda, const double* B, long ldb, double* C, long ldc,
-                            long M, long N, long Lp)
-    void fl_relu_maxpool2_f32(const float* z, long OW, float* y, int* arg, long PH, long PW)
-    void fl_relu_maxpool2_f64(const double* z, long OW, double* y, int* arg, long PH, long PW)
-    void fl_direct_conv_f32(const float* xp, long C, long HS, long WS, const float* wd, long F8,
-                            long KH, long KW, const float* bias, float* z, long ldz, long OH, long OW)
-    void fl_direct_conv_f64(const double* xp, long C, long HS, long WS, const double* wd, long F8,
-                            long KH, long KW, const double* bias, double* z, long ldz, long OH, long OW)
-    void fl_direct_conv_pool2_f8v1_f32(const float* xp, long C, long HS, long WS, const float* wd,
-            long FP, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y, int* arg, long ldy)
-    void fl_direct_conv_pool2_f8v1_f64(const double* xp, long C, long HS, long WS, const double* wd,
-            long FP, long KH, long KW, const double* bias, long OW, long PH, long PW, double* y, int* arg, long ldy)
-    void fl_direct_conv_pool2_f6v2_f32(const float* xp, long C, long HS, long WS, const float* wd,
-            long FP, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y, int* arg, long ldy)
-    void fl_direct_conv_pool2_f6v2_f64(const double* xp, long C, long HS, long WS, const double* wd,
-            long FP, long KH, long KW, const double* bias, long OW, long PH, long PW, double* y, int* arg, long ldy)
-    void fl_direct_conv_pool2_flanes5_f32(const float* xp, long C, long HS, long WS, const float* wq,
-            long F, long Fq, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y,
-            int* arg, long ldy)
-    void fl_direct_conv_pool2_flanes5_f64(const double* xp, long C, long HS, long WS, const double* wq,
-            long F, long Fq, long KH, long KW, const double* bias, long OW, long PH, long PW, double* y,
-            int* arg, long ldy)
-    void fl_pad_copy_f32(const float* x, long C, long H, long W, long p, float* xp, long HS, long WS)
-    void fl_pad_copy_f64(const double* x, long C, long H, long W, long p, double* xp, long HS, long WS)
-    void fl_im2row_f32(const float* xp, long C, long HS, long WS, long KH, long KW, long s,
-                       long OH, long OW, float* rows, long ldr)
-    void fl_im2row_f64(const double* xp, long C, long HS, long WS, long KH, long KW, long s,
-                       long OH, long OW, double* rows, long ldr)
-    void fl_col2im_s1_f32(const float* cols, long ldc, long C, long KH, long KW, long OH, long OW,
-                          float* xp, long HS, long WS)
-    void fl_col2im_s1_f64(const double* cols, long ldc, long C, long KH, long KW, long OH, long OW,
-                          double* xp, long HS, long WS)
-    float fl_route_pool_grad_f32(const float* dpy, const int* arg, long PH, long PW, long OW,
-                                 long size, long ps, float* out, long ystride, long xstride)
-    double fl_route_pool_grad_f64(const double* dpy, const int* arg, long PH, long PW, long OW,
-                                  long size, long ps, double* out, long ystride, long xstride)
-    void fl_expand_pool2_grad_f32(const float* dpy, const int* arg, long PH, long PW, long OH, long OW,
-                                  float* out, long ldrow, const float* end)
-    void fl_expand_pool2_grad_f64(const double* dpy, const int* arg, long PH, long PW, long OH, long OW,
-                                  double* out, long ldrow, const double* end)
-    float fl_routed_sum_f32(const float* dpy, const int* arg, long n)
-    double fl_routed_sum_f64(const double* dpy, const int* arg, long n)
-    void fl_dw_lanes_f3k5_f32(const float* xp, long C, long HS, long WS, long KH, const float* dzr,
-                              long F, long OH, long OWr, float* dwv)
-    void fl_dw_lanes_f3k5_f64(const double* xp, long C, long HS, long WS, long KH, const double* dzr,
-                              long F, long OH, long OWr, double* dwv)
-    void fl_dw_direct_k5_f32(const float* xp, long C, long HS, long WS, long KH, long s,
-                             const float* dzt, long ldt, long OH, long OW, float* dwt)
-    void fl_dw_direct_k5_f64(const double* xp, long C, long HS, long WS, long KH, long s,
-                             const double* dzt, long ldt, long OH, long OW, double* dwt)
-    void fl_dw_direct_k3_f32(const float* xp, long C, long HS, long WS, long KH, long s,
-                             const float* dzt, long ldt, long OH, long OW, float* dwt)
-    void fl_dw_direct_k3_f64(const double* xp, long C, long HS, long WS, long KH, long s,
-                             const double* dzt, long ldt, long OH, long OW, double* dwt)
-
-
-cdef inline void _gemm_nt_acc(const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
-                              floating* C, Py_ssize_t ldc, Py_ssize_t M, Py_ssize_t N,
-                              Py_ssize_t Lp) noexcept nogil:
-    """C[M, N] += A[M, Lp] @ B[N, Lp]^T.  M % MB == 0, N % MB == 0, Lp % LB == 0."""
-    if floating is float:
-        fl_gemm_nt_acc_f32(A, lda, B, ldb, C, ldc, M, N, Lp)
-    else:
-        fl_gemm_nt_acc_f64(A, lda, B, ldb, C, ldc, M, N, Lp)
-
-
 # ----------------------------------------------------------------------------- im2col / col2im
-cdef inline void _pad_copy(const floating* x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t p,
-                           floating* xp, Py_ssize_t hs, Py_ssize_t ws) noexcept nogil:
-    """x (C, H, W) -> the interior of xp (C, HS, WS) (zero borders left as they are)."""
-    if floating is float:
-        fl_pad_copy_f32(x, c, h, w, p, xp, hs, ws)
-    else:
-        fl_pad_copy_f64(x, c, h, w, p, xp, hs, ws)
-
-
 cdef void _im2col_one(const floating[:, :, ::1] xs, Py_ssize_t kh, Py_ssize_t kw,
                       Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow,
                       floating[:, ::1] cols) noexcept nogil:

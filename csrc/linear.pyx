@@ -7,7 +7,7 @@
 # Why not BLAS: NumPy's BLAS runs single-threaded beside the OpenMP kernels (two
 # spinning thread pools fight for the two cores), so the dense layers were a
 # one-core island in an otherwise parallel step.  These are the same
-# register-blocked micro-kernels as the convolutions (csrc/microkernels.h),
+# register-blocked micro-kernels as the convolutions (csrc/gemm.h),
 # with the rows of each product split across the threads: no reductions,
 # no atomics.  Each call is one parallel region: the threads first lay out the
 # operands (padded weights or gradients), then, after the barrier, take row
@@ -23,7 +23,7 @@ import numpy as np
 from fastlenet.kernels import _workspace
 from fastlenet.kernels._workspace import aligned_empty, aligned_zeros
 
-include "gemm.pxi"
+from fl_kernels cimport *
 
 cdef enum:
     RB = 32      # rows per block: the threads take blocks dynamically (balanced)

@@ -31,7 +31,6 @@ class Optimizer:
         self.params = params
         self.lr = float(lr)
         self.steps = 0
-        self._scratch = {k: np.empty_like(p) for k, p in params.items()}
 
     def _slots(self) -> Dict[str, Arrays]:
         """Named per-parameter state (for checkpoints)."""
@@ -62,6 +61,7 @@ class SGD(Optimizer):
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
+        self._scratch = {k: np.empty_like(p) for k, p in params.items()}
         self.velocity = {k: np.zeros_like(p) for k, p in params.items()} if momentum else {}
 
     def _slots(self):
@@ -129,9 +129,10 @@ class Adam(Optimizer):
             self._param_buffer = flat_buffer([params[k] for k in keys])
             if self._param_buffer is not None:
                 self._update = _adam_kernel(backend)
-        else:
+        else:           # per tensor: moments and the step's scratch array for each
             self.m = {k: np.zeros_like(p) for k, p in params.items()}
             self.v = {k: np.zeros_like(p) for k, p in params.items()}
+            self._scratch = {k: np.empty_like(p) for k, p in params.items()}
         #: Adam + L2 (not AdamW): the gradient of a weight gets wd * p added
         self._l2 = bool(self.weight_decay and not self.decoupled)
         self._g_l2 = {k: np.empty_like(p) for k, p in params.items()} if self._l2 else {}

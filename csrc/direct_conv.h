@@ -1,0 +1,226 @@
+#ifndef FASTLENET_DIRECT_CONV_H
+#define FASTLENET_DIRECT_CONV_H
+#include "fl_common.h"
+
+/* Direct convolution of one zero-padded sample with register tiles, and its fusions
+ * with ReLU and a 2x2/stride-2 max pool (the plan's forward 'direct' and its pool
+ * paths: tile_f8, tile_f6, tile_filter_lanes, and after_conv_2x2 over a stored output).
+ *
+ * Dimension legend: C channels, HS x WS the padded input plane, KH x KW the kernel,
+ * OH x OW the conv output, PH x PW the pooled output, F filters (F8 rounded up to 8,
+ * Fq to LB), FB filters per register tile, NV vectors per conv row.
+ */
+/* Direct stride-1 convolution of one sample, for layers whose output rows are wide
+ * enough to fill most of a vector (both LeNet convolutions), where im2col would copy
+ * about as much as the GEMM computes:
+ *   z[f, oy*OW + ox] = bias[f] + sum_{c,i,j} w[f,c,i,j] * xp[c, oy+i, ox+j]
+ * xp (C, HS, WS): the zero-padded input, row stride WS >= round_up(OW, LB) + KW - 1.
+ * wd (F/8, C*KH*KW, 8): the weights regrouped so that the 8 filters of a block are
+ * contiguous for each tap (F padded to a multiple of 8 with zero filters).
+ * Eight filters x LB output columns are held in registers; each input vector
+ * loaded feeds eight multiply-adds. */
+#define FL_DEFINE_DIRECT(T, SUFFIX)                                                           \
+static void fl_direct_conv_##SUFFIX(const T *xp, long C, long HS, long WS, const T *wd,      \
+                                    long F8, long KH, long KW, const T *bias, T *z,          \
+                                    long ldz, long OH, long OW) {                            \
+    long taps = C * KH * KW;                                                                  \
+    for (long fb = 0; fb < F8; fb += 8) {                                                     \
+        const T *wb = wd + (fb / 8) * taps * 8;                                               \
+        for (long oy = 0; oy < OH; oy++) {                                                    \
+            for (long ox0 = 0; ox0 < OW; ox0 += FL_LB) {                                      \
+                fl_vec_##SUFFIX acc[8];                                                       \
+                for (int f = 0; f < 8; f++) { acc[f] = (fl_vec_##SUFFIX){0}; acc[f] += bias[fb + f]; } \
+                const T *wt = wb;                                                             \
+                for (long c = 0; c < C; c++)                                                  \
+                    for (long i = 0; i < KH; i++) {                                           \
+                        const T *row = xp + (c * HS + oy + i) * WS + ox0;                     \
+                        for (long j = 0; j < KW; j++, wt += 8) {                              \
+                            fl_vec_##SUFFIX v = fl_load_##SUFFIX(row + j);                    \
+                            for (int f = 0; f < 8; f++) acc[f] += wt[f] * v;                  \
+                        }                                                                     \
+                    }                                                                         \
+                long n = OW - ox0 < FL_LB ? OW - ox0 : FL_LB;                                 \
+                for (int f = 0; f < 8; f++) {                                                 \
+                    T tmp[FL_LB];                                                             \
+                    memcpy(tmp, &acc[f], sizeof tmp);                                         \
+                    memcpy(z + (fb + f) * ldz + oy * OW + ox0, tmp, n * sizeof(T));           \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+FL_DEFINE_DIRECT(float, f32)
+FL_DEFINE_DIRECT(double, f64)
+
+/* ReLU then 2x2/stride-2 max pool of one conv-output plane z (OH, OW) (row stride OW):
+ * y (PH, PW) = max(0, window max) and arg = flat index of the window's first max in z,
+ * or -1 where that max is <= 0 (ReLU blocks the gradient).  Branch-free selects. */
+#define FL_DEFINE_POOL2(T, SUFFIX)                                                            \
+static void fl_relu_maxpool2_##SUFFIX(const T *z, long OW, T *y, int *arg, long PH, long PW) {\
+    for (long oy = 0; oy < PH; oy++) {                                                        \
+        const T *a = z + 2 * oy * OW, *b = a + OW;                                            \
+        for (long ox = 0; ox < PW; ox++) {                                                    \
+            T m = a[2 * ox]; int k = 0;                                                       \
+            T v = a[2 * ox + 1]; k = v > m ? 1 : k; m = v > m ? v : m;                       \
+            v = b[2 * ox];       k = v > m ? 2 : k; m = v > m ? v : m;                       \
+            v = b[2 * ox + 1];   k = v > m ? 3 : k; m = v > m ? v : m;                       \
+            long idx = (2 * oy + (k >> 1)) * OW + 2 * ox + (k & 1);                           \
+            y[oy * PW + ox] = m > 0 ? m : 0;                                                  \
+            arg[oy * PW + ox] = m > 0 ? (int)idx : -1;                                        \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+FL_DEFINE_POOL2(float, f32)
+FL_DEFINE_POOL2(double, f64)
+
+/* Direct stride-1 convolution fused with ReLU and a 2x2/stride-2 max pool, for one
+ * sample, without writing the conv output:
+ *   y[f, py, px] = max(0, max over the window of z[f, 2py + a, 2px + b])
+ *   arg[f, py, px] = (2py + a)*OW + 2px + b of the window's first maximum (order
+ *                    (0,0), (0,1), (1,0), (1,1)), or -1 where that maximum is <= 0
+ * with z as in fl_direct_conv.  wd (F/FB, C*KH*KW, FB): FB filters contiguous per tap.
+ * The register tile is FB filters x 2 conv rows x NV vectors (NV*LB >= OW): each
+ * loaded input vector feeds FB multiply-adds and each broadcast weight 2*NV; the two
+ * rows and the even/odd lanes of the tile are exactly the pooling windows, so the
+ * pool runs on the accumulators (lane shuffles and selects, no scalar loop). */
+#define FL_DEFINE_DIRECT_POOL(T, IT, SUFFIX, FB, NV)                                          \
+static void fl_direct_conv_pool2_f##FB##v##NV##_##SUFFIX(                                     \
+        const T *xp, long C, long HS, long WS, const T *wd, long FP, long KH, long KW,        \
+        const T *bias, long OW, long PH, long PW, T *y, int *arg, long ldy) {                 \
+    typedef fl_vec_##SUFFIX V;                                                                \
+    typedef fl_ivec_##SUFFIX IV;                                                              \
+    long taps = C * KH * KW;                                                                  \
+    IV even, odd, lane2;                                                                      \
+    for (int q = 0; q < FL_LB; q++) { even[q] = 2 * q; odd[q] = 2 * q + 1; lane2[q] = 2 * q; } \
+    for (long fb = 0; fb < FP; fb += FB) {                                                    \
+        const T *wb = wd + (fb / FB) * taps * FB;                                             \
+        for (long py = 0; py < PH; py++) {                                                    \
+            V acc[2][NV][FB];                                                                 \
+            for (int r = 0; r < 2; r++)                                                       \
+                for (int v = 0; v < NV; v++)                                                  \
+                    for (int f = 0; f < FB; f++) { acc[r][v][f] = (V){0}; acc[r][v][f] += bias[fb + f]; } \
+            const T *wt = wb;                                                                 \
+            for (long c = 0; c < C; c++)                                                      \
+                for (long i = 0; i < KH; i++) {                                               \
+                    const T *row0 = xp + (c * HS + 2 * py + i) * WS, *row1 = row0 + WS;       \
+                    for (long j = 0; j < KW; j++, wt += FB) {                                 \
+                        V x0[NV], x1[NV];                                                     \
+                        const T *r0 = row0 + j, *r1 = row1 + j;                               \
+                        FL_OPAQUE(r0); FL_OPAQUE(r1);                                         \
+                        for (int v = 0; v < NV; v++) {                                        \
+                            x0[v] = fl_load_##SUFFIX(r0 + v * FL_LB);                         \
+                            x1[v] = fl_load_##SUFFIX(r1 + v * FL_LB);                         \
+                        }                                                                     \
+                        for (int f = 0; f < FB; f++) {                                        \
+                            T wv = wt[f];                                                     \
+                            for (int v = 0; v < NV; v++) {                                    \
+                                acc[0][v][f] += wv * x0[v];                                   \
+                                acc[1][v][f] += wv * x1[v];                                   \
+                            }                                                                 \
+                        }                                                                     \
+                    }                                                                         \
+                }                                                                             \
+            for (int f = 0; f < FB && fb + f < FP; f++) {                                     \
+                /* window corners: a (row 0, even col), b (row 0, odd), c (row 1, even), d */ \
+                V a, b, cc, d;                                                                \
+                if (NV == 1) {                                                                \
+                    a = __builtin_shuffle(acc[0][0][f], acc[0][0][f], even);                  \
+                    b = __builtin_shuffle(acc[0][0][f], acc[0][0][f], odd);                   \
+                    cc = __builtin_shuffle(acc[1][0][f], acc[1][0][f], even);                 \
+                    d = __builtin_shuffle(acc[1][0][f], acc[1][0][f], odd);                   \
+                } else {                                                                      \
+                    a = __builtin_shuffle(acc[0][0][f], acc[0][NV - 1][f], even);             \
+                    b = __builtin_shuffle(acc[0][0][f], acc[0][NV - 1][f], odd);              \
+                    cc = __builtin_shuffle(acc[1][0][f], acc[1][NV - 1][f], even);            \
+                    d = __builtin_shuffle(acc[1][0][f], acc[1][NV - 1][f], odd);              \
+                }                                                                             \
+                IV k, pos;                                                                    \
+                V out = fl_relu_max4_##SUFFIX(a, b, cc, d, &k, &pos);                         \
+                IV idx = ((IT)(2 * py) + (k >> 1)) * (IT)OW + lane2 + (k & 1);                   \
+                idx = FL_SEL(IV, IV, pos, idx, idx * 0 - 1);                                  \
+                T *yr = y + (fb + f) * ldy + py * PW;                                         \
+                int *ar = arg + (fb + f) * ldy + py * PW;                                     \
+                /* a whole vector where its spill stays in this plane's later rows (written  \
+                 * after this one); the plane's last lanes exactly */                        \
+                if ((PH - py) * PW >= FL_LB) {                                                \
+                    fl_i32_##SUFFIX ai = __builtin_convertvector(idx, fl_i32_##SUFFIX);       \
+                    fl_store_##SUFFIX(yr, out);                                               \
+                    memcpy(ar, &ai, sizeof ai);                                               \
+                } else {                                                                      \
+                    for (long q = 0; q < PW; q++) { yr[q] = out[q]; ar[q] = (int)idx[q]; }    \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+FL_DEFINE_DIRECT_POOL(float, int, f32, 8, 1)
+FL_DEFINE_DIRECT_POOL(double, long, f64, 8, 1)
+FL_DEFINE_DIRECT_POOL(float, int, f32, 6, 2)
+FL_DEFINE_DIRECT_POOL(double, long, f64, 6, 2)
+
+/* The same fused conv + ReLU + 2x2 max pool with the filters along the vector lanes,
+ * for layers with many filters and narrow rows (LeNet C3: 16 filters, 10 columns),
+ * where columns-in-lanes would leave lanes idle:
+ *   wq (Fq/LB, C*KH*KW, LB): the weights in blocks of LB filters, contiguous per tap
+ *   (Fq a multiple of LB, zero past F); bias (Fq,).
+ * The register tile is 2 conv rows x 2*PC conv columns (PC pooled columns) of LB
+ * filters; each weight vector loaded feeds 4*PC multiply-adds against broadcast
+ * inputs.  y, arg as in fl_direct_conv_pool2 (plane stride ldy), written lane by lane. */
+#define FL_DEFINE_DIRECT_POOL_FLANES(T, IT, SUFFIX, PC)                                       \
+static void fl_direct_conv_pool2_flanes##PC##_##SUFFIX(                                       \
+        const T *xp, long C, long HS, long WS, const T *wq, long F, long Fq, long KH,         \
+        long KW, const T *bias, long OW, long PH, long PW, T *y, int *arg, long ldy) {        \
+    typedef fl_vec_##SUFFIX V;                                                                \
+    typedef fl_ivec_##SUFFIX IV;                                                              \
+    (void)HS;                                                                                 \
+    long taps = C * KH * KW;                                                                  \
+    for (long fb = 0; fb < Fq; fb += FL_LB) {                                                 \
+        V b0 = fl_load_##SUFFIX(bias + fb);                                                   \
+        long nf = F - fb < FL_LB ? F - fb : FL_LB;                                            \
+        for (long py = 0; py < PH; py++)                                                      \
+            for (long px0 = 0; px0 < PW; px0 += PC) {                                         \
+                V acc[2][2 * PC];                                                             \
+                for (int r = 0; r < 2; r++)                                                   \
+                    for (int q = 0; q < 2 * PC; q++) acc[r][q] = b0;                          \
+                const T *wt = wq + (fb / FL_LB) * taps * FL_LB;                               \
+                for (long c = 0; c < C; c++)                                                  \
+                    for (long i = 0; i < KH; i++) {                                           \
+                        const T *row0 = xp + (c * HS + 2 * py + i) * WS + 2 * px0;            \
+                        const T *row1 = row0 + WS;                                            \
+                        for (long j = 0; j < KW; j++, wt += FL_LB) {                          \
+                            V wv = fl_load_##SUFFIX(wt);                                      \
+                            FL_IN_REGISTER_##SUFFIX(wv);                                      \
+                            const T *x0 = row0 + j, *x1 = row1 + j;                           \
+                            FL_OPAQUE(x0); FL_OPAQUE(x1);                                     \
+                            for (int q = 0; q < 2 * PC; q++) {                                \
+                                acc[0][q] += x0[q] * wv;                                      \
+                                acc[1][q] += x1[q] * wv;                                      \
+                            }                                                                 \
+                        }                                                                     \
+                    }                                                                         \
+                for (int q = 0; q < PC && px0 + q < PW; q++) {                                \
+                    V a = acc[0][2 * q], b = acc[0][2 * q + 1];                               \
+                    V cc = acc[1][2 * q], d = acc[1][2 * q + 1];                              \
+                    IV k, pos;                                                                \
+                    V out = fl_relu_max4_##SUFFIX(a, b, cc, d, &k, &pos);                     \
+                    long px = px0 + q;                                                        \
+                    IV idx = ((IT)(2 * py) + (k >> 1)) * (IT)OW + (IT)(2 * px) + (k & 1);     \
+                    idx = FL_SEL(IV, IV, pos, idx, idx * 0 - 1);                              \
+                    T *yo = y + fb * ldy + py * PW + px;                                      \
+                    int *ao = arg + fb * ldy + py * PW + px;                                  \
+                    for (long f = 0; f < nf; f++) { yo[f * ldy] = out[f]; ao[f * ldy] = (int)idx[f]; } \
+                }                                                                             \
+            }                                                                                 \
+    }                                                                                         \
+}
+
+/* pooled columns per filter-lanes tile: 2 rows x 2*5 columns = 20 vector accumulators and
+ * the weight vector fit AVX-512's 32 registers (plan.FLANES_TILE must match: it pads WS) */
+#define FL_POOL_FLANES_TILE 5
+FL_DEFINE_DIRECT_POOL_FLANES(float, int, f32, 5)
+FL_DEFINE_DIRECT_POOL_FLANES(double, long, f64, 5)
+
+#endif

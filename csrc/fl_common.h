@@ -1,0 +1,74 @@
+#ifndef FASTLENET_COMMON_H
+#define FASTLENET_COMMON_H
+
+/* What every kernel header shares: the register-tile sizes, GCC vector types of
+ * FL_LB lanes, unaligned loads/stores, selects, and the ReLU'd 2x2 window max.
+ *
+ * Dimension legend: LB lanes per vector row (FL_LB = 16: one AVX-512 float vector,
+ * two double vectors), MB rows per GEMM tile.  T is float or double (suffix f32 / f64),
+ * IT the integer type of T's width (int / long), so masks and selects are lane-wise.
+ * Each header defines its kernels as static functions from one macro instantiated for
+ * both types; every kernel is declared to Cython once, in csrc/kernels.pxd.
+ */
+#if defined(__GNUC__)   /* each extension uses some of these static kernels, not all */
+#pragma GCC diagnostic ignored "-Wunused-function"
+#endif
+#include <string.h>
+
+#define FL_MB 4
+#define FL_LB 16
+#define FL_MAX_TAPS 8   /* col2im_s1 keeps the row masks of up to this many taps precomputed */
+
+/* Keeps a loaded vector in its register: without it GCC folds the load into each
+ * multiply-add that uses it, and the tile becomes load-bound (two loads a cycle).
+ * Only where one register holds the vector (16 floats in an AVX-512 register). */
+#if defined(__GNUC__) && defined(__AVX512F__)
+#define FL_IN_REGISTER_f32(v) __asm__("" : "+v"(v))
+#else
+#define FL_IN_REGISTER_f32(v) ((void)0)
+#endif
+#define FL_IN_REGISTER_f64(v) ((void)0)
+
+/* Hides where a pointer came from, so GCC does not carry loaded values from one tap
+ * to the next in registers (predictive commoning), which spills a full register tile. */
+#if defined(__GNUC__)
+#define FL_OPAQUE(p) __asm__("" : "+r"(p))
+#else
+#define FL_OPAQUE(p) ((void)0)
+#endif
+
+/* a where mask (all ones), else b: a select between vectors, viewed as integer vectors IV */
+#define FL_SEL(IV, VT, mask, a, b) ((VT)(((IV)(a) & (mask)) | ((IV)(b) & ~(mask))))
+
+
+#define FL_DEFINE_VECTORS(T, IT, SUFFIX)                                                          \
+typedef T fl_vec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                   \
+typedef IT fl_ivec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                  \
+typedef int fl_i32_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(int))));               \
+                                                                                              \
+static inline fl_vec_##SUFFIX fl_load_##SUFFIX(const T *p) {                                  \
+    fl_vec_##SUFFIX v; memcpy(&v, p, sizeof v); return v;                                     \
+}                                                                                             \
+static inline void fl_store_##SUFFIX(T *p, fl_vec_##SUFFIX v) { memcpy(p, &v, sizeof v); }    \
+/* ReLU of the 2x2 pool window's max, lane by lane, from its corners a (0,0), b (0,1),    \
+ * c (1,0), d (1,1): *k gets the corner 0..3 of the first max (scan order), *pos all ones \
+ * where that max is > 0 (where the gradient flows).  Selects, not branches. */           \
+static inline fl_vec_##SUFFIX fl_relu_max4_##SUFFIX(fl_vec_##SUFFIX a, fl_vec_##SUFFIX b,     \
+        fl_vec_##SUFFIX c, fl_vec_##SUFFIX d, fl_ivec_##SUFFIX *k, fl_ivec_##SUFFIX *pos) {   \
+    typedef fl_vec_##SUFFIX V;                                                                \
+    typedef fl_ivec_##SUFFIX IV;                                                              \
+    IV kk = {0}, gt;                                                                          \
+    IV one = kk + 1, two = one + 1, three = two + 1;        /* the corner numbers, splatted */ \
+    V m = a, zero = {0};                                                                      \
+    gt = b > m; m = FL_SEL(IV, V, gt, b, m); kk = FL_SEL(IV, IV, gt, one, kk);                \
+    gt = c > m; m = FL_SEL(IV, V, gt, c, m); kk = FL_SEL(IV, IV, gt, two, kk);                \
+    gt = d > m; m = FL_SEL(IV, V, gt, d, m); kk = FL_SEL(IV, IV, gt, three, kk);              \
+    *k = kk;                                                                                  \
+    *pos = m > zero;                                                                          \
+    return FL_SEL(IV, V, *pos, m, zero);                                                      \
+}
+
+FL_DEFINE_VECTORS(float, int, f32)
+FL_DEFINE_VECTORS(double, long, f64)
+
+#endif

@@ -1,0 +1,128 @@
+#ifndef FASTLENET_GEMM_H
+#define FASTLENET_GEMM_H
+#include "fl_common.h"
+
+/* Register-blocked GEMM micro-kernels for the small per-sample products of a
+ * convolution and a dense layer (F = 6..120, K = 25..400, L = 25..784), and the tiled
+ * transpose their operands need.
+ *
+ * Dimension legend: M rows of the output, Kd inner dimension, Lp (padded) columns;
+ * MB x LB is the register tile.  An MB x LB tile of the output stays in registers
+ * while the inner loop streams one row of B against MB broadcast values of A.
+ * Callers pad Lp to a multiple of LB with zeros, so there is no remainder code; a
+ * last block of fewer than MB rows repeats its last row and stores only the real ones.
+ * The convolution products are this one shape: y = W @ cols (im2col forward),
+ * dW += dZ @ rows (rows = im2col transposed, "im2row") and dcols = W^T @ dZ.
+ */
+#define FL_DEFINE_GEMM(T, IT, SUFFIX)                                                            \
+/* C[M, Lp] (+)= A[M, Kd] @ B[Kd, Lp]: overwrite (plus bias[m] on row m when bias is    \
+ * not NULL) or, with accumulate, add to C.  A[m, k] is A[m*lda + k*sak] (sak = lda = 1  \
+ * reads A transposed).  Tiles of MB rows x 2 vectors (8 independent accumulators:       \
+ * enough multiply-adds in flight to cover the FMA latency), then one vector when        \
+ * Lp % (2 LB) leaves one over; a last block of fewer than MB rows repeats its last row  \
+ * and stores only the real ones. */                                                     \
+static inline __attribute__((always_inline)) void                                            \
+fl_gemm_nn_core_##SUFFIX(const T *A, long lda, long sak, const T *B, long ldb, T *C,          \
+                         long ldc, long M, long Kd, long Lp, const T *bias, int accumulate) { \
+    for (long m0 = 0; m0 < M; m0 += FL_MB) {                                                  \
+        long r1 = m0 + 1 < M ? 1 : 0, r2 = m0 + 2 < M ? 2 : r1, r3 = m0 + 3 < M ? 3 : r2;     \
+        const T *a0 = A + m0 * lda, *a1 = a0 + r1 * lda, *a2 = a0 + r2 * lda, *a3 = a0 + r3 * lda; \
+        T *c0p = C + m0 * ldc, *c1p = c0p + r1 * ldc, *c2p = c0p + r2 * ldc, *c3p = c0p + r3 * ldc; \
+        int store1 = r1 == 1, store2 = r2 == 2, store3 = r3 == 3;                             \
+        fl_vec_##SUFFIX init0 = {0}, init1 = {0}, init2 = {0}, init3 = {0};                   \
+        if (bias && !accumulate) {                                                            \
+            init0 += bias[m0]; init1 += bias[m0 + r1];                                        \
+            init2 += bias[m0 + r2]; init3 += bias[m0 + r3];                                   \
+        }                                                                                     \
+        long l0 = 0;                                                                          \
+        for (; l0 + 2 * FL_LB <= Lp; l0 += 2 * FL_LB) {                                       \
+            fl_vec_##SUFFIX c0 = init0, c1 = init1, c2 = init2, c3 = init3;                   \
+            fl_vec_##SUFFIX d0 = init0, d1 = init1, d2 = init2, d3 = init3;                   \
+            if (accumulate) {                                                                 \
+                c0 = fl_load_##SUFFIX(c0p + l0); d0 = fl_load_##SUFFIX(c0p + l0 + FL_LB);     \
+                c1 = fl_load_##SUFFIX(c1p + l0); d1 = fl_load_##SUFFIX(c1p + l0 + FL_LB);     \
+                c2 = fl_load_##SUFFIX(c2p + l0); d2 = fl_load_##SUFFIX(c2p + l0 + FL_LB);     \
+                c3 = fl_load_##SUFFIX(c3p + l0); d3 = fl_load_##SUFFIX(c3p + l0 + FL_LB);     \
+            }                                                                                 \
+            const T *b = B + l0;                                                              \
+            for (long k = 0; k < Kd; k++, b += ldb) {                                         \
+                fl_vec_##SUFFIX bv = fl_load_##SUFFIX(b), bw = fl_load_##SUFFIX(b + FL_LB);   \
+                FL_IN_REGISTER_##SUFFIX(bv); FL_IN_REGISTER_##SUFFIX(bw);                             \
+                T x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];     \
+                c0 += x0 * bv; d0 += x0 * bw; c1 += x1 * bv; d1 += x1 * bw;                   \
+                c2 += x2 * bv; d2 += x2 * bw; c3 += x3 * bv; d3 += x3 * bw;                   \
+            }                                                                                 \
+            fl_store_##SUFFIX(c0p + l0, c0); fl_store_##SUFFIX(c0p + l0 + FL_LB, d0);         \
+            if (store1) { fl_store_##SUFFIX(c1p + l0, c1); fl_store_##SUFFIX(c1p + l0 + FL_LB, d1); } \
+            if (store2) { fl_store_##SUFFIX(c2p + l0, c2); fl_store_##SUFFIX(c2p + l0 + FL_LB, d2); } \
+            if (store3) { fl_store_##SUFFIX(c3p + l0, c3); fl_store_##SUFFIX(c3p + l0 + FL_LB, d3); } \
+        }                                                                                     \
+        if (l0 < Lp) {                                                                        \
+            fl_vec_##SUFFIX c0 = init0, c1 = init1, c2 = init2, c3 = init3;                   \
+            if (accumulate) {                                                                 \
+                c0 = fl_load_##SUFFIX(c0p + l0); c1 = fl_load_##SUFFIX(c1p + l0);             \
+                c2 = fl_load_##SUFFIX(c2p + l0); c3 = fl_load_##SUFFIX(c3p + l0);             \
+            }                                                                                 \
+            const T *b = B + l0;                                                              \
+            for (long k = 0; k < Kd; k++, b += ldb) {                                         \
+                fl_vec_##SUFFIX bv = fl_load_##SUFFIX(b);                                     \
+                c0 += a0[k * sak] * bv; c1 += a1[k * sak] * bv;                               \
+                c2 += a2[k * sak] * bv; c3 += a3[k * sak] * bv;                               \
+            }                                                                                 \
+            fl_store_##SUFFIX(c0p + l0, c0);                                                  \
+            if (store1) fl_store_##SUFFIX(c1p + l0, c1);                                      \
+            if (store2) fl_store_##SUFFIX(c2p + l0, c2);                                      \
+            if (store3) fl_store_##SUFFIX(c3p + l0, c3);                                      \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+static void fl_gemm_nn_##SUFFIX(const T *A, long lda, long sak, const T *B, long ldb, T *C,  \
+                                long ldc, long M, long Kd, long Lp, const T *bias,           \
+                                int accumulate) {                                             \
+    if (sak == 1)       /* contiguous rows of A: unit-stride broadcasts */                    \
+        fl_gemm_nn_core_##SUFFIX(A, lda, 1, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate);     \
+    else                                                                                      \
+        fl_gemm_nn_core_##SUFFIX(A, lda, sak, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate);   \
+}                                                                                              \
+/* C[M, N] += A[M, Lp] @ B[N, Lp]^T, reduced over the columns: the dW product when L is     \
+ * long and K short (a first layer), where an im2row copy would cost more than it saves. */ \
+static void fl_gemm_nt_acc_##SUFFIX(const T *A, long lda, const T *B, long ldb, T *C,        \
+                                    long ldc, long M, long N, long Lp) {                      \
+    for (long m0 = 0; m0 < M; m0 += FL_MB) {                                                  \
+        for (long n0 = 0; n0 < N; n0 += FL_MB) {                                              \
+            fl_vec_##SUFFIX acc[FL_MB][FL_MB];                                                \
+            memset(acc, 0, sizeof acc);                                                       \
+            for (long l0 = 0; l0 < Lp; l0 += FL_LB) {                                         \
+                fl_vec_##SUFFIX a[FL_MB], b[FL_MB];                                           \
+                for (int i = 0; i < FL_MB; i++) {                                             \
+                    a[i] = fl_load_##SUFFIX(A + (m0 + i) * lda + l0);                         \
+                    b[i] = fl_load_##SUFFIX(B + (n0 + i) * ldb + l0);                         \
+                }                                                                             \
+                for (int i = 0; i < FL_MB; i++)                                               \
+                    for (int q = 0; q < FL_MB; q++)                                           \
+                        acc[i][q] += a[i] * b[q];                                             \
+            }                                                                                 \
+            for (int i = 0; i < FL_MB; i++)                                                   \
+                for (int q = 0; q < FL_MB; q++) {                                             \
+                    T total = 0;                                                              \
+                    for (int j = 0; j < FL_LB; j++) total += acc[i][q][j];                    \
+                    C[(m0 + i) * ldc + n0 + q] += total;                                      \
+                }                                                                             \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* dzt[l, f] = dz[f, l] for f < F, l < L (row strides ldz, ldt), e.g. filters to the lanes. */         \
+static void fl_transpose_##SUFFIX(const T *dz, long ldz, long F, long L, T *dzt, long ldt) {  \
+    /* in LB x LB tiles: reads and writes each stay within a few cache lines */               \
+    for (long f0 = 0; f0 < F; f0 += FL_LB)                                                    \
+        for (long l0 = 0; l0 < L; l0 += FL_LB) {                                              \
+            long f1 = f0 + FL_LB < F ? f0 + FL_LB : F, l1 = l0 + FL_LB < L ? l0 + FL_LB : L;  \
+            for (long l = l0; l < l1; l++)                                                    \
+                for (long f = f0; f < f1; f++) dzt[l * ldt + f] = dz[f * ldz + l];           \
+        }                                                                                     \
+}
+
+FL_DEFINE_GEMM(float, int, f32)
+FL_DEFINE_GEMM(double, long, f64)
+
+#endif
