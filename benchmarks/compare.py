@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-PEAK_GFLOPS = 185.0          # this CPU's sgemm peak on two cores (DESIGN.md)
+PEAK_GFLOPS = 185.0          # OpenBLAS sgemm on two cores of the 2026-11-23 AMD EPYC (README, Performance)
 
 
 def epoch_flops(n, batch):

@@ -14,29 +14,38 @@ import numpy as np
 Arrays = Dict[str, np.ndarray]
 
 
-def flat_views(shapes: Dict[str, tuple], dtype) -> Tuple[np.ndarray, Arrays]:
+class FlatArrays(dict):
+    """name -> array, every array a view of one flat buffer (P,), end to end in key order.
+
+    ``buffer`` is that buffer and ``names`` the key order, so an optimizer updates the
+    whole set in one pass (``optim.Adam``) because the container says so, not because
+    it inspected where the arrays live.  The mapping is fixed once made: items can be
+    read and written in place, never added, removed or replaced.
+    """
+
+    def __init__(self, buffer: np.ndarray, views: Arrays) -> None:
+        super().__init__(views)
+        self.buffer = buffer
+        self.names = tuple(views)
+
+    def _fixed(self, *args, **kwargs):
+        raise TypeError("a FlatArrays mapping is fixed: write into its arrays instead (a[...] = value)")
+
+    __setitem__ = __delitem__ = update = pop = popitem = setdefault = clear = _fixed
+
+
+def flat_views(shapes: Dict[str, tuple], dtype) -> Tuple[np.ndarray, FlatArrays]:
     """A new zeroed flat buffer (P,) and name -> a view of it with that shape, the
-    views end to end in ``shapes`` order (what :func:`flat_buffer` recognises)."""
+    views end to end in ``shapes`` order (a :class:`FlatArrays`)."""
     flat = np.zeros(sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values()), dtype=dtype)
     views, offset = {}, 0
     for name, shape in shapes.items():
         size = int(np.prod(shape, dtype=np.int64))
         views[name] = flat[offset:offset + size].reshape(shape)
         offset += size
-    return flat, views
+    return flat, FlatArrays(flat, views)
 
 
 def flat_buffer(arrays) -> Optional[np.ndarray]:
-    """The 1-D array that ``arrays`` tile exactly, end to end in the given order (all
-    C-contiguous views of it, like ``Sequential.flat_params``), or None."""
-    arrays = list(arrays)
-    base = arrays[0].base if arrays else None
-    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
-        return None
-    start, offset = base.ctypes.data, 0
-    for a in arrays:
-        if (a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous
-                or a.ctypes.data != start + offset * base.itemsize):
-            return None
-        offset += a.size
-    return base if offset == base.size else None
+    """The flat buffer behind ``arrays`` when it is a :class:`FlatArrays`, else None."""
+    return arrays.buffer if isinstance(arrays, FlatArrays) else None

@@ -85,7 +85,7 @@ class Sequential:
             owned = getattr(layer, which)
             for key in owned:
                 owned[key] = views[f"{lname}.{key}"]
-        arrays.update(views)
+        setattr(self, which, views)          # a FlatArrays: it declares its one buffer
         return flat
 
     # ------------------------------------------------------------------ running

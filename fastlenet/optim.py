@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .flat import flat_buffer, flat_views
+from .flat import FlatArrays, flat_views
 
 Arrays = Dict[str, np.ndarray]
 
@@ -100,9 +100,9 @@ class Adam(Optimizer):
     Weight decay: L2 added to g (Adam) or p *= 1 - lr * wd (AdamW).
 
     ``backend`` (a name or ``kernels.backend(...)``; None: the default backend)
-    supplies a compiled one-pass update when it has one (``Backend.adam_update``,
-    cython); it runs when the parameters tile one flat buffer, as a model's do
-    (``Sequential.flat_params``).  Otherwise the update is NumPy.
+    supplies a compiled one-pass update when it has one (``Backend.fast.adam_update``);
+    it runs when the parameters are a :class:`fastlenet.flat.FlatArrays`, views of one
+    declared buffer, as a model's ``params`` are.  Otherwise the update is NumPy.
     """
 
     def __init__(self, params: Arrays, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -125,8 +125,8 @@ class Adam(Optimizer):
             self._flat_v, self.v = flat_views(shapes, dtype)
             self._flat_g, self._g_views = flat_views(shapes, dtype)
             self._flat_tmp, self._tmp_views = flat_views(shapes, dtype)
-            #: the one buffer the parameters tile, end to end in ``params`` order, or None
-            self._param_buffer = flat_buffer([params[k] for k in keys])
+            #: the one buffer the parameters are views of (declared by a FlatArrays), or None
+            self._param_buffer = params.buffer if isinstance(params, FlatArrays) else None
             if self._param_buffer is not None:
                 self._update = _adam_kernel(backend)
         else:           # per tensor: moments and the step's scratch array for each
@@ -136,8 +136,6 @@ class Adam(Optimizer):
         #: Adam + L2 (not AdamW): the gradient of a weight gets wd * p added
         self._l2 = bool(self.weight_decay and not self.decoupled)
         self._g_l2 = {k: np.empty_like(p) for k, p in params.items()} if self._l2 else {}
-        self._seen_grads: tuple = ()          # the last grads' arrays and the buffer they tile
-        self._seen_buffer: Optional[np.ndarray] = None
 
     def _slots(self):
         return {"m": self.m, "v": self.v}
@@ -171,18 +169,14 @@ class Adam(Optimizer):
                 p -= self._tmp_views[k]
 
     def _flat_gradient(self, grads: Arrays) -> np.ndarray:
-        """The gradient as one flat (P,) array: the buffer the grads tile (a model's
-        ``flat_grads``) when there is no L2 term, else gathered (with it) into scratch."""
-        arrays = tuple(grads[k] for k in self.params)
-        if not self._l2:
-            if len(arrays) != len(self._seen_grads) or any(a is not b for a, b in zip(arrays, self._seen_grads)):
-                buffer = flat_buffer(arrays)
-                same_dtype = buffer is not None and buffer.dtype == self._flat_g.dtype
-                self._seen_grads, self._seen_buffer = arrays, (buffer if same_dtype else None)
-            if self._seen_buffer is not None:
-                return self._seen_buffer
-        for (k, p), g in zip(self.params.items(), arrays):
-            self._g_views[k][...] = self._with_l2(k, p, g)
+        """The gradient as one flat (P,) array: the declared buffer of a FlatArrays with the
+        parameters' names and dtype (a model's ``grads``) when there is no L2 term, else
+        gathered (with it) into scratch."""
+        if (not self._l2 and isinstance(grads, FlatArrays) and grads.names == tuple(self.params)
+                and grads.buffer.dtype == self._flat_g.dtype):
+            return grads.buffer
+        for k, p in self.params.items():
+            self._g_views[k][...] = self._with_l2(k, p, grads[k])
         return self._flat_g
 
     def _with_l2(self, k, p, g):

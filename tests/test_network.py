@@ -131,8 +131,12 @@ def test_same_seed_same_backend_gives_identical_parameters(backend):
 def test_parameters_and_gradients_live_in_one_flat_buffer_each(name):
     model = models.build(name, backend="numpy", seed=1)
     fresh = models.build(name, backend="numpy", seed=1, fused=False)
-    assert optim.flat_buffer(model.params.values()) is model.flat_params
-    assert optim.flat_buffer(model.grads.values()) is model.flat_grads
+    assert model.params.buffer is model.flat_params and model.grads.buffer is model.flat_grads
+    offset = 0
+    for name, p in model.params.items():            # views end to end, in key order
+        assert p.base is model.flat_params and np.shares_memory(p, model.flat_params[offset:offset + p.size])
+        offset += p.size
+    assert offset == model.flat_params.size
     assert model.flat_params.size == model.num_params()
     for k in model.params:                      # packing kept the seeded values
         np.testing.assert_array_equal(model.params[k], fresh.params[k], err_msg=k)

@@ -65,12 +65,11 @@ def test_adam_matches_formula(decoupled):
 
 
 def tiled(arrays, dtype):
-    """The same arrays as views of one flat buffer, end to end (like a model's params)."""
-    flat = np.concatenate([a.ravel() for a in arrays.values()]).astype(dtype)
-    out, offset = {}, 0
+    """The same arrays as views of one declared flat buffer (a FlatArrays, like a model's params)."""
+    from fastlenet.flat import flat_views
+    _, out = flat_views({k: a.shape for k, a in arrays.items()}, dtype)
     for k, a in arrays.items():
-        out[k] = flat[offset:offset + a.size].reshape(a.shape)
-        offset += a.size
+        out[k][...] = a
     return out
 
 
@@ -99,15 +98,19 @@ def test_compiled_adam_equals_numpy_adam(decay, dtype):
         np.testing.assert_allclose(o_got.v[k], o_ref.v[k], rtol=rtol, atol=rtol * 1e-2, err_msg=k)
 
 
-def test_flat_buffer_finds_only_exact_tilings():
-    arrays = tiled({"a": np.ones((2, 3)), "b": np.ones(4)}, np.float64)
-    a, b = arrays["a"], arrays["b"]
-    assert optim.flat_buffer([a, b]) is a.base
-    assert optim.flat_buffer([b, a]) is None                   # out of order
-    assert optim.flat_buffer([a]) is None                      # does not cover the buffer
-    assert optim.flat_buffer([a, np.ones(4)]) is None          # another buffer
-    assert optim.flat_buffer([a.T, b]) is None                 # not C-contiguous
-    assert optim.flat_buffer([]) is None
+def test_flat_arrays_declare_their_buffer_and_stay_fixed():
+    from fastlenet.flat import FlatArrays, flat_views
+    flat, views = flat_views({"a.w": (2, 3), "a.b": (3,)}, np.float32)
+    assert isinstance(views, FlatArrays) and views.buffer is flat and views.names == ("a.w", "a.b")
+    views["a.b"][...] = 7
+    np.testing.assert_array_equal(flat[6:], 7)
+    with pytest.raises(TypeError, match="fixed"):
+        views["a.b"] = np.zeros(3, np.float32)
+    with pytest.raises(TypeError, match="fixed"):
+        views.pop("a.w")
+    assert optim.flat_views is flat_views
+    plain = optim.Adam(dict(views), lr=1e-3, backend="numpy")      # a plain dict: no buffer declared
+    assert plain._param_buffer is None and optim.Adam(views, backend="numpy")._param_buffer is flat
 
 
 def test_adamw_is_decoupled_adam():

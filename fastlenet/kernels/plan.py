@@ -19,7 +19,9 @@ pool (with a fused conv -> ReLU -> max pool only)
     ``tile_filter_lanes`` -- the 2x2/2 pool on the direct kernel's accumulators, filters
                              along the vector lanes (more filters than output columns)
     ``tile_f8`` / ``tile_f6`` -- the same with 8 (rows of <= LANES outputs) or 6 filters
-                             (<= 2 LANES) per tile and output columns along the lanes
+                             (<= 2 LANES) per tile and output columns along the lanes:
+                             8 filters x 2 rows x 1 vector or 6 x 2 x 2 = 16 or 24 of the
+                             32 vector registers as accumulators, the rest for inputs
     ``after_conv_2x2``    -- ReLU + 2x2/2 pool over the conv output kept in the workspace
     ``after_conv``        -- the same for any other window and stride
 pool_grad (its backward)
