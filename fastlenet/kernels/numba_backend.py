@@ -791,29 +791,11 @@ def _linear_backward_kernel(dy, x, w, y, relu, need_dx, dw, db, dx):
         for j in range(u):
             g[r, j] = dy[r, j] if (not relu or y[r, j] > 0) else 0
     xt = np.ascontiguousarray(x.T)      # (D, N): each dW row reads one contiguous row
-    for q in prange((d + 3) // 4):      # 4 dW rows per task (each dy' row load feeds 4 rows),
-        k0 = 4 * q                      # summed over n in order: no cross-thread reduction
-        for k in range(k0, min(d, k0 + 4)):
-            dw[k, :] = 0
-        if k0 + 4 <= d:
-            r0, r1, r2, r3 = dw[k0], dw[k0 + 1], dw[k0 + 2], dw[k0 + 3]
-            x0, x1, x2, x3 = xt[k0], xt[k0 + 1], xt[k0 + 2], xt[k0 + 3]
-            for r in range(n):
-                gr = g[r]
-                v0, v1, v2, v3 = x0[r], x1[r], x2[r], x3[r]
-                for j in range(u):
-                    gj = gr[j]
-                    r0[j] += v0 * gj
-                    r1[j] += v1 * gj
-                    r2[j] += v2 * gj
-                    r3[j] += v3 * gj
-        else:
-            for k in range(k0, d):
-                row, xk = dw[k], xt[k]
-                for r in range(n):
-                    v, gr = xk[r], g[r]
-                    for j in range(u):
-                        row[j] += v * gr[j]
+    no_bias = np.zeros(0, dtype=dy.dtype)
+    for q in prange((d + 15) // 16):    # dW = x^T dy' in blocks of 16 rows, one thread each:
+        k0 = 16 * q                     # summed over n in order, no cross-thread reduction
+        k1 = min(d, k0 + 16)
+        _gemm(xt[k0:k1], g, no_bias, dw[k0:k1])
     for j in range(u):
         acc = g[0, j] * 0
         for r in range(n):
