@@ -13,7 +13,8 @@ import pytest
 
 from fastlenet import kernels, models, optim
 
-THREADS = int(os.environ.get("FASTLENET_BENCH_THREADS", os.cpu_count() or 1))
+THREADS = int(os.environ.get("FASTLENET_BENCH_THREADS",
+                             len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 BATCH = 256
 
 # name -> (x shape, w shape, pad): the two LeNet-5 convolutions at batch 256

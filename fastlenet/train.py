@@ -145,7 +145,8 @@ def _schedule_flags(g) -> None:
 def _run_flags(g) -> None:
     g.add_argument("--backend", choices=["numpy", "numba", "cython"], default=None,
                    help="kernel backend; default: $FASTLENET_BACKEND, else the fastest available")
-    g.add_argument("--threads", type=int, default=None, help="threads for the kernels; default: all cores")
+    g.add_argument("--threads", type=int, default=None,
+                   help="threads for the kernels; default: the CPUs this process may use (affinity, cgroup quota)")
     g.add_argument("--seed", type=int, default=COMMON_DEFAULTS["seed"],
                    help="seed for the weights, the split, the shuffling and the augmentation")
     g.add_argument("--out", default=None, help="run directory; default runs/<dataset>-<model>-<timestamp>")
@@ -185,7 +186,11 @@ def resolve_settings(args: argparse.Namespace) -> dict:
         if not ok:
             raise UsageError(message)
     s["backend"] = s["backend"] or kernels.default_backend().name
-    s["threads"] = s["threads"] or os.cpu_count() or 1
+    s["threads"] = s["threads"] or kernels.default_threads()
+    import numba
+    if s["threads"] > numba.config.NUMBA_NUM_THREADS:
+        raise UsageError(f"--threads {s['threads']} is more than the {numba.config.NUMBA_NUM_THREADS} "
+                         "threads the kernels' pool holds (NUMBA_NUM_THREADS, set before start-up)")
     s["pad32"] = bool(s["pad32"] or models.preset_input_shape(s["model"])[1] == 32)
     return s
 
@@ -314,7 +319,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         run_dir.write_config({"settings": s, "versions": versions(), "backend": s["backend"],
                               "threads": s["threads"]})
         log(f"model: {s['model']} ({trainer.model.num_params():,} parameters), backend {s['backend']}, "
-            f"{s['threads']} threads, run directory {run_dir.path}")
+            f"{s['threads']} thread{'s' if s['threads'] != 1 else ''}, run directory {run_dir.path}")
     history = trainer.run()
     metrics, cm, pred = _test_metrics(trainer, ds, t_start)
     run_dir.write_metrics(metrics)

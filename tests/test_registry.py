@@ -82,3 +82,17 @@ def test_set_num_threads_validates():
     import numba
     assert numba.get_num_threads() == 1
     kernels.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+
+
+def test_default_threads_follow_the_affinity_mask():
+    import os
+    import subprocess
+    import sys
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no affinity masks on this platform")
+    assert 1 <= kernels.usable_cpus() <= len(os.sched_getaffinity(0))
+    one_cpu = sorted(os.sched_getaffinity(0))[0]
+    code = ("import os; os.sched_setaffinity(0, {%d}); from fastlenet import kernels; "
+            "print(kernels.usable_cpus(), kernels.default_threads())" % one_cpu)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]

@@ -83,6 +83,7 @@ def test_short_run_writes_the_whole_run_directory(synthetic_idx, tmp_path, capsy
     (["--early-stopping", "3", "--val-split", "0"], "needs --val-split > 0"),
     (["--lr-list", "0.1,abc"], "--lr-list must be comma-separated numbers"),
     (["--resume", "/nonexistent/run"], "no config.json there"),
+    (["--threads", "4096"], "--threads 4096 is more than the"),
 ])
 def test_bad_settings_are_one_line_errors(args, message, tmp_path):
     proc = run_cli(QUICK + args, cwd=tmp_path)

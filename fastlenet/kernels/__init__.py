@@ -24,7 +24,7 @@ from ._api import KERNEL_NAMES, Backend
 
 __all__ = [
     "Backend", "BackendUnavailable", "available", "backend", "default_backend",
-    "unavailable", "set_num_threads", "blas_limit", *KERNEL_NAMES,
+    "unavailable", "set_num_threads", "blas_limit", "usable_cpus", "default_threads", *KERNEL_NAMES,
 ]
 
 #: backend name -> module, fastest first (the default is the first available)
@@ -88,6 +88,29 @@ def default_backend() -> Backend:
         if _load(name) is not None:
             return _loaded[name].BACKEND
     raise BackendUnavailable(f"no kernel backend imports: {_errors}")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (taskset, cpusets, Slurm), further
+    limited by a cgroup v2 CPU quota (containers), not ``os.cpu_count()``'s whole machine."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):          # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def default_threads() -> int:
+    """Threads to use when none are asked for: the usable CPUs, capped at what Numba's
+    pool holds (``NUMBA_NUM_THREADS``, itself fixed when Numba starts)."""
+    import numba
+    return max(1, min(usable_cpus(), numba.config.NUMBA_NUM_THREADS))
 
 
 def set_num_threads(n: int) -> None:
