@@ -105,8 +105,7 @@ class Conv2D(Layer):
         fan_in, fan_out = c * self.kh * self.kw, self.filters * self.kh * self.kw
         self._add_param("w", _init_weights(rng, (self.filters, c, self.kh, self.kw), fan_in, fan_out, self.init))
         self._add_param("b", np.zeros(self.filters))
-        oh = (h + 2 * self.pad - self.kh) // self.stride + 1
-        ow = (w + 2 * self.pad - self.kw) // self.stride + 1
+        oh, ow = self.out_hw(h, w)
         if oh < 1 or ow < 1:
             raise ValueError(f"Conv2D {self.kh}x{self.kw} does not fit input {input_shape}")
         return (self.filters, oh, ow)
@@ -149,8 +148,7 @@ class ConvReLUMaxPool(Layer):
         self.oh, self.ow = conv_out_shape[1], conv_out_shape[2]
         self.k = conv.k
         self.dtype = conv.dtype
-        self.ph = (self.oh - pool.size) // pool.stride + 1
-        self.pw = (self.ow - pool.size) // pool.stride + 1
+        self.ph, self.pw = pool.out_hw(self.oh, self.ow)
 
     def forward(self, x, training=False):
         self.x = x
@@ -167,10 +165,7 @@ class ConvReLUMaxPool(Layer):
         dx, dw, db = self.k.fast.conv2d_relu_maxpool_backward(
             np.ascontiguousarray(dy), self.arg, self.x, c.params["w"], c.stride, c.pad, self.oh,
             self.ow, p.size, p.stride, self.need_input_grad, out=dx_out,
-            dw_out=c.grads["w"], db_out=c.grads["b"])
-        if dw is not c.grads["w"]:      # a backend that allocated them
-            c.grads["w"][...] = dw
-            c.grads["b"][...] = db
+            dw_out=c.grads["w"], db_out=c.grads["b"])      # written in place
         return dx
 
     def describe(self):
@@ -208,8 +203,7 @@ class _Pool2D(Layer):
     def build(self, input_shape, rng, dtype, backend):
         super().build(input_shape, rng, dtype, backend)
         self.k = backend
-        c, h, w = input_shape
-        return (c, (h - self.size) // self.stride + 1, (w - self.size) // self.stride + 1)
+        return (input_shape[0],) + self.out_hw(*input_shape[1:])
 
     def out_hw(self, h: int, w: int) -> Tuple[int, int]:
         return (h - self.size) // self.stride + 1, (w - self.size) // self.stride + 1
@@ -282,14 +276,11 @@ class Dense(Layer):
         np.sum(dy, axis=0, out=self.grads["b"])            # db = sum_n dy (U,)
         return dy @ self.params["w"].T if self.need_input_grad else None
 
-    def linear_forward(self, x, relu, keep_output=None):
-        """The backend's fast path: x @ w + b (ReLU'd with ``relu``); keeps x for backward.
-        ``keep_output``: whether the result goes into a kept buffer (default keeps_output)."""
+    def linear_forward(self, x, relu):
+        """The backend's fast path: x @ w + b (ReLU'd with ``relu``); keeps x for backward."""
         self.x = np.ascontiguousarray(x, dtype=self.dtype)
-        keep = self.keeps_output if keep_output is None else keep_output
-        out = (self.outputs.get("y", (x.shape[0], self.units), self.dtype)
-               if keep and self.k.writes_out else None)
-        return self.fast.linear_forward(self.x, self.params["w"], self.params["b"], relu, out=out)
+        return self.fast.linear_forward(self.x, self.params["w"], self.params["b"], relu,
+                                        out=self._out("y", (x.shape[0], self.units), self.k))
 
     def linear_backward(self, dy, y, relu):
         """Its gradients: dW, db written into self.grads; returns dx (or None).
@@ -310,13 +301,22 @@ class DenseReLU(Layer):
     x (N, D) -> y (N, U) = max(x @ w + b, 0)."""
 
     def __init__(self, dense: Dense) -> None:
-        super().__init__()
         self.dense = dense
+        super().__init__()
         self.params, self.grads = dense.params, dense.grads
         self.need_input_grad = dense.need_input_grad
 
+    @property
+    def keeps_output(self) -> bool:
+        """The dense layer's: its buffer is what this layer returns."""
+        return self.dense.keeps_output
+
+    @keeps_output.setter
+    def keeps_output(self, keep: bool) -> None:
+        self.dense.keeps_output = keep
+
     def forward(self, x, training=False):
-        self.y = self.dense.linear_forward(x, relu=True, keep_output=self.keeps_output)
+        self.y = self.dense.linear_forward(x, relu=True)
         return self.y
 
     def backward(self, dy):

@@ -103,6 +103,18 @@ def expect_shape(name: str, a: np.ndarray, shape: tuple) -> None:
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
 
 
+def conv_sizes(x_shape, w_shape, stride, pad, w_name: str, x_name: str) -> Tuple[int, int, int, int]:
+    """A convolution's checked (stride, pad, OH, OW) from x (N, C, H, W) and w (F, C, KH, KW)
+    shapes, or an error naming the argument."""
+    if w_shape[1] != x_shape[1]:
+        raise ValueError(f"{w_name} has {w_shape[1]} input channels ({w_name}[1]) but {x_name} has "
+                         f"{x_shape[1]} ({x_name}[1])")
+    stride, pad = check_int("stride", stride, 1), check_int("pad", pad, 0)
+    oh = output_size("conv2d (height)", x_shape[2], w_shape[2], stride, pad)
+    ow = output_size("conv2d (width)", x_shape[3], w_shape[3], stride, pad)
+    return stride, pad, oh, ow
+
+
 def check_out(out, shape: tuple, dtype) -> Optional[np.ndarray]:
     """``out`` (None, or a writeable C-contiguous array of exactly ``shape`` and ``dtype``
     that the result is written into) or a clear error."""
@@ -181,15 +193,7 @@ class Backend:
     def _conv_geometry(self, x, w, stride, pad):
         x = check_array("x", x, 4)
         w = check_array("w", w, 4, x.dtype)
-        if w.shape[1] != x.shape[1]:
-            raise ValueError(
-                f"w has {w.shape[1]} input channels (w.shape[1]) but x has "
-                f"{x.shape[1]} (x.shape[1])"
-            )
-        stride, pad = check_int("stride", stride, 1), check_int("pad", pad, 0)
-        oh = output_size("conv2d (height)", x.shape[2], w.shape[2], stride, pad)
-        ow = output_size("conv2d (width)", x.shape[3], w.shape[3], stride, pad)
-        return x, w, stride, pad, oh, ow
+        return (x, w) + conv_sizes(x.shape, w.shape, stride, pad, "w", "x")
 
     def plan_conv2d(self, x_shape: Shape4, w_shape: Shape4, stride: int = 1, pad: int = 0,
                     pool: Optional[Tuple[int, int]] = None) -> _plan.ConvPlan:
@@ -197,19 +201,14 @@ class Backend:
         fused with ReLU and a max pool ``pool = (size, stride)``: which forward, pool, dW
         and dx paths (``plan.ConvPlan.names``).  Both compiled backends run the same plan;
         the numpy reference computes every geometry one readable way whatever it says."""
-        n, c, h, w = check_shape4("x_shape", x_shape)
-        f, wc, kh, kw = check_shape4("w_shape", w_shape)
-        if wc != c:
-            raise ValueError(f"w_shape has {wc} input channels but x_shape has {c}")
-        stride, pad = check_int("stride", stride, 1), check_int("pad", pad, 0)
-        oh = output_size("conv2d (height)", h, kh, stride, pad)
-        ow = output_size("conv2d (width)", w, kw, stride, pad)
+        x_shape, w_shape = check_shape4("x_shape", x_shape), check_shape4("w_shape", w_shape)
+        stride, pad, oh, ow = conv_sizes(x_shape, w_shape, stride, pad, "w_shape", "x_shape")
         if pool is not None:
             size, ps = check_int("pool size", pool[0], 1), check_int("pool stride", pool[1], 1)
             output_size("max pool (height)", oh, size, ps, 0)
             output_size("max pool (width)", ow, size, ps, 0)
             pool = (size, ps)
-        return _plan.conv2d((n, c, h, w), (f, c, kh, kw), stride, pad, pool)
+        return _plan.conv2d(x_shape, w_shape, stride, pad, pool)
 
     def conv2d_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray,
                        stride: int = 1, pad: int = 0, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -387,10 +387,12 @@ def _col2im_planes(dcols, kh, kw, ws, dxp):
 # depend on the thread count.  Workspaces are one per thread, allocated before the
 # parallel loop and picked by numba.get_thread_id().
 SB = 16                                  # samples per block (Cython's SB)
-FWD_DIRECT = 1
-POOL_NONE, POOL_TILE_FLANES = 0, 5
-DW_GEMM_IM2COL, DW_GEMM_IM2ROW, DW_DIRECT_FILTER_LANES, DW_DIRECT_COLUMN_LANES = 0, 1, 2, 3
-DX_COL2IM_S1 = 1
+# the plan's path codes (positions in plan.FORWARD, POOL, DW, DX): constants in the kernels
+FWD_DIRECT = plan.FORWARD.index("direct")
+POOL_TILE_FLANES = plan.POOL.index("tile_filter_lanes")
+DW_GEMM_IM2COL, DW_GEMM_IM2ROW, DW_DIRECT_FILTER_LANES, DW_DIRECT_COLUMN_LANES = (
+    plan.DW.index(name) for name in ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes"))
+DX_COL2IM_S1 = plan.DX.index("col2im_s1")
 
 
 def _codes(x, w, stride, pad, pool=None):
