@@ -34,7 +34,7 @@ from fastlenet.kernels._workspace import aligned_empty, aligned_zeros
 
 from fl_kernels cimport *
 
-if FL_LB != LB or FL_MB != MB or FL_POOL_FLANES_TILE != FLANES_TILE:   # C and Cython agree
+if FL_MB != MB or FL_POOL_FLANES_TILE != FLANES_TILE:   # C and Cython agree
     raise ImportError("the tile sizes of csrc/*.h and csrc/fl_kernels.pxd / conv.pyx differ")
 
 cdef enum:

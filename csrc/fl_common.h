@@ -4,8 +4,9 @@
 /* What every kernel header shares: the register-tile sizes, GCC vector types of
  * FL_LB lanes, unaligned loads/stores, selects, and the ReLU'd 2x2 window max.
  *
- * Dimension legend: LB lanes per vector row (FL_LB = 16: one AVX-512 float vector,
- * two double vectors), MB rows per GEMM tile.  T is float or double (suffix f32 / f64),
+ * Dimension legend: LB lanes per vector row (FL_LB: one float vector of the build's ISA,
+ * 16 / 8 / 4 for AVX-512 / AVX2 / SSE; as many doubles, i.e. two registers), MB rows per
+ * GEMM tile.  T is float or double (suffix f32 / f64),
  * IT the integer type of T's width (int / long), so masks and selects are lane-wise.
  * Each header defines its kernels as static functions from one macro instantiated for
  * both types; every kernel is declared to Cython once, in csrc/kernels.pxd.
@@ -16,13 +17,31 @@
 #include <string.h>
 
 #define FL_MB 4
+/* Lanes of one register-tile row: one float vector of the widest ISA this build targets
+ * (AVX-512 16, AVX/AVX2 8, SSE 4).  Never wider than a register: a GCC vector type with
+ * no machine mode of its size (16 floats without AVX-512) lives in memory, and every
+ * operation on it becomes loads and stores (measured: 20x slower kernels on AVX2). */
+#if defined(__AVX512F__)
 #define FL_LB 16
+#elif defined(__AVX__)
+#define FL_LB 8
+#else
+#define FL_LB 4
+#endif
+/* FL_LB lanes from the first FL_LB / 2 of a half vector h, each twice: 0, 0, 1, 1, ... */
+#if FL_LB == 16
+#define FL_DUP_HALF(h) __builtin_shufflevector(h, h, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)
+#elif FL_LB == 8
+#define FL_DUP_HALF(h) __builtin_shufflevector(h, h, 0, 0, 1, 1, 2, 2, 3, 3)
+#else
+#define FL_DUP_HALF(h) __builtin_shufflevector(h, h, 0, 0, 1, 1)
+#endif
 #define FL_MAX_TAPS 8   /* col2im_s1 keeps the row masks of up to this many taps precomputed */
 
 /* Keeps a loaded vector in its register: without it GCC folds the load into each
  * multiply-add that uses it, and the tile becomes load-bound (two loads a cycle).
- * Only where one register holds the vector (16 floats in an AVX-512 register). */
-#if defined(__GNUC__) && defined(__AVX512F__)
+ * Only where one register holds the vector (FL_LB floats: always, on x86 with AVX). */
+#if defined(__GNUC__) && defined(__AVX__)
 #define FL_IN_REGISTER_f32(v) __asm__("" : "+v"(v))
 #else
 #define FL_IN_REGISTER_f32(v) ((void)0)

@@ -11,14 +11,15 @@ cimport openmp
 cdef extern from "fl_common.h":
     enum:
         FL_MB
-        FL_LB
+        # lanes of a register-tile row: one float32 vector of the build's ISA (16 with
+        # AVX-512, 8 with AVX2, 4 with SSE); the plan is made for it (conv.pyx LANES)
+        LB "FL_LB"
 cdef extern from "direct_conv.h":
     enum:
         FL_POOL_FLANES_TILE
 
 cdef enum:
     MB = 4       # rows of a GEMM register tile (FL_MB)
-    LB = 16      # lanes of a register-tile row: one AVX-512 float32 vector (FL_LB)
 
 cdef extern from "gemm.h" nogil:
     void fl_gemm_nt_acc_f32(const float* A, long lda, const float* B, long ldb, float* C, long ldc,

@@ -85,9 +85,8 @@ static void fl_expand_pool2_grad_##SUFFIX(const T *dpy, const int *arg, long PH,
                     }                                                                         \
                 }                                                                             \
                 /* each pooled value twice: lanes 2q and 2q + 1 are the columns of window q */ \
-                V dd = __builtin_shufflevector(dh, dh, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7); \
-                IV aa = __builtin_convertvector(                                              \
-                    __builtin_shufflevector(ah, ah, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7), IV); \
+                V dd = FL_DUP_HALF(dh);                                                       \
+                IV aa = __builtin_convertvector(FL_DUP_HALF(ah), IV);                         \
                 IV idx = lane + (IT)(oy * OW + v * FL_LB);                                    \
                 IV hit = (aa == idx) & (half + (IT)p0 < (IT)PW);                              \
                 val = (V)((IV)dd & hit);                                                      \

@@ -35,17 +35,40 @@ CASES = [
     (((2, 32, 10, 10), (8, 32, 3, 3), 1, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im_s1")),
 ]
 IDS = [",".join(names) for _, names in CASES]
+# the same cases planned for 8-lane rows (an AVX2 build of the Cython backend): where
+# the choice changes, and one more case that reaches tile_f8 there (OW 8)
+LANES8 = {
+    0: ("direct", "after_conv_2x2", "expand_2x2", "direct_column_lanes", "col2im_s1"),   # 28 > 2 x 8
+    2: ("direct", "tile_f6", "expand_2x2", "direct_filter_lanes", "col2im_s1"),
+}
+CASES_8 = [(args, LANES8.get(i, names)) for i, (args, names) in enumerate(CASES)] + [
+    (((2, 2, 12, 12), (8, 2, 5, 5), 1, 0, (2, 2)),
+     ("direct", "tile_f8", "expand_2x2", "direct_filter_lanes", "col2im_s1")),
+]
+CASES_BY_LANES = {16: CASES, 8: CASES_8}
 
 
-@pytest.mark.parametrize("args,names", CASES, ids=IDS)
-def test_the_plan_names_its_paths(args, names):
-    assert plan.conv2d(*args).names == names
+def planned(args, lanes):
+    return plan.conv2d(*args, lanes=lanes).names
 
 
-def test_every_path_is_named_by_a_case():
-    seen = {n for _, names in CASES for n in names}
+@pytest.mark.parametrize("lanes", sorted(CASES_BY_LANES))
+def test_the_plan_names_its_paths(lanes):
+    for args, names in CASES_BY_LANES[lanes]:
+        assert planned(args, lanes) == names, args
+
+
+@pytest.mark.parametrize("lanes", sorted(CASES_BY_LANES))
+def test_every_path_is_named_by_a_case(lanes):
+    seen = {n for _, names in CASES_BY_LANES[lanes] for n in names}
     every = set(plan.FORWARD) | set(plan.POOL) | set(plan.POOL_GRAD) | set(plan.DW) | set(plan.DX)
     assert every - {None} == seen
+
+
+def test_plans_default_to_16_lanes_and_record_their_width():
+    args = CASES[0][0]
+    assert plan.conv2d(*args) is plan.conv2d(*args, lanes=16)
+    assert plan.conv2d(*args, lanes=8).lanes == 8 and plan.conv2d(*args).lanes == 16
 
 
 def test_plans_are_immutable_and_cached():
@@ -60,7 +83,8 @@ def test_the_extension_uses_the_plan_vocabulary():
     from fastlenet.kernels import _cy_conv
     assert _cy_conv.PLAN_NAMES == {"forward": plan.FORWARD, "pool": plan.POOL, "pool_grad": plan.POOL_GRAD,
                                    "dw": plan.DW, "dx": plan.DX}
-    assert _cy_conv.LANES == plan.LANES
+    assert _cy_conv.LANES in (4, 8, 16)              # its build's float vector width
+    assert backend("cython").plan_conv2d(*CASES[0][0]).lanes == _cy_conv.LANES
 
 
 @pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
@@ -79,12 +103,14 @@ def test_a_plan_that_does_not_fit_its_geometry_is_refused():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("args,names", CASES, ids=IDS)
+@pytest.mark.parametrize("args", [args for args, _ in CASES_8], ids=[",".join(map(str, a[0])) for a, _ in CASES_8])
 @pytest.mark.parametrize("name", COMPILED)
-def test_each_planned_path_matches_the_reference(name, args, names, dtype):
+def test_each_planned_path_matches_the_reference(name, args, dtype):
     x_shape, w_shape, s, p, pool = args
     k = backend(name)
-    assert k.plan_conv2d(x_shape, w_shape, s, p, pool).names == names
+    lanes = k.plan_conv2d(x_shape, w_shape, s, p, pool).lanes      # the backend's own width
+    if lanes in CASES_BY_LANES:
+        assert k.plan_conv2d(x_shape, w_shape, s, p, pool).names == planned(args, lanes)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)

@@ -149,6 +149,8 @@ class Backend:
         #: True when the kernels write straight into the out= arrays they are given (cython);
         #: elsewhere out= costs a copy, so the layers keep no output buffers there
         self.writes_out = bool(getattr(module, "WRITES_OUT", False))
+        #: float lanes of the backend's register rows: the width its convolution plans are made for
+        self.lanes = int(getattr(module, "LANES", _plan.LANES))
         if not self.writes_out:     # its kernels allocate: copy into out=
             impls = {k: writing_into(fn, *KERNEL_OUTS[k]) for k, fn in impls.items()}
         self._impl = SimpleNamespace(**impls)
@@ -208,7 +210,7 @@ class Backend:
             output_size("max pool (height)", oh, size, ps, 0)
             output_size("max pool (width)", ow, size, ps, 0)
             pool = (size, ps)
-        return _plan.conv2d(x_shape, w_shape, stride, pad, pool)
+        return _plan.conv2d(x_shape, w_shape, stride, pad, pool, self.lanes)
 
     def conv2d_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray,
                        stride: int = 1, pad: int = 0, out: Optional[np.ndarray] = None) -> np.ndarray:

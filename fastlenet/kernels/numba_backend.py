@@ -233,6 +233,10 @@ def _relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
 # slack at the end for the shifted reads of the last row.
 
 
+#: its layouts round to 16 lanes (LLVM vectorises the loops for the CPU): the plans' width
+LANES = 16
+
+
 @njit(**_SERIAL)
 def _round16(v):
     return (v + 15) // 16 * 16
@@ -396,7 +400,7 @@ DX_COL2IM_S1 = plan.DX.index("col2im_s1")
 
 
 def _codes(x, w, stride, pad, pool=None):
-    return plan.conv2d(x.shape, w.shape, stride, pad, pool).codes
+    return plan.conv2d(x.shape, w.shape, stride, pad, pool, LANES).codes
 
 
 def _conv2d_forward_impl(x, w, b, stride, pad, oh, ow):

@@ -20,8 +20,9 @@ pool (with a fused conv -> ReLU -> max pool only)
                              along the vector lanes (more filters than output columns)
     ``tile_f8`` / ``tile_f6`` -- the same with 8 (rows of <= LANES outputs) or 6 filters
                              (<= 2 LANES) per tile and output columns along the lanes:
-                             8 filters x 2 rows x 1 vector or 6 x 2 x 2 = 16 or 24 of the
-                             32 vector registers as accumulators, the rest for inputs
+                             8 filters x 2 rows x 1 vector or 6 x 2 x 2 = 16 or 24 of
+                             AVX-512's 32 vector registers as accumulators, the rest for
+                             inputs (an AVX2 build has 16 registers: some accumulators spill)
     ``after_conv_2x2``    -- ReLU + 2x2/2 pool over the conv output kept in the workspace
     ``after_conv``        -- the same for any other window and stride
 pool_grad (its backward)
@@ -43,7 +44,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional, Tuple
 
-#: lanes of one register-tile row (FL_LB in csrc/gemm.h): one AVX-512 float32 vector
+#: lanes of one register-tile row when a backend does not say (the Numba backend's
+#: layouts); the Cython backend plans for its build's vector width instead (FL_LB in
+#: csrc/fl_common.h: 16 with AVX-512, 8 with AVX2, 4 with SSE), as ``lanes=``
 LANES = 16
 #: the direct forward needs output rows of at least this many columns (narrower rows
 #: leave most of a tile's lanes idle, and im2col + GEMM wins)
@@ -86,6 +89,7 @@ class ConvPlan:
     pool_grad: Optional[str]
     dw: str
     dx: str
+    lanes: int = LANES                     # the vector width the plan was made for
 
     @property
     def codes(self) -> Tuple[int, int, int, int, int]:
@@ -108,25 +112,25 @@ def _forward_path(c: int, kh: int, kw: int, stride: int, ow: int) -> str:
     return "direct" if direct else "im2col_gemm"
 
 
-def _pool_kernel(forward: str, f: int, ow: int, pool) -> Optional[str]:
+def _pool_kernel(forward: str, f: int, ow: int, pool, lanes: int) -> Optional[str]:
     if pool is None:
         return None
     if forward == "direct" and tuple(pool) == (2, 2):
-        if f * _round_up(ow, LANES) > ow * _round_up(f, LANES):
+        if f * _round_up(ow, lanes) > ow * _round_up(f, lanes):
             return "tile_filter_lanes"      # more filters than columns fill the lanes (LeNet C3)
-        if ow <= LANES:
+        if ow <= lanes:
             return "tile_f8"                # one vector per conv row: 8 filters per tile
-        if ow <= 2 * LANES:
+        if ow <= 2 * lanes:
             return "tile_f6"                # two vectors per conv row: 6 filters per tile
     return "after_conv_2x2" if tuple(pool) == (2, 2) else "after_conv"
 
 
-def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int) -> str:
+def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, lanes: int) -> str:
     # KW 3 or 5 (every preset): dW from the padded input, no im2row/im2col copy (which
     # cost more than the product), with whichever of filters / output columns fills
     # more of the lanes (LeNet C3: 16 filters; C1: 28 columns but 6 filters)
     if kw in DIRECT_DW_WIDTHS:
-        columns_fill_more = ow * _round_up(f, LANES) > f * _round_up(ow, LANES)
+        columns_fill_more = ow * _round_up(f, lanes) > f * _round_up(ow, lanes)
         if kw == 5 and stride == 1 and columns_fill_more:
             return "direct_column_lanes"
         return "direct_filter_lanes"
@@ -134,20 +138,23 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int) ->
 
 
 @lru_cache(maxsize=256)
-def _plan(x_shape, w_shape, stride, pad, pool) -> ConvPlan:
+def _plan(x_shape, w_shape, stride, pad, pool, lanes) -> ConvPlan:
     n, c, h, w = x_shape
     f, _, kh, kw = w_shape
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
     forward = _forward_path(c, kh, kw, stride, ow)
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
-                    _pool_kernel(forward, f, ow, pool), pool_grad,
-                    _dw_path(c, f, kh, kw, stride, oh, ow), "col2im_s1" if stride == 1 else "col2im")
+                    _pool_kernel(forward, f, ow, pool, lanes), pool_grad,
+                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes), "col2im_s1" if stride == 1 else "col2im",
+                    lanes)
 
 
-def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None) -> ConvPlan:
+def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None, lanes: int = LANES) -> ConvPlan:
     """The plan of a convolution x (N, C, H, W) * w (F, C, KH, KW), optionally fused with
-    ReLU and a max pool ``pool = (size, stride)``.  Geometry is assumed valid (the public
-    wrappers check it); the same arguments always give the same (cached) plan."""
+    ReLU and a max pool ``pool = (size, stride)``, for register rows of ``lanes`` floats.
+    Geometry is assumed valid (the public wrappers check it); the same arguments always
+    give the same (cached) plan."""
     pool = None if pool is None else (int(pool[0]), int(pool[1]))
-    return _plan(tuple(map(int, x_shape)), tuple(map(int, w_shape)), int(stride), int(pad), pool)
+    return _plan(tuple(map(int, x_shape)), tuple(map(int, w_shape)), int(stride), int(pad), pool,
+                 int(lanes))
