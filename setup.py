@@ -67,6 +67,7 @@ setup(
             extension("fastlenet.kernels._cy_linear", "csrc/linear.pyx"),
             extension("fastlenet.kernels._cy_optim", "csrc/optim.pyx"),
             extension("fastlenet.kernels._cy_loss", "csrc/loss.pyx"),
+            extension("fastlenet.kernels._cy_probe", "csrc/probe.pyx"),
         ],
         compiler_directives=DIRECTIVES,
         include_path=["csrc"],

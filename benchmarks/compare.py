@@ -1,17 +1,25 @@
-"""One real training epoch per backend and PyTorch, interleaved, median of 3.
+"""One real training epoch per backend and per installed peer, interleaved, medians.
 
-    python benchmarks/compare.py                # the table (Fashion-MNIST, batch 256, Adam)
-    python benchmarks/compare.py --scaling      # default backend: batch 64..512, 1 vs 2 threads
+    python -m benchmarks.compare                  # the table (Fashion-MNIST, batch 256, Adam)
+    python -m benchmarks.compare --load 2         # ... and each run again beside 2 CPU-bound processes
+    python -m benchmarks.compare --load 1 --load-kind fastlenet   # beside a second fastlenet training
+    python -m benchmarks.compare --scaling        # default backend: batch 64..512, 1 vs 2 threads
 
-Each measurement runs in a fresh process (so peak memory is per run) that loads
-the data, trains one epoch of LeNet-5 (ReLU, max pool) on all 60,000 training
-images and reports the epoch's wall time (data loading excluded).  Runs are
-interleaved (numpy, numba, cython, torch, numpy, ...) so that a noisy machine
-disturbs every column alike; the table shows medians and ratios to PyTorch.
+Each measurement runs in a fresh process (so peak memory is per run) that loads the
+data, warms up (JIT compilation, ``torch.compile``, XLA: the first batch and the
+last, shorter one, timed separately as "warm-up"), then trains one epoch of LeNet-5
+(ReLU, max pool) on all 60,000 training images, in the same pre-shuffled batches
+for everyone, and reports the epoch's wall time.  Runs are interleaved (numba,
+cython, torch, ..., numba, ...), and with ``--load`` each quiet run is followed by
+the same run under load, so a noisy stretch of time disturbs every column alike.
+The machine's FMA and sgemm peaks are measured in the same run (benchmarks/peaks.py).
+Peers (benchmarks/peers.py) run with their own default OpenMP settings, as their
+users get them; fastlenet runs with its own (fastlenet/runtime.py).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -19,7 +27,7 @@ import subprocess
 import sys
 import time
 
-PEAK_GFLOPS = 185.0          # OpenBLAS sgemm on two cores of the 2026-11-23 AMD EPYC (README, Performance)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def epoch_flops(n, batch):
@@ -28,91 +36,133 @@ def epoch_flops(n, batch):
     return full * lenet5_step_flops(batch) + (lenet5_step_flops(rest) if rest else 0)
 
 
-def child(backend, batch, threads, dataset, data_dir):
-    """Train one epoch in this process; print a JSON line with the result."""
+def fastlenet_epoch(backend, threads):
+    from fastlenet import kernels, models, optim
+    kernels.set_num_threads(threads)
+    model = models.build("lenet5", backend=backend, seed=0)
+    opt = optim.Adam(model.params, lr=1e-3, backend=backend)
+
+    def epoch(x, y, batch):
+        for i in range(0, len(x), batch):
+            opt.step(model.loss_and_grads(x[i:i + batch], y[i:i + batch])[1])
+    return epoch
+
+
+def child(name, batch, threads, dataset, data_dir, loop=False):
+    """Train one epoch of ``name`` (a backend or a peer) in this process; print a JSON
+    line with the result (``loop``: epoch after epoch until killed, as load)."""
     import resource
 
+    from benchmarks import peers
+    epoch = peers.make_epoch(name, threads) if name in peers.PEERS else fastlenet_epoch(name, threads)
     import numpy as np
 
-    from fastlenet import data, kernels, models, optim
+    from fastlenet import data
     ds = data.load(dataset, data_dir=data_dir)
-    x, y = ds.x_train, ds.y_train
-    order = np.random.default_rng(0).permutation(len(x))
-    if backend == "torch":
-        import torch
-        torch.set_num_threads(threads)
-        from benchmarks.workloads import torch_lenet5
-        net = torch_lenet5(torch)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        loss_fn = torch.nn.CrossEntropyLoss()
-
-        def step(xb, yb):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(torch.from_numpy(xb)), torch.from_numpy(yb))
-            loss.backward()
-            opt.step()
-    else:
-        kernels.set_num_threads(threads)
-        model = models.build("lenet5", backend=backend, seed=0)
-        opt = optim.Adam(model.params, lr=1e-3, backend=backend)
-
-        def step(xb, yb):
-            opt.step(model.loss_and_grads(xb, yb)[1])
-    warm = np.sort(order[:batch])
-    step(x[warm], y[warm])                             # JIT/cache warm-up, not timed
+    order = np.random.default_rng(0).permutation(len(ds.x_train))
+    x, y = ds.x_train[order], ds.y_train[order].astype(np.int64)    # the same batches for all
     t0 = time.perf_counter()
-    for i in range(0, len(x), batch):
-        idx = np.sort(order[i:i + batch])
-        step(x[idx], y[idx])
+    epoch(x[:batch], y[:batch], batch)                     # compile / JIT / cache warm-up, and
+    if len(x) % batch:                                     # the last batch's shorter shape
+        epoch(x[:len(x) % batch], y[:len(x) % batch], batch)
+    warm = time.perf_counter() - t0
+    while True:
+        t0 = time.perf_counter()
+        epoch(x, y, batch)
+        if not loop:
+            break
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_mb": peak, "n": len(x)}))
+    print(json.dumps({"seconds": seconds, "warmup": warm, "peak_mb": peak, "n": len(x)}))
 
 
-def measure(backend, batch, threads, dataset, data_dir):
-    cmd = [sys.executable, "-m", "benchmarks.compare", "--child", backend, "--batch-size", str(batch),
+def child_environment(name):
+    """Peers get the user's OpenMP settings, not the spin count fastlenet sets for itself."""
+    from benchmarks import peers
+    from fastlenet import runtime
+    env = dict(os.environ)
+    if name in peers.PEERS and runtime.status()["set_by"] != "user":
+        env.pop("GOMP_SPINCOUNT", None)
+        env["FASTLENET_SPINCOUNT"] = runtime.LIBGOMP_DEFAULT
+    return env
+
+
+def measure(name, batch, threads, dataset, data_dir):
+    cmd = [sys.executable, "-m", "benchmarks.compare", "--child", name, "--batch-size", str(batch),
            "--threads", str(threads), "--dataset", dataset]
     if data_dir:
         cmd += ["--data-dir", data_dir]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)) or ".")
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=child_environment(name))
     if out.returncode != 0:
-        raise SystemExit(f"{backend} run failed:\n{out.stderr[-2000:]}")
+        raise SystemExit(f"{name} run failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def available_backends():
+def available_names(skip_numpy=True):
+    from benchmarks import peers
     from fastlenet import kernels
-    names = kernels.available()
-    try:
-        import torch  # noqa: F401
-        names.append("torch")
-    except ImportError:
-        print("note: PyTorch is not installed; its column is left out (pip install torch==2.13.0)")
-    return names
+    names = [n for n in kernels.available() if not (skip_numpy and n == "numpy")]
+    found = peers.available()
+    missing = sorted({peers._MODULE[p] for p in peers.PEERS if p not in found})
+    if missing:
+        print(f"note: not installed, left out: {', '.join(missing)} (peers are never dependencies)")
+    return names + found
 
 
-def table(args):
-    names = args.backends or available_backends()
-    runs = {name: [] for name in names}
+def run_all(args, names):
+    """{'quiet': {name: [result, ...]}, 'load': {...}}: quiet and loaded runs interleaved."""
+    from benchmarks.load import competing_load
+    runs = {"quiet": {n: [] for n in names}, "load": {n: [] for n in names}}
     for r in range(args.repeats):
         for name in names:
             res = measure(name, args.batch_size, args.threads, args.dataset, args.data_dir)
-            runs[name].append(res)
-            print(f"  run {r + 1}/{args.repeats} {name:>6}: {res['seconds']:.2f} s", flush=True)
-    n = runs[names[0]][0]["n"]
+            runs["quiet"][name].append(res)
+            line = f"  run {r + 1}/{args.repeats} {name:>13}: {res['seconds']:.2f} s"
+            if args.load:
+                with competing_load(args.load, args.load_kind, args.data_dir):
+                    res = measure(name, args.batch_size, args.threads, args.dataset, args.data_dir)
+                runs["load"][name].append(res)
+                line += f", under load {res['seconds']:.2f} s"
+            print(line, flush=True)
+    return runs
+
+
+def table(args):
+    from benchmarks import peaks
+    names = args.backends or available_names()
+    machine = peaks.measure(args.threads)
+    print(peaks.describe(machine))
+    runs = run_all(args, names)
+    n = runs["quiet"][names[0]][0]["n"]
     flops = epoch_flops(n, args.batch_size)
-    med = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
-    base = med.get("torch")
+    med = {k: {name: statistics.median(r["seconds"] for r in rs) for name, rs in v.items() if rs}
+           for k, v in runs.items()}
+    base, base_load = med["quiet"].get("torch"), med["load"].get("torch")
     print(f"\nLeNet-5 (ReLU, max pool), {args.dataset} {n} images, batch {args.batch_size}, Adam, "
-          f"{args.threads} threads; median of {args.repeats}; {flops / 1e9:.0f} GFLOP per epoch\n")
-    print("| backend | s / epoch (median) | vs PyTorch | GFLOP/s | share of sgemm peak | peak memory |")
-    print("|---|---|---|---|---|---|")
+          f"{args.threads} threads; median of {args.repeats}; {flops / 1e9:.0f} GFLOP per epoch; "
+          f"{datetime.date.today()}, {machine['cpu']} ({machine['isa']})")
+    if args.load:
+        print(f"under load: {args.load} competing {args.load_kind} process(es) during the run")
+    head = "| backend | s / epoch | vs PyTorch | GFLOP/s | share of FMA peak | warm-up s | peak memory |"
+    if args.load:
+        head += " s / epoch under load | load / quiet | vs PyTorch under load |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
     for name in names:
-        s = med[name]
-        ratio = f"{s / base:.2f}x" if base else "n/a"
+        s = med["quiet"][name]
         gf = flops / s / 1e9
-        peak = max(r["peak_mb"] for r in runs[name])
-        print(f"| {name} | {s:.2f} | {ratio} | {gf:.1f} | {100 * gf / PEAK_GFLOPS:.0f}% | {peak:.0f} MB |")
+        warm = statistics.median(r["warmup"] for r in runs["quiet"][name])
+        peak = max(r["peak_mb"] for r in runs["quiet"][name])
+        row = (f"| {name} | {s:.2f} | {_ratio(s, base)} | {gf:.1f} | {100 * gf / machine['fma_gflops']:.0f}% "
+               f"| {warm:.1f} | {peak:.0f} MB |")
+        if args.load:
+            sl = med["load"][name]
+            row += f" {sl:.2f} | {sl / s:.2f}x | {_ratio(sl, base_load)} |"
+        print(row)
+
+
+def _ratio(s, base):
+    return f"{s / base:.2f}x" if base else "n/a"
 
 
 def scaling(args):
@@ -132,23 +182,36 @@ def scaling(args):
         print(f"| {batch} | {one:.2f} | {two:.2f} | {one / two:.2f}x |", flush=True)
 
 
-def main(argv=None):
+def parser():
+    from benchmarks.load import KINDS
+    from fastlenet.kernels import usable_cpus
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir", default=os.environ.get("FASTLENET_DATA"))
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                   else os.cpu_count() or 1)
+    p.add_argument("--threads", type=int, default=usable_cpus(), help="default: the usable CPUs")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--backends", nargs="*", default=None, help="default: every available one and torch")
+    p.add_argument("--backends", nargs="*", default=None,
+                   help="backends and peers to run (default: numba, cython and every installed peer)")
+    p.add_argument("--load", type=int, default=0, metavar="N",
+                   help="also run each measurement beside N competing processes (default 0: quiet only)")
+    p.add_argument("--load-kind", choices=KINDS, default="cpu",
+                   help="cpu: pure-Python spinners; fastlenet / torch: trainings in a loop")
     p.add_argument("--scaling", action="store_true", help="batch 64..512 x 1/2 threads for one backend")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    p.add_argument("--loop", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if args.load < 0:
+        raise SystemExit("compare: --load must be >= 0")
     if args.child:
-        return child(args.child, args.batch_size, args.threads, args.dataset, args.data_dir)
+        return child(args.child, args.batch_size, args.threads, args.dataset, args.data_dir, args.loop)
     return scaling(args) if args.scaling else table(args)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, ROOT)
     main()
