@@ -294,6 +294,7 @@ cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* y
     the max is <= 0 (the 'after_conv' pool paths)."""
     cdef Py_ssize_t oy, ox, i, j, bi, idx, top
     cdef floating best, v
+    cdef bint takes
     if g.pool == POOL_AFTER_CONV_2X2:
         if floating is float:
             fl_relu_maxpool2_f32(zf, g.ow, yf, af, g.ph, g.pw)
@@ -310,9 +311,10 @@ cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* y
                     idx = bi + i * g.ow + j
                     v = zf[idx]
                     # branch-free select (cmov): data-dependent branches mispredict
-                    top = idx if v > best else top
-                    best = v if v > best else best
-            yf[oy * g.pw + ox] = best if best > 0 else 0
+                    takes = (best == best) & (not v <= best)    # larger, or the first NaN
+                    top = idx if takes else top
+                    best = v if takes else best
+            yf[oy * g.pw + ox] = 0 if best <= 0 else best        # NaN stays NaN
             af[oy * g.pw + ox] = <int> top if best > 0 else -1
 
 

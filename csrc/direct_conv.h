@@ -55,19 +55,24 @@ FL_DEFINE_DIRECT(double, f64)
 
 /* ReLU then 2x2/stride-2 max pool of one conv-output plane z (OH, OW) (row stride OW):
  * y (PH, PW) = max(0, window max) and arg = flat index of the window's first max in z,
- * or -1 where that max is <= 0 (ReLU blocks the gradient).  Branch-free selects. */
+ * or -1 where that max is not > 0 (ReLU blocks the gradient).  NaN propagates: a window
+ * holding one gives NaN and no gradient, as the reference's ReLU then pool does.
+ * Branch-free selects. */
 #define FL_DEFINE_POOL2(T, SUFFIX)                                                            \
 static void fl_relu_maxpool2_##SUFFIX(const T *z, long OW, T *y, int *arg, long PH, long PW) {\
     for (long oy = 0; oy < PH; oy++) {                                                        \
         const T *a = z + 2 * oy * OW, *b = a + OW;                                            \
         for (long ox = 0; ox < PW; ox++) {                                                    \
-            T m = a[2 * ox]; int k = 0;                                                       \
-            T v = a[2 * ox + 1]; k = v > m ? 1 : k; m = v > m ? v : m;                       \
-            v = b[2 * ox];       k = v > m ? 2 : k; m = v > m ? v : m;                       \
-            v = b[2 * ox + 1];   k = v > m ? 3 : k; m = v > m ? v : m;                       \
+            T p = a[2 * ox], q = a[2 * ox + 1], r = b[2 * ox], u = b[2 * ox + 1];            \
+            T m = p; int k = 0;                                                               \
+            k = q > m ? 1 : k; m = q > m ? q : m;                                             \
+            k = r > m ? 2 : k; m = r > m ? r : m;                                             \
+            k = u > m ? 3 : k; m = u > m ? u : m;                                             \
+            /* a NaN anywhere in the window: the output is NaN (their sum is), no gradient */  \
+            int nan = (p != p) | (q != q) | (r != r) | (u != u);                              \
             long idx = (2 * oy + (k >> 1)) * OW + 2 * ox + (k & 1);                           \
-            y[oy * PW + ox] = m > 0 ? m : 0;                                                  \
-            arg[oy * PW + ox] = m > 0 ? (int)idx : -1;                                        \
+            y[oy * PW + ox] = nan ? p + q + r + u : (m > 0 ? m : 0);                          \
+            arg[oy * PW + ox] = (m > 0) & !nan ? (int)idx : -1;                               \
         }                                                                                     \
     }                                                                                         \
 }

@@ -60,6 +60,10 @@
 #define FL_SEL(IV, VT, mask, a, b) ((VT)(((IV)(a) & (mask)) | ((IV)(b) & ~(mask))))
 
 
+/* Whether a window scan replaces its max m by the next value v: v is larger, or v is the
+ * window's first NaN (m stays once it is NaN) -- np.argmax's rule, NaN propagating. */
+#define FL_TAKES(v, m) (((m) == (m)) & !((v) <= (m)))   /* '&', not '&&': no branch */
+
 #define FL_DEFINE_VECTORS(T, IT, SUFFIX)                                                          \
 typedef T fl_vec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                   \
 typedef IT fl_ivec_##SUFFIX __attribute__((vector_size(FL_LB * sizeof(T))));                  \
@@ -71,7 +75,9 @@ static inline fl_vec_##SUFFIX fl_load_##SUFFIX(const T *p) {                    
 static inline void fl_store_##SUFFIX(T *p, fl_vec_##SUFFIX v) { memcpy(p, &v, sizeof v); }    \
 /* ReLU of the 2x2 pool window's max, lane by lane, from its corners a (0,0), b (0,1),    \
  * c (1,0), d (1,1): *k gets the corner 0..3 of the first max (scan order), *pos all ones \
- * where that max is > 0 (where the gradient flows).  Selects, not branches. */           \
+ * where that max is > 0 (where the gradient flows).  NaN propagates, as in the reference \
+ * (np.max / np.argmax, np.maximum): the first NaN is the window's max and its output,    \
+ * and gets no gradient (NaN > 0 is false).  Selects, not branches. */                    \
 static inline fl_vec_##SUFFIX fl_relu_max4_##SUFFIX(fl_vec_##SUFFIX a, fl_vec_##SUFFIX b,     \
         fl_vec_##SUFFIX c, fl_vec_##SUFFIX d, fl_ivec_##SUFFIX *k, fl_ivec_##SUFFIX *pos) {   \
     typedef fl_vec_##SUFFIX V;                                                                \
@@ -79,12 +85,13 @@ static inline fl_vec_##SUFFIX fl_relu_max4_##SUFFIX(fl_vec_##SUFFIX a, fl_vec_##
     IV kk = {0}, gt;                                                                          \
     IV one = kk + 1, two = one + 1, three = two + 1;        /* the corner numbers, splatted */ \
     V m = a, zero = {0};                                                                      \
-    gt = b > m; m = FL_SEL(IV, V, gt, b, m); kk = FL_SEL(IV, IV, gt, one, kk);                \
-    gt = c > m; m = FL_SEL(IV, V, gt, c, m); kk = FL_SEL(IV, IV, gt, two, kk);                \
-    gt = d > m; m = FL_SEL(IV, V, gt, d, m); kk = FL_SEL(IV, IV, gt, three, kk);              \
+    /* takes v where m is a number and v is not <= m: larger, or the first NaN */           \
+    gt = (m == m) & ~(b <= m); m = FL_SEL(IV, V, gt, b, m); kk = FL_SEL(IV, IV, gt, one, kk); \
+    gt = (m == m) & ~(c <= m); m = FL_SEL(IV, V, gt, c, m); kk = FL_SEL(IV, IV, gt, two, kk); \
+    gt = (m == m) & ~(d <= m); m = FL_SEL(IV, V, gt, d, m); kk = FL_SEL(IV, IV, gt, three, kk); \
     *k = kk;                                                                                  \
     *pos = m > zero;                                                                          \
-    return FL_SEL(IV, V, *pos, m, zero);                                                      \
+    return FL_SEL(IV, V, ~(m <= zero), m, zero);               /* NaN stays NaN */            \
 }
 
 FL_DEFINE_VECTORS(float, int, f32)

@@ -22,10 +22,12 @@ cdef inline object _result(object out, tuple shape, dtype):
 
 def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_t stride,
                       Py_ssize_t oh, Py_ssize_t ow, out=None, arg_out=None):
-    """x (N, C, H, W) -> y (N, C, OH, OW), arg (N, C, OH, OW) int32 = flat h*W + w of the first max."""
+    """x (N, C, H, W) -> y (N, C, OH, OW), arg (N, C, OH, OW) int32 = flat h*W + w of the first max
+    (the first NaN where a window holds one: NaN propagates)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], W = x.shape[3]
     cdef Py_ssize_t q, n, c, oy, ox, i, j, y0, x0, bi
     cdef floating best, v
+    cdef bint takes
     dtype = np.float32 if floating is float else np.float64
     y_out = _result(out, (N, C, oh, ow), dtype)
     arg_out = _result(arg_out, (N, C, oh, ow), np.int32)
@@ -43,9 +45,11 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_
                 for i in range(size):
                     for j in range(size):
                         v = x[n, c, y0 + i, x0 + j]
+                        # larger, or the window's first NaN (NaN propagates, as np.max);
                         # branch-free select (cmov): data-dependent branches mispredict
-                        bi = (y0 + i) * W + x0 + j if v > best else bi
-                        best = v if v > best else best
+                        takes = (best == best) & (not v <= best)
+                        bi = (y0 + i) * W + x0 + j if takes else bi
+                        best = v if takes else best
                 y[n, c, oy, ox] = best
                 arg[n, c, oy, ox] = <int> bi
     return y_out, arg_out

@@ -49,6 +49,10 @@ def _load_array(path: Path, size: int, notes: List[str]) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
     if a.dtype.kind not in "uif":
         raise ValueError(f"{path}: array dtype {a.dtype} is not numeric")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = int(a.size - np.isfinite(a).sum())
+        raise ValueError(f"{path}: {bad} of its {a.size} values are NaN or infinite; "
+                         "predictions from them would be meaningless")
     if a.ndim == 2:
         a = a[None, None]
     elif a.ndim == 3:

@@ -28,9 +28,11 @@ from . import plan
 from ._api import KERNEL_NAMES, Backend
 from ._fast import FastPaths, writing_into
 
-# One place for every Numba option.  fastmath lets LLVM reassociate the
-# reductions (dW, db) into SIMD lanes; results stay within float tolerance.
-_SERIAL = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
+# One place for every Numba option.  The fast-math flags let LLVM reassociate the
+# reductions (dW, db) into SIMD lanes (results stay within float tolerance), as the C
+# build's flags do; like them they leave out nnan/ninf, so NaN and Inf propagate.
+_FASTMATH = {"reassoc", "nsz", "contract", "arcp", "afn"}
+_SERIAL = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
 _PARALLEL = dict(_SERIAL, parallel=True)
 
 
@@ -210,12 +212,11 @@ def _relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
                 for a in range(size):
                     for bb in range(size):
                         v = z[fi * fs + (y0 + a) * rs + (x0 + bb) * cs]
-                        gt = v > best
+                        gt = best == best and not v <= best     # larger, or the first NaN
                         top = (y0 + a) * ow + x0 + bb if gt else top
                         best = v if gt else best
-                pos = best > 0
-                y[fi, py, px] = best if pos else best * 0
-                arg[fi, py, px] = top if pos else -1
+                y[fi, py, px] = 0.0 if best <= 0 else best        # NaN stays NaN
+                arg[fi, py, px] = top if best > 0 else -1
 
 
 # --------------------------------------------------------------------------- direct convolution layouts
@@ -696,7 +697,7 @@ def _maxpool2d_forward_impl(x, size, stride, oh, ow):
                 for i in range(size):
                     for j in range(size):
                         v = xp[y0 + i, x0 + j]
-                        if v > best:
+                        if best == best and not v <= best:     # larger, or the first NaN
                             best = v
                             bi = (y0 + i) * w + x0 + j
                 y[q, oy, ox] = best

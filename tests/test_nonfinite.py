@@ -1,0 +1,92 @@
+"""NaN and Inf semantics, one definition for every backend: they propagate, as in the
+NumPy reference and PyTorch.  A window holding a NaN pools to NaN (its first NaN is the
+argmax), ReLU keeps NaN, and a fused conv + ReLU + max pool gives NaN wherever the
+reference composition does, with no gradient through it (NaN > 0 is false)."""
+import numpy as np
+import pytest
+
+from checks import COMPILED, backend
+from fastlenet.kernels import reference as ref
+
+BACKENDS = ("numpy",) + COMPILED
+
+
+def planted(shape, spots, value, seed=0, dtype=np.float32):
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    for spot in spots:
+        x[spot] = value
+    return x
+
+
+def same_with_nan(name, got, want):
+    assert np.array_equal(np.isnan(got), np.isnan(want)), f"{name}: NaN in different places"
+    finite = ~np.isnan(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-4, atol=2e-5, err_msg=name)
+
+
+# NaN first in its window, last in its window, two NaNs in one window; +Inf and -Inf
+SPOTS = [(0, 0, 0, 0), (0, 1, 3, 3), (1, 0, 4, 5), (1, 0, 5, 4), (1, 2, 7, 7)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("size,stride", [(2, 2), (3, 2), (3, 1)])
+def test_max_pool_propagates_nan_with_the_first_nan_as_argmax(name, size, stride, dtype):
+    x = planted((2, 3, 8, 8), SPOTS, np.nan, dtype=dtype)
+    x[0, 2, 1, 1], x[1, 1, 6, 6] = np.inf, -np.inf
+    want_y, want_arg = ref.maxpool2d_forward(x, size, stride)
+    assert np.isnan(want_y).sum() >= 4                    # the reference propagates
+    y, arg = backend(name).maxpool2d_forward(x, size, stride)
+    same_with_nan("y", y, want_y)
+    assert np.array_equal(arg, want_arg)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize("geometry", [
+    ((2, 1, 28, 28), (6, 1, 5, 5), 2),        # LeNet C1: a fused tile path
+    ((2, 6, 14, 14), (16, 6, 5, 5), 0),       # LeNet C3: filters along the lanes
+    ((2, 2, 40, 40), (4, 2, 3, 3), 1),        # wide rows: the pool after the stored conv
+], ids=["C1", "C3", "wide"])
+def test_fused_conv_relu_pool_propagates_nan_like_the_reference(name, geometry, dtype):
+    x_shape, w_shape, pad = geometry
+    x = planted(x_shape, [(0, 0, 3, 3), (1, 0, x_shape[2] - 1, 0)], np.nan, dtype=dtype)
+    x[1, 0, 5, 5] = np.inf
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) * 0.1
+    with np.errstate(invalid="ignore"):
+        z = ref.conv2d_forward(x, w, b, 1, pad)
+        want_y, want_arg = ref.maxpool2d_forward(np.maximum(z, 0), 2, 2)
+        want_arg = np.where(want_y > 0, want_arg, -1)     # ReLU blocks the gradient (and NaN's)
+    assert np.isnan(want_y).any()
+    oh, ow = z.shape[2:]
+    y, arg = backend(name).fast.conv2d_relu_maxpool_forward(x, w, b, 1, pad, oh, ow, 2, 2)
+    same_with_nan("fused y", y, want_y)
+    assert np.array_equal(arg, want_arg)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_a_nan_image_gives_nan_logits_on_every_backend(name):
+    from fastlenet import models
+    model = models.build("lenet5", backend=name, seed=0)
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    x[2, 0, 14, 14] = np.nan                         # one pixel of one image
+    logits = model.forward(x)
+    assert np.isnan(logits[2]).all()
+    assert np.isfinite(np.delete(logits, 2, axis=0)).all()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_predict_refuses_non_finite_inputs_in_one_line(synthetic_idx, tmp_path, capsys, bad):
+    from fastlenet import predict, train
+    out = tmp_path / "run"
+    assert train.main(["--dataset", "idx", "--data-dir", str(synthetic_idx), "--out", str(out),
+                       "--epochs", "1", "--no-plots", "--quiet"]) == 0
+    image = np.zeros((28, 28), np.float32)
+    image[3, 4] = bad
+    np.save(tmp_path / "bad.npy", image)
+    capsys.readouterr()
+    assert predict.main([str(out / "best.npz"), str(tmp_path / "bad.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "1 of its 784 values are NaN or infinite" in err and len(err.splitlines()) == 1
