@@ -13,10 +13,21 @@ CPU-bound processes (issue 15).  ``OMP_WAIT_POLICY=PASSIVE`` (no spin at all)
 fixes the collapse but slows the quiet epoch, because every region then starts
 by waking sleeping threads.
 
-fastlenet sets a short spin instead (:data:`SPIN_COUNT`, chosen by measurement:
-README, "Busy machines"): a worker that is woken for the next region within a few
-tens of microseconds -- the gaps inside one step -- still finds its work at once,
-and one that waits longer sleeps and gives its core away.
+fastlenet sets a short spin instead (:data:`SPIN_COUNT`), chosen by measurement
+(2026-12-02, 2-core AMD EPYC AVX2 VM, cython epoch, medians of 3, s; README "Busy
+machines"):
+
+=============  =======  =======  =====  ======  =======
+GOMP_SPINCOUNT default  PASSIVE  1000   10000   100000
+=============  =======  =======  =====  ======  =======
+quiet          4.27     4.41     4.26   4.52    4.15
+2 CPU hogs     15.65*   13.95    14.44  15.51   27.25
+=============  =======  =======  =====  ======  =======
+
+(* one of its three runs took 32.2 s: the collapse.)  1000 spins (a few
+microseconds) is as fast as the default when quiet and as good as PASSIVE under
+load: a worker woken within the gaps of one kernel finds its work at once, and
+one that waits longer sleeps and gives its core away.
 
 libgomp reads its environment once, when it is loaded, so the setting goes into
 ``os.environ`` at ``import fastlenet`` -- before any extension or Numba loads
