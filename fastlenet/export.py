@@ -26,7 +26,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import checkpoint
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, check_target
 from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid,
                      Tanh)
 
@@ -114,8 +114,9 @@ def _layer(g: _Graph, x: str, layer, lname: str, in_shape) -> str:
 
 
 def to_onnx(model, path, mean: Optional[float] = None, std: Optional[float] = None,
-            pad_from: Optional[int] = None, doc: str = ""):
-    """Write ``model`` as an ONNX graph to ``path`` and return the ModelProto.
+            pad_from: Optional[int] = None, doc: str = "", sources=()):
+    """Write ``model`` as an ONNX graph to ``path`` and return the ModelProto
+    (``sources``: input files that ``path`` must not replace).
 
     ``mean``/``std``: the standardisation applied to the training images, folded
     into the graph.  ``pad_from``: the stored image size when the model's input
@@ -138,7 +139,7 @@ def to_onnx(model, path, mean: Optional[float] = None, std: Optional[float] = No
                               doc_string=doc or f"fastlenet {model.name}: images in [0, 1] -> logits")
     proto.ir_version = IR_VERSION
     onnx.checker.check_model(proto)
-    atomic_write_bytes(Path(path), proto.SerializeToString())
+    atomic_write_bytes(Path(path), proto.SerializeToString(), sources)
     return proto
 
 
@@ -150,13 +151,15 @@ def _shape_before(model, lname):
 
 def export_checkpoint(ckpt_path, out_path):
     """Export a checkpoint written by ``fastlenet.train`` with its preprocessing folded in."""
+    check_target(Path(out_path), [ckpt_path])          # before reading anything
     model, ckpt = checkpoint.load_model(ckpt_path, backend="numpy")
     meta = ckpt.meta
     settings = meta.get("settings") or {}
     pad_from = 28 if settings.get("pad32") and model.input_shape[1] == 32 else None
     return model, to_onnx(model, out_path, meta.get("mean"), meta.get("std"), pad_from,
                           doc=f"fastlenet {model.name} from {Path(ckpt_path).name}; "
-                              f"classes: {', '.join(meta.get('class_names') or [])}")
+                              f"classes: {', '.join(meta.get('class_names') or [])}",
+                          sources=[ckpt_path])
 
 
 def main(argv: Optional[List[str]] = None) -> int:

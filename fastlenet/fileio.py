@@ -2,30 +2,79 @@
 
 Every file fastlenet writes (checkpoints, run files, exported models, IDX files)
 goes through here, so a crash at any moment leaves either the old file or the new
-one, never a torn one.
+one, never a torn one.  A write replaces only a regular file: a target that is a
+symbolic link, a device (``/dev/null``), a FIFO, a socket or a folder is refused,
+and so is a target that is one of the write's own inputs (``export RUN/best.npz
+RUN/best.npz``).  The temporary file gets an unpredictable name in the target's
+folder and is created exclusively without following links (``tempfile.mkstemp``:
+``O_CREAT | O_EXCL | O_NOFOLLOW``), so a planted symlink cannot redirect the write;
+it is removed on every failure.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
+import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+class WriteRefused(OSError):
+    """A write that would replace something that is not a regular file, or its own input."""
+
+
+def check_target(path: Path, sources: Iterable = ()) -> None:
+    """Raise :class:`WriteRefused` unless ``path`` is absent or a regular file that is
+    none of ``sources`` (files the caller read to make what it writes)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise WriteRefused(f"refusing to write {path}: it is a symbolic link (fastlenet replaces only regular files)")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                or stat.S_ISBLK(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
+        raise WriteRefused(f"refusing to write {path}: it is {kind} (fastlenet replaces only regular files)")
+    for source in sources:
+        try:
+            same = os.path.samefile(path, source)
+        except OSError:
+            continue
+        if same:
+            raise WriteRefused(f"refusing to write {path}: it is the input being read ({source}); "
+                               "choose another output path")
+
+
+def atomic_write_bytes(path: Path, data: bytes, sources: Iterable = ()) -> None:
+    """Write ``data`` to a new temporary file in ``path``'s folder, fsync, then rename it
+    over ``path`` -- after :func:`check_target` (``sources``: the inputs it must not replace)."""
+    path = Path(path)
+    check_target(path, sources)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)                 # a normal file's mode, not mkstemp's 0600
+        with os.fdopen(fd, "wb") as f:
+            fd = -1
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        check_target(path, sources)                  # still safe to replace at rename time
         os.replace(tmp, path)
+        tmp = None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if fd != -1:
+            os.close(fd)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def write_json(path: Path, doc: dict) -> None:
