@@ -14,10 +14,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Iterable, Optional
 
 from . import checkpoint
+
+try:
+    import fcntl
+except ImportError:         # not POSIX (Windows): runs are not locked
+    fcntl = None
 from .fileio import atomic_write_bytes, write_json
 
 HISTORY_FIELDS = ["epoch", "seconds", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"]
@@ -27,11 +33,19 @@ class RunDirectoryError(ValueError):
     """A run directory that cannot be created, written or resumed."""
 
 
+#: the files a run writes: a new run never starts in a folder that already holds one
+RUN_FILES = ("config.json", "history.csv", "last.npz", "best.npz", "metrics.json")
+LOCK_NAME = ".fastlenet.lock"
+
+
 class RunDirectory:
-    """The files of one run under ``path``."""
+    """The files of one run under ``path``.  A run holds ``RUN/.fastlenet.lock`` (an
+    advisory ``flock``, released by the kernel however the process ends) for as long as
+    it writes there, so a second training into the same folder is refused."""
 
     def __init__(self, path) -> None:
         self.path = Path(path)
+        self._lock_fd: Optional[int] = None
 
     def __repr__(self) -> str:
         return f"RunDirectory({str(self.path)!r})"
@@ -46,6 +60,10 @@ class RunDirectory:
         if self.file("last.npz").exists():
             raise RunDirectoryError(f"{self.path} already holds a run; continue it with --resume "
                                     f"{self.path} or choose another --out")
+        present = [name for name in RUN_FILES if os.path.lexists(self.file(name))]
+        if present and not self._unstarted_run():
+            raise RunDirectoryError(f"{self.path} already holds {', '.join(present)}, which this run "
+                                    "would overwrite; choose another --out")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.file(".write-test")
@@ -53,7 +71,44 @@ class RunDirectory:
             probe.unlink()
         except OSError as exc:
             raise RunDirectoryError(f"cannot write to run directory {self.path}: {exc.strerror or exc}") from None
+        return self.lock()
+
+    def _unstarted_run(self) -> bool:
+        """Whether the folder holds only what a fastlenet run that never finished an epoch
+        writes (its own config.json, no checkpoint): a new run may start over there."""
+        if any(os.path.lexists(self.file(n)) for n in RUN_FILES if n != "config.json"):
+            return False
+        try:
+            doc = json.loads(self.file("config.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(doc, dict) and isinstance(doc.get("settings"), dict) and "versions" in doc
+
+    def lock(self) -> "RunDirectory":
+        """Hold the run's lock until :meth:`unlock` or the process ends; refuse (naming the
+        process) when another training holds it."""
+        if self._lock_fd is not None or fcntl is None:
+            return self
+        try:
+            fd = os.open(self.file(LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise RunDirectoryError(f"cannot lock run directory {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunDirectoryError(f"{self.path} is being written by another training (pid {holder}); "
+                                    "wait for it to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
         return self
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)                  # closing releases the flock
+            self._lock_fd = None
 
     def read_settings(self) -> dict:
         """The settings of the run to resume (from config.json), checking it can be resumed."""
@@ -62,6 +117,7 @@ class RunDirectory:
             raise RunDirectoryError(f"--resume {self.path}: no config.json there (not a fastlenet run directory)")
         if not self.file("last.npz").is_file():
             raise RunDirectoryError(f"--resume {self.path}: no last.npz to resume from")
+        self.lock()
         try:
             doc = json.loads(cfg.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

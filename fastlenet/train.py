@@ -308,6 +308,14 @@ def run(argv: Optional[List[str]] = None) -> int:
     log = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     t_start = time.perf_counter()
     s, run_dir = _open_run(args)
+    try:
+        return _train(args, s, run_dir, log, t_start)
+    finally:
+        run_dir.unlock()                   # another training may use the folder now
+
+
+def _train(args, s: dict, run_dir: RunDirectory, log, t_start: float) -> int:
+    """Train the run ``_open_run`` opened (and locked): data, model, epochs, test metrics."""
     kernels.set_num_threads(s["threads"])
     ds = prepare_data(s, log)
     trainer = _make_trainer(s, ds, run_dir, log, progress=sys.stderr.isatty() and not args.quiet)

@@ -100,3 +100,52 @@ def test_export_refuses_to_overwrite_its_checkpoint(synthetic_idx, tmp_path, cap
     assert export.main([str(ckpt), "/dev/null"]) == 2
     assert "a device" in capsys.readouterr().err
     assert export.main([str(ckpt), str(tmp_path / "model.onnx")]) == 0     # a regular target still works
+
+
+def test_a_second_training_into_a_locked_run_directory_is_refused_naming_the_process(tmp_path):
+    from fastlenet.rundir import RunDirectory, RunDirectoryError
+    first = RunDirectory(tmp_path / "run").create()
+    with pytest.raises(RunDirectoryError, match=f"another training \\(pid {os.getpid()}\\)"):
+        RunDirectory(tmp_path / "run").lock()
+    first.unlock()
+    RunDirectory(tmp_path / "run").lock().unlock()          # free again once released
+
+
+def test_the_lock_is_released_when_the_holder_dies(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys, time; from fastlenet.rundir import RunDirectory; "
+            "RunDirectory(sys.argv[1]).create(); print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        from fastlenet.rundir import RunDirectory, RunDirectoryError
+        with pytest.raises(RunDirectoryError, match=f"pid {holder.pid}"):
+            RunDirectory(tmp_path / "run").lock()
+    finally:
+        holder.kill()
+        holder.wait()
+    RunDirectory(tmp_path / "run").lock().unlock()          # SIGKILL released it
+
+
+def test_out_into_a_folder_with_foreign_run_files_is_refused_and_they_are_untouched(synthetic_idx, tmp_path, capsys):
+    from fastlenet import train
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text('{"my": "own config"}')
+    assert train.main(["--dataset", "idx", "--data-dir", str(synthetic_idx), "--out", str(out),
+                       "--epochs", "1", "--no-plots", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds config.json" in err and len(err.splitlines()) == 1
+    assert (out / "config.json").read_text() == '{"my": "own config"}'
+
+
+def test_a_run_that_never_finished_an_epoch_can_be_started_over(synthetic_idx, tmp_path):
+    from fastlenet import train
+    from fastlenet.rundir import RunDirectory
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text('{"settings": {}, "versions": {}}')    # what a killed start leaves
+    assert RunDirectory(out).create().unlock() is None
+    assert train.main(["--dataset", "idx", "--data-dir", str(synthetic_idx), "--out", str(out),
+                       "--epochs", "1", "--no-plots", "--quiet"]) == 0
