@@ -10,6 +10,7 @@ The Python API is :func:`fastlenet.trainer.fit` (re-exported here as ``fit``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -163,12 +164,10 @@ def resolve_settings(args: argparse.Namespace) -> dict:
         if s.get(key) is None:
             s[key] = value
     if s["lr_list"]:
-        try:
-            s["lr_list"] = [float(v) for v in str(s["lr_list"]).split(",") if v.strip()]
-        except ValueError:
-            raise UsageError(f"--lr-list must be comma-separated numbers, got {args.lr_list!r}") from None
+        s["lr_list"] = _lr_list(args.lr_list)
         if s["lr"] is None or args.lr is None:
             s["lr"] = s["lr_list"][0]
+    _check_numbers(s)
     checks = [
         (s["epochs"] >= 1, f"--epochs must be >= 1, got {s['epochs']}"),
         (s["batch_size"] >= 1, f"--batch-size must be >= 1, got {s['batch_size']}"),
@@ -193,6 +192,54 @@ def resolve_settings(args: argparse.Namespace) -> dict:
                          "threads the kernels' pool holds (NUMBA_NUM_THREADS, set before start-up)")
     s["pad32"] = bool(s["pad32"] or models.preset_input_shape(s["model"])[1] == 32)
     return s
+
+
+def _lr_list(text: str) -> list:
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise UsageError(f"--lr-list must be comma-separated positive numbers, got {text!r}")
+    return values
+
+
+#: flag -> (settings key, lowest, highest, whether the bounds themselves are allowed)
+_NUMBER_RANGES = [
+    ("--lr", "lr", 0.0, math.inf, False), ("--momentum", "momentum", 0.0, 1.0, (True, False)),
+    ("--weight-decay", "weight_decay", 0.0, math.inf, (True, False)),
+    ("--label-smoothing", "label_smoothing", 0.0, 1.0, (True, False)),
+    ("--gamma", "gamma", 0.0, math.inf, False), ("--min-lr", "min_lr", 0.0, math.inf, (True, False)),
+    ("--plateau-factor", "plateau_factor", 0.0, 1.0, False),
+    ("--min-delta", "min_delta", 0.0, math.inf, (True, False)),
+    ("--val-split", "val_split", 0.0, 1.0, (True, False)),
+    ("--max-shift", "max_shift", 0, 14, True), ("--seed", "seed", 0, 2 ** 32 - 1, True),
+    ("--step-size", "step_size", 1, math.inf, (True, False)),
+    ("--plateau-patience", "plateau_patience", 0, math.inf, (True, False)),
+]
+
+
+def _check_numbers(s: dict) -> None:
+    """Every numeric flag finite and in its range, named in the message (checked up front)."""
+    for flag, key, lo, hi, inclusive in _NUMBER_RANGES:
+        v = s.get(key)
+        if v is None:
+            continue
+        lo_ok, hi_ok = inclusive if isinstance(inclusive, tuple) else (inclusive, inclusive)
+        ok = math.isfinite(v) and (v >= lo if lo_ok else v > lo) and (v <= hi if hi_ok else v < hi)
+        if not ok:
+            lo_s, hi_s = ("[" if lo_ok else "("), ("]" if hi_ok else ")")
+            raise UsageError(f"{flag} must be a number in {lo_s}{lo}, {hi}{hi_s}, got {v}")
+
+
+def check_splits(s: dict, ds: data.Dataset) -> None:
+    """The splits the flags asked for are not empty (before a run directory is created)."""
+    if len(ds.y_train) == 0:
+        raise UsageError(f"--val-split {s['val_split']} leaves no training images of the "
+                         f"{len(ds.y_train) + len(ds.y_val if ds.y_val is not None else [])}")
+    if s["val_split"] > 0 and (ds.y_val is None or len(ds.y_val) == 0):
+        raise UsageError(f"--val-split {s['val_split']} leaves no validation images of {len(ds.y_train)}; "
+                         "use a larger --val-split" + (" (--early-stopping needs them)" if s["early_stopping"] else ""))
 
 
 def prepare_data(s: dict, log) -> data.Dataset:
@@ -269,7 +316,7 @@ def _open_run(args) -> tuple:
         run_dir = RunDirectory(args.resume)
         return run_dir.read_settings(), run_dir
     s = resolve_settings(args)
-    return s, RunDirectory(s["out"] if s["out"] else default_run_dir(s)).create()
+    return s, RunDirectory(s["out"] if s["out"] else default_run_dir(s))   # created after the data checks
 
 
 def _make_trainer(s: dict, ds, run_dir: RunDirectory, log, progress: bool) -> Trainer:
@@ -318,6 +365,9 @@ def _train(args, s: dict, run_dir: RunDirectory, log, t_start: float) -> int:
     """Train the run ``_open_run`` opened (and locked): data, model, epochs, test metrics."""
     kernels.set_num_threads(s["threads"])
     ds = prepare_data(s, log)
+    check_splits(s, ds)
+    if not args.resume:
+        run_dir.create()                   # only now: nothing is made for a run that cannot start
     trainer = _make_trainer(s, ds, run_dir, log, progress=sys.stderr.isatty() and not args.quiet)
     if args.resume:
         ckpt = checkpoint.load_into(trainer.model, run_dir.file("last.npz"))

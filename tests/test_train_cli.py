@@ -77,11 +77,11 @@ def test_short_run_writes_the_whole_run_directory(synthetic_idx, tmp_path, capsy
 
 @pytest.mark.parametrize("args,message", [
     (["--epochs", "0"], "--epochs must be >= 1"),
-    (["--lr", "-1"], "--lr must be > 0"),
-    (["--val-split", "1.5"], "--val-split must be in [0, 1)"),
+    (["--lr", "-1"], "--lr must be a number in (0.0, inf)"),
+    (["--val-split", "1.5"], "--val-split must be a number in [0.0, 1.0)"),
     (["--dataset", "idx"], "--dataset idx needs --data-dir"),
     (["--early-stopping", "3", "--val-split", "0"], "needs --val-split > 0"),
-    (["--lr-list", "0.1,abc"], "--lr-list must be comma-separated numbers"),
+    (["--lr-list", "0.1,abc"], "--lr-list must be comma-separated positive numbers"),
     (["--resume", "/nonexistent/run"], "no config.json there"),
     (["--threads", "4096"], "--threads 4096 is more than the"),
 ])
