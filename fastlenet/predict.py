@@ -20,6 +20,9 @@ from .data import prepare_inputs
 from .losses import softmax
 
 TRAIN_SIZE = 28   # images are prepared at the training size; padding to 32 follows the model
+#: the most pixels a picture may decode to (16 MP: any photo or scan of a digit; a
+#: small file that claims more is a decompression bomb, refused from its header)
+MAX_PIXELS = 4096 * 4096
 
 
 def _load_picture(path: Path, size: int, notes: List[str]) -> np.ndarray:
@@ -27,9 +30,14 @@ def _load_picture(path: Path, size: int, notes: List[str]) -> np.ndarray:
         from PIL import Image
     except ImportError:
         raise ValueError(f"{path}: reading PNG/JPEG needs Pillow: pip install 'fastlenet[image]'") from None
+    too_big = f"is more than the {MAX_PIXELS:,} pixels fastlenet decodes; scale the image down first"
     try:
-        img = Image.open(path)
+        img = Image.open(path)                         # reads the header only
+        if img.size[0] * img.size[1] > MAX_PIXELS:
+            raise ValueError(f"{path}: {img.size[0]}x{img.size[1]} {too_big}")
         img.load()
+    except Image.DecompressionBombError:               # Pillow's own, larger limit, at open
+        raise ValueError(f"{path}: its size {too_big}") from None
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"{path}: not a readable image ({exc})") from None
     if img.mode not in ("L", "I;16", "I", "F"):

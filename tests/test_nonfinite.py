@@ -90,3 +90,21 @@ def test_predict_refuses_non_finite_inputs_in_one_line(synthetic_idx, tmp_path, 
     assert predict.main([str(out / "best.npz"), str(tmp_path / "bad.npy")]) == 2
     err = capsys.readouterr().err.strip()
     assert "1 of its 784 values are NaN or infinite" in err and len(err.splitlines()) == 1
+
+
+def test_predict_refuses_a_decompression_bomb_from_its_header(synthetic_idx, tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    from fastlenet import predict, train
+    out = tmp_path / "run"
+    assert train.main(["--dataset", "idx", "--data-dir", str(synthetic_idx), "--out", str(out),
+                       "--epochs", "1", "--no-plots", "--quiet"]) == 0
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb, optimize=True)        # a small file, 400 MP
+    assert bomb.stat().st_size < 2_000_000
+    capsys.readouterr()
+    assert predict.main([str(out / "best.npz"), str(bomb)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is more than the 16,777,216 pixels" in err and len(err.splitlines()) == 1
+    Image.new("1", (5000, 5000)).save(bomb)                         # under Pillow's limit, over ours
+    assert predict.main([str(out / "best.npz"), str(bomb)]) == 2
+    assert "5000x5000 is more than the 16,777,216 pixels" in capsys.readouterr().err
