@@ -62,6 +62,47 @@ def save(path: Union[str, Path], model, meta: Optional[dict] = None, optimizer=N
     return path
 
 
+_GROUPS = ("param", "buffer", "optim", "best")
+#: the most bytes a checkpoint's arrays may hold together (LeNet-5's are under 1 MB)
+MAX_ARRAY_BYTES = 1 << 30
+#: the most bytes of a member beyond what its .npy header and shape need (header padding)
+_MEMBER_SLACK = 4096
+
+
+def _check_members(path: Path) -> None:
+    """Read only the .npy header of each zip member: its name, dtype (plain numbers) and
+    shape, and that the member holds no more bytes than that shape needs, and that all
+    of them together stay under MAX_ARRAY_BYTES -- so that a small file with a highly
+    compressible extra member cannot make the loader inflate gigabytes."""
+    import zipfile
+    from numpy.lib import format as npy
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                key = name[:-4] if name.endswith(".npy") else name
+                if not name.endswith(".npy") or (key.partition("/")[0] not in _GROUPS and key != "meta"):
+                    raise CheckpointError(f"{path}: unexpected entry {key!r}")
+                with zf.open(info) as f:
+                    version = npy.read_magic(f)
+                    reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                    shape, _, dtype = reader(f)
+                if dtype.kind not in "biuf":
+                    raise CheckpointError(f"{path}: entry {key!r} has non-numeric dtype {dtype}")
+                nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                if info.file_size > nbytes + _MEMBER_SLACK:
+                    raise CheckpointError(f"{path}: entry {key!r} holds {info.file_size:,} bytes for a "
+                                          f"{shape} array ({nbytes:,} bytes)")
+                total += nbytes
+                if total > MAX_ARRAY_BYTES:
+                    raise CheckpointError(f"{path}: its arrays claim more than {MAX_ARRAY_BYTES:,} bytes")
+    except CheckpointError:
+        raise
+    except Exception as exc:            # noqa: BLE001 - BadZipFile, a mangled header, ...
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({type(exc).__name__}: {exc})") from None
+
+
 def read(path: Union[str, Path]) -> Checkpoint:
     """Read a checkpoint's arrays and meta without trusting anything in it."""
     path = Path(path)
@@ -70,6 +111,7 @@ def read(path: Union[str, Path]) -> Checkpoint:
     with open(path, "rb") as f:
         if f.read(4) != b"PK\x03\x04":        # np.load would also accept .npy and pickles
             raise CheckpointError(f"{path}: not a readable .npz checkpoint (no zip header)")
+    _check_members(path)                     # every header, before any data is inflated
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {}
@@ -94,7 +136,7 @@ def read(path: Union[str, Path]) -> Checkpoint:
         raise CheckpointError(f"{path}: not a fastlenet checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {meta.get('version')} is not supported (this is {VERSION})")
-    groups: Dict[str, Dict[str, np.ndarray]] = {"param": {}, "buffer": {}, "optim": {}, "best": {}}
+    groups: Dict[str, Dict[str, np.ndarray]] = {g: {} for g in _GROUPS}
     for key, value in arrays.items():
         group, _, name = key.partition("/")
         if group not in groups or not name:

@@ -175,3 +175,37 @@ def test_mangled_npy_header_is_refused(tmp_path):
     (tmp_path / "version.npz").write_bytes(bytes(blob))
     with pytest.raises(CheckpointError):
         checkpoint.load_model(tmp_path / "version.npz")
+
+
+def test_a_small_file_claiming_gigabytes_is_refused_before_inflating(tmp_path):
+    import resource
+    import zipfile
+    _, _, path = saved(tmp_path)
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+        with dst.open("param/extra.w.npy", "w", force_zip64=True) as f:    # 2 GiB of zeros, ~2 MB deflated
+            from numpy.lib import format as npy
+            npy.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (1 << 29,)})
+            chunk = bytes(1 << 24)
+            for _ in range(128):
+                f.write(chunk)
+    assert bomb.stat().st_size < 5_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="claim more than"):
+        checkpoint.load_model(bomb)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 100, grown_mb
+
+
+def test_a_member_holding_more_bytes_than_its_header_says_is_refused(tmp_path):
+    import zipfile
+    _, _, path = saved(tmp_path)
+    bad = tmp_path / "long.npz"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info.filename, data + bytes(1 << 20) if info.filename == "param/dense1.b.npy" else data)
+    with pytest.raises(CheckpointError, match="'param/dense1.b' holds"):
+        checkpoint.load_model(bad)
