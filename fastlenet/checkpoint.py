@@ -106,6 +106,8 @@ def _check_members(path: Path) -> None:
 def read(path: Union[str, Path]) -> Checkpoint:
     """Read a checkpoint's arrays and meta without trusting anything in it."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
@@ -186,6 +188,8 @@ def load_model(path: Union[str, Path], backend=None):
     """Rebuild the model a checkpoint describes and load its values: ``(model, checkpoint)``."""
     from . import models
 
+    from . import kernels
+    backend = backend or kernels.default_backend().name     # a bad FASTLENET_BACKEND is its own error
     ckpt = read(path)
     config = ckpt.meta.get("model")
     if not isinstance(config, dict) or "name" not in config:

@@ -44,3 +44,14 @@ def test_a_data_error_leaves_no_run_directory(tmp_path, capsys):
     code = train.main(["--dataset", "idx", "--data-dir", str(tmp_path / "nothing-here"), "--out", str(out),
                        "--epochs", "1", "--no-plots", "--quiet"])
     assert code == 2 and not out.exists()
+
+
+def test_messages_blame_the_right_thing(tmp_path, monkeypatch, capsys):
+    from fastlenet import evaluate
+    (tmp_path / "best.npz").mkdir()
+    assert evaluate.main([str(tmp_path / "best.npz"), "--dataset", "mnist"]) == 2
+    assert "is a folder, not a checkpoint file" in capsys.readouterr().err
+    monkeypatch.setenv("FASTLENET_BACKEND", "nonsense")
+    assert evaluate.main([str(tmp_path / "best.npz"), "--dataset", "mnist"]) == 2
+    err = capsys.readouterr().err
+    assert "FASTLENET_BACKEND='nonsense' is not a kernel backend" in err and "model config" not in err

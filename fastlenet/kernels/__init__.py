@@ -83,6 +83,9 @@ def default_backend() -> Backend:
     """``FASTLENET_BACKEND`` if set (an error if it is unavailable), else the fastest available."""
     requested = os.environ.get("FASTLENET_BACKEND")
     if requested:
+        if requested not in _MODULES:
+            raise ValueError(f"FASTLENET_BACKEND={requested!r} is not a kernel backend; "
+                             f"choose one of {sorted(_MODULES)} or unset it")
         return backend(requested)
     for name in _MODULES:                      # fastest first
         if _load(name) is not None:
