@@ -37,6 +37,7 @@ else:
     COMPILE_ARGS = [
         "-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
         "-fassociative-math", "-fno-signed-zeros",
+        "-Wno-psabi",    # the f64 vectors (FL_LB doubles) are wider than AVX2's registers: a note, not a bug
     ]
     if os.environ.get("FASTLENET_PORTABLE") != "1":
         COMPILE_ARGS.append("-march=native")
