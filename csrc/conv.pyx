@@ -311,7 +311,7 @@ cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* y
                     idx = bi + i * g.ow + j
                     v = zf[idx]
                     # branch-free select (cmov): data-dependent branches mispredict
-                    takes = (best == best) & (not v <= best)    # larger, or the first NaN
+                    takes = fl_takes(v, best)                  # larger, or the first NaN
                     top = idx if takes else top
                     best = v if takes else best
             yf[oy * g.pw + ox] = 0 if best <= 0 else best        # NaN stays NaN

@@ -14,6 +14,8 @@ cdef extern from "fl_common.h":
         # lanes of a register-tile row: one float32 vector of the build's ISA (16 with
         # AVX-512, 8 with AVX2, 4 with SSE); the plan is made for it (conv.pyx LANES)
         LB "FL_LB"
+    # whether a max-pool scan replaces its max m by v: larger, or the window's first NaN
+    bint fl_takes "FL_TAKES"(double v, double m) nogil
 cdef extern from "direct_conv.h":
     enum:
         FL_POOL_FLANES_TILE

@@ -14,6 +14,8 @@ import numpy as np
 
 from fastlenet.kernels._workspace import aligned_empty
 
+from fl_kernels cimport fl_takes
+
 
 cdef inline object _result(object out, tuple shape, dtype):
     """The caller's ``out`` (checked by the caller) or a new 64-byte aligned array."""
@@ -47,7 +49,7 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_
                         v = x[n, c, y0 + i, x0 + j]
                         # larger, or the window's first NaN (NaN propagates, as np.max);
                         # branch-free select (cmov): data-dependent branches mispredict
-                        takes = (best == best) & (not v <= best)
+                        takes = fl_takes(v, best)
                         bi = (y0 + i) * W + x0 + j if takes else bi
                         best = v if takes else best
                 y[n, c, oy, ox] = best

@@ -7,9 +7,8 @@ from cython.parallel cimport parallel
 cimport openmp
 from libc.stdlib cimport malloc, free
 
-cdef extern from "fl_common.h":
-    enum:
-        LB "FL_LB"
+from fl_kernels cimport LB
+
 cdef extern from "peak.h" nogil:
     enum:
         FL_PEAK_NACC

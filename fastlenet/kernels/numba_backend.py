@@ -197,6 +197,13 @@ def _gemm_nt_acc(g, cols, dw, db):
 
 
 @njit(**_SERIAL)
+def _takes(v, best):
+    """Whether a max-pool scan replaces its max by v: larger, or the window's first NaN
+    (FL_TAKES in csrc/fl_common.h: NaN propagates, as np.max)."""
+    return best == best and not v <= best
+
+
+@njit(**_SERIAL)
 def _relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
     """y (F, PH, PW), arg = maxpool(relu(conv output)) for a conv output stored flat in z,
     value (f, oy, ox) at z[f*fs + oy*rs + ox*cs] (any of the layouts below); arg is
@@ -212,7 +219,7 @@ def _relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
                 for a in range(size):
                     for bb in range(size):
                         v = z[fi * fs + (y0 + a) * rs + (x0 + bb) * cs]
-                        gt = best == best and not v <= best     # larger, or the first NaN
+                        gt = _takes(v, best)
                         top = (y0 + a) * ow + x0 + bb if gt else top
                         best = v if gt else best
                 y[fi, py, px] = 0.0 if best <= 0 else best        # NaN stays NaN
@@ -697,7 +704,7 @@ def _maxpool2d_forward_impl(x, size, stride, oh, ow):
                 for i in range(size):
                     for j in range(size):
                         v = xp[y0 + i, x0 + j]
-                        if best == best and not v <= best:     # larger, or the first NaN
+                        if _takes(v, best):
                             best = v
                             bi = (y0 + i) * w + x0 + j
                 y[q, oy, ox] = best
