@@ -103,7 +103,7 @@ def available_names(skip_numpy=True):
     from fastlenet import kernels
     names = [n for n in kernels.available() if not (skip_numpy and n == "numpy")]
     found = peers.available()
-    missing = sorted({peers._MODULE[p] for p in peers.PEERS if p not in found})
+    missing = sorted({peers.FRAMEWORK[p] for p in peers.PEERS if p not in found})
     if missing:
         print(f"note: not installed, left out: {', '.join(missing)} (peers are never dependencies)")
     return names + found

@@ -27,7 +27,7 @@ import importlib.util
 import os
 
 PEERS = ("torch", "torch-cl", "torch-compile", "keras", "jax")
-_MODULE = {"torch": "torch", "torch-cl": "torch", "torch-compile": "torch", "keras": "tensorflow",
+FRAMEWORK = {"torch": "torch", "torch-cl": "torch", "torch-compile": "torch", "keras": "tensorflow",
            "jax": "jax"}
 LR = 1e-3
 KERAS_JIT = os.environ.get("FASTLENET_BENCH_KERAS_JIT", "0") == "1"
@@ -35,7 +35,7 @@ KERAS_JIT = os.environ.get("FASTLENET_BENCH_KERAS_JIT", "0") == "1"
 
 def available() -> list:
     """The peers whose framework is installed here."""
-    return [p for p in PEERS if importlib.util.find_spec(_MODULE[p]) is not None]
+    return [p for p in PEERS if importlib.util.find_spec(FRAMEWORK[p]) is not None]
 
 
 def initial_weights(seed: int = 0) -> dict:

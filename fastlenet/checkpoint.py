@@ -186,9 +186,7 @@ def load_into(model, path: Union[str, Path], ckpt: Optional[Checkpoint] = None) 
 
 def load_model(path: Union[str, Path], backend=None):
     """Rebuild the model a checkpoint describes and load its values: ``(model, checkpoint)``."""
-    from . import models
-
-    from . import kernels
+    from . import kernels, models
     backend = backend or kernels.default_backend().name     # a bad FASTLENET_BACKEND is its own error
     ckpt = read(path)
     config = ckpt.meta.get("model")

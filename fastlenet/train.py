@@ -171,8 +171,6 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     checks = [
         (s["epochs"] >= 1, f"--epochs must be >= 1, got {s['epochs']}"),
         (s["batch_size"] >= 1, f"--batch-size must be >= 1, got {s['batch_size']}"),
-        (s["lr"] > 0, f"--lr must be > 0, got {s['lr']}"),
-        (0 <= s["val_split"] < 1, f"--val-split must be in [0, 1), got {s['val_split']}"),
         (s["limit"] is None or s["limit"] >= 10, f"--limit must be >= 10, got {s['limit']}"),
         (s["threads"] is None or s["threads"] >= 1, f"--threads must be >= 1, got {s['threads']}"),
         (s["early_stopping"] is None or s["early_stopping"] >= 1,
@@ -204,32 +202,29 @@ def _lr_list(text: str) -> list:
     return values
 
 
-#: flag -> (settings key, lowest, highest, whether the bounds themselves are allowed)
+#: (flag, settings key, interval): "[a, b)" includes a and excludes b
 _NUMBER_RANGES = [
-    ("--lr", "lr", 0.0, math.inf, False), ("--momentum", "momentum", 0.0, 1.0, (True, False)),
-    ("--weight-decay", "weight_decay", 0.0, math.inf, (True, False)),
-    ("--label-smoothing", "label_smoothing", 0.0, 1.0, (True, False)),
-    ("--gamma", "gamma", 0.0, math.inf, False), ("--min-lr", "min_lr", 0.0, math.inf, (True, False)),
-    ("--plateau-factor", "plateau_factor", 0.0, 1.0, False),
-    ("--min-delta", "min_delta", 0.0, math.inf, (True, False)),
-    ("--val-split", "val_split", 0.0, 1.0, (True, False)),
-    ("--max-shift", "max_shift", 0, 14, True), ("--seed", "seed", 0, 2 ** 32 - 1, True),
-    ("--step-size", "step_size", 1, math.inf, (True, False)),
-    ("--plateau-patience", "plateau_patience", 0, math.inf, (True, False)),
+    ("--lr", "lr", "(0.0, inf)"), ("--momentum", "momentum", "[0.0, 1.0)"),
+    ("--weight-decay", "weight_decay", "[0.0, inf)"), ("--label-smoothing", "label_smoothing", "[0.0, 1.0)"),
+    ("--gamma", "gamma", "(0.0, inf)"), ("--min-lr", "min_lr", "[0.0, inf)"),
+    ("--plateau-factor", "plateau_factor", "(0.0, 1.0)"), ("--min-delta", "min_delta", "[0.0, inf)"),
+    ("--val-split", "val_split", "[0.0, 1.0)"), ("--max-shift", "max_shift", "[0, 14]"),
+    ("--seed", "seed", f"[0, {2 ** 32 - 1}]"), ("--step-size", "step_size", "[1, inf)"),
+    ("--plateau-patience", "plateau_patience", "[0, inf)"),
 ]
 
 
 def _check_numbers(s: dict) -> None:
     """Every numeric flag finite and in its range, named in the message (checked up front)."""
-    for flag, key, lo, hi, inclusive in _NUMBER_RANGES:
+    for flag, key, interval in _NUMBER_RANGES:
         v = s.get(key)
         if v is None:
             continue
-        lo_ok, hi_ok = inclusive if isinstance(inclusive, tuple) else (inclusive, inclusive)
+        lo_ok, hi_ok = interval[0] == "[", interval[-1] == "]"
+        lo, hi = (float(t) for t in interval[1:-1].split(","))
         ok = math.isfinite(v) and (v >= lo if lo_ok else v > lo) and (v <= hi if hi_ok else v < hi)
         if not ok:
-            lo_s, hi_s = ("[" if lo_ok else "("), ("]" if hi_ok else ")")
-            raise UsageError(f"{flag} must be a number in {lo_s}{lo}, {hi}{hi_s}, got {v}")
+            raise UsageError(f"{flag} must be a number in {interval}, got {v}")
 
 
 def check_splits(s: dict, ds: data.Dataset) -> None:
