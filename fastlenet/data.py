@@ -16,7 +16,7 @@ import io
 import os
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
@@ -172,6 +172,7 @@ class DatasetInfo:
     mirrors: Tuple[str, ...]
     class_names: Tuple[str, ...]
     flip_ok: bool = False            # horizontal flips keep the label (clothes yes, digits no)
+    gz_size: Dict[str, int] = field(default_factory=dict)   # base name -> bytes of the .gz
 
 
 DATASETS: Dict[str, DatasetInfo] = {
@@ -185,6 +186,8 @@ DATASETS: Dict[str, DatasetInfo] = {
                 "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
                 "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
                 "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c"},
+        gz_size={"train-images-idx3-ubyte": 9912422, "train-labels-idx1-ubyte": 28881,
+                 "t10k-images-idx3-ubyte": 1648877, "t10k-labels-idx1-ubyte": 4542},
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
                  "https://storage.googleapis.com/cvdf-datasets/mnist/",
                  "http://yann.lecun.com/exdb/mnist/"),
@@ -200,6 +203,8 @@ DATASETS: Dict[str, DatasetInfo] = {
                 "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
                 "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
                 "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310"},
+        gz_size={"train-images-idx3-ubyte": 26421856, "train-labels-idx1-ubyte": 29491,
+                 "t10k-images-idx3-ubyte": 4422079, "t10k-labels-idx1-ubyte": 5125},
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
@@ -268,38 +273,26 @@ def _progress_enabled() -> bool:
 
 
 def download(info: DatasetInfo, dest: Optional[Path] = None, timeout: float = 30.0,
-             retries: int = 1, progress: Optional[bool] = None) -> Dict[str, Path]:
-    """Fetch the four .gz files from the first mirror that works (each tried 1 + ``retries``
-    times) into ``dest`` (default: the user cache).  pooch checks the MD5 of each file
-    before moving it, atomically, into place; a failed or interrupted transfer leaves
-    nothing behind.  Raises :class:`DatasetNotFound` listing every attempt."""
-    import pooch
-    import requests
+             retries: int = 1, progress: Optional[bool] = None,
+             deadline: Optional[float] = None) -> Dict[str, Path]:
+    """Fetch the four .gz files from the first mirror that gives each intact (each tried
+    1 + ``retries`` times) into ``dest`` (default: the user cache), within the bounds of
+    :mod:`fastlenet.download` (known size, one deadline per file, MD5 checked before
+    anything is written).  Raises :class:`DatasetNotFound` listing every attempt."""
+    from .download import TransferError, fetch_verified
 
     dest = Path(dest) if dest is not None else cache_dir() / info.name
     progress = _progress_enabled() if progress is None else progress
-    downloader = pooch.HTTPDownloader(progressbar=progress, timeout=timeout, chunk_size=1 << 16)
-    paths, attempts = {}, []
+    paths = {}
     for base in SPLIT_FILES.values():
         fname = f"{base}.gz"
-        for mirror in info.mirrors:
-            url = mirror.rstrip("/") + "/" + fname
-            for _ in range(1 + retries):
-                try:
-                    got = pooch.retrieve(url, known_hash=f"md5:{info.gz_md5[base]}", fname=fname,
-                                         path=dest, downloader=downloader, progressbar=progress)
-                    paths[base] = Path(got)
-                    break
-                except (requests.RequestException, OSError, ValueError) as exc:
-                    attempts.append(f"{url}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-                    if isinstance(exc, requests.HTTPError):
-                        break                     # a 404 will not get better on a retry
-            if base in paths:
-                break
-        if base not in paths:
-            raise DatasetNotFound(
-                f"could not download {info.name} file {fname}; tried: " + "; ".join(attempts)
-            )
+        urls = [mirror.rstrip("/") + "/" + fname for mirror in info.mirrors]
+        try:
+            paths[base] = fetch_verified(urls, fname, info.gz_md5[base], info.gz_size.get(base), dest,
+                                         retries=retries, timeout=timeout, deadline=deadline,
+                                         progress=progress)
+        except TransferError as exc:
+            raise DatasetNotFound(f"could not download {info.name} file {fname}; tried: {exc}") from None
     return paths
 
 

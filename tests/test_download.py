@@ -1,10 +1,13 @@
 """Downloading, for real, from an HTTP server on 127.0.0.1 that these tests start:
 good files, a 404 mirror before a good one, a corrupt file, a connection that
-drops mid-file, and every mirror down."""
+drops mid-file, every mirror down -- and hostile mirrors: one that streams without
+end, one that announces more than the file's size, one that trickles a byte at a
+time, and a transfer interrupted by the user.  None of them leaves a file behind."""
 import dataclasses
 import gzip
 import http.server
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -26,8 +29,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if mode == "corrupt":
             body = body[:-10] + b"0123456789"
+        if mode in ("endless", "trickle"):
+            self._stream_without_end(mode)
+            return
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(1 << 40 if mode == "huge" else len(body)))   # huge: a terabyte
         self.end_headers()
         if mode == "drop":                       # promise everything, send half, hang up
             self.wfile.write(body[: len(body) // 2])
@@ -35,6 +41,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.connection.close()
             return
         self.wfile.write(body)
+
+    def _stream_without_end(self, mode):
+        """No Content-Length; zeros for ever (fast), or one byte every 20 ms (trickle)."""
+        self.send_response(200)
+        self.end_headers()
+        block = b"\0" * (1 << 16 if mode == "endless" else 1)
+        try:
+            while True:
+                self.wfile.write(block)
+                if mode == "trickle":
+                    self.wfile.flush()
+                    time.sleep(0.02)
+        except OSError:
+            pass
 
 
 @pytest.fixture
@@ -67,7 +87,9 @@ def registered(server, monkeypatch, isolated_cache):
     monkeypatch.setattr(Handler, "files", files)
 
     def register(*modes):
-        info = data.DatasetInfo("tiny", md5, gz_md5, tuple(f"{server}/{m}/" for m in modes), tuple("0123456789"))
+        sizes = {base: len(files[f"{base}.gz"]) for base in md5}
+        info = data.DatasetInfo("tiny", md5, gz_md5, tuple(f"{server}/{m}/" for m in modes), tuple("0123456789"),
+                                gz_size=sizes)
         monkeypatch.setitem(data.DATASETS, "tiny", info)
         return info
     return register
@@ -106,7 +128,7 @@ def test_all_mirrors_down_gives_one_clear_message(registered, isolated_cache):
     with pytest.raises(data.DatasetNotFound) as err:
         data.load("tiny")
     text = str(err.value)
-    assert "missing/train-images-idx3-ubyte.gz: HTTPError" in text
+    assert "missing/train-images-idx3-ubyte.gz: HTTP 404" in text
     assert "corrupt/train-images-idx3-ubyte.gz" in text
     assert "FASTLENET_DATA" in text
 
@@ -115,7 +137,7 @@ def test_nothing_listening_is_reported(monkeypatch, isolated_cache):
     files, md5, gz_md5 = tiny_dataset()
     info = data.DatasetInfo("tiny", md5, gz_md5, ("http://127.0.0.1:9/",), tuple("0123456789"))
     monkeypatch.setitem(data.DATASETS, "tiny", info)
-    with pytest.raises(data.DatasetNotFound, match="ConnectionError"):
+    with pytest.raises(data.DatasetNotFound, match="cannot connect"):
         data.load("tiny")
 
 
@@ -127,3 +149,70 @@ def test_real_mnist_downloads_from_a_local_mirror(real_data, server, monkeypatch
     ds = data.load("mnist")
     assert ds.x_train.shape == (60000, 1, 28, 28)
     assert (isolated_cache / "mnist" / "train-images-idx3-ubyte.gz").is_file()
+
+
+def _cache_is_empty(cache):
+    folder = cache / "tiny"
+    return not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_a_mirror_that_streams_without_end_is_cut_at_the_known_size(registered, isolated_cache):
+    registered("endless", "good")
+    assert data.load("tiny").x_train.shape[0] == 30          # the good mirror after it
+    registered("endless")
+    (isolated_cache / "tiny").joinpath("train-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(data.DatasetNotFound, match="more than the .* bytes expected"):
+        data.load("tiny")
+    assert not (isolated_cache / "tiny" / "train-images-idx3-ubyte.gz").exists()
+
+
+def test_unknown_size_is_capped(registered, isolated_cache, monkeypatch):
+    from fastlenet import download
+    monkeypatch.setattr(download, "MAX_UNKNOWN_BYTES", 1 << 20)
+    info = dataclasses.replace(registered("endless"), gz_size={})
+    monkeypatch.setitem(data.DATASETS, "tiny", info)
+    with pytest.raises(data.DatasetNotFound, match="more than the 1048576 bytes expected"):
+        data.load("tiny")
+    assert _cache_is_empty(isolated_cache)
+
+
+def test_an_announced_size_above_the_known_one_is_refused_before_reading(registered, isolated_cache):
+    registered("huge")
+    with pytest.raises(data.DatasetNotFound, match="announces 1099511627776 bytes"):
+        data.load("tiny")
+    assert _cache_is_empty(isolated_cache)
+
+
+def test_a_trickling_mirror_meets_the_overall_deadline(registered, isolated_cache, monkeypatch):
+    from fastlenet import download
+    registered("trickle")
+    started = time.monotonic()
+    with pytest.raises(data.DatasetNotFound, match="deadline"):
+        data.download(data.DATASETS["tiny"], isolated_cache / "tiny", deadline=0.5, retries=0)
+    assert time.monotonic() - started < 5          # the socket timeout (30 s) never fired
+    assert _cache_is_empty(isolated_cache)
+    assert download.deadline_for(26421856) == pytest.approx(60 + 26421856 / (64 << 10))
+
+
+def test_an_interrupted_download_leaves_nothing(registered, isolated_cache, monkeypatch):
+    from fastlenet import download
+    registered("good")
+    calls = []
+
+    def interrupt(n):
+        calls.append(n)
+        raise KeyboardInterrupt
+    real_fetch = download.fetch
+    monkeypatch.setattr(download, "fetch", lambda url, size, timeout, deadline, progress:
+                        real_fetch(url, size, timeout, deadline, interrupt))
+    with pytest.raises(KeyboardInterrupt):
+        data.load("tiny")
+    assert calls and _cache_is_empty(isolated_cache)
+
+
+def test_each_attempt_is_announced_on_stderr(registered, isolated_cache, capsys):
+    registered("missing", "good")
+    data.load("tiny")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fastlenet: downloading")]
+    assert len(lines) == 8                         # per file: one 404 (not retried), then the good mirror
+    assert "train-images-idx3-ubyte.gz" in lines[0] and "/missing/" in lines[0] and "/good/" in lines[1]
