@@ -22,7 +22,7 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, read_npy_header
 
 FORMAT = "fastlenet-checkpoint"
 VERSION = 1
@@ -75,7 +75,6 @@ def _check_members(path: Path) -> None:
     of them together stay under MAX_ARRAY_BYTES -- so that a small file with a highly
     compressible extra member cannot make the loader inflate gigabytes."""
     import zipfile
-    from numpy.lib import format as npy
     total = 0
     try:
         with zipfile.ZipFile(path) as zf:
@@ -85,9 +84,7 @@ def _check_members(path: Path) -> None:
                 if not name.endswith(".npy") or (key.partition("/")[0] not in _GROUPS and key != "meta"):
                     raise CheckpointError(f"{path}: unexpected entry {key!r}")
                 with zf.open(info) as f:
-                    version = npy.read_magic(f)
-                    reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-                    shape, _, dtype = reader(f)
+                    shape, dtype = read_npy_header(f)
                 if dtype.kind not in "biuf":
                     raise CheckpointError(f"{path}: entry {key!r} has non-numeric dtype {dtype}")
                 nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize

@@ -77,6 +77,16 @@ def atomic_write_bytes(path: Path, data: bytes, sources: Iterable = ()) -> None:
                 os.unlink(tmp)
 
 
+def read_npy_header(f) -> tuple:
+    """``(shape, dtype)`` from the .npy header at ``f``'s position (public NumPy readers,
+    no data read); leaves ``f`` at the start of the data."""
+    from numpy.lib import format as npy
+    version = npy.read_magic(f)
+    reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+    shape, _, dtype = reader(f)
+    return shape, dtype
+
+
 def write_json(path: Path, doc: dict) -> None:
     atomic_write_bytes(path, (json.dumps(doc, indent=2, default=_jsonable) + "\n").encode())
 
