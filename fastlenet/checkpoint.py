@@ -18,11 +18,14 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import TYPE_CHECKING, Dict, Optional, Union
 
 import numpy as np
 
 from .fileio import atomic_write_bytes, read_npy_header
+
+if TYPE_CHECKING:
+    from .meta import Inference
 
 FORMAT = "fastlenet-checkpoint"
 VERSION = 1
@@ -39,6 +42,7 @@ class Checkpoint:
     buffers: Dict[str, np.ndarray] = field(default_factory=dict)
     optim: Dict[str, np.ndarray] = field(default_factory=dict)
     best: Dict[str, np.ndarray] = field(default_factory=dict)
+    inference: Optional["Inference"] = None     # the checked preprocessing (set by load_model)
 
 
 def save(path: Union[str, Path], model, meta: Optional[dict] = None, optimizer=None,
@@ -131,6 +135,8 @@ def read(path: Union[str, Path]) -> Checkpoint:
         meta = json.loads(arrays.pop("meta").astype(np.uint8).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt 'meta' JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: 'meta' JSON nested too deeply to be a checkpoint's") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a fastlenet checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") != VERSION:
@@ -182,22 +188,22 @@ def load_into(model, path: Union[str, Path], ckpt: Optional[Checkpoint] = None) 
 
 
 def load_model(path: Union[str, Path], backend=None):
-    """Rebuild the model a checkpoint describes and load its values: ``(model, checkpoint)``."""
+    """Rebuild the model a checkpoint describes and load its values: ``(model, checkpoint)``,
+    the checkpoint's preprocessing checked into ``checkpoint.inference`` (fastlenet.meta)."""
     from . import kernels, models
+    from .meta import check_model_config, inference
     backend = backend or kernels.default_backend().name     # a bad FASTLENET_BACKEND is its own error
     ckpt = read(path)
-    config = ckpt.meta.get("model")
-    if not isinstance(config, dict) or "name" not in config:
-        raise CheckpointError(f"{path}: meta has no model config")
+    config = check_model_config(ckpt.meta.get("model"), path)    # bounded before anything is built
     try:
-        model = models.build(config["name"], backend=backend, seed=int(config.get("seed", 0)),
-                             dtype=np.dtype(config.get("dtype", "float32")),
-                             activation=config.get("activation"), pool=config.get("pool"),
-                             dense_activation=config.get("dense_activation"),
-                             num_classes=int(config.get("num_classes", 10)))
+        model = models.build(config["name"], backend=backend, seed=config["seed"], dtype=np.dtype(config["dtype"]),
+                             activation=config["activation"], pool=config["pool"],
+                             dense_activation=config["dense_activation"], num_classes=config["num_classes"])
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: its model config cannot be built: {exc}") from None
-    return model, load_into(model, path, ckpt)
+    load_into(model, path, ckpt)
+    ckpt.inference = inference(ckpt.meta, path, model.input_shape, model.output_shape[0])
+    return model, ckpt
 
 
 def load_optimizer_state(path, ckpt: Checkpoint, optimizer) -> None:

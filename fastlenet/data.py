@@ -313,10 +313,19 @@ class Dataset:
     std: Optional[float] = None
     x_val: Optional[np.ndarray] = None
     y_val: Optional[np.ndarray] = None
+    notes: List[str] = field(default_factory=list)     # what loading changed, to tell the user
+    image_size: Optional[Tuple[int, int]] = None       # (H, W) as stored, before any padding
+
+    def stored_image_size(self) -> Tuple[int, int]:
+        return tuple(self.image_size) if self.image_size else tuple(self.x_train.shape[2:])
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+#: the most classes a dataset may have (bounds the model's output layer)
+MAX_CLASSES = 1000
 
 
 def _images_and_labels(images: np.ndarray, labels: np.ndarray, what: str,
@@ -329,10 +338,43 @@ def _images_and_labels(images: np.ndarray, labels: np.ndarray, what: str,
         raise IDXError(f"{what}: {len(images)} images but {len(labels)} labels")
     if len(labels) == 0:
         raise IDXError(f"{what}: no images")
-    hi = num_classes - 1 if num_classes else 255
-    if labels.min() < 0 or labels.max() > hi:
-        raise IDXError(f"{what}: labels outside 0..{hi} (found {labels.min()}..{labels.max()})")
-    return to_float(images), labels.astype(np.int64)
+    labels = _integer_labels(labels, what)
+    if num_classes is not None and (labels.min() < 0 or labels.max() > num_classes - 1):
+        raise IDXError(f"{what}: labels outside 0..{num_classes - 1} (found {labels.min()}..{labels.max()})")
+    return to_float(images), labels
+
+
+def _integer_labels(labels: np.ndarray, what: str) -> np.ndarray:
+    """int64 labels; float labels only when every one is a whole number."""
+    if labels.dtype.kind == "f":
+        whole = np.isfinite(labels) & (labels == np.round(labels))
+        if not whole.all():
+            bad = labels[~whole][0]
+            raise IDXError(f"{what} labels must be whole numbers: {int((~whole).sum())} of {len(labels)} "
+                           f"are not (e.g. {float(bad):g})")
+        if np.abs(labels).max() > 2 ** 31:
+            raise IDXError(f"{what} labels reach {np.abs(labels).max():g}, too large to be class numbers")
+    return labels.astype(np.int64)
+
+
+def class_mapping(y_train: np.ndarray, y_test: np.ndarray) -> Tuple[np.ndarray, Tuple[str, ...], Optional[str]]:
+    """For a dataset whose classes come from its labels (``idx``): the sorted distinct
+    label values, the class names (those values) and a note when they are not
+    0..K-1 -- the labels are then remapped to 0..K-1 and the names keep the originals."""
+    values = np.unique(np.concatenate([np.unique(y_train), np.unique(y_test)]))
+    if len(values) > MAX_CLASSES:
+        raise IDXError(f"the labels hold {len(values)} distinct values, more than the {MAX_CLASSES} classes "
+                       "fastlenet builds a model for")
+    names = tuple(str(int(v)) for v in values)
+    if values[0] == 0 and values[-1] == len(values) - 1:
+        return values, names, None
+    shown = ", ".join(names) if len(names) <= 12 else ", ".join(names[:10]) + f", ... {names[-1]}"
+    note = (f"the labels are not 0..{len(values) - 1} but {{{shown}}}: remapped to {len(values)} classes "
+            "0..K-1 in that order; the class names (kept in every checkpoint) are the original values")
+    missing = sorted(set(np.unique(y_test)) - set(np.unique(y_train)))
+    if missing:
+        note += f"; classes {', '.join(str(int(m)) for m in missing[:10])} appear only in the test set"
+    return values, names, note
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -367,6 +409,10 @@ def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missin
             raise DatasetNotFound(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or 'idx'")
         info = DATASETS[name]
         searched = search_dirs(name, data_dir)
+        if data_dir is not None and _files_in(Path(data_dir), name) is None:
+            raise DatasetNotFound(                       # asked for, so never silently skipped
+                f"--data-dir {data_dir} does not hold {name}: looked in {data_dir} and {Path(data_dir) / name} "
+                f"for {', '.join(f'{b}[.gz]' for b in SPLIT_FILES.values())}")
         files = next((f for f in (_files_in(d, name) for d in searched) if f), None)
         if files is None and download_missing:
             try:
@@ -388,15 +434,19 @@ def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missin
     num_classes = len(info.class_names) if info else None
     x_train, y_train = _images_and_labels(arrays["train_images"], arrays["train_labels"], "train", num_classes)
     x_test, y_test = _images_and_labels(arrays["test_images"], arrays["test_labels"], "test", num_classes)
+    notes = []
     if info is None:
-        k = int(max(y_train.max(), y_test.max())) + 1
-        class_names = tuple(str(i) for i in range(k))
+        values, class_names, note = class_mapping(y_train, y_test)
+        if note:
+            y_train, y_test = np.searchsorted(values, y_train), np.searchsorted(values, y_test)
+            notes.append(note)
     else:
         class_names = info.class_names
     if x_train.shape[1:] != x_test.shape[1:]:
         raise IDXError(f"train images are {x_train.shape[2:]} but test images are {x_test.shape[2:]}")
     return Dataset(name, x_train, y_train, x_test, y_test, class_names,
-                   flip_ok=bool(info and info.flip_ok), source=source)
+                   flip_ok=bool(info and info.flip_ok), source=source, notes=notes,
+                   image_size=tuple(x_train.shape[2:]))
 
 
 # --------------------------------------------------------------------------- preparation
@@ -431,11 +481,15 @@ def pad_to(x: np.ndarray, size: int = 32) -> np.ndarray:
     return out
 
 
-def prepare_inputs(x: np.ndarray, meta: dict, input_shape) -> np.ndarray:
-    """Apply what training applied: standardisation with the stored train-set
-    statistics, and zero-padding to the model's input size."""
-    if meta.get("mean") is not None:
-        x = apply_standardization(x, meta["mean"], meta["std"])
+def prepare_inputs(x: np.ndarray, info, input_shape) -> np.ndarray:
+    """Apply what training applied (``info``: a checkpoint's checked
+    :class:`fastlenet.meta.Inference`): standardisation with its train-set statistics,
+    then zero-padding from its stored image size to the model's input size."""
+    if tuple(x.shape[2:]) != tuple(info.image_size):
+        raise ValueError(f"the model was trained on {info.image_size[0]}x{info.image_size[1]} images; "
+                         f"these are {x.shape[2]}x{x.shape[3]}")
+    if info.mean is not None:
+        x = apply_standardization(x, info.mean, info.std)
     if tuple(x.shape[2:]) != tuple(input_shape[1:]):
         x = pad_to(x, input_shape[1])
     return np.ascontiguousarray(x, np.float32)

@@ -23,6 +23,22 @@ def format_confusion(cm: np.ndarray, names) -> str:
     return "true \\ predicted\n" + head + "\n" + "\n".join(rows)
 
 
+def model_labels(ds: data.Dataset, names, dataset: str) -> np.ndarray:
+    """The test labels as the model's output indices, matched by class name (an ``idx``
+    dataset's classes are its label values, which the model's names record)."""
+    if list(ds.class_names) == list(names):
+        return ds.y_test
+    index = {name: i for i, name in enumerate(names)}
+    present = [ds.class_names[c] for c in np.unique(ds.y_test)]
+    unknown = [n for n in present if n not in index]
+    if unknown:
+        raise ValueError(f"{dataset}'s test labels include class{'es' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown[:5])}, which the model was not trained on (its classes: "
+                         f"{', '.join(names[:12])}{', ...' if len(names) > 12 else ''})")
+    lookup = np.array([index.get(n, -1) for n in ds.class_names], np.int64)
+    return lookup[ds.y_test]
+
+
 def run(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastlenet.evaluate", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -33,12 +49,11 @@ def run(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     model, ckpt = checkpoint.load_model(args.checkpoint, backend=args.backend)
     ds = data.load(args.dataset, data_dir=args.data_dir)
-    if ds.num_classes > model.output_shape[0]:
-        raise ValueError(f"{args.dataset} has {ds.num_classes} classes but the model predicts {model.output_shape[0]}")
-    x = prepare_inputs(ds.x_test, ckpt.meta, model.input_shape)
-    loss, acc, pred = evaluate(model, x, ds.y_test)
-    names = ckpt.meta.get("class_names") or list(ds.class_names)
-    cm = confusion_matrix(ds.y_test, pred, len(names))
+    names = list(ckpt.inference.class_names)
+    y = model_labels(ds, names, args.dataset)
+    x = prepare_inputs(ds.x_test, ckpt.inference, model.input_shape)
+    loss, acc, pred = evaluate(model, x, y)
+    cm = confusion_matrix(y, pred, len(names))
     print(f"{args.dataset} test set: {len(ds.y_test)} images, accuracy {100 * acc:.2f}%, loss {loss:.4f}")
     print("per-class accuracy:")
     for name, row, i in zip(names, cm, range(len(names))):

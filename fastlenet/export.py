@@ -153,12 +153,14 @@ def export_checkpoint(ckpt_path, out_path):
     """Export a checkpoint written by ``fastlenet.train`` with its preprocessing folded in."""
     check_target(Path(out_path), [ckpt_path])          # before reading anything
     model, ckpt = checkpoint.load_model(ckpt_path, backend="numpy")
-    meta = ckpt.meta
-    settings = meta.get("settings") or {}
-    pad_from = 28 if settings.get("pad32") and model.input_shape[1] == 32 else None
-    return model, to_onnx(model, out_path, meta.get("mean"), meta.get("std"), pad_from,
+    info = ckpt.inference
+    h, w = info.image_size
+    if h != w:
+        raise ExportError(f"{ckpt_path}: trained on {h}x{w} images; export pads square images only")
+    pad_from = h if (h, w) != tuple(model.input_shape[1:]) else None
+    return model, to_onnx(model, out_path, info.mean, info.std, pad_from,
                           doc=f"fastlenet {model.name} from {Path(ckpt_path).name}; "
-                              f"classes: {', '.join(meta.get('class_names') or [])}",
+                              f"classes: {', '.join(info.class_names)}",
                           sources=[ckpt_path])
 
 

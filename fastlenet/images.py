@@ -187,12 +187,14 @@ def read_picture(path: Path, notes: List[str]) -> np.ndarray:
     return grey(scaled(a[None], path.name, notes), path.name, notes)[:, None]
 
 
-def resize(a: np.ndarray, size: int) -> np.ndarray:
-    """(N, 1, H, W) -> (N, 1, size, size) by averaging each output pixel's box of input
-    pixels (exact area resampling when shrinking; nearest neighbour when growing)."""
+def resize(a: np.ndarray, size) -> np.ndarray:
+    """(N, 1, H, W) -> (N, 1, OH, OW), ``size`` = OH (square) or (OH, OW), by averaging each
+    output pixel's box of input pixels (exact area resampling when shrinking; nearest
+    neighbour when growing)."""
+    out_h, out_w = (size, size) if isinstance(size, int) else size
     h, w = a.shape[2:]
-    rows = _box_weights(h, size)
-    cols = _box_weights(w, size)
+    rows = _box_weights(h, out_h)
+    cols = _box_weights(w, out_w)
     return np.einsum("ih,nchw,jw->ncij", rows, a, cols, optimize=True).astype(np.float32)
 
 

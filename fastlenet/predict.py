@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -20,17 +20,15 @@ from . import checkpoint, images
 from .data import prepare_inputs
 from .losses import softmax
 
-TRAIN_SIZE = 28   # images are prepared at the training size; padding to 32 follows the model
-
-
-def read_inputs(path: Path, size: int, notes: List[str]) -> np.ndarray:
-    """Any accepted file (see :mod:`fastlenet.images`) -> float32 (N, 1, size, size) in [0, 1]."""
+def read_inputs(path: Path, size: Tuple[int, int], notes: List[str]) -> np.ndarray:
+    """Any accepted file (see :mod:`fastlenet.images`) -> float32 (N, 1, H, W) in [0, 1]
+    at ``size`` = (H, W), the size the model's training images had (before padding)."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     reader = images.read_array if path.suffix.lower() == ".npy" else images.read_picture
     x = reader(path, notes)
-    if x.shape[2:] != (size, size):
-        notes.append(f"{path.name}: resized {x.shape[3]}x{x.shape[2]} to {size}x{size}")
+    if x.shape[2:] != tuple(size):
+        notes.append(f"{path.name}: resized {x.shape[3]}x{x.shape[2]} to {size[1]}x{size[0]}")
         x = images.resize(x, size)
     return x
 
@@ -45,16 +43,16 @@ def run(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--backend", choices=["numpy", "numba", "cython"], default=None)
     args = p.parse_args(argv)
     model, ckpt = checkpoint.load_model(args.checkpoint, backend=args.backend)
-    names = ckpt.meta.get("class_names") or [str(i) for i in range(model.output_shape[0])]
+    names = ckpt.inference.class_names
     for f in args.files:
         path = Path(f)
         notes: List[str] = []
-        x = read_inputs(path, TRAIN_SIZE, notes)
+        x = read_inputs(path, ckpt.inference.image_size, notes)
         if args.invert:
             x = 1.0 - x
         for note in notes:
             print(f"note: {note}")
-        probs = softmax(model.forward(prepare_inputs(x, ckpt.meta, model.input_shape)).astype(np.float64))
+        probs = softmax(model.forward(prepare_inputs(x, ckpt.inference, model.input_shape)).astype(np.float64))
         for i, pr in enumerate(probs):
             top = np.argsort(pr)[::-1][: max(1, args.top)]
             label = f"{path.name}[{i}]" if len(probs) > 1 else path.name

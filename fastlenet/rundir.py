@@ -118,13 +118,18 @@ class RunDirectory:
         if not self.file("last.npz").is_file():
             raise RunDirectoryError(f"--resume {self.path}: no last.npz to resume from")
         self.lock()
+        return self.read_config()["settings"]
+
+    def read_config(self) -> dict:
+        """config.json, checked to be an object with a 'settings' object."""
+        cfg = self.file("config.json")
         try:
             doc = json.loads(cfg.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RunDirectoryError(f"{cfg}: unreadable ({exc})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise RunDirectoryError(f"{cfg}: unreadable ({type(exc).__name__}: {str(exc)[:100]})") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("settings"), dict):
             raise RunDirectoryError(f"{cfg}: has no 'settings' object")
-        return doc["settings"]
+        return doc
 
     # ------------------------------------------------------------------ writing
     def write_config(self, doc: dict) -> None:

@@ -20,7 +20,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import __version__, checkpoint, data, kernels, models, optim
+from . import __version__, checkpoint, data, kernels, models, optim, resume
 from .metrics import confusion_matrix, evaluate, per_class_accuracy
 from .rundir import RunDirectory, RunDirectoryError
 from .trainer import Trainer, TrainingStopped, fit
@@ -152,7 +152,7 @@ def _run_flags(g) -> None:
                    help="seed for the weights, the split, the shuffling and the augmentation")
     g.add_argument("--out", default=None, help="run directory; default runs/<dataset>-<model>-<timestamp>")
     g.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its last.npz with its own settings")
+                   help="continue the run in RUN_DIR from its last.npz with its own settings (only --epochs, --threads, --backend and --quiet may be given with it)")
     g.add_argument("--no-plots", action="store_true", help="do not draw curves.png, confusion.png, samples.png")
     g.add_argument("--quiet", action="store_true", help="print only the final result")
 
@@ -249,6 +249,8 @@ def prepare_data(s: dict, log) -> data.Dataset:
         for name in ("x_train", "x_val", "x_test"):
             if getattr(ds, name) is not None:
                 setattr(ds, name, data.pad_to(getattr(ds, name), 32))
+    for note in ds.notes:
+        print(f"fastlenet.train: warning: {note}", file=sys.stderr, flush=True)
     val = f", {len(ds.y_val)} validation" if ds.y_val is not None else ""
     log(f"data: {ds.name} from {ds.source}: {len(ds.y_train)} training{val}, {len(ds.y_test)} test images "
         f"{tuple(ds.x_train.shape[1:])}")
@@ -305,13 +307,40 @@ def default_run_dir(s: dict) -> Path:
     return Path("runs") / f"{s['dataset']}-{s['model']}-{stamp}"
 
 
-def _open_run(args) -> tuple:
-    """(settings, run directory) of a new run or of the one ``--resume`` names."""
+def _open_run(args, argv) -> tuple:
+    """(settings, run directory, the --epochs asked on --resume or None) of a new run or
+    of the one ``--resume`` names (see fastlenet.resume)."""
     if args.resume:
-        run_dir = RunDirectory(args.resume)
-        return run_dir.read_settings(), run_dir
+        return _resumed_settings(args, argv)
     s = resolve_settings(args)
-    return s, RunDirectory(s["out"] if s["out"] else default_run_dir(s))   # created after the data checks
+    return s, RunDirectory(s["out"] if s["out"] else default_run_dir(s)), None   # created after the data checks
+
+
+def _resumed_settings(args, argv) -> tuple:
+    run_dir = RunDirectory(args.resume)
+    stored = run_dir.read_settings()                 # is it a run at all? (locks it)
+    try:
+        return _checked_resume(args, argv, run_dir, stored)
+    except BaseException:
+        run_dir.unlock()
+        raise
+
+
+def _checked_resume(args, argv, run_dir: RunDirectory, stored: dict) -> tuple:
+    explicit = resume.explicit_flags(build_parser, argv)
+    resume.check_flags(explicit)
+    config = run_dir.file("config.json")
+    required = set(COMMON_DEFAULTS) | {k for recipe in RECIPES.values() for k in recipe}
+    ns = resume.stored_namespace(build_parser(), stored, config, required)
+    for key in ("epochs", "threads", "backend"):
+        if key in explicit:
+            setattr(ns, key, explicit[key])
+    try:
+        s = resolve_settings(ns)
+    except UsageError as exc:
+        blamed = any(str(exc).startswith("--" + k) for k in explicit)
+        raise UsageError(str(exc) if blamed else f"{config}: settings: {exc}") from None
+    return s, run_dir, explicit.get("epochs")
 
 
 def _make_trainer(s: dict, ds, run_dir: RunDirectory, log, progress: bool) -> Trainer:
@@ -328,6 +357,24 @@ def _make_trainer(s: dict, ds, run_dir: RunDirectory, log, progress: bool) -> Tr
                    meta={"settings": s}, log=log, progress=progress, monitor=monitor)
 
 
+def _restore(trainer: Trainer, s: dict, run_dir: RunDirectory, log) -> None:
+    """Put the trainer where last.npz stopped; record a changed --epochs in config.json."""
+    ckpt = checkpoint.load_into(trainer.model, run_dir.file("last.npz"))
+    trainer.restore(ckpt, run_dir.file("last.npz"))
+    doc = run_dir.read_config()
+    before = doc["settings"]["epochs"]
+    if trainer.epoch > s["epochs"]:
+        raise UsageError(f"--epochs {s['epochs']} is fewer than the {trainer.epoch} epochs {run_dir.path} "
+                         "has already trained")
+    if s["epochs"] != before:
+        doc["settings"]["epochs"] = s["epochs"]
+        doc.setdefault("epochs_changed", []).append({"from": before, "to": s["epochs"], "at_epoch": trainer.epoch})
+        run_dir.write_config(doc)
+        spans = " (the cosine schedule now spans them all)" if s["schedule"] == "cosine" and not s["lr_list"] else ""
+        log(f"epochs: {before} -> {s['epochs']}{spans}")
+    log(f"resuming {run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
+
+
 def _test_metrics(trainer: Trainer, ds, t_start: float) -> tuple:
     """The best epoch's weights (best.npz's) on the test set -> (metrics doc, confusion, predictions)."""
     trainer.restore_best()
@@ -336,6 +383,7 @@ def _test_metrics(trainer: Trainer, ds, t_start: float) -> tuple:
     cm = confusion_matrix(ds.y_test, pred, ds.num_classes)
     metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": history.best_epoch,
                "monitor": trainer.tracker.monitor, "epochs": history.as_dicts(),
+               "stopped_early": trainer.stopped_early,
                "train_seconds": sum(e.seconds for e in history.epochs),
                "wall_seconds": time.perf_counter() - t_start, "confusion_matrix": cm.tolist(),
                "per_class_accuracy": per_class_accuracy(cm).tolist()}
@@ -349,8 +397,14 @@ def run(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     t_start = time.perf_counter()
-    s, run_dir = _open_run(args)
+    s, run_dir, asked_epochs = _open_run(args, argv)
     try:
+        done = resume.finished(run_dir) if args.resume else None
+        if done is not None and (asked_epochs is None or asked_epochs <= len(done["epochs"])):
+            print(resume.finished_message(run_dir, done, asked_epochs), flush=True)
+            return 0
+        if done is not None:
+            resume.finished_message(run_dir, done, asked_epochs)      # refuses an early-stopped run
         return _train(args, s, run_dir, log, t_start)
     finally:
         run_dir.unlock()                   # another training may use the folder now
@@ -365,12 +419,10 @@ def _train(args, s: dict, run_dir: RunDirectory, log, t_start: float) -> int:
         run_dir.create()                   # only now: nothing is made for a run that cannot start
     trainer = _make_trainer(s, ds, run_dir, log, progress=sys.stderr.isatty() and not args.quiet)
     if args.resume:
-        ckpt = checkpoint.load_into(trainer.model, run_dir.file("last.npz"))
-        trainer.restore(ckpt, run_dir.file("last.npz"))
-        log(f"resuming {run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
+        _restore(trainer, s, run_dir, log)
     else:
         run_dir.write_config({"settings": s, "versions": versions(), "backend": s["backend"],
-                              "threads": s["threads"]})
+                              "threads": s["threads"], "data_source": ds.source})
         log(f"model: {s['model']} ({trainer.model.num_params():,} parameters), backend {s['backend']}, "
             f"{s['threads']} thread{'s' if s['threads'] != 1 else ''}, run directory {run_dir.path}")
     history = trainer.run()

@@ -126,6 +126,7 @@ class Trainer:
         # position: the next epoch/batch to run and the running sums of the current epoch
         self.epoch, self.batch = 0, 0
         self.sums = _new_sums()
+        self.stopped_early = False                        # set when early stopping ends run()
         self._best_weights: Optional[tuple] = None        # (params, buffers) of the best epoch
 
     def _has_validation(self) -> bool:
@@ -148,6 +149,7 @@ class Trainer:
             "best": self.tracker.state(), "schedule": self.schedule.state(),
             "mean": self.data.mean, "std": self.data.std,
             "class_names": list(self.data.class_names),
+            "image_size": list(self.data.stored_image_size()),
         }
 
     def save(self, name: str) -> Optional[Path]:
@@ -284,6 +286,7 @@ class Trainer:
                 if self._run_epoch(stop) and self._finish_epoch():
                     self.log(f"early stopping: {self.early.monitor} has not improved for "
                              f"{self.early.patience} epochs (best epoch {self.history.best_epoch})")
+                    self.stopped_early = True
                     break
                 if stop.signum is not None:
                     self._interrupted(stop.signum)

@@ -56,7 +56,7 @@ def test_checkpoint_export_folds_standardisation_and_padding(synthetic_idx, tmp_
     from fastlenet import checkpoint
     from fastlenet.evaluate import prepare_inputs
     model, ckpt = checkpoint.load_model(out / "best.npz", backend="numpy")
-    want = model.forward(prepare_inputs(images, ckpt.meta, model.input_shape))
+    want = model.forward(prepare_inputs(images, ckpt.inference, model.input_shape))
     got_rt, got_ref = run_both(onnx_path, images)
     assert np.abs(got_rt - want).max() < 1e-4
     assert np.abs(got_ref - want).max() < 1e-4

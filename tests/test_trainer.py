@@ -88,7 +88,7 @@ def test_early_stopping_tests_best_npz_and_names_its_epoch(noisy_idx, tmp_path, 
     assert metrics["best_epoch"] == 1 + int(np.argmax(val))          # the first epoch of the best value
     model, ckpt = checkpoint.load_model(run / "best.npz", backend="numpy")
     ds = data.load("idx", data_dir=noisy_idx)
-    _, acc, _ = evaluate(model, data.prepare_inputs(ds.x_test, ckpt.meta, model.input_shape), ds.y_test)
+    _, acc, _ = evaluate(model, data.prepare_inputs(ds.x_test, ckpt.inference, model.input_shape), ds.y_test)
     assert acc == metrics["test_accuracy"]
     capsys.readouterr()
     from fastlenet import evaluate as evaluate_cli
