@@ -40,12 +40,12 @@ class ImageError(ValueError):
 # --------------------------------------------------------------------------- values
 def scaled(a: np.ndarray, where: str, notes: List[str]) -> np.ndarray:
     """Any numeric array -> float32 in [0, 1], scaled by its real range (see module doc)."""
+    if a.size == 0:
+        raise ImageError(f"{where}: the image is empty (shape {a.shape})")
     if a.dtype == np.bool_:
         return a.astype(np.float32)
     if a.dtype.kind not in "uif":
         raise ImageError(f"{where}: array dtype {a.dtype} is not numeric")
-    if a.size == 0:
-        raise ImageError(f"{where}: the image is empty (shape {a.shape})")
     if a.dtype.kind == "f":
         return _scaled_float(a, where, notes)
     lo, hi = int(a.min()), int(a.max())

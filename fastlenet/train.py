@@ -243,6 +243,7 @@ def prepare_data(s: dict, log) -> data.Dataset:
         ds.x_train, ds.y_train = ds.x_train[: s["limit"]], ds.y_train[: s["limit"]]
     if s["val_split"] > 0:
         data.split_validation(ds, s["val_split"], seed=s["seed"])
+    check_splits(s, ds)                          # before statistics are taken of an empty split
     if s["standardize"]:
         data.standardize(ds)
     if s["pad32"]:
@@ -414,7 +415,6 @@ def _train(args, s: dict, run_dir: RunDirectory, log, t_start: float) -> int:
     """Train the run ``_open_run`` opened (and locked): data, model, epochs, test metrics."""
     kernels.set_num_threads(s["threads"])
     ds = prepare_data(s, log)
-    check_splits(s, ds)
     if not args.resume:
         run_dir.create()                   # only now: nothing is made for a run that cannot start
     trainer = _make_trainer(s, ds, run_dir, log, progress=sys.stderr.isatty() and not args.quiet)

@@ -29,7 +29,9 @@ def test_a_bad_number_is_refused_up_front_naming_its_flag(synthetic_idx, tmp_pat
 @pytest.mark.parametrize("flags,what", [
     (["--limit", "10", "--val-split", "0.95"], "no training images"),
     (["--val-split", "0.0001", "--early-stopping", "1"], "no validation images"),
+    (["--limit", "10", "--val-split", "0.95", "--standardize"], "no training images"),   # no NumPy warning first
 ])
+@pytest.mark.filterwarnings("error")
 def test_an_empty_split_is_refused_before_the_run_directory_exists(synthetic_idx, tmp_path, capsys, flags, what):
     out = tmp_path / "run"
     code = train.main(["--dataset", "idx", "--data-dir", str(synthetic_idx), "--out", str(out),

@@ -106,6 +106,7 @@ def test_ambiguous_layouts_are_refused_naming_the_shape(tmp_path, shape):
     (np.full((28, 28), 300.0), "neither 0..1 nor 0..255"),
     (np.array(["a"] * 4).reshape(2, 2), "not numeric"),
     (np.zeros((0, 28, 28), np.uint8), "empty"),
+    (np.zeros((0, 4, 28, 28), bool), "empty"),          # found by tests/robustness_campaign.py
 ])
 def test_bad_values_are_refused(tmp_path, array, message):
     np.save(tmp_path / "a.npy", array)
