@@ -1,5 +1,5 @@
 """Shared test helpers: dtype-keyed tolerances, a comparison that explains
-itself, and a central finite-difference gradient checker."""
+itself, a central finite-difference gradient checker, and the campaigns' outcome table."""
 from __future__ import annotations
 
 import numpy as np
@@ -65,3 +65,12 @@ def linear_grads(lin, dy, x, w, y=None, need_dx=True):
     db = np.full(w.shape[1], np.nan, w.dtype)
     dx = lin.linear_backward(dy, x, w, dy if y is None else y, y is not None, need_dx, dw, db)
     return dx, dw, db
+
+
+def print_outcomes(outcomes, failures: int, seed: int) -> int:
+    """A campaign's table, (group, outcome) -> count, and its exit status (1 on any failure)."""
+    width = max([len(o) for _, o in outcomes] + [8])
+    for (group, outcome), n in sorted(outcomes.items()):
+        print(f"  {group:<11} {outcome:<{width}} {n}")
+    print(f"unexpected: {failures} (seed {seed})")
+    return 1 if failures else 0

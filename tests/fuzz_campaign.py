@@ -21,6 +21,9 @@ import numpy as np
 
 from fastlenet import checkpoint, data, models
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checks import print_outcomes  # noqa: E402
+
 
 def mutate(rng, blob):
     kind = rng.integers(0, 4)
@@ -72,10 +75,7 @@ def run(cases, seed):
                 traceback.print_exc()
         seconds = time.perf_counter() - t0
     print(f"{cases} cases in {seconds:.0f} s (seed {seed})")
-    for (target, outcome), n in sorted(outcomes.items()):
-        print(f"  {target:<11} {outcome:<8} {n}")
-    print(f"unexpected exceptions: {failures}")
-    return 1 if failures else 0
+    return print_outcomes(outcomes, failures, seed)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from checks import print_outcomes                                      # noqa: E402
 from fastlenet import checkpoint, data, images, kernels, models, train   # noqa: E402
 from fastlenet.fileio import WriteRefused, atomic_write_bytes            # noqa: E402
 
@@ -363,11 +364,7 @@ def run(cases: int, seed: int, only) -> int:
                         traceback.print_exc()
                 shutil.rmtree(work, ignore_errors=True)
             print(f"{name}: {cases} cases in {time.perf_counter() - t0:.0f} s", flush=True)
-    print(f"\n{'class':<10} {'outcome':<44} cases")
-    for (name, outcome), n in sorted(outcomes.items()):
-        print(f"{name:<10} {outcome:<44} {n}")
-    print(f"unexpected: {failures} (seed {seed})")
-    return 1 if failures else 0
+    return print_outcomes(outcomes, failures, seed)
 
 
 if __name__ == "__main__":
