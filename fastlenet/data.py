@@ -229,10 +229,11 @@ def _file_in(folder: Path, base: str) -> Optional[Path]:
     return None
 
 
-def _files_in(folder: Path, name: str) -> Optional[Dict[str, Path]]:
-    """The four files in ``folder`` or ``folder/<name>``, or None when incomplete."""
+def _files_in(folder: Path, name: str, bases=None) -> Optional[Dict[str, Path]]:
+    """The files ``bases`` (default: all four) in ``folder`` or ``folder/<name>``, or None
+    when incomplete."""
     for d in (folder / name, folder) if name else (folder,):
-        found = {base: _file_in(d, base) for base in SPLIT_FILES.values()}
+        found = {base: _file_in(d, base) for base in (bases or SPLIT_FILES.values())}
         if all(found.values()):
             return found
     return None
@@ -249,6 +250,21 @@ def search_dirs(name: str, data_dir: Optional[Union[str, Path]] = None) -> List[
     dirs.append(cache_dir())
     dirs.extend(SYSTEM_DIRS)
     return dirs
+
+
+def _check_asked_folder(name: str, data_dir, bases=None) -> None:
+    """A folder the user named (--data-dir, else $FASTLENET_DATA) must hold the dataset:
+    it is never silently skipped for another source."""
+    env = os.environ.get("FASTLENET_DATA")
+    folder, what = (data_dir, "--data-dir") if data_dir is not None else (env, "FASTLENET_DATA=") if env else (None, "")
+    if folder is None or _files_in(Path(folder), name, bases) is not None:
+        return
+    flag = f"{what} {folder}" if what == "--data-dir" else f"{what}{folder}"
+    fix = "; fix it or unset it" if what != "--data-dir" else ""
+    if not Path(folder).exists():
+        raise DatasetNotFound(f"{flag} does not exist{fix}")
+    raise DatasetNotFound(f"{flag} does not hold {name}: looked in {folder} and {Path(folder) / name} for "
+                          f"{_listing(bases or SPLIT_FILES.values())}{fix}")
 
 
 def md5_hex(data: bytes) -> str:
@@ -292,7 +308,7 @@ def download(info: DatasetInfo, dest: Optional[Path] = None, timeout: float = 30
                                          retries=retries, timeout=timeout, deadline=deadline,
                                          progress=progress)
         except TransferError as exc:
-            raise DatasetNotFound(f"could not download {info.name} file {fname}; tried: {exc}") from None
+            raise DatasetNotFound(f"downloading {fname} failed: {exc}") from None
     return paths
 
 
@@ -384,56 +400,68 @@ def to_float(images: np.ndarray) -> np.ndarray:
     return out
 
 
+def _wanted(test_only: bool) -> Dict[str, str]:
+    return {k: v for k, v in SPLIT_FILES.items() if k.startswith("test") or not test_only}
+
+
+def _listing(bases) -> str:
+    return ", ".join(f"{b}[.gz]" for b in bases)
+
+
+def _idx_files(data_dir, wanted: Dict[str, str]) -> Tuple[Dict[str, bytes], Dict[str, Path], str]:
+    if data_dir is None:
+        raise DatasetNotFound("--dataset idx needs --data-dir: a folder holding " + _listing(wanted.values()))
+    files = _files_in(Path(data_dir), "", wanted.values())
+    if files is None:
+        raise DatasetNotFound(f"{data_dir} does not hold the IDX files " + _listing(wanted.values()))
+    return {base: read_idx_bytes(p) for base, p in files.items()}, files, str(Path(data_dir))
+
+
+def _registered_files(name: str, data_dir, wanted: Dict[str, str], download_missing: bool,
+                      verify: bool) -> Tuple[Dict[str, bytes], Dict[str, Path], str]:
+    if name not in DATASETS:
+        raise DatasetNotFound(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or 'idx'")
+    info = DATASETS[name]
+    searched = search_dirs(name, data_dir)
+    _check_asked_folder(name, data_dir, wanted.values())
+    files = next((f for f in (_files_in(d, name, wanted.values()) for d in searched) if f), None)
+    if files is None and download_missing:
+        try:
+            files = download(info)
+        except DatasetNotFound as exc:
+            raise DatasetNotFound(
+                f"{name} is not in {' or '.join(map(str, searched))}, and {exc}. Fix: pass --data-dir DIR "
+                f"(or set FASTLENET_DATA) to a folder with the files {', '.join(wanted.values())} "
+                f"(.gz or not), or allow network access") from None
+    if files is None:
+        raise DatasetNotFound(f"{name} is not in any of: {', '.join(map(str, searched))}")
+    files = {base: files[base] for base in wanted.values()}
+    payloads = {base: (_verified_payload(info, base, p) if verify else read_idx_bytes(p)) for base, p in files.items()}
+    return payloads, files, str(next(iter(files.values())).parent)
+
+
 def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missing: bool = True,
-         verify: bool = True) -> Dataset:
+         verify: bool = True, test_only: bool = False) -> Dataset:
     """Load ``mnist``, ``fashion-mnist`` or ``idx`` (any folder with the four standard files).
 
     Registered datasets are looked up in ``data_dir`` (the folder itself or
     ``data_dir/<name>``), ``$FASTLENET_DATA``, the user cache and
     ``/usr/share/datasets``, then downloaded; checksums are verified on the
     decompressed payload.  ``idx`` needs ``data_dir`` and infers the class count.
+    ``test_only``: only the two ``t10k-*`` files are needed (the train arrays are empty).
     """
-    if name == "idx":
-        if data_dir is None:
-            raise DatasetNotFound("--dataset idx needs --data-dir: a folder holding "
-                                  + ", ".join(f"{b}[.gz]" for b in SPLIT_FILES.values()))
-        files = _files_in(Path(data_dir), "")
-        if files is None:
-            raise DatasetNotFound(f"{data_dir} does not hold the four IDX files "
-                                  + ", ".join(f"{b}[.gz]" for b in SPLIT_FILES.values()))
-        payloads = {base: read_idx_bytes(p) for base, p in files.items()}
-        info = None
-        source = str(Path(data_dir))
-    else:
-        if name not in DATASETS:
-            raise DatasetNotFound(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or 'idx'")
-        info = DATASETS[name]
-        searched = search_dirs(name, data_dir)
-        if data_dir is not None and _files_in(Path(data_dir), name) is None:
-            raise DatasetNotFound(                       # asked for, so never silently skipped
-                f"--data-dir {data_dir} does not hold {name}: looked in {data_dir} and {Path(data_dir) / name} "
-                f"for {', '.join(f'{b}[.gz]' for b in SPLIT_FILES.values())}")
-        files = next((f for f in (_files_in(d, name) for d in searched) if f), None)
-        if files is None and download_missing:
-            try:
-                files = download(info)
-            except DatasetNotFound as exc:
-                raise DatasetNotFound(
-                    f"{name} is not in any of: {', '.join(map(str, searched))} (nor <folder>/{name}), "
-                    f"and downloading failed: {exc}. Put the four .gz files "
-                    f"({', '.join(SPLIT_FILES.values())}) in one of those folders, or pass --data-dir / "
-                    f"set FASTLENET_DATA."
-                ) from None
-        if files is None:
-            raise DatasetNotFound(f"{name} is not in any of: {', '.join(map(str, searched))}")
-        payloads = {base: (_verified_payload(info, base, p) if verify else read_idx_bytes(p))
-                    for base, p in files.items()}
-        source = str(next(iter(files.values())).parent)
+    wanted = _wanted(test_only)
+    info = DATASETS.get(name) if name != "idx" else None
+    payloads, files, source = (_idx_files(data_dir, wanted) if name == "idx" else
+                               _registered_files(name, data_dir, wanted, download_missing, verify))
     arrays = {key: decode_idx(payloads[base], str(files[base]), 3 if "images" in key else 1)
-              for key, base in SPLIT_FILES.items()}
+              for key, base in wanted.items()}
     num_classes = len(info.class_names) if info else None
-    x_train, y_train = _images_and_labels(arrays["train_images"], arrays["train_labels"], "train", num_classes)
     x_test, y_test = _images_and_labels(arrays["test_images"], arrays["test_labels"], "test", num_classes)
+    if test_only:
+        x_train, y_train = x_test[:0], y_test[:0]
+    else:
+        x_train, y_train = _images_and_labels(arrays["train_images"], arrays["train_labels"], "train", num_classes)
     notes = []
     if info is None:
         values, class_names, note = class_mapping(y_train, y_test)
@@ -446,7 +474,7 @@ def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missin
         raise IDXError(f"train images are {x_train.shape[2:]} but test images are {x_test.shape[2:]}")
     return Dataset(name, x_train, y_train, x_test, y_test, class_names,
                    flip_ok=bool(info and info.flip_ok), source=source, notes=notes,
-                   image_size=tuple(x_train.shape[2:]))
+                   image_size=tuple(x_test.shape[2:]))
 
 
 # --------------------------------------------------------------------------- preparation

@@ -15,6 +15,7 @@ import hashlib
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -30,7 +31,30 @@ CHUNK = 1 << 16
 
 
 class TransferError(Exception):
-    """One attempt at one URL failed; the message says why in a few words."""
+    """Fetching failed; the message says why in a few words.  ``attempts``: the
+    (url, reason) of every attempt, when several were made."""
+
+    def __init__(self, message: str, attempts=()) -> None:
+        super().__init__(message)
+        self.attempts = list(attempts)
+
+
+class Unreachable(TransferError):
+    """No connection could be made (DNS, refused, no route): retrying will not help."""
+
+
+def summary(attempts) -> str:
+    """The attempts grouped by reason: 'reason (url, url); reason (url)'."""
+    groups: Dict[str, List[str]] = {}
+    for url, reason in attempts:
+        groups.setdefault(reason, [])
+        if url not in groups[reason]:
+            groups[reason].append(url)
+    def where(reason, urls):                     # unreachable: the hosts say it all
+        if reason.startswith("cannot connect"):
+            return ", ".join(dict.fromkeys(urllib.parse.urlsplit(u).netloc for u in urls))
+        return ", ".join(urls)
+    return "; ".join(f"{reason} ({where(reason, urls)})" for reason, urls in groups.items())
 
 
 def deadline_for(size: Optional[int]) -> float:
@@ -56,7 +80,8 @@ def _announced_length(response, url: str, limit: int) -> Optional[int]:
 
 
 def fetch(url: str, size: Optional[int], timeout: float = 30.0, deadline: Optional[float] = None,
-          progress: Optional[Callable[[int], None]] = None) -> bytes:
+          progress: Optional[Callable[[int], None]] = None,
+          on_start: Optional[Callable[[], None]] = None) -> bytes:
     """The body of ``url``: at most ``size`` bytes (or :data:`MAX_UNKNOWN_BYTES`), all
     within ``deadline`` seconds (default :func:`deadline_for`); ``timeout`` bounds each
     read.  Raises :class:`TransferError` naming what went wrong."""
@@ -66,6 +91,8 @@ def fetch(url: str, size: Optional[int], timeout: float = 30.0, deadline: Option
     try:
         with urllib.request.urlopen(url, timeout=min(timeout, deadline)) as response:
             length = _announced_length(response, url, limit)
+            if on_start is not None:
+                on_start()
             body = bytearray()
             while True:
                 left = deadline - (time.monotonic() - start)
@@ -83,7 +110,8 @@ def fetch(url: str, size: Optional[int], timeout: float = 30.0, deadline: Option
     except urllib.error.HTTPError as exc:
         raise TransferError(f"HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
-        raise TransferError(f"cannot connect: {exc.reason}") from None
+        reason = getattr(exc.reason, "strerror", None) or str(exc.reason)
+        raise Unreachable(f"cannot connect: {reason}") from None
     except (OSError, ValueError) as exc:           # timeouts, resets, IncompleteRead, bad URLs
         raise TransferError(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}") from None
     if length is not None and len(body) != length:
@@ -101,32 +129,36 @@ def _progress_bar(total: Optional[int], label: str, enabled: bool):
 def fetch_verified(urls: List[str], fname: str, md5: str, size: Optional[int], dest: Path,
                    retries: int = 1, timeout: float = 30.0, deadline: Optional[float] = None,
                    progress: bool = False) -> Path:
-    """Try each of ``urls`` (1 + ``retries`` times unless it answers an HTTP error) until
-    one gives ``size`` bytes whose MD5 is ``md5``; write them atomically to
-    ``dest/fname``.  Raises :class:`TransferError` listing every attempt."""
+    """Try each of ``urls`` (1 + ``retries`` times after a transfer that broke off; once
+    when it cannot be reached or answers an HTTP error) until one gives ``size`` bytes
+    whose MD5 is ``md5``; write them atomically to ``dest/fname``.  Each transfer that
+    starts is announced on stderr.  Raises :class:`TransferError` with every attempt."""
     attempts = []
     for url in urls:
         for _ in range(1 + retries):
-            what = f"{_megabytes(size)}, " if size is not None else ""
-            print(f"fastlenet: downloading {fname} ({what}at most {deadline or deadline_for(size):.0f} s) "
-                  f"from {url}", file=sys.stderr)
             bar = _progress_bar(size, fname, progress)
             try:
-                body = fetch(url, size, timeout, deadline, bar.update if bar else None)
+                body = fetch(url, size, timeout, deadline, bar.update if bar else None,
+                             on_start=lambda: _announce(fname, size, deadline, url))
             except TransferError as exc:
-                attempts.append(f"{url}: {exc}")
-                if str(exc).startswith("HTTP "):
-                    break                        # a 404 will not get better on a retry
+                attempts.append((url, str(exc)))
+                if isinstance(exc, Unreachable) or str(exc).startswith("HTTP "):
+                    break                        # neither will get better on a retry
                 continue
             finally:
                 if bar is not None:
                     bar.close()
             got = hashlib.md5(body, usedforsecurity=False).hexdigest()
             if got != md5:
-                attempts.append(f"{url}: MD5 {got} is not the published {md5} (corrupt or a different file)")
+                attempts.append((url, f"MD5 {got} is not the published {md5} (corrupt or a different file)"))
                 break
             dest.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(dest / fname, body)
             return dest / fname
-    raise TransferError("; ".join(attempts))
+    raise TransferError(summary(attempts), attempts)
 
+
+def _announce(fname: str, size: Optional[int], deadline: Optional[float], url: str) -> None:
+    what = f"{_megabytes(size)}, " if size is not None else ""
+    print(f"fastlenet: downloading {fname} ({what}at most {deadline or deadline_for(size):.0f} s) from {url}",
+          file=sys.stderr, flush=True)

@@ -1,17 +1,22 @@
-"""``python -m fastlenet.evaluate CKPT --dataset D``: accuracy, per-class accuracy
-and the confusion matrix (as text) of a saved model on a dataset's test set.
+"""``fastlenet evaluate CKPT``: accuracy, per-class accuracy and the confusion matrix
+of a saved model on a test set (``--json``: as one JSON document).
 
-The checkpoint's own normalisation statistics and input size are applied.
+The dataset defaults to the one the checkpoint was trained on, and the folder to
+the one it was trained from while it exists; only the two ``t10k-*`` files are
+needed.  The checkpoint's own normalisation statistics and image size are applied.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 
 from . import checkpoint, data
+from .cli import HelpFormatter, closed_pipe
 from .data import prepare_inputs
 from .metrics import confusion_matrix, evaluate
 
@@ -23,10 +28,19 @@ def format_confusion(cm: np.ndarray, names) -> str:
     return "true \\ predicted\n" + head + "\n" + "\n".join(rows)
 
 
-def model_labels(ds: data.Dataset, names, dataset: str) -> np.ndarray:
-    """The test labels as the model's output indices, matched by class name (an ``idx``
-    dataset's classes are its label values, which the model's names record)."""
+def model_labels(ds: data.Dataset, names, dataset: str, warn=None) -> np.ndarray:
+    """The test labels as the model's output indices.  Same class list: as they are.  An
+    ``idx`` dataset (whose classes are its label values, which the model's names record):
+    matched by name, a class the model never saw refused.  Another registered dataset's
+    different list: by index, with a warning (``warn``)."""
     if list(ds.class_names) == list(names):
+        return ds.y_test
+    if ds.name != "idx":
+        if ds.num_classes > len(names):
+            raise ValueError(f"{dataset} has {ds.num_classes} classes but the model predicts {len(names)}")
+        if warn is not None:
+            warn(f"the model's classes ({', '.join(names[:5])}, ...) are not {dataset}'s "
+                 f"({', '.join(ds.class_names[:5])}, ...): scored by class index")
         return ds.y_test
     index = {name: i for i, name in enumerate(names)}
     present = [ds.class_names[c] for c in np.unique(ds.y_test)]
@@ -39,34 +53,73 @@ def model_labels(ds: data.Dataset, names, dataset: str) -> np.ndarray:
     return lookup[ds.y_test]
 
 
-def run(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fastlenet.evaluate", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("checkpoint", help="a best.npz / last.npz written by fastlenet.train")
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "idx"], required=True)
-    p.add_argument("--data-dir", default=None, help="folder holding the IDX files")
-    p.add_argument("--backend", choices=["numpy", "numba", "cython"], default=None)
-    args = p.parse_args(argv)
+def recorded_data(meta: dict, dataset: Optional[str], data_dir: Optional[str]):
+    """(dataset, data folder) to evaluate on: the flags, else what the checkpoint recorded
+    (its dataset, and the folder it was trained from while that folder still exists)."""
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    recorded = settings.get("dataset") if settings.get("dataset") in ("mnist", "fashion-mnist", "idx") else None
+    dataset = dataset or recorded
+    if dataset is None:
+        raise ValueError("--dataset is needed: the checkpoint does not record the dataset it was trained on")
+    source = meta.get("data_source")
+    if data_dir is None and dataset == recorded and isinstance(source, str) and Path(source).is_dir():
+        data_dir = source
+    return dataset, data_dir
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].replace("``", ""),
+                                formatter_class=HelpFormatter)
+    p.add_argument("checkpoint", help="a best.npz / last.npz written by fastlenet train")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "idx"], default=None,
+                   help="the test set to use; default: the dataset the checkpoint was trained on")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding the test files (t10k-images/labels-idx*-ubyte[.gz]); default: the folder "
+                        "the checkpoint was trained from if it still exists, else the usual places")
+    p.add_argument("--backend", choices=["numpy", "numba", "cython"], default=None,
+                   help="kernel backend; default: $FASTLENET_BACKEND, else the fastest available")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON document")
+    return p
+
+
+def run(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.evaluate") -> int:
+    args = build_parser(prog).parse_args(argv)
     model, ckpt = checkpoint.load_model(args.checkpoint, backend=args.backend)
-    ds = data.load(args.dataset, data_dir=args.data_dir)
+    dataset, data_dir = recorded_data(ckpt.meta, args.dataset, args.data_dir)
+    ds = data.load(dataset, data_dir=data_dir, test_only=True)
     names = list(ckpt.inference.class_names)
-    y = model_labels(ds, names, args.dataset)
+    y = model_labels(ds, names, dataset, warn=lambda m: print(f"{prog}: warning: {m}", file=sys.stderr))
     x = prepare_inputs(ds.x_test, ckpt.inference, model.input_shape)
     loss, acc, pred = evaluate(model, x, y)
     cm = confusion_matrix(y, pred, len(names))
-    print(f"{args.dataset} test set: {len(ds.y_test)} images, accuracy {100 * acc:.2f}%, loss {loss:.4f}")
-    print("per-class accuracy:")
-    for name, row, i in zip(names, cm, range(len(names))):
-        print(f"  {i:>2} {name:<12} {100 * row[i] / max(row.sum(), 1):6.2f}%  ({row[i]}/{row.sum()})")
-    print(format_confusion(cm, [str(i) for i in range(len(names))]))
+    if args.json:
+        print(json.dumps(results_doc(dataset, ds.source, loss, acc, cm, names)))
+    else:
+        print_results(dataset, len(y), loss, acc, cm, names)
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def results_doc(dataset: str, source: str, loss: float, acc: float, cm: np.ndarray, names) -> dict:
+    return {"dataset": dataset, "data_source": source, "images": int(cm.sum()), "accuracy": acc, "loss": loss,
+            "per_class": [{"class": n, "correct": int(cm[i, i]), "total": int(cm[i].sum())}
+                          for i, n in enumerate(names)], "confusion_matrix": cm.tolist()}
+
+
+def print_results(dataset: str, n: int, loss: float, acc: float, cm: np.ndarray, names) -> None:
+    print(f"{dataset} test set: {n} images, accuracy {100 * acc:.2f}%, loss {loss:.4f}")
+    print("per-class accuracy:")
+    for i, (name, row) in enumerate(zip(names, cm)):
+        print(f"  {i:>2} {name:<12} {100 * row[i] / max(row.sum(), 1):6.2f}%  ({row[i]}/{row.sum()})")
+    print(format_confusion(cm, [str(i) for i in range(len(names))]))
+
+
+def main(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.evaluate") -> int:
     try:
-        return run(argv)
+        return run(argv, prog)
+    except BrokenPipeError:
+        return closed_pipe()
     except (data.DatasetError, checkpoint.CheckpointError, ValueError) as exc:
-        print(f"fastlenet.evaluate: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
 
 

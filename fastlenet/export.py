@@ -1,4 +1,4 @@
-"""Export a trained model to ONNX (needs the ``onnx`` extra).
+"""``fastlenet export CKPT OUT.onnx``: a trained model as ONNX (needs the ``onnx`` extra).
 
     python -m fastlenet.export runs/RUN/best.npz model.onnx
     fastlenet.export.to_onnx(model, "model.onnx", mean=..., std=...)
@@ -164,8 +164,8 @@ def export_checkpoint(ckpt_path, out_path):
                           sources=[ckpt_path])
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fastlenet.export", description=__doc__.splitlines()[0])
+def main(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.export") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("checkpoint", help="a best.npz / last.npz written by fastlenet.train")
     p.add_argument("output", help="the .onnx file to write")
     args = p.parse_args(argv)

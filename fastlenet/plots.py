@@ -4,9 +4,12 @@ Dimension legend: N images, C channels, H/W height/width, K classes.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import atomic_write_bytes
 
 import matplotlib
 
@@ -15,16 +18,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
-    """Draw to a temporary file, then rename: a crash never leaves half a PNG."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    """Draw into memory, then write atomically (fastlenet.fileio): a crash never leaves
+    half a PNG, and only a regular file is ever replaced."""
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        tmp.replace(path)
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def curves(path: Path, history) -> None:

@@ -1,4 +1,4 @@
-"""``python -m fastlenet.predict CKPT FILE...``: classify images with a saved model.
+"""``fastlenet predict CKPT FILE...``: classify images with a saved model.
 
 FILE is a picture (PNG/JPEG/TIFF..., needs the ``image`` extra, Pillow) or a
 ``.npy`` array: (H, W), (N, H, W), (N, C, H, W) or channel-last (H, W, C) /
@@ -10,6 +10,8 @@ light on dark: pass ``--invert`` for dark-on-light photos and scans.
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -17,8 +19,10 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from . import checkpoint, images
+from .cli import HelpFormatter, closed_pipe
 from .data import prepare_inputs
 from .losses import softmax
+
 
 def read_inputs(path: Path, size: Tuple[int, int], notes: List[str]) -> np.ndarray:
     """Any accepted file (see :mod:`fastlenet.images`) -> float32 (N, 1, H, W) in [0, 1]
@@ -33,38 +37,100 @@ def read_inputs(path: Path, size: Tuple[int, int], notes: List[str]) -> np.ndarr
     return x
 
 
-def run(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fastlenet.predict", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("checkpoint", help="a best.npz / last.npz written by fastlenet.train")
-    p.add_argument("files", nargs="+", help="PNG/JPEG images or .npy arrays")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+#: an image whose mean grey level is above this looks dark-on-light (MNIST is light on dark)
+BRIGHT = 0.5
+
+
+def expand(args: List[str]) -> Tuple[List[Path], List[str]]:
+    """FILE arguments -> (files, problems): a folder gives its pictures and .npy files (sorted),
+    a glob pattern its matches; an argument that gives nothing is a problem."""
+    files, problems = [], []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES + (".npy",))
+            if not found:
+                problems.append(f"{path}: a folder with no pictures or .npy files")
+        elif not path.exists() and glob.has_magic(arg):
+            found = [Path(p) for p in sorted(glob.glob(arg)) if Path(p).is_file()]
+            if not found:
+                problems.append(f"{arg}: no file matches")
+        else:
+            found = [path]
+        files.extend(found)
+    return files, problems
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].replace("``", ""),
+                                formatter_class=HelpFormatter)
+    p.add_argument("checkpoint", help="a best.npz / last.npz written by fastlenet train")
+    p.add_argument("files", nargs="+", help="pictures or .npy arrays; folders and glob patterns ('digits/*.png') too")
     p.add_argument("--top", type=int, default=3, help="how many classes to print per image")
     p.add_argument("--invert", action="store_true", help="invert grey levels (dark digits on a light background)")
-    p.add_argument("--backend", choices=["numpy", "numba", "cython"], default=None)
-    args = p.parse_args(argv)
-    model, ckpt = checkpoint.load_model(args.checkpoint, backend=args.backend)
+    p.add_argument("--backend", choices=["numpy", "numba", "cython"], default=None,
+                   help="kernel backend; default: $FASTLENET_BACKEND, else the fastest available")
+    p.add_argument("--json", action="store_true", help="print one JSON document: per image, its top classes")
+    return p
+
+
+def classify(model, ckpt, path: Path, args, notes: List[str]) -> List[dict]:
+    """One file's images -> [{"file", "index", "top": [{"class", "probability"}]}]."""
+    x = read_inputs(path, ckpt.inference.image_size, notes)
+    if args.invert:
+        x = 1.0 - x
+    elif float(x.mean()) > BRIGHT:
+        notes.append(f"{path.name}: mostly bright (mean {x.mean():.2f}); if it is dark on light, try --invert")
+    probs = softmax(model.forward(prepare_inputs(x, ckpt.inference, model.input_shape)).astype(np.float64))
     names = ckpt.inference.class_names
-    for f in args.files:
-        path = Path(f)
+    return [{"file": str(path), "index": i, "images": len(probs),
+             "top": [{"class": names[k], "probability": float(pr[k])} for k in np.argsort(pr)[::-1][: max(1, args.top)]]}
+            for i, pr in enumerate(probs)]
+
+
+def run(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.predict") -> int:
+    """Exit 0 when every input was classified, 1 when some could not be read (each named
+    on stderr, the rest classified), 2 when none could."""
+    args = build_parser(prog).parse_args(argv)
+    model, ckpt = checkpoint.load_model(args.checkpoint, backend=args.backend)
+    files, problems = expand(args.files)
+    for problem in problems:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+    results, all_notes = [], []
+    for path in files:
         notes: List[str] = []
-        x = read_inputs(path, ckpt.inference.image_size, notes)
-        if args.invert:
-            x = 1.0 - x
-        for note in notes:
-            print(f"note: {note}")
-        probs = softmax(model.forward(prepare_inputs(x, ckpt.inference, model.input_shape)).astype(np.float64))
-        for i, pr in enumerate(probs):
-            top = np.argsort(pr)[::-1][: max(1, args.top)]
-            label = f"{path.name}[{i}]" if len(probs) > 1 else path.name
-            print(f"{label}: " + ", ".join(f"{names[k]} {100 * pr[k]:.1f}%" for k in top))
-    return 0
+        try:
+            rows = classify(model, ckpt, path, args, notes)
+        except ValueError as exc:                  # ImageError and friends: this file only
+            problems.append(str(exc))
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            continue
+        all_notes += notes
+        results += rows
+        if not args.json:
+            print_rows(rows, notes)
+    if args.json:
+        print(json.dumps({"predictions": results, "notes": all_notes, "errors": problems}))
+    return 0 if not problems else (1 if results else 2)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def print_rows(rows: List[dict], notes: List[str]) -> None:
+    for note in notes:
+        print(f"note: {note}")
+    for row in rows:
+        name = Path(row["file"]).name
+        label = f"{name}[{row['index']}]" if row["images"] > 1 else name
+        print(f"{label}: " + ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in row["top"]))
+
+
+def main(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.predict") -> int:
     try:
-        return run(argv)
+        return run(argv, prog)
+    except BrokenPipeError:
+        return closed_pipe()
     except (checkpoint.CheckpointError, ValueError) as exc:
-        print(f"fastlenet.predict: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
 
 

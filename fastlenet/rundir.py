@@ -158,7 +158,8 @@ class RunDirectory:
             plots.confusion(self.file("confusion.png"), cm, ds.class_names)
             plots.samples(self.file("samples.png"), ds.x_test, ds.y_test, pred, ds.class_names)
         except ImportError as exc:
-            log(f"note: plots skipped ({exc}); install them with pip install 'fastlenet[plot]'")
+            log(f"note: plots skipped ({exc}); pip install 'fastlenet[plot]', then draw them with: "
+                f"fastlenet plot {self.path}")
         except OSError as exc:
             log(f"note: plots skipped: could not write them ({exc})")
 

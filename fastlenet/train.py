@@ -21,6 +21,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import __version__, checkpoint, data, kernels, models, optim, resume
+from .cli import HelpFormatter
 from .metrics import confusion_matrix, evaluate, per_class_accuracy
 from .rundir import RunDirectory, RunDirectoryError
 from .trainer import Trainer, TrainingStopped, fit
@@ -47,21 +48,12 @@ class UsageError(Exception):
     """A bad flag combination: reported as one line, exit code 2."""
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show "(default: ...)" except where the dataset's recipe supplies the value."""
-
-    def _get_help_string(self, action):
-        if action.default is None and "recipe" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m fastlenet.train") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m fastlenet.train",
+        prog=prog,
         description="Train LeNet-5 with fastlenet's compiled kernels. Unset options take the "
                     "dataset's default recipe (shown as 'recipe').",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     _data_flags(p.add_argument_group("data"))
     _model_flags(p.add_argument_group("model"))
@@ -355,7 +347,7 @@ def _make_trainer(s: dict, ds, run_dir: RunDirectory, log, progress: bool) -> Tr
         s["monitor"].replace("val_", "train_")
     return Trainer(model, ds, make_optimizer(s, model), make_schedule(s), s["epochs"], s["batch_size"],
                    s["seed"], early, s["augment"], s["label_smoothing"], s["max_shift"], run_dir,
-                   meta={"settings": s}, log=log, progress=progress, monitor=monitor)
+                   meta={"settings": s, "data_source": ds.source}, log=log, progress=progress, monitor=monitor)
 
 
 def _restore(trainer: Trainer, s: dict, run_dir: RunDirectory, log) -> None:
@@ -394,8 +386,8 @@ def _test_metrics(trainer: Trainer, ds, t_start: float) -> tuple:
     return metrics, cm, pred
 
 
-def run(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.train") -> int:
+    args = build_parser(prog).parse_args(argv)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     t_start = time.perf_counter()
     s, run_dir, asked_epochs = _open_run(args, argv)
@@ -436,11 +428,11 @@ def _train(args, s: dict, run_dir: RunDirectory, log, t_start: float) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.train") -> int:
     """The command line: one-line errors on stderr, exit codes 2 (usage/data), 3 (diverged),
     4 (could not save), 128+signal (interrupted)."""
     try:
-        return run(argv)
+        return run(argv, prog)
     except TrainingStopped as exc:
         print(f"fastlenet.train: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code

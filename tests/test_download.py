@@ -118,7 +118,7 @@ def test_dropped_connection_leaves_no_file_that_looks_complete(registered, isola
     with pytest.raises(data.DatasetNotFound) as err:
         data.load("tiny")
     text = str(err.value)
-    assert "drop/train-images-idx3-ubyte.gz" in text and "Put the four .gz files" in text
+    assert "drop/train-images-idx3-ubyte.gz" in text and "Fix: pass --data-dir DIR" in text
     leftovers = list((isolated_cache / "tiny").glob("*")) if (isolated_cache / "tiny").exists() else []
     assert leftovers == [], leftovers
 
@@ -128,7 +128,7 @@ def test_all_mirrors_down_gives_one_clear_message(registered, isolated_cache):
     with pytest.raises(data.DatasetNotFound) as err:
         data.load("tiny")
     text = str(err.value)
-    assert "missing/train-images-idx3-ubyte.gz: HTTP 404" in text
+    assert "HTTP 404" in text and "missing/train-images-idx3-ubyte.gz" in text
     assert "corrupt/train-images-idx3-ubyte.gz" in text
     assert "FASTLENET_DATA" in text
 
@@ -203,16 +203,29 @@ def test_an_interrupted_download_leaves_nothing(registered, isolated_cache, monk
         calls.append(n)
         raise KeyboardInterrupt
     real_fetch = download.fetch
-    monkeypatch.setattr(download, "fetch", lambda url, size, timeout, deadline, progress:
-                        real_fetch(url, size, timeout, deadline, interrupt))
+    monkeypatch.setattr(download, "fetch", lambda url, size, timeout, deadline, progress, on_start:
+                        real_fetch(url, size, timeout, deadline, interrupt, on_start))
     with pytest.raises(KeyboardInterrupt):
         data.load("tiny")
     assert calls and _cache_is_empty(isolated_cache)
 
 
-def test_each_attempt_is_announced_on_stderr(registered, isolated_cache, capsys):
+def test_each_transfer_that_starts_is_announced_on_stderr(registered, isolated_cache, capsys):
     registered("missing", "good")
     data.load("tiny")
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fastlenet: downloading")]
-    assert len(lines) == 8                         # per file: one 404 (not retried), then the good mirror
-    assert "train-images-idx3-ubyte.gz" in lines[0] and "/missing/" in lines[0] and "/good/" in lines[1]
+    assert len(lines) == 4                         # per file: the good mirror (the 404 never started)
+    assert "train-images-idx3-ubyte.gz (23.6 kB" in lines[0] and "/good/" in lines[0]
+
+
+def test_offline_is_one_short_line_with_the_two_fixes(monkeypatch, isolated_cache, tmp_path, capsys):
+    files, md5, gz_md5 = tiny_dataset()
+    mirrors = ("http://127.0.0.1:9/a/", "http://127.0.0.1:9/b/", "http://localhost:9/c/")
+    monkeypatch.setitem(data.DATASETS, "tiny", data.DatasetInfo("tiny", md5, gz_md5, mirrors, tuple("0123456789")))
+    with pytest.raises(data.DatasetNotFound) as err:
+        data.load("tiny")
+    text = str(err.value)
+    assert "\n" not in text and len(text) < 600, text
+    assert text.count("cannot connect") == 1 and "127.0.0.1:9, localhost:9" in text    # hosts, once each
+    assert "--data-dir" in text and "network access" in text
+    assert capsys.readouterr().err == ""          # nothing announced: no transfer started
