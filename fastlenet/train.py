@@ -21,6 +21,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import __version__, checkpoint, data, kernels, models, optim, resume
+from .callbacks import TensorBoard
 from .cli import HelpFormatter
 from .metrics import confusion_matrix, evaluate, per_class_accuracy
 from .rundir import RunDirectory, RunDirectoryError
@@ -146,6 +147,8 @@ def _run_flags(g) -> None:
     g.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last.npz with its own settings (only --epochs, --threads, --backend and --quiet may be given with it)")
     g.add_argument("--no-plots", action="store_true", help="do not draw curves.png, confusion.png, samples.png")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard scalars per epoch to RUN/tensorboard (the tensorboard extra)")
     g.add_argument("--quiet", action="store_true", help="print only the final result")
 
 
@@ -170,6 +173,8 @@ def resolve_settings(args: argparse.Namespace) -> dict:
         (not (s["early_stopping"] and s["monitor"].startswith("val") and s["val_split"] == 0),
          f"--early-stopping monitors {s['monitor']}, which needs --val-split > 0"),
         (not (s["dataset"] == "idx" and not s["data_dir"]), "--dataset idx needs --data-dir"),
+        (not s.get("tensorboard") or _importable("tensorboardX"),
+         "--tensorboard needs tensorboardX: pip install 'fastlenet[tensorboard]'"),
     ]
     for ok, message in checks:
         if not ok:
@@ -182,6 +187,11 @@ def resolve_settings(args: argparse.Namespace) -> dict:
                          "threads the kernels' pool holds (NUMBA_NUM_THREADS, set before start-up)")
     s["pad32"] = bool(s["pad32"] or models.preset_input_shape(s["model"])[1] == 32)
     return s
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
 
 
 def _lr_list(text: str) -> list:
@@ -347,7 +357,8 @@ def _make_trainer(s: dict, ds, run_dir: RunDirectory, log, progress: bool) -> Tr
         s["monitor"].replace("val_", "train_")
     return Trainer(model, ds, make_optimizer(s, model), make_schedule(s), s["epochs"], s["batch_size"],
                    s["seed"], early, s["augment"], s["label_smoothing"], s["max_shift"], run_dir,
-                   meta={"settings": s, "data_source": ds.source}, log=log, progress=progress, monitor=monitor)
+                   meta={"settings": s, "data_source": ds.source}, log=log, progress=progress, monitor=monitor,
+                   callbacks=[TensorBoard(run_dir.file("tensorboard"))] if s.get("tensorboard") else [])
 
 
 def _restore(trainer: Trainer, s: dict, run_dir: RunDirectory, log) -> None:

@@ -104,7 +104,7 @@ class Trainer:
                  early_stopping: Optional[optim.EarlyStopping] = None, augment: bool = False,
                  label_smoothing: float = 0.0, max_shift: int = 2, run_dir=None,
                  meta: Optional[dict] = None, log: Optional[Callable[[str], None]] = None,
-                 progress: bool = False, monitor: Optional[str] = None) -> None:
+                 progress: bool = False, monitor: Optional[str] = None, callbacks=()) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         if batch_size < 1:
@@ -121,6 +121,7 @@ class Trainer:
         self.meta = dict(meta or {})
         self.log = log or (lambda s: None)
         self.progress = progress
+        self.callbacks = list(callbacks)                  # see fastlenet.callbacks
         self.history = History()
         self.first_batch_done: Optional[float] = None     # time.time() when this process finished a batch
         # position: the next epoch/batch to run and the running sums of the current epoch
@@ -264,6 +265,8 @@ class Trainer:
         self.log(self._epoch_line(rec))
         if self.run_dir is not None:
             self.run_dir.write_history(self.history.as_dicts())
+        for callback in self.callbacks:
+            callback.on_epoch_end(rec, self)
         return self.early is not None and self.early.should_stop()
 
     def _epoch_line(self, r: EpochRecord) -> str:
@@ -280,7 +283,8 @@ class Trainer:
         """
         # overflow/NaN are detected (a non-finite loss stops the run with a message);
         # NumPy's warnings about them would only add noise to the output
-        with _StopRequest(self.log) as stop, np.errstate(over="ignore", invalid="ignore"):
+        with _StopRequest(self.log) as stop, np.errstate(over="ignore", invalid="ignore"), \
+                _closing(self.callbacks):
             while self.epoch < self.epochs:
                 self.opt.lr = self.schedule.lr(self.epoch)
                 if self._run_epoch(stop) and self._finish_epoch():
@@ -301,6 +305,23 @@ class Trainer:
             f"interrupted by {signal.Signals(signum).name} at epoch {self.epoch + 1}, "
             f"batch {self.batch}; state saved to last.npz. Resume with: "
             f"python -m fastlenet.train --resume{where}", 128 + signum)
+
+
+class _closing:
+    """Close every callback that can be closed when training ends, however it ends."""
+
+    def __init__(self, callbacks) -> None:
+        self.callbacks = callbacks
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for callback in self.callbacks:
+            close = getattr(callback, "close", None)
+            if close is not None:
+                close()
+        return False
 
 
 def _new_sums() -> dict:
@@ -333,17 +354,19 @@ class _progress_bar:
 def fit(model, data: Dataset, epochs: int = 10, batch_size: int = 256, optimizer=None,
         schedule: Optional[optim.Schedule] = None, early_stopping: Optional[optim.EarlyStopping] = None,
         augment: bool = False, seed: int = 0, run_dir=None, verbose: bool = False,
-        monitor: Optional[str] = None) -> History:
+        monitor: Optional[str] = None, callbacks=()) -> History:
     """Train ``model`` on ``data`` (a :class:`fastlenet.data.Dataset`) and return its history.
 
     ``optimizer`` defaults to Adam(lr=1e-3) over ``model.params`` (on the model's backend).  With
     ``run_dir`` set, checkpoints (last.npz, best.npz) and history.csv are
     written there.  Validation uses ``data.x_val``/``data.y_val`` when present.
+    ``callbacks``: objects with ``on_epoch_end(record, trainer)`` (see fastlenet.callbacks,
+    e.g. ``callbacks.TensorBoard(logdir)``).
     """
     opt = optimizer or optim.Adam(model.params, lr=1e-3, backend=model.backend)
     trainer = Trainer(model, data, opt, schedule, epochs, batch_size, seed, early_stopping, augment,
                       run_dir=RunDirectory(run_dir) if run_dir else None, log=print if verbose else None,
-                      monitor=monitor)
+                      monitor=monitor, callbacks=callbacks)
     if trainer.run_dir is not None:
         trainer.run_dir.path.mkdir(parents=True, exist_ok=True)
     return trainer.run()

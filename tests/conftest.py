@@ -1,25 +1,29 @@
 """Fixtures shared by the test suite."""
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REAL = ("mnist", "fashion-mnist")
 
 
-def shared_datasets():
-    """The real IDX files beside the project (FASTLENET_DATA or ../shared/datasets), or None."""
-    for candidate in (os.environ.get("FASTLENET_DATA"), REPO.parent / "shared" / "datasets"):
-        if candidate and (Path(candidate) / "mnist").is_dir():
-            return Path(candidate)
-    return None
+def real_datasets_root():
+    """A folder holding <folder>/mnist and <folder>/fashion-mnist, found as the product finds
+    data ($FASTLENET_DATA, the user cache, /usr/share/datasets); (folder or None, the places searched)."""
+    from fastlenet import data
+    searched = data.search_dirs("mnist")
+    for folder in searched:
+        if all(data._files_in(folder / name, "") for name in REAL):
+            return folder, searched
+    return None, searched
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_data():
-    path = shared_datasets()
+    path, searched = real_datasets_root()
     if path is None:
-        pytest.skip("the real MNIST/Fashion-MNIST files are not here (set FASTLENET_DATA or put them in ../shared/datasets)")
+        pytest.skip("needs the real MNIST and Fashion-MNIST IDX files as <folder>/mnist and "
+                    f"<folder>/fashion-mnist in one of: {', '.join(map(str, searched))} "
+                    "(set FASTLENET_DATA=<folder>, or let fastlenet download them once)")
     return path
 
 
