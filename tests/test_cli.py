@@ -186,3 +186,17 @@ def test_fit_calls_callbacks_and_closes_them():
             Recorder.closed = True
     fit(models.build("lenet5", backend="numpy"), ds, epochs=2, batch_size=32, callbacks=[Recorder()])
     assert seen == [(1, 1), (2, 2)] and Recorder.closed
+
+
+def test_offline_training_is_one_line_and_leaves_no_run_directory(isolated_cache, monkeypatch, tmp_path, capsys):
+    import dataclasses
+    info = dataclasses.replace(data.DATASETS["mnist"], mirrors=("http://127.0.0.1:9/", "http://localhost:9/"))
+    monkeypatch.setitem(data.DATASETS, "mnist", info)
+    out = tmp_path / "run"
+    assert train.main(["--dataset", "mnist", "--out", str(out), "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 600 and "--data-dir" in err and "network access" in err, err
+    assert not out.exists()
+    monkeypatch.setenv("FASTLENET_DATA", str(tmp_path / "nope"))
+    assert train.main(["--dataset", "mnist", "--out", str(out), "--epochs", "1", "--quiet"]) == 2
+    assert f"FASTLENET_DATA={tmp_path / 'nope'} does not exist" in capsys.readouterr().err and not out.exists()
