@@ -67,13 +67,18 @@ def runner(backend: str, threads: int):
     return kernels.backend(backend), None
 
 
+def every_conv_case(test):
+    """Parametrise ``test`` over every backend x conv shape x case."""
+    for name, values in (("backend", W.ALL), ("shape", list(SHAPES)), ("case", list(CASES))):
+        test = pytest.mark.parametrize(name, values)(test)
+    return test
+
+
 def tolerance(dtype) -> float:
     return 2e-4 if dtype == np.float32 else 1e-9
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("shape", list(SHAPES))
-@pytest.mark.parametrize("backend", W.ALL)
+@every_conv_case
 def test_shape_conv_forward(benchmark, backend, shape, case):
     x, wt, b, stride, pad, threads = conv_case(shape, case)
     benchmark.group = f"shape conv fwd {shape} {case}"
@@ -89,9 +94,7 @@ def test_shape_conv_forward(benchmark, backend, shape, case):
     W.record(benchmark, flops(x, wt, stride, pad))
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("shape", list(SHAPES))
-@pytest.mark.parametrize("backend", W.ALL)
+@every_conv_case
 def test_shape_conv_backward(benchmark, backend, shape, case):
     x, wt, b, stride, pad, threads = conv_case(shape, case)
     benchmark.group = f"shape conv bwd {shape} {case}"

@@ -9,6 +9,7 @@
 # even when windows overlap.
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.string cimport memset
 
 import numpy as np
 
@@ -22,81 +23,117 @@ cdef inline object _result(object out, tuple shape, dtype):
     return aligned_empty(shape, dtype) if out is None else out
 
 
+cdef inline void _max_plane(const floating* xp, floating* yp, int* ap, Py_ssize_t W, Py_ssize_t oh,
+                            Py_ssize_t ow, Py_ssize_t size, Py_ssize_t stride) noexcept nogil:
+    """One (n, c) plane: xp (H*W) -> yp, ap (OH*OW): each window's first max (or first NaN)."""
+    cdef Py_ssize_t oy, ox, i, j, row, bi, k
+    cdef floating best, v
+    cdef bint takes
+    for oy in range(oh):
+        for ox in range(ow):
+            bi = oy * stride * W + ox * stride
+            best = xp[bi]
+            for i in range(size):
+                row = (oy * stride + i) * W + ox * stride
+                for j in range(size):
+                    k = row + j
+                    v = xp[k]
+                    # larger, or the window's first NaN (NaN propagates, as np.max);
+                    # branch-free select (cmov): data-dependent branches mispredict
+                    takes = fl_takes(v, best)
+                    bi = k if takes else bi
+                    best = v if takes else best
+            yp[oy * ow + ox] = best
+            ap[oy * ow + ox] = <int> bi
+
+
+cdef inline void _max_plane_grad(const floating* gp, const int* ap, floating* dxp, Py_ssize_t plane,
+                                 Py_ssize_t outs) noexcept nogil:
+    """One plane: dxp (H*W) = 0, then dxp[ap[o]] += gp[o] (overlapping windows accumulate)."""
+    cdef Py_ssize_t o
+    memset(dxp, 0, plane * sizeof(floating))
+    for o in range(outs):
+        dxp[ap[o]] += gp[o]
+
+
 def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_t stride,
                       Py_ssize_t oh, Py_ssize_t ow, out=None, arg_out=None):
     """x (N, C, H, W) -> y (N, C, OH, OW), arg (N, C, OH, OW) int32 = flat h*W + w of the first max
-    (the first NaN where a window holds one: NaN propagates)."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], W = x.shape[3]
-    cdef Py_ssize_t q, n, c, oy, ox, i, j, y0, x0, bi
-    cdef floating best, v
-    cdef bint takes
+    (the first NaN where a window holds one: NaN propagates).  Parallel over planes."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], q
     dtype = np.float32 if floating is float else np.float64
     y_out = _result(out, (N, C, oh, ow), dtype)
     arg_out = _result(arg_out, (N, C, oh, ow), np.int32)
     cdef floating[:, :, :, ::1] y = y_out
     cdef int[:, :, :, ::1] arg = arg_out
+    cdef const floating* xs = &x[0, 0, 0, 0]
+    cdef floating* ys = &y[0, 0, 0, 0]
+    cdef int* args = &arg[0, 0, 0, 0]
     for q in prange(N * C, nogil=True, schedule="static"):
-        n = q // C
-        c = q % C
-        for oy in range(oh):
-            for ox in range(ow):
-                y0 = oy * stride
-                x0 = ox * stride
-                best = x[n, c, y0, x0]
-                bi = y0 * W + x0
-                for i in range(size):
-                    for j in range(size):
-                        v = x[n, c, y0 + i, x0 + j]
-                        # larger, or the window's first NaN (NaN propagates, as np.max);
-                        # branch-free select (cmov): data-dependent branches mispredict
-                        takes = fl_takes(v, best)
-                        bi = (y0 + i) * W + x0 + j if takes else bi
-                        best = v if takes else best
-                y[n, c, oy, ox] = best
-                arg[n, c, oy, ox] = <int> bi
+        _max_plane(xs + q * H * W, ys + q * oh * ow, args + q * oh * ow, W, oh, ow, size, stride)
     return y_out, arg_out
 
 
 def maxpool2d_backward(const floating[:, :, :, ::1] dy, const int[:, :, :, ::1] arg,
                        tuple x_shape, Py_ssize_t size, Py_ssize_t stride, out=None):
-    """dy (N, C, OH, OW) -> dx (N, C, H, W): dx[n, c].flat[arg] += dy."""
+    """dy (N, C, OH, OW) -> dx (N, C, H, W): dx[n, c].flat[arg] += dy; each plane zeroed by
+    the thread that fills it."""
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], oh = dy.shape[2], ow = dy.shape[3]
-    cdef Py_ssize_t H = x_shape[2], W = x_shape[3]
-    cdef Py_ssize_t q, n, c, oy, ox, a
+    cdef Py_ssize_t H = x_shape[2], W = x_shape[3], q
     dtype = np.float32 if floating is float else np.float64
     dx_out = _result(out, (N, C, H, W), dtype)
-    dx_out.fill(0)
     cdef floating[:, :, :, ::1] dx = dx_out
+    cdef const floating* gs = &dy[0, 0, 0, 0]
+    cdef const int* args = &arg[0, 0, 0, 0]
+    cdef floating* dxs = &dx[0, 0, 0, 0]
     for q in prange(N * C, nogil=True, schedule="static"):
-        n = q // C
-        c = q % C
-        for oy in range(oh):
-            for ox in range(ow):
-                a = arg[n, c, oy, ox]
-                dx[n, c, a // W, a % W] += dy[n, c, oy, ox]
+        _max_plane_grad(gs + q * oh * ow, args + q * oh * ow, dxs + q * H * W, H * W, oh * ow)
     return dx_out
+
+
+cdef inline void _avg_plane(const floating* xp, floating* yp, Py_ssize_t W, Py_ssize_t oh, Py_ssize_t ow,
+                            Py_ssize_t size, Py_ssize_t stride, floating scale) noexcept nogil:
+    """One plane: yp[oy, ox] = the mean of its size x size window of xp."""
+    cdef Py_ssize_t oy, ox, i, j, row
+    cdef floating acc
+    for oy in range(oh):
+        for ox in range(ow):
+            acc = 0
+            for i in range(size):
+                row = (oy * stride + i) * W + ox * stride
+                for j in range(size):
+                    acc = acc + xp[row + j]
+            yp[oy * ow + ox] = acc * scale
+
+
+cdef inline void _avg_plane_grad(const floating* gp, floating* dxp, Py_ssize_t W, Py_ssize_t plane,
+                                 Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t size, Py_ssize_t stride,
+                                 floating scale) noexcept nogil:
+    """One plane: dxp = 0, then every tap of window (oy, ox) += gp[oy, ox] / size^2."""
+    cdef Py_ssize_t oy, ox, i, j, row
+    cdef floating v
+    memset(dxp, 0, plane * sizeof(floating))
+    for oy in range(oh):
+        for ox in range(ow):
+            v = gp[oy * ow + ox] * scale
+            for i in range(size):
+                row = (oy * stride + i) * W + ox * stride
+                for j in range(size):
+                    dxp[row + j] += v
 
 
 def avgpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_t stride,
                       Py_ssize_t oh, Py_ssize_t ow, out=None):
     """x (N, C, H, W) -> y (N, C, OH, OW), the mean of each size*size window."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
-    cdef Py_ssize_t q, n, c, oy, ox, i, j
-    cdef floating acc
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], q
     cdef floating scale = 1.0 / (size * size)
     dtype = np.float32 if floating is float else np.float64
     y_out = _result(out, (N, C, oh, ow), dtype)
     cdef floating[:, :, :, ::1] y = y_out
+    cdef const floating* xs = &x[0, 0, 0, 0]
+    cdef floating* ys = &y[0, 0, 0, 0]
     for q in prange(N * C, nogil=True, schedule="static"):
-        n = q // C
-        c = q % C
-        for oy in range(oh):
-            for ox in range(ow):
-                acc = 0
-                for i in range(size):
-                    for j in range(size):
-                        acc = acc + x[n, c, oy * stride + i, ox * stride + j]
-                y[n, c, oy, ox] = acc * scale
+        _avg_plane(xs + q * H * W, ys + q * oh * ow, W, oh, ow, size, stride, scale)
     return y_out
 
 
@@ -104,20 +141,13 @@ def avgpool2d_backward(const floating[:, :, :, ::1] dy, tuple x_shape, Py_ssize_
                        Py_ssize_t stride, out=None):
     """dy (N, C, OH, OW) -> dx (N, C, H, W): every window tap receives dy / size^2."""
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], oh = dy.shape[2], ow = dy.shape[3]
-    cdef Py_ssize_t q, n, c, oy, ox, i, j
-    cdef floating v
+    cdef Py_ssize_t H = x_shape[2], W = x_shape[3], q
     cdef floating scale = 1.0 / (size * size)
     dtype = np.float32 if floating is float else np.float64
-    dx_out = _result(out, (N, C, x_shape[2], x_shape[3]), dtype)
-    dx_out.fill(0)
+    dx_out = _result(out, (N, C, H, W), dtype)
     cdef floating[:, :, :, ::1] dx = dx_out
+    cdef const floating* gs = &dy[0, 0, 0, 0]
+    cdef floating* dxs = &dx[0, 0, 0, 0]
     for q in prange(N * C, nogil=True, schedule="static"):
-        n = q // C
-        c = q % C
-        for oy in range(oh):
-            for ox in range(ow):
-                v = dy[n, c, oy, ox] * scale
-                for i in range(size):
-                    for j in range(size):
-                        dx[n, c, oy * stride + i, ox * stride + j] += v
+        _avg_plane_grad(gs + q * oh * ow, dxs + q * H * W, W, H * W, oh, ow, size, stride, scale)
     return dx_out

@@ -361,6 +361,16 @@ def _make_trainer(s: dict, ds, run_dir: RunDirectory, log, progress: bool) -> Tr
                    callbacks=[TensorBoard(run_dir.file("tensorboard"))] if s.get("tensorboard") else [])
 
 
+def _say_if_compiling(backend: str, log) -> None:
+    """The numba backend compiles its kernels on first use: say so, once, when its cache is cold."""
+    if backend != "numba":
+        return
+    from .kernels import numba_backend
+    if not numba_backend.cache_is_warm():
+        log("note: first run of the numba backend: compiling its kernels (tens of seconds, once; "
+            "cached for the next runs)")
+
+
 def _restore(trainer: Trainer, s: dict, run_dir: RunDirectory, log) -> None:
     """Put the trainer where last.npz stopped; record a changed --epochs in config.json."""
     ckpt = checkpoint.load_into(trainer.model, run_dir.file("last.npz"))
@@ -428,6 +438,7 @@ def _train(args, s: dict, run_dir: RunDirectory, log, t_start: float) -> int:
                               "threads": s["threads"], "data_source": ds.source})
         log(f"model: {s['model']} ({trainer.model.num_params():,} parameters), backend {s['backend']}, "
             f"{s['threads']} thread{'s' if s['threads'] != 1 else ''}, run directory {run_dir.path}")
+    _say_if_compiling(s["backend"], log)
     history = trainer.run()
     metrics, cm, pred = _test_metrics(trainer, ds, t_start)
     run_dir.write_metrics(metrics)

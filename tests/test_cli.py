@@ -200,3 +200,19 @@ def test_offline_training_is_one_line_and_leaves_no_run_directory(isolated_cache
     monkeypatch.setenv("FASTLENET_DATA", str(tmp_path / "nope"))
     assert train.main(["--dataset", "mnist", "--out", str(out), "--epochs", "1", "--quiet"]) == 2
     assert f"FASTLENET_DATA={tmp_path / 'nope'} does not exist" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_cold_numba_cache_is_announced(tmp_path, monkeypatch):
+    from fastlenet.kernels import numba_backend
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    said = []
+    assert not numba_backend.cache_is_warm()
+    train._say_if_compiling("numba", said.append)
+    assert said and "compiling its kernels" in said[0]
+    (tmp_path / "fastlenet" / "kernels").mkdir(parents=True)
+    (tmp_path / "fastlenet" / "kernels" / "numba_backend._conv-1.py311.nbi").write_bytes(b"")
+    said.clear()
+    assert numba_backend.cache_is_warm()
+    train._say_if_compiling("numba", said.append)
+    train._say_if_compiling("cython", said.append)
+    assert said == []

@@ -32,6 +32,20 @@ from ._fast import FastPaths, writing_into
 # reductions (dW, db) into SIMD lanes (results stay within float tolerance), as the C
 # build's flags do; like them they leave out nnan/ninf, so NaN and Inf propagate.
 _FASTMATH = {"reassoc", "nsz", "contract", "arcp", "afn"}
+def cache_is_warm() -> bool:
+    """Whether Numba's on-disk cache already holds this module's compiled kernels
+    (``$NUMBA_CACHE_DIR``, else ``__pycache__`` beside this file): when not, the first
+    call of each kernel compiles it (seconds each), which a caller should say."""
+    import os
+    from pathlib import Path
+    root = os.environ.get("NUMBA_CACHE_DIR")
+    folder = Path(root) if root else Path(__file__).resolve().parent / "__pycache__"
+    try:
+        return any(folder.rglob("numba_backend.*.nbi"))
+    except OSError:
+        return False
+
+
 _SERIAL = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
 _PARALLEL = dict(_SERIAL, parallel=True)
 
