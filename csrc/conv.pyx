@@ -66,7 +66,7 @@ cdef enum:
     DX_COL2IM_S1 = 1
 cdef enum:
     MIN_DIRECT_OW = 8    # plan.MIN_DIRECT_OW
-    MAX_DIRECT_K = 256   # plan.MAX_DIRECT_K
+    MAX_DIRECT_K = 512   # plan.MAX_DIRECT_K
     FLANES_TILE = 5      # plan.FLANES_TILE: pooled columns per filter-lanes tile
 
 #: the names behind the codes, for tests/test_plan.py
@@ -211,7 +211,7 @@ cdef _check_plan(Geometry g):
     """A plan whose kernels cannot run this geometry is refused (never run out of bounds)."""
     cdef list bad = []
     if g.fwd == FWD_DIRECT and (g.s != 1 or g.ow < MIN_DIRECT_OW or g.k > MAX_DIRECT_K):
-        bad.append("forward 'direct' needs stride 1, OW >= 8, K <= 256")
+        bad.append("forward 'direct' needs stride 1, OW >= 8, K <= 512")
     if g.pool_fb and not (g.fwd == FWD_DIRECT and g.size == 2 and g.ps == 2):
         bad.append("an in-tile pool needs the direct forward and a 2x2/2 pool")
     if (g.pool == POOL_TILE_F8 and g.ow > LB) or (g.pool == POOL_TILE_F6 and g.ow > 2 * LB):

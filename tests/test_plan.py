@@ -31,8 +31,10 @@ CASES = [
     (((2, 3, 7, 7), (5, 3, 2, 2), 1, 0, None), ("im2col_gemm", "gemm_im2row", "col2im_s1")),
     # a long L and KW 1 (1x1 conv, 16x16): dW by GEMM over im2col
     (((2, 8, 16, 16), (4, 8, 1, 1), 1, 0, None), ("direct", "gemm_im2col", "col2im_s1")),
-    # K = 288 > 256 taps: not direct
-    (((2, 32, 10, 10), (8, 32, 3, 3), 1, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im_s1")),
+    # K = 400 taps (5x5, 16 channels, the shape suite's 16to32_k5p2): still direct
+    (((2, 16, 12, 12), (8, 16, 5, 5), 1, 2, None), ("direct", "direct_column_lanes", "col2im_s1")),
+    # K = 576 > 512 taps: not direct
+    (((2, 64, 10, 10), (8, 64, 3, 3), 1, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im_s1")),
 ]
 IDS = [",".join(names) for _, names in CASES]
 # the same cases planned for 8-lane rows (an AVX2 build of the Cython backend): where
@@ -40,6 +42,7 @@ IDS = [",".join(names) for _, names in CASES]
 LANES8 = {
     0: ("direct", "after_conv_2x2", "expand_2x2", "direct_column_lanes", "col2im_s1"),   # 28 > 2 x 8
     2: ("direct", "tile_f6", "expand_2x2", "direct_filter_lanes", "col2im_s1"),
+    8: ("direct", "direct_filter_lanes", "col2im_s1"),            # 8 filters fill 8 lanes
 }
 CASES_8 = [(args, LANES8.get(i, names)) for i, (args, names) in enumerate(CASES)] + [
     (((2, 2, 12, 12), (8, 2, 5, 5), 1, 0, (2, 2)),

@@ -13,7 +13,7 @@ covers, and a benchmark can print it.  The names:
 
 forward
     ``direct``      -- convolve the zero-padded input with register tiles (stride 1,
-                       rows of at least MIN_DIRECT_OW outputs, K <= MAX_DIRECT_K)
+                       rows of at least MIN_DIRECT_OW outputs, K <= MAX_DIRECT_K = 512)
     ``im2col_gemm`` -- unfold the windows (im2col), then one GEMM per sample (any geometry)
 pool (with a fused conv -> ReLU -> max pool only)
     ``tile_filter_lanes`` -- the 2x2/2 pool on the direct kernel's accumulators, filters
@@ -52,8 +52,11 @@ LANES = 16
 #: leave most of a tile's lanes idle, and im2col + GEMM wins)
 MIN_DIRECT_OW = 8
 #: ... and at most this many taps (C*KH*KW): its filter block's weights (8 x K) must
-#: stay in L1 while a row of input streams past (256 taps x 8 x 4 bytes = 8 KiB)
-MAX_DIRECT_K = 256
+#: stay in L1 while a row of input streams past (512 taps x 8 x 4 bytes = 16 KiB).
+#: Measured crossover (batch 128, 2 threads, AVX-512, interleaved medians): direct wins
+#: at K 288 (3x3, 32 ch: 6.6 -> 5.5 ms) and 400 (5x5, 16 ch: 12.8 -> 10.9 ms), loses at
+#: 576 (3x3, 64 ch, OW 8: 3.9 -> 5.5 ms)
+MAX_DIRECT_K = 512
 #: dW through im2row (L, K) when L < IM2ROW_RATIO * K: the product is then reduced
 #: over the short K, not the long L (a first layer: L = 784, K = 25)
 IM2ROW_RATIO = 4
