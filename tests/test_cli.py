@@ -216,3 +216,12 @@ def test_a_cold_numba_cache_is_announced(tmp_path, monkeypatch):
     train._say_if_compiling("numba", said.append)
     train._say_if_compiling("cython", said.append)
     assert said == []
+
+
+def test_bench_runs_compare_from_the_source_tree(capsys, monkeypatch):
+    assert cli.source_tree() is not None                       # the tests run from a checkout
+    proc = fastlenet("bench", "--help")
+    assert proc.returncode == 0 and "One real training epoch per backend" in proc.stdout
+    monkeypatch.setattr(cli, "source_tree", lambda: None)      # an installed copy without benchmarks/
+    assert cli.main(["bench"]) == 2
+    assert "the benchmarks live in the source tree" in capsys.readouterr().err
