@@ -125,9 +125,10 @@ def info_lines() -> List[str]:
     lines.append(f"OpenMP wait: GOMP_SPINCOUNT={st['GOMP_SPINCOUNT']}, OMP_WAIT_POLICY={st['OMP_WAIT_POLICY']} "
                  f"(set by {st['set_by']})")
     for name in data.DATASETS:
-        found = next((str(files[next(iter(files))].parent) for files in
-                      (data._files_in(d, name) for d in data.search_dirs(name)) if files), None)
-        lines.append(f"data {name}: {found or 'not found (searched ' + ', '.join(map(str, data.search_dirs(name))) + '; downloaded on first use)'}")
+        files = data.locate(name)
+        searched = ", ".join(map(str, data.search_dirs(name)))
+        where = str(next(iter(files.values())).parent) if files else f"not found (searched {searched}; downloaded on first use)"
+        lines.append(f"data {name}: {where}")
     return lines
 
 

@@ -252,15 +252,24 @@ def search_dirs(name: str, data_dir: Optional[Union[str, Path]] = None) -> List[
     return dirs
 
 
+def locate(name: str, data_dir=None, bases=None) -> Optional[Dict[str, Path]]:
+    """The files ``bases`` (default: all four) of registered dataset ``name`` from the first
+    searched folder that holds them all (:func:`search_dirs`), or None."""
+    return next((f for f in (_files_in(d, name, bases) for d in search_dirs(name, data_dir)) if f), None)
+
+
 def _check_asked_folder(name: str, data_dir, bases=None) -> None:
     """A folder the user named (--data-dir, else $FASTLENET_DATA) must hold the dataset:
     it is never silently skipped for another source."""
     env = os.environ.get("FASTLENET_DATA")
-    folder, what = (data_dir, "--data-dir") if data_dir is not None else (env, "FASTLENET_DATA=") if env else (None, "")
-    if folder is None or _files_in(Path(folder), name, bases) is not None:
+    if data_dir is not None:
+        folder, flag, fix = data_dir, f"--data-dir {data_dir}", ""
+    elif env:
+        folder, flag, fix = env, f"FASTLENET_DATA={env}", "; fix it or unset it"
+    else:
         return
-    flag = f"{what} {folder}" if what == "--data-dir" else f"{what}{folder}"
-    fix = "; fix it or unset it" if what != "--data-dir" else ""
+    if _files_in(Path(folder), name, bases) is not None:
+        return
     if not Path(folder).exists():
         raise DatasetNotFound(f"{flag} does not exist{fix}")
     raise DatasetNotFound(f"{flag} does not hold {name}: looked in {folder} and {Path(folder) / name} for "
@@ -424,7 +433,7 @@ def _registered_files(name: str, data_dir, wanted: Dict[str, str], download_miss
     info = DATASETS[name]
     searched = search_dirs(name, data_dir)
     _check_asked_folder(name, data_dir, wanted.values())
-    files = next((f for f in (_files_in(d, name, wanted.values()) for d in searched) if f), None)
+    files = locate(name, data_dir, wanted.values())
     if files is None and download_missing:
         try:
             files = download(info)
