@@ -37,7 +37,7 @@ COMMANDS = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = [f"usage: fastlenet <command> [options]   (fastlenet <command> --help for each)", "", "commands:"]
+    lines = ["usage: fastlenet <command> [options]   (fastlenet <command> --help for each)", "", "commands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
     lines += ["", "  --version   print the version"]
     return "\n".join(lines)
@@ -73,6 +73,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if quiet or "default:" in text or "recipe" in text:
             return text
         return super()._get_help_string(action)
+
+
+def guarded(run, argv, prog: str, errors) -> int:
+    """``run(argv, prog)`` as a command: an error of the kinds ``errors`` is one line on stderr
+    (exit 2), a closed stdout ends quietly (:func:`closed_pipe`)."""
+    try:
+        return run(argv, prog)
+    except BrokenPipeError:
+        return closed_pipe()
+    except errors as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def closed_pipe() -> int:

@@ -11,7 +11,6 @@ is wrong and how to fix it: :class:`IDXError` (a malformed file),
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import sys
@@ -22,6 +21,7 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from .download import md5_hex  # noqa: F401  (data.md5_hex: the one checksum helper)
 from .fileio import atomic_write_bytes
 
 
@@ -274,10 +274,6 @@ def _check_asked_folder(name: str, data_dir, bases=None) -> None:
         raise DatasetNotFound(f"{flag} does not exist{fix}")
     raise DatasetNotFound(f"{flag} does not hold {name}: looked in {folder} and {Path(folder) / name} for "
                           f"{_listing(bases or SPLIT_FILES.values())}{fix}")
-
-
-def md5_hex(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _verified_payload(info: DatasetInfo, base: str, path: Path) -> bytes:

@@ -30,6 +30,11 @@ MIN_RATE = 64 << 10                      # bytes per second
 CHUNK = 1 << 16
 
 
+def md5_hex(data: bytes) -> str:
+    """The MD5 digest of ``data`` as hex (a checksum against corruption, not security)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
 class TransferError(Exception):
     """Fetching failed; the message says why in a few words.  ``attempts``: the
     (url, reason) of every attempt, when several were made."""
@@ -148,7 +153,7 @@ def fetch_verified(urls: List[str], fname: str, md5: str, size: Optional[int], d
             finally:
                 if bar is not None:
                     bar.close()
-            got = hashlib.md5(body, usedforsecurity=False).hexdigest()
+            got = md5_hex(body)
             if got != md5:
                 attempts.append((url, f"MD5 {got} is not the published {md5} (corrupt or a different file)"))
                 break

@@ -16,7 +16,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import checkpoint, data
-from .cli import HelpFormatter, closed_pipe
+from .cli import HelpFormatter, guarded
 from .data import prepare_inputs
 from .metrics import confusion_matrix, evaluate
 
@@ -114,13 +114,7 @@ def print_results(dataset: str, n: int, loss: float, acc: float, cm: np.ndarray,
 
 
 def main(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.evaluate") -> int:
-    try:
-        return run(argv, prog)
-    except BrokenPipeError:
-        return closed_pipe()
-    except (data.DatasetError, checkpoint.CheckpointError, ValueError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return guarded(run, argv, prog, (data.DatasetError, checkpoint.CheckpointError, ValueError))
 
 
 if __name__ == "__main__":

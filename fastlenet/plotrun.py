@@ -1,8 +1,8 @@
 """``fastlenet plot RUN``: draw a run directory's figures after the fact.
 
 curves.png comes from history.csv; confusion.png and samples.png from best.npz
-evaluated on the run's test set (found as training found it: the folder recorded
-in config.json, then the usual places).  Without the test images, confusion.png
+evaluated on the run's test set (found as ``fastlenet evaluate`` finds it: the
+folder recorded in the checkpoint while it exists, then the usual places).  Without the test images, confusion.png
 is drawn from metrics.json and samples.png is skipped, with a note.  Needs the
 ``plot`` extra (matplotlib).
 """
@@ -45,13 +45,13 @@ def read_history(run: Path) -> History:
     return History(epochs, best)
 
 
-def _test_set(run: Path, log) -> Optional[data.Dataset]:
+def _test_set(meta: dict, log) -> Optional[data.Dataset]:
+    """The test set best.npz was trained on, found as ``fastlenet evaluate`` finds it."""
+    from .evaluate import recorded_data
     try:
-        doc = json.loads((run / "config.json").read_text())
-        s = doc["settings"]
-        folder = doc.get("data_source") or s.get("data_dir")
-        return data.load(s["dataset"], data_dir=folder, download_missing=False)
-    except (OSError, ValueError, KeyError, TypeError, data.DatasetError) as exc:
+        dataset, folder = recorded_data(meta, None, None)
+        return data.load(dataset, data_dir=folder, download_missing=False, test_only=True)
+    except (ValueError, data.DatasetError) as exc:
         log(f"note: the test images are not available ({str(exc)[:160]})")
         return None
 
@@ -66,7 +66,7 @@ def draw(run: Path, log=print) -> List[Path]:
     plots.curves(written[0], read_history(run))
     model, ckpt = checkpoint.load_model(run / "best.npz")
     names = list(ckpt.inference.class_names)
-    ds = _test_set(run, log)
+    ds = _test_set(ckpt.meta, log)
     if ds is not None:
         x = data.prepare_inputs(ds.x_test, ckpt.inference, model.input_shape)
         from .evaluate import model_labels

@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from . import checkpoint, images
-from .cli import HelpFormatter, closed_pipe
+from .cli import HelpFormatter, guarded
 from .data import prepare_inputs
 from .losses import softmax
 
@@ -125,13 +125,7 @@ def print_rows(rows: List[dict], notes: List[str]) -> None:
 
 
 def main(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.predict") -> int:
-    try:
-        return run(argv, prog)
-    except BrokenPipeError:
-        return closed_pipe()
-    except (checkpoint.CheckpointError, ValueError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return guarded(run, argv, prog, (checkpoint.CheckpointError, ValueError))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ is the command line around it.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -307,21 +308,13 @@ class Trainer:
             f"python -m fastlenet.train --resume{where}", 128 + signum)
 
 
-class _closing:
+def _closing(callbacks) -> contextlib.ExitStack:
     """Close every callback that can be closed when training ends, however it ends."""
-
-    def __init__(self, callbacks) -> None:
-        self.callbacks = callbacks
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for callback in self.callbacks:
-            close = getattr(callback, "close", None)
-            if close is not None:
-                close()
-        return False
+    stack = contextlib.ExitStack()
+    for callback in callbacks:
+        if hasattr(callback, "close"):
+            stack.callback(callback.close)
+    return stack
 
 
 def _new_sums() -> dict:

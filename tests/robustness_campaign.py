@@ -24,7 +24,6 @@ import json
 import os
 import resource
 import shutil
-import stat
 import sys
 import tempfile
 import time
@@ -248,13 +247,9 @@ _SERVER = {}
 
 
 def _server(td):
+    """One local mirror for the whole campaign (test_download's server)."""
     if "url" not in _SERVER:
-        import http.server
-        import threading
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), td.Handler)
-        httpd.daemon_threads = True
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        _SERVER["url"] = f"http://127.0.0.1:{httpd.server_address[1]}"
+        _SERVER["url"], _ = td.start_server()
     return _SERVER["url"]
 
 

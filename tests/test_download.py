@@ -57,12 +57,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             pass
 
 
+def start_server():
+    """A threaded HTTP server of Handler on 127.0.0.1: (its base URL, the server)."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}", httpd
+
+
 @pytest.fixture
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    url, httpd = start_server()
+    yield url
     httpd.shutdown()
     httpd.server_close()
 
