@@ -51,7 +51,7 @@ def save(path: Union[str, Path], model, meta: Optional[dict] = None, optimizer=N
     a temporary file in the same folder, fsync, rename.  A crash at any moment
     leaves either the old file or the new one, never a torn one."""
     path = Path(path)
-    doc = {"format": FORMAT, "version": VERSION, "model": model.config,
+    doc = {"format": FORMAT, "version": VERSION, "model": model.model_config(),
            "input_shape": list(model.input_shape), **(meta or {})}
     arrays = {"meta": np.frombuffer(json.dumps(doc).encode("utf-8"), np.uint8)}
     arrays.update({f"param/{k}": v for k, v in model.params.items()})
@@ -196,9 +196,13 @@ def load_model(path: Union[str, Path], backend=None):
     ckpt = read(path)
     config = check_model_config(ckpt.meta.get("model"), path)    # bounded before anything is built
     try:
-        model = models.build(config["name"], backend=backend, seed=config["seed"], dtype=np.dtype(config["dtype"]),
-                             activation=config["activation"], pool=config["pool"],
-                             dense_activation=config["dense_activation"], num_classes=config["num_classes"])
+        if "spec" in config:                     # checked by check_model_config
+            model = models.from_spec(config["spec"], backend=backend, seed=config["seed"], where=f"{path}: meta model.spec")
+        else:                                    # written before model files existed: a preset and its overrides
+            model = models.build(config["name"], backend=backend, seed=config["seed"],
+                                 dtype=np.dtype(config["dtype"]), activation=config["activation"],
+                                 pool=config["pool"], dense_activation=config["dense_activation"],
+                                 num_classes=config["num_classes"])
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: its model config cannot be built: {exc}") from None
     load_into(model, path, ckpt)

@@ -82,7 +82,11 @@ def _init_weights(rng, shape, fan_in, fan_out, init):
 class Conv2D(Layer):
     """x (N, C, H, W) -> y (N, F, OH, OW); w (F, C, KH, KW), b (F,).
 
-    ``padding`` is an int or ``"same"`` (stride 1, odd kernel: output size = input size).
+    ``padding``: an int, ``(pad_h, pad_w)``, ``"valid"`` (0) or ``"same"`` (output
+    ``ceil(size / stride)`` for any kernel size; an odd total puts the extra row or
+    column after, as TensorFlow does).  The kernels pad every side by the same
+    amount; any padding beyond that common part is applied to a copy of the input
+    here (and cut from dx), so every geometry runs on every backend.
     """
 
     def __init__(self, filters: int, kernel_size, stride: int = 1, padding=0, init: str = "he") -> None:
@@ -90,18 +94,24 @@ class Conv2D(Layer):
         self.filters = int(filters)
         self.kh, self.kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else tuple(kernel_size)
         self.stride = int(stride)
-        if padding == "same":
-            if self.stride != 1 or self.kh % 2 == 0 or self.kw % 2 == 0 or self.kh != self.kw:
-                raise ValueError("padding='same' needs stride 1 and a square, odd kernel")
-            self.pad = self.kh // 2
-        else:
-            self.pad = int(padding)
+        if isinstance(padding, str) and padding not in ("same", "valid"):
+            raise ValueError(f"padding must be an int, (pad_h, pad_w), 'same' or 'valid', got {padding!r}")
+        self.padding = (padding if isinstance(padding, str) else
+                        int(padding) if np.isscalar(padding) else tuple(int(p) for p in padding))
+        self.pad = 0 if isinstance(padding, str) else int(min(np.atleast_1d(padding)))
+        self.pads = None                  # (top, bottom, left, right), set by build
         self.init = init
 
     def build(self, input_shape, rng, dtype, backend):
         super().build(input_shape, rng, dtype, backend)
+        from .spec import conv_padding
         self.k = backend
         c, h, w = input_shape
+        padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
+        self.pads = conv_padding(padding, (h, w), (self.kh, self.kw), self.stride)
+        self.pad = min(self.pads)
+        #: the padding the kernels cannot do (uneven sides), done on a copy of x
+        self.extra = tuple(p - self.pad for p in self.pads)
         fan_in, fan_out = c * self.kh * self.kw, self.filters * self.kh * self.kw
         self._add_param("w", _init_weights(rng, (self.filters, c, self.kh, self.kw), fan_in, fan_out, self.init))
         self._add_param("b", np.zeros(self.filters))
@@ -110,12 +120,28 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D {self.kh}x{self.kw} does not fit input {input_shape}")
         return (self.filters, oh, ow)
 
+    @property
+    def prepads(self) -> bool:
+        """True when part of the padding is applied to a copy of the input (uneven sides)."""
+        return any(self.extra)
+
+    def _padded(self, x: np.ndarray) -> np.ndarray:
+        top, bottom, left, right = self.extra
+        n, c, h, w = x.shape
+        out = np.zeros((n, c, h + top + bottom, w + left + right), x.dtype)
+        out[:, :, top:top + h, left:left + w] = x
+        return out
+
     def out_hw(self, h: int, w: int) -> Tuple[int, int]:
-        return (h + 2 * self.pad - self.kh) // self.stride + 1, (w + 2 * self.pad - self.kw) // self.stride + 1
+        top, bottom, left, right = self.pads or (self.pad,) * 4
+        return (h + top + bottom - self.kh) // self.stride + 1, (w + left + right - self.kw) // self.stride + 1
 
     def forward(self, x, training=False):
-        self.x = x
+        self.x_shape = x.shape
         shape = (x.shape[0], self.filters) + self.out_hw(x.shape[2], x.shape[3])
+        if self.prepads:
+            x = self._padded(x)
+        self.x = x
         return self.k.conv2d_forward(x, self.params["w"], self.params["b"], self.stride, self.pad,
                                      out=self._out("y", shape, self.k))
 
@@ -125,10 +151,21 @@ class Conv2D(Layer):
                                             need_dx=self.need_input_grad, out=dx_out)
         self.grads["w"][...] = dw
         self.grads["b"][...] = db
+        if dx is not None and self.prepads:
+            top, _, left, _ = self.extra
+            dx = dx[:, :, top:top + self.x_shape[2], left:left + self.x_shape[3]]
         return dx
 
     def describe(self):
-        return f"Conv2D({self.filters}, {self.kh}x{self.kw}, stride={self.stride}, pad={self.pad})"
+        pads = self.pads or (self.pad,) * 4
+        pad = pads[0] if len(set(pads)) == 1 else list(pads)
+        return f"Conv2D({self.filters}, {self.kh}x{self.kw}, stride={self.stride}, pad={pad})"
+
+    def to_spec(self) -> dict:
+        padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
+        return {"type": "conv2d", "filters": self.filters,
+                "kernel_size": self.kh if self.kh == self.kw else [self.kh, self.kw],
+                "stride": self.stride, "padding": padding, "init": getattr(self, "spec_init", self.init)}
 
 
 class ConvReLUMaxPool(Layer):
@@ -179,7 +216,7 @@ def fuse(layers, shapes):
     out, i = [], 0
     while i < len(layers):
         a = layers[i]
-        if (isinstance(a, Conv2D) and i + 2 < len(layers) and isinstance(layers[i + 1], ReLU)
+        if (isinstance(a, Conv2D) and not a.prepads and i + 2 < len(layers) and isinstance(layers[i + 1], ReLU)
                 and isinstance(layers[i + 2], MaxPool2D) and a.k.fast is not None):
             out.append(ConvReLUMaxPool(a, layers[i + 2], shapes[i]))
             i += 3
@@ -211,9 +248,17 @@ class _Pool2D(Layer):
     def describe(self):
         return f"{type(self).__name__}({self.size}, stride={self.stride})"
 
+    def to_spec(self) -> dict:
+        out = {"type": self.spec_type, "size": self.size}
+        if self.stride != self.size:
+            out["stride"] = self.stride
+        return out
+
 
 class MaxPool2D(_Pool2D):
     """x (N, C, H, W) -> (N, C, OH, OW), the max of each window."""
+
+    spec_type = "maxpool2d"
 
     def forward(self, x, training=False):
         shape = (x.shape[0], x.shape[1]) + self.out_hw(x.shape[2], x.shape[3])
@@ -230,6 +275,8 @@ class MaxPool2D(_Pool2D):
 class AvgPool2D(_Pool2D):
     """x (N, C, H, W) -> (N, C, OH, OW), the mean of each window."""
 
+    spec_type = "avgpool2d"
+
     def forward(self, x, training=False):
         self.x_shape = x.shape
         shape = (x.shape[0], x.shape[1]) + self.out_hw(x.shape[2], x.shape[3])
@@ -238,6 +285,30 @@ class AvgPool2D(_Pool2D):
     def backward(self, dy):
         return self.k.avgpool2d_backward(dy, self.x_shape, self.size, self.stride,
                                          out=self._out("dx", self.x_shape, self.k))
+
+
+class GlobalAvgPool2D(Layer):
+    """x (N, C, H, W) -> (N, C), the mean of each channel's plane; dx = dy / (H W)
+    spread over the plane."""
+
+    def build(self, input_shape, rng, dtype, backend):
+        super().build(input_shape, rng, dtype, backend)
+        if len(input_shape) != 3:
+            raise ValueError(f"GlobalAvgPool2D needs (C, H, W) inputs, got {input_shape}")
+        self.in_shape = tuple(input_shape)
+        return (input_shape[0],)
+
+    def forward(self, x, training=False):
+        self.x_shape = x.shape
+        return x.mean(axis=(2, 3), dtype=x.dtype)
+
+    def backward(self, dy):
+        n, c, h, w = self.x_shape
+        scaled = (dy / np.asarray(h * w, dy.dtype)).astype(dy.dtype, copy=False)
+        return np.ascontiguousarray(np.broadcast_to(scaled[:, :, None, None], self.x_shape))
+
+    def to_spec(self) -> dict:
+        return {"type": "global_avgpool2d"}
 
 
 # --------------------------------------------------------------------------- dense and reshaping
@@ -293,6 +364,9 @@ class Dense(Layer):
     def describe(self):
         return f"Dense({self.units})"
 
+    def to_spec(self) -> dict:
+        return {"type": "dense", "units": self.units, "init": getattr(self, "spec_init", self.init)}
+
 
 class DenseReLU(Layer):
     """Dense -> ReLU run as one kernel call, bias and ReLU applied as the product's rows
@@ -340,10 +414,15 @@ class Flatten(Layer):
     def backward(self, dy):
         return dy.reshape((dy.shape[0],) + tuple(self.in_shape))
 
+    def to_spec(self) -> dict:
+        return {"type": "flatten"}
+
 
 # --------------------------------------------------------------------------- activations
 class ReLU(Layer):
     """y = max(x, 0); dy passes where x > 0."""
+
+    spec_type = "relu"
 
     def forward(self, x, training=False):
         self.mask = x > 0
@@ -352,11 +431,41 @@ class ReLU(Layer):
     def backward(self, dy):
         return dy * self.mask
 
+    def to_spec(self) -> dict:
+        return {"type": self.spec_type}
+
+
+class LeakyReLU(Layer):
+    """y = x where x > 0, else alpha * x; dy * (1 where x > 0, else alpha)."""
+
+    spec_type = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        super().__init__()
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"LeakyReLU alpha must be in [0, 1), got {alpha}")
+        self.alpha = float(alpha)
+
+    def forward(self, x, training=False):
+        self.slope = np.where(x > 0, x.dtype.type(1), x.dtype.type(self.alpha))
+        return x * self.slope
+
+    def backward(self, dy):
+        return dy * self.slope
+
+    def describe(self):
+        return f"LeakyReLU({self.alpha:g})"
+
+    def to_spec(self) -> dict:
+        return {"type": "leaky_relu", "alpha": self.alpha}
+
 
 class Sigmoid(Layer):
     """y = 1 / (1 + exp(-x)), computed without overflow; dy * y * (1 - y)."""
 
     init = "glorot"
+    spec_type = "sigmoid"
+    to_spec = ReLU.to_spec
 
     def forward(self, x, training=False):
         e = np.exp(-np.abs(x))                            # in (0, 1]: never overflows
@@ -371,6 +480,8 @@ class Tanh(Layer):
     """y = tanh(x); dy * (1 - y^2)."""
 
     init = "glorot"
+    spec_type = "tanh"
+    to_spec = ReLU.to_spec
 
     def forward(self, x, training=False):
         self.y = np.tanh(x)
@@ -381,6 +492,8 @@ class Tanh(Layer):
 
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
+#: every activation layer by its model-file type
+ACTIVATION_LAYERS = {**ACTIVATIONS, "leaky_relu": LeakyReLU}
 
 
 # --------------------------------------------------------------------------- normalisation, dropout
@@ -439,10 +552,20 @@ class BatchNorm(Layer):
         scale = (self.params["gamma"] * self.inv_std).reshape(bshape)
         return scale * (dy - mean_dy - self.x_hat * mean_dyx)
 
+    def describe(self):
+        return f"BatchNorm(momentum={self.momentum:g}, eps={self.eps:g})"
+
+    def to_spec(self) -> dict:
+        return {"type": "batchnorm", "momentum": self.momentum, "eps": self.eps}
+
 
 class Dropout(Layer):
     """Inverted dropout: in training, zero each unit with probability ``rate`` and
-    scale the survivors by 1/(1-rate); identity at inference."""
+    scale the survivors by 1/(1-rate); identity at inference.
+
+    The masks come from ``self.rng``; a :class:`~fastlenet.models.Sequential`
+    replaces it before every training batch (:meth:`Sequential.reseed`) with one
+    derived from (seed, epoch, batch, layer), so a resumed run draws the same masks."""
 
     def __init__(self, rate: float = 0.5, seed: int = 0) -> None:
         super().__init__()
@@ -464,3 +587,6 @@ class Dropout(Layer):
 
     def describe(self):
         return f"Dropout({self.rate})"
+
+    def to_spec(self) -> dict:
+        return {"type": "dropout", "rate": self.rate}

@@ -40,11 +40,25 @@ def _is_number(v) -> bool:
 
 
 def check_model_config(config, path) -> dict:
-    """The ``model`` field, every value the builder reads checked and bounded."""
+    """The ``model`` field, every value the builder reads checked and bounded: its model
+    file (``spec``, fastlenet.spec) or, in checkpoints written before model files, a
+    preset's name and overrides."""
     from .data import MAX_CLASSES
     from .models import PRESETS
+    from .spec import SpecError, check
     if not isinstance(config, dict):
         raise _error(path, "'model'", "must be an object (the model config)", config)
+    if "spec" in config:
+        try:
+            spec = check(config["spec"], f"{path}: meta model.spec")
+        except SpecError as exc:
+            from .checkpoint import CheckpointError
+            raise CheckpointError(str(exc)) from None
+        seed = config.get("seed", 0)
+        if not (_is_int(seed) and 0 <= seed < 2 ** 32):
+            raise _error(path, "model.seed", "must be an integer in [0, 2**32)", seed)
+        return {"name": spec["name"], "spec": spec, "seed": seed, "dtype": spec["dtype"],
+                "num_classes": spec["num_classes"]}
     checks = [
         ("name", lambda v: v in PRESETS, f"must be one of {sorted(PRESETS)}"),
         ("activation", lambda v: v is None or v in ACTIVATIONS, f"must be one of {list(ACTIVATIONS)}"),

@@ -1,28 +1,32 @@
-"""Sequential models and the LeNet-5 presets.
+"""Sequential models, built from model files; the LeNet-5 presets are model files too.
 
 Dimension legend: N batch, C channels, H/W height/width.
 
-``build(name, backend=None, seed=0, dtype=np.float32, **overrides)`` returns a
-:class:`Sequential`; ``model.params`` / ``model.grads`` are dicts
-``"<layer>.<param>" -> array`` with the same keys (the arrays the layers own,
-so optimizers update them in place).
+``build(name_or_path, backend=None, seed=0, dtype=np.float32, **overrides)`` and
+``from_spec(spec)`` return a :class:`Sequential`, ``model.to_spec()`` gives its
+model file back (fastlenet.spec documents the format); ``model.params`` /
+``model.grads`` are dicts ``"<layer>.<param>" -> array`` with the same keys (the
+arrays the layers own, so optimizers update them in place).
 
 Weight initialisation (seeded, identical on every backend): He normal,
-std sqrt(2 / fan_in), for layers followed by ReLU; Glorot uniform,
+std sqrt(2 / fan_in), for layers followed by ReLU / LeakyReLU; Glorot uniform,
 +-sqrt(6 / (fan_in + fan_out)), for sigmoid/tanh and for the output layer;
 biases zero; batch-norm gamma 1, beta 0.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from . import kernels
+from . import spec as spec_mod
 from .buffers import OutputBuffers
 from .flat import flat_views
-from .layers import (ACTIVATIONS, AvgPool2D, BatchNorm, Conv2D, Dense, Flatten, Layer,
-                     MaxPool2D, fuse)
+from .layers import (ACTIVATIONS, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
+                     LeakyReLU, Layer, MaxPool2D, fuse)
 from .losses import softmax_cross_entropy
 
 
@@ -133,7 +137,39 @@ class Sequential:
         return np.concatenate([self.forward(x[i:i + batch_size]).argmax(axis=1)
                                for i in range(0, len(x), batch_size)])
 
+    def reseed(self, key) -> None:
+        """Give every Dropout layer a generator derived from ``key`` (e.g. (seed, epoch,
+        batch)) and its index: the masks of a batch depend on nothing else."""
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dropout):
+                layer.rng = np.random.default_rng([*key, i])
+
     # ------------------------------------------------------------------ describing
+    def to_spec(self) -> dict:
+        """The model file of this network (fastlenet.spec): ``from_spec(model.to_spec())``
+        builds the same network (the same weights for the same seed)."""
+        layers = []
+        for lname, layer in zip(self.layer_names, self.layers):
+            if not hasattr(layer, "to_spec"):
+                raise spec_mod.SpecError(f"layer {lname} ({type(layer).__name__}) has no model-file form")
+            layers.append(layer.to_spec())
+        doc = {"format": spec_mod.FORMAT, "version": spec_mod.VERSION, "name": self.name,
+               "input_shape": list(self.input_shape), "num_classes": int(self.output_shape[0]),
+               "dtype": self.dtype.name, "layers": layers}
+        description = self.config.get("spec", {}).get("description")
+        if description is not None:
+            doc["description"] = description
+        return spec_mod.check(doc, f"model {self.name}")
+
+    def model_config(self) -> dict:
+        """What a checkpoint stores to rebuild this network: its model file (``spec``),
+        seed, dtype and class count (never code)."""
+        config = dict(self.config)
+        if "spec" not in config:
+            config.update(name=self.name, spec=self.to_spec(), num_classes=int(self.output_shape[0]),
+                          seed=int(config.get("seed", 0)), dtype=self.dtype.name)
+        return config
+
     def num_params(self) -> int:
         return int(sum(p.size for p in self.params.values()))
 
@@ -151,97 +187,95 @@ class Sequential:
         return f"{self.name} (input {self.input_shape}, {self.dtype.name}, backend {self.backend.name})\n" + "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- presets
-def _pool(kind):
-    if kind not in ("max", "avg"):
-        raise ValueError(f"pool must be 'max' or 'avg', got {kind!r}")
-    return MaxPool2D(2) if kind == "max" else AvgPool2D(2)
+# --------------------------------------------------------------------------- model files
+PRESET_DIR = Path(__file__).with_name("presets")
+#: the presets: model files shipped inside the package (fastlenet/presets/<name>.json)
+PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.json")))
+#: the largest model file read (a real one is a few kB)
+MAX_SPEC_BYTES = 1 << 20
 
 
-def _act(kind):
-    if kind not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {kind!r}")
-    return ACTIVATIONS[kind]()
+def read_spec(source: Union[str, Path]) -> dict:
+    """A checked model file: a preset's name (``lenet5``) or the path of a JSON file."""
+    path = PRESET_DIR / f"{source}.json" if str(source) in PRESETS else Path(source)
+    where = str(source)
+    if not path.is_file():
+        hint = "" if str(source).endswith(".json") or "/" in str(source) else f"; presets: {', '.join(PRESETS)}"
+        raise spec_mod.SpecError(f"{where}: no such model file or preset{hint}")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise spec_mod.SpecError(f"{where}: {path.stat().st_size:,} bytes is too large to be a model file "
+                                 f"(at most {MAX_SPEC_BYTES:,})")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise spec_mod.SpecError(f"{where}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise spec_mod.SpecError(f"{where}: JSON nested too deeply to be a model file") from None
+    return spec_mod.check(doc, where)
 
 
-def _init_for(activation):
-    return "he" if activation == "relu" else "glorot"
+def _layer(f: dict, init: Optional[str]) -> Layer:
+    """One layer object from a checked model-file entry (``init`` resolved)."""
+    kind = f["type"]
+    if kind == "conv2d":
+        layer = Conv2D(f["filters"], f["kernel_size"], f["stride"], f["padding"], init=init)
+    elif kind == "dense":
+        layer = Dense(f["units"], init=init)
+    elif kind in ("maxpool2d", "avgpool2d"):
+        layer = (MaxPool2D if kind == "maxpool2d" else AvgPool2D)(f["size"], f.get("stride"))
+    elif kind == "batchnorm":
+        layer = BatchNorm(f["momentum"], f["eps"])
+    elif kind == "dropout":
+        layer = Dropout(f["rate"])
+    elif kind == "leaky_relu":
+        layer = LeakyReLU(f["alpha"])
+    else:
+        layer = {"global_avgpool2d": GlobalAvgPool2D, "flatten": Flatten, **ACTIVATIONS}[kind]()
+    if init is not None:
+        layer.spec_init = f["init"]            # to_spec writes what the file said ("auto")
+    return layer
 
 
-def _lenet5(activation, pool, num_classes, dense_activation=None):
-    """28x28: C1 5x5 pad 2 (6) - pool - C3 5x5 (16) - pool - 120 - 84 - classes."""
-    da = dense_activation or activation
-    a, d = _init_for(activation), _init_for(da)
-    return (1, 28, 28), [
-        Conv2D(6, 5, padding=2, init=a), _act(activation), _pool(pool),
-        Conv2D(16, 5, init=a), _act(activation), _pool(pool),
-        Flatten(),
-        Dense(120, init=d), _act(da),
-        Dense(84, init=d), _act(da),
-        Dense(num_classes, init="glorot"),
-    ]
+def from_spec(spec: dict, backend=None, seed: int = 0, dtype=None, num_classes: Optional[int] = None,
+              fused: bool = True, where: str = "model file") -> Sequential:
+    """Build the network a model file describes (checked first: :func:`fastlenet.spec.check`).
 
-
-def _lenet5_1998(activation, pool, num_classes, dense_activation=None):
-    """32x32: C1 5x5 (6) - S2 - C3 5x5 (16) - S4 - C5 5x5 conv (120) - F6 84 - classes."""
-    da = dense_activation or activation
-    a, d = _init_for(activation), _init_for(da)
-    return (1, 32, 32), [
-        Conv2D(6, 5, init=a), _act(activation), _pool(pool),
-        Conv2D(16, 5, init=a), _act(activation), _pool(pool),
-        Conv2D(120, 5, init=a), _act(activation),
-        Flatten(),
-        Dense(84, init=d), _act(da),
-        Dense(num_classes, init="glorot"),
-    ]
-
-
-def _lenet5_bn(activation, pool, num_classes, dense_activation=None):
-    """28x28: 3x3 conv (6, same) - BN - act - pool - 3x3 conv (16) - BN - act - pool - 120 - 84 - classes."""
-    da = dense_activation or activation
-    a, d = _init_for(activation), _init_for(da)
-    return (1, 28, 28), [
-        Conv2D(6, 3, padding="same", init=a), BatchNorm(), _act(activation), _pool(pool),
-        Conv2D(16, 3, init=a), BatchNorm(), _act(activation), _pool(pool),
-        Flatten(),
-        Dense(120, init=d), BatchNorm(), _act(da),
-        Dense(84, init=d), BatchNorm(), _act(da),
-        Dense(num_classes, init="glorot"),
-    ]
-
-
-#: name -> (builder, default activation, default pool)
-PRESETS = {
-    "lenet5": (_lenet5, "relu", "max"),
-    "lenet5-classic": (_lenet5, "sigmoid", "avg"),
-    "lenet5-1998": (_lenet5_1998, "tanh", "avg"),
-    "lenet5-bn": (_lenet5_bn, "relu", "max"),
-}
+    ``dtype`` overrides the file's; ``num_classes`` resizes its output layer
+    (:func:`fastlenet.spec.with_num_classes`)."""
+    spec = spec_mod.check(spec, where)
+    if num_classes is not None:
+        spec = spec_mod.with_num_classes(spec, int(num_classes), where)
+    if dtype is not None:
+        spec = {**spec, "dtype": np.dtype(dtype).name}
+    spec_mod.check(spec, where)                      # a dtype override is checked too
+    layers = [_layer(f, init) for f, init in zip(spec["layers"], spec_mod.auto_inits(spec))]
+    config = dict(name=spec["name"], spec=spec, num_classes=spec["num_classes"], seed=int(seed), dtype=spec["dtype"])
+    return Sequential(layers, tuple(spec["input_shape"]), backend=backend, seed=seed, dtype=spec["dtype"],
+                      name=spec["name"], config=config, fused=fused)
 
 
 def preset_input_shape(name: str) -> Tuple[int, int, int]:
-    """The (C, H, W) input a preset takes."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name][0]("relu", "max", 10)[0]
+    """The (C, H, W) input a preset (or model file) takes."""
+    return tuple(read_spec(name)["input_shape"])
 
 
 def build(name: str, backend=None, seed: int = 0, dtype=np.float32, activation: Optional[str] = None,
           pool: Optional[str] = None, dense_activation: Optional[str] = None,
           num_classes: int = 10, fused: bool = True) -> Sequential:
-    """Build a preset: ``lenet5``, ``lenet5-classic``, ``lenet5-1998`` or ``lenet5-bn``.
+    """Build a preset (``lenet5``, ``lenet5-classic``, ``lenet5-1998``, ``lenet5-bn``) or
+    the model file at path ``name``.
 
-    ``activation`` / ``pool`` override the preset's (relu|sigmoid|tanh, max|avg);
-    ``dense_activation`` gives the dense layers a different activation.
-    ``fused=False`` runs every layer separately (the fused conv+ReLU+pool path off).
+    ``activation`` / ``pool`` override the file's (relu|sigmoid|tanh, max|avg);
+    ``dense_activation`` gives the layers after the flatten a different activation
+    (:func:`fastlenet.spec.with_overrides`).  ``fused=False`` runs every layer
+    separately (the fused conv+ReLU+pool path off).
     """
-    if name not in PRESETS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(PRESETS)}")
-    builder, default_act, default_pool = PRESETS[name]
-    activation = activation or default_act
-    pool = pool or default_pool
-    input_shape, layers = builder(activation, pool, int(num_classes), dense_activation)
-    config = dict(name=name, activation=activation, pool=pool, dense_activation=dense_activation,
-                  num_classes=int(num_classes), seed=int(seed), dtype=np.dtype(dtype).name)
-    return Sequential(layers, input_shape, backend=backend, seed=seed, dtype=dtype, name=name, config=config,
-                      fused=fused)
+    for value, allowed, what in ((activation, ACTIVATIONS, "activation"), (dense_activation, ACTIVATIONS,
+                                 "dense_activation"), (pool, ("max", "avg"), "pool")):
+        if value is not None and value not in allowed:
+            raise ValueError(f"{what} must be one of {sorted(allowed)}, got {value!r}")
+    if str(name) not in PRESETS and not Path(name).is_file():
+        raise ValueError(f"unknown model {name!r}; choose one of {list(PRESETS)} or the path of a model file")
+    spec = spec_mod.with_overrides(read_spec(name), activation, pool, dense_activation)
+    return from_spec(spec, backend=backend, seed=seed, dtype=dtype, num_classes=num_classes, fused=fused,
+                     where=str(name))

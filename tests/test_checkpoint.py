@@ -96,7 +96,7 @@ def test_wrong_model_config_is_named(tmp_path):
     import json
     def change(a):
         meta = json.loads(a["meta"].tobytes())
-        meta["model"]["name"] = "lenet5"
+        meta["model"]["spec"] = models.read_spec("lenet5")      # another network's model file
         a["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     bad = rewrite(path, tmp_path / "bad.npz", change)
     with pytest.raises(CheckpointError, match="does not match its model config: unexpected parameter 'batchnorm1.beta'.*and 6 more"):

@@ -69,9 +69,9 @@ def test_dropout_is_identity_at_inference_and_scales_in_training():
     assert abs(y.mean() - 1.0) < 0.05
 
 
-def test_same_padding_rejects_even_kernels():
-    with pytest.raises(ValueError, match="padding='same'"):
-        layers.Conv2D(4, 4, padding="same")
+def test_padding_names_are_checked():
+    with pytest.raises(ValueError, match="padding must be an int, \\(pad_h, pad_w\\), 'same' or 'valid'"):
+        layers.Conv2D(4, 4, padding="full")
 
 
 def test_saturated_activations_stay_finite():

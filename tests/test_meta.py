@@ -46,15 +46,40 @@ def set_(*keys_and_value):
     return edit
 
 
+def legacy(edit):
+    """``edit`` applied to a model config as checkpoints wrote it before model files
+    (a preset's name and overrides, no ``spec``)."""
+    def apply(doc):
+        model = doc["model"]
+        del model["spec"]
+        model.update(activation="relu", pool="max", dense_activation=None)
+        return edit(doc)
+    return apply
+
+
+def layer_(index, key, value):
+    def edit(doc):
+        doc["model"]["spec"]["layers"][index][key] = value
+    return edit
+
+
 CASES = [
-    (set_("model", "num_classes", float("inf")), "meta model.num_classes must be an integer in [2, 1000]"),
-    (set_("model", "num_classes", 10 ** 9), "meta model.num_classes must be an integer in [2, 1000]"),
-    (set_("model", "num_classes", "10"), "meta model.num_classes"),
-    (set_("model", "seed", -1), "meta model.seed"),
-    (set_("model", "dtype", "object"), "meta model.dtype must be one of"),
-    (set_("model", "activation", ["relu"]), "meta model.activation"),
-    (set_("model", "name", "resnet"), "meta model.name must be one of"),
+    (legacy(set_("model", "num_classes", float("inf"))), "meta model.num_classes must be an integer in [2, 1000]"),
+    (legacy(set_("model", "num_classes", 10 ** 9)), "meta model.num_classes must be an integer in [2, 1000]"),
+    (legacy(set_("model", "num_classes", "10")), "meta model.num_classes"),
+    (legacy(set_("model", "seed", -1)), "meta model.seed"),
+    (legacy(set_("model", "dtype", "object")), "meta model.dtype must be one of"),
+    (legacy(set_("model", "activation", ["relu"])), "meta model.activation"),
+    (legacy(set_("model", "name", "resnet")), "meta model.name must be one of"),
     (set_("model", [1, 2]), "meta 'model' must be an object"),
+    (set_("model", "seed", -1), "meta model.seed"),
+    (set_("model", "spec", "num_classes", float("inf")), "meta model.spec: 'num_classes' must be an integer in [2, 1000]"),
+    (set_("model", "spec", "dtype", "object"), "meta model.spec: 'dtype' must be one of"),
+    (set_("model", "spec", "layers", "conv"), "meta model.spec: 'layers' must be a list"),
+    (layer_(0, "type", "conv3d"), "meta model.spec: layer 0: unknown type 'conv3d'"),
+    (layer_(0, "filters", 10 ** 9), "meta model.spec: layer 0 (conv2d): field 'filters' must be an integer in [1, 4096]"),
+    (layer_(11, "units", 50_000_000), "meta model.spec: layer 11 (dense): field 'units' must be an integer"),
+    (layer_(11, "units", 20_000), "meta model.spec: 'num_classes' is 10 but the last layer gives 20000 outputs"),
     (set_("class_names", ["a", "b"]), "meta 'class_names' must name the model's 10 outputs"),
     (set_("class_names", "0123456789"), "meta 'class_names' must be a list of strings"),
     (set_("class_names", list(range(10))), "meta 'class_names' must be a list of strings"),
@@ -77,13 +102,23 @@ def test_edited_meta_is_named(tmp_path, edit, message):
 
 
 def test_a_huge_class_count_is_refused_before_building(tmp_path):
-    path = edited(tmp_path, set_("model", "num_classes", 50_000_000))
+    path = edited(tmp_path, legacy(set_("model", "num_classes", 50_000_000)))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     with pytest.raises(CheckpointError, match="num_classes"):
         checkpoint.load_model(path)
     assert time.perf_counter() - started < 5
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000     # kB: nothing built
+
+
+def test_a_huge_model_file_is_refused_before_building(tmp_path):
+    def huge(doc):
+        doc["model"]["spec"]["layers"][7]["units"] = 4_000_000          # dense 400 -> 4M: 1.6e9 weights
+    path = edited(tmp_path, huge)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="layer 7 \\(dense\\): the model reaches more than"):
+        checkpoint.load_model(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000
 
 
 def test_settings_as_a_list_do_not_break_readers(tmp_path):
