@@ -1,7 +1,7 @@
 """Datasets: the IDX codec, the dataset registry, finding/downloading the files,
 and turning them into float32 NCHW batches.
 
-Dimension legend: N images, C channels (1), H/W height/width.
+Dimension legend: N images, C channels (1 for MNIST, 3 for CIFAR-10), H/W height/width.
 
 Errors are all :class:`DatasetError` subclasses with a message that says what
 is wrong and how to fix it: :class:`IDXError` (a malformed file),
@@ -212,6 +212,9 @@ DATASETS: Dict[str, DatasetInfo] = {
     ),
 }
 
+#: every name --dataset takes: the registered IDX datasets, CIFAR-10 (fastlenet.cifar), any IDX folder
+DATASET_NAMES = sorted(DATASETS) + ["cifar10", "idx"]
+
 #: system-wide folders searched after the user cache (Debian: dataset-fashion-mnist)
 SYSTEM_DIRS: List[Path] = [Path("/usr/share/datasets")]
 
@@ -320,7 +323,7 @@ def download(info: DatasetInfo, dest: Optional[Path] = None, timeout: float = 30
 # --------------------------------------------------------------------------- datasets
 @dataclass
 class Dataset:
-    """Images as float32 (N, 1, H, W) in [0, 1] (or standardised) and int64 labels (N,)."""
+    """Images as float32 (N, C, H, W) in [0, 1] (or standardised) and int64 labels (N,)."""
 
     name: str
     x_train: np.ndarray
@@ -330,8 +333,8 @@ class Dataset:
     class_names: Tuple[str, ...]
     flip_ok: bool = False
     source: str = ""
-    mean: Optional[float] = None       # standardisation statistics (train set), if applied
-    std: Optional[float] = None
+    mean: Optional[List[float]] = None   # standardisation statistics (train set, per channel), if applied
+    std: Optional[List[float]] = None
     x_val: Optional[np.ndarray] = None
     y_val: Optional[np.ndarray] = None
     notes: List[str] = field(default_factory=list)     # what loading changed, to tell the user
@@ -351,8 +354,9 @@ MAX_CLASSES = 1000
 
 def _images_and_labels(images: np.ndarray, labels: np.ndarray, what: str,
                        num_classes: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise IDXError(f"{what} images must be a rank-3 uint8 IDX file, got rank {images.ndim} {images.dtype}")
+    if images.ndim not in (3, 4) or images.dtype != np.uint8:
+        raise IDXError(f"{what} images must be a rank-3 (N, H, W) or rank-4 (N, C, H, W) uint8 IDX file, "
+                       f"got rank {images.ndim} {images.dtype}")
     if labels.ndim != 1:
         raise IDXError(f"{what} labels must be a rank-1 IDX file, got rank {labels.ndim}")
     if len(images) != len(labels):
@@ -399,9 +403,11 @@ def class_mapping(y_train: np.ndarray, y_test: np.ndarray) -> Tuple[np.ndarray, 
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1]."""
-    out = np.empty((images.shape[0], 1) + images.shape[1:], np.float32)
-    np.multiply(images[:, None], np.float32(1 / 255), out=out)
+    """uint8 (N, H, W) or (N, C, H, W) -> float32 (N, C, H, W) in [0, 1] (C = 1 for rank 3)."""
+    if images.ndim == 3:
+        images = images[:, None]
+    out = np.empty(images.shape, np.float32)
+    np.multiply(images, np.float32(1 / 255), out=out)
     return out
 
 
@@ -425,7 +431,7 @@ def _idx_files(data_dir, wanted: Dict[str, str]) -> Tuple[Dict[str, bytes], Dict
 def _registered_files(name: str, data_dir, wanted: Dict[str, str], download_missing: bool,
                       verify: bool) -> Tuple[Dict[str, bytes], Dict[str, Path], str]:
     if name not in DATASETS:
-        raise DatasetNotFound(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or 'idx'")
+        raise DatasetNotFound(f"unknown dataset {name!r}; choose one of {DATASET_NAMES}")
     info = DATASETS[name]
     searched = search_dirs(name, data_dir)
     _check_asked_folder(name, data_dir, wanted.values())
@@ -447,7 +453,8 @@ def _registered_files(name: str, data_dir, wanted: Dict[str, str], download_miss
 
 def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missing: bool = True,
          verify: bool = True, test_only: bool = False) -> Dataset:
-    """Load ``mnist``, ``fashion-mnist`` or ``idx`` (any folder with the four standard files).
+    """Load ``mnist``, ``fashion-mnist``, ``cifar10`` (fastlenet.cifar) or ``idx`` (any folder
+    with the four standard files, images (N, H, W) or (N, C, H, W)).
 
     Registered datasets are looked up in ``data_dir`` (the folder itself or
     ``data_dir/<name>``), ``$FASTLENET_DATA``, the user cache and
@@ -455,11 +462,14 @@ def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missin
     decompressed payload.  ``idx`` needs ``data_dir`` and infers the class count.
     ``test_only``: only the two ``t10k-*`` files are needed (the train arrays are empty).
     """
+    if name == "cifar10":
+        from . import cifar
+        return cifar.load(data_dir, download_missing, verify, test_only)
     wanted = _wanted(test_only)
     info = DATASETS.get(name) if name != "idx" else None
     payloads, files, source = (_idx_files(data_dir, wanted) if name == "idx" else
                                _registered_files(name, data_dir, wanted, download_missing, verify))
-    arrays = {key: decode_idx(payloads[base], str(files[base]), 3 if "images" in key else 1)
+    arrays = {key: decode_idx(payloads[base], str(files[base]), None if "images" in key else 1)
               for key, base in wanted.items()}
     num_classes = len(info.class_names) if info else None
     x_test, y_test = _images_and_labels(arrays["test_images"], arrays["test_labels"], "test", num_classes)
@@ -475,31 +485,46 @@ def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missin
             notes.append(note)
     else:
         class_names = info.class_names
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise IDXError(f"train images are {x_train.shape[2:]} but test images are {x_test.shape[2:]}")
+    if x_train.shape[1:] != x_test.shape[1:] and not test_only:
+        raise IDXError(f"train images are {x_train.shape[1:]} (C, H, W) but test images are {x_test.shape[1:]}")
     return Dataset(name, x_train, y_train, x_test, y_test, class_names,
                    flip_ok=bool(info and info.flip_ok), source=source, notes=notes,
                    image_size=tuple(x_test.shape[2:]))
 
 
 # --------------------------------------------------------------------------- preparation
-def apply_standardization(x: np.ndarray, mean: float, std: float, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """(x - mean) / std in float32, the one formula used in training and at inference;
-    ``out=x`` works in place."""
-    out = np.subtract(x, np.float32(mean), out=out, dtype=np.float32)
-    out /= np.float32(std)
+def _per_channel(values, what: str) -> np.ndarray:
+    """A number or one number per channel -> float32 (C, 1, 1), broadcast over (N, C, H, W)."""
+    return np.asarray(values, np.float32).reshape(-1, 1, 1)
+
+
+def apply_standardization(x: np.ndarray, mean, std, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """(x - mean) / std in float32, per channel (``mean``/``std``: a number or one per
+    channel), the one formula used in training and at inference; ``out=x`` works in place."""
+    out = np.subtract(x, _per_channel(mean, "mean"), out=out, dtype=np.float32)
+    out /= _per_channel(std, "std")
     return out
 
 
+def channel_statistics(x: np.ndarray) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """Per-channel (mean, std) of float images (N, C, H, W), in float64 (a std of 0 -> 1)."""
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        plane = x[:, c]
+        means.append(float(plane.mean(dtype=np.float64)))
+        stds.append(float(plane.std(dtype=np.float64)) or 1.0)
+    return tuple(means), tuple(stds)
+
+
 def standardize(ds: Dataset) -> Dataset:
-    """Subtract the train-set mean and divide by its std, in place (stats kept on ``ds``)."""
-    mean = float(ds.x_train.mean(dtype=np.float64))
-    std = float(ds.x_train.std(dtype=np.float64)) or 1.0
+    """Subtract the train-set mean and divide by its std, per channel, in place (the
+    statistics kept on ``ds``: one number per channel)."""
+    mean, std = channel_statistics(ds.x_train)
     for name in ("x_train", "x_test", "x_val"):
         a = getattr(ds, name)
         if a is not None:
             apply_standardization(a, mean, std, out=a)
-    ds.mean, ds.std = mean, std
+    ds.mean, ds.std = list(mean), list(std)
     return ds
 
 

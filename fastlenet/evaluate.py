@@ -71,7 +71,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0].replace("``", ""),
                                 formatter_class=HelpFormatter)
     p.add_argument("checkpoint", help="a best.npz / last.npz written by fastlenet train")
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "idx"], default=None,
+    p.add_argument("--dataset", choices=data.DATASET_NAMES, default=None,
                    help="the test set to use; default: the dataset the checkpoint was trained on")
     p.add_argument("--data-dir", default=None,
                    help="folder holding the test files (t10k-images/labels-idx*-ubyte[.gz]); default: the folder "

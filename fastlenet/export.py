@@ -7,8 +7,9 @@ Dimension legend: N batch (dynamic: the graph's first axis is named "batch"),
 C channels, H/W height/width, K classes.
 
 The graph is built with the ``onnx`` helper API at IR version 8 / opset 17,
-which onnxruntime loads.  Layers map one to one (Conv, Relu, Sigmoid, Tanh,
-MaxPool, AveragePool, Flatten, Gemm); batch normalisation is exported in its
+which onnxruntime loads.  Layers map one to one (Conv with its four pads,
+Relu, LeakyRelu, Sigmoid, Tanh, MaxPool, AveragePool, GlobalAveragePool +
+Flatten, Flatten, Gemm); batch normalisation is exported in its
 inference form, folded into a per-channel Mul + Add from the running
 statistics; dropout is removed.  The preprocessing the model was trained with
 is folded into the graph: standardisation as Sub + Div with the stored
@@ -27,8 +28,8 @@ import numpy as np
 
 from . import checkpoint
 from .fileio import atomic_write_bytes, check_target
-from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid,
-                     Tanh)
+from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU,
+                     MaxPool2D, ReLU, Sigmoid, Tanh)
 
 OPSET = 17
 IR_VERSION = 8
@@ -73,8 +74,8 @@ def _preprocess(g: _Graph, x: str, input_shape, mean, std, pad_from) -> str:
     """Standardisation and zero-padding to the model's input, as graph nodes."""
     _, h, w = input_shape
     if mean is not None and std is not None:
-        centered = g.node("Sub", [x, g.const("mean", mean)])
-        x = g.node("Div", [centered, g.const("std", std)])
+        centered = g.node("Sub", [x, g.const("mean", np.reshape(mean, (-1, 1, 1)))])     # per channel
+        x = g.node("Div", [centered, g.const("std", np.reshape(std, (-1, 1, 1)))])
     if pad_from:
         top, left = (h - pad_from) // 2, (w - pad_from) // 2
         pads = [0, 0, top, left, 0, 0, h - pad_from - top, w - pad_from - left]
@@ -94,14 +95,18 @@ def _batchnorm(g: _Graph, x: str, layer, lname: str, ndim: int) -> str:
 def _layer(g: _Graph, x: str, layer, lname: str, in_shape) -> str:
     """The node(s) of one layer on input ``x``; returns the output's name."""
     if isinstance(layer, Conv2D):
-        p = layer.pad
+        top, bottom, left, right = layer.pads
         return g.node("Conv", [x, g.const(f"{lname}.w", layer.params["w"]), g.const(f"{lname}.b", layer.params["b"])],
-                      kernel_shape=[layer.kh, layer.kw], strides=[layer.stride] * 2, pads=[p, p, p, p])
+                      kernel_shape=[layer.kh, layer.kw], strides=[layer.stride] * 2, pads=[top, left, bottom, right])
     if isinstance(layer, (MaxPool2D, AvgPool2D)):
         op = "MaxPool" if isinstance(layer, MaxPool2D) else "AveragePool"
         return g.node(op, [x], kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2)
     if isinstance(layer, (ReLU, Sigmoid, Tanh)):
         return g.node({ReLU: "Relu", Sigmoid: "Sigmoid", Tanh: "Tanh"}[type(layer)], [x])
+    if isinstance(layer, LeakyReLU):
+        return g.node("LeakyRelu", [x], alpha=layer.alpha)
+    if isinstance(layer, GlobalAvgPool2D):                 # (N, C, 1, 1) -> (N, C)
+        return g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
     if isinstance(layer, Flatten):
         return g.node("Flatten", [x], axis=1)
     if isinstance(layer, Dense):
@@ -113,13 +118,13 @@ def _layer(g: _Graph, x: str, layer, lname: str, in_shape) -> str:
     raise ExportError(f"cannot export layer {lname} ({type(layer).__name__}) to ONNX")
 
 
-def to_onnx(model, path, mean: Optional[float] = None, std: Optional[float] = None,
+def to_onnx(model, path, mean=None, std=None,
             pad_from: Optional[int] = None, doc: str = "", sources=()):
     """Write ``model`` as an ONNX graph to ``path`` and return the ModelProto
     (``sources``: input files that ``path`` must not replace).
 
-    ``mean``/``std``: the standardisation applied to the training images, folded
-    into the graph.  ``pad_from``: the stored image size when the model's input
+    ``mean``/``std``: the standardisation applied to the training images (a number or
+    one per channel), folded into the graph.  ``pad_from``: the stored image size when the model's input
     was zero-padded to its size (e.g. 28 for a 32x32 ``lenet5-1998``).
     """
     onnx, TensorProto, helper, numpy_helper = _onnx()

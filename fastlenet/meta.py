@@ -87,8 +87,8 @@ def check_model_config(config, path) -> dict:
 class Inference:
     """What a reader applies to images before the model (all checked)."""
 
-    mean: Optional[float]
-    std: Optional[float]
+    mean: Optional[Tuple[float, ...]]       # per channel
+    std: Optional[Tuple[float, ...]]
     class_names: Tuple[str, ...]
     image_size: Tuple[int, int]             # (H, W) of the images the model was trained on, before padding
 
@@ -98,12 +98,19 @@ def inference(meta: dict, path, input_shape: Tuple[int, int, int], num_outputs: 
     mean, std = meta.get("mean"), meta.get("std")
     if (mean is None) != (std is None):
         raise _error(path, "'mean'/'std'", "must both be numbers or both be null", [mean, std])
-    if mean is not None and not _is_number(mean):
-        raise _error(path, "'mean'", "must be a finite number", mean)
-    if std is not None and not (_is_number(std) and std > 0):
-        raise _error(path, "'std'", "must be a finite number > 0", std)
-    return Inference(None if mean is None else float(mean), None if std is None else float(std),
-                     _class_names(meta, path, num_outputs), _image_size(meta, path, input_shape))
+    channels = input_shape[0]
+    mean = None if mean is None else _statistic(path, "'mean'", mean, channels, lambda v: True)
+    std = None if std is None else _statistic(path, "'std'", std, channels, lambda v: v > 0, " > 0")
+    return Inference(mean, std, _class_names(meta, path, num_outputs), _image_size(meta, path, input_shape))
+
+
+def _statistic(path, field: str, value, channels: int, ok, bound: str = "") -> Tuple[float, ...]:
+    """A standardisation statistic: one finite number per channel (a single number, as
+    older checkpoints wrote it, for one channel)."""
+    values = value if isinstance(value, list) else [value]
+    if len(values) != channels or not all(_is_number(v) and ok(v) for v in values):
+        raise _error(path, field, f"must be a finite number{bound} or a list of {channels} (one per channel)", value)
+    return tuple(float(v) for v in values)
 
 
 def _class_names(meta: dict, path, num_outputs: int) -> Tuple[str, ...]:

@@ -3,6 +3,7 @@
 Layout (each file written atomically, see fastlenet.fileio)::
 
     RUN/config.json     settings, versions, backend, threads  (written once, at the start)
+    RUN/model.json      the model file trained (fastlenet.spec; --model RUN/model.json trains it again)
     RUN/history.csv     one row per finished epoch            (rewritten after every epoch)
     RUN/last.npz        model + optimizer + trainer position  (after every epoch, on a stop)
     RUN/best.npz        the best epoch's model (the monitored metric; see trainer)
@@ -34,7 +35,9 @@ class RunDirectoryError(ValueError):
 
 
 #: the files a run writes: a new run never starts in a folder that already holds one
-RUN_FILES = ("config.json", "history.csv", "last.npz", "best.npz", "metrics.json")
+RUN_FILES = ("config.json", "model.json", "history.csv", "last.npz", "best.npz", "metrics.json")
+#: what a run writes before its first epoch ends
+START_FILES = ("config.json", "model.json")
 LOCK_NAME = ".fastlenet.lock"
 
 
@@ -76,7 +79,7 @@ class RunDirectory:
     def _unstarted_run(self) -> bool:
         """Whether the folder holds only what a fastlenet run that never finished an epoch
         writes (its own config.json, no checkpoint): a new run may start over there."""
-        if any(os.path.lexists(self.file(n)) for n in RUN_FILES if n != "config.json"):
+        if any(os.path.lexists(self.file(n)) for n in RUN_FILES if n not in START_FILES):
             return False
         try:
             doc = json.loads(self.file("config.json").read_text())
@@ -134,6 +137,9 @@ class RunDirectory:
     # ------------------------------------------------------------------ writing
     def write_config(self, doc: dict) -> None:
         write_json(self.file("config.json"), doc)
+
+    def write_model(self, spec: dict) -> None:
+        write_json(self.file("model.json"), spec)
 
     def write_metrics(self, doc: dict) -> None:
         write_json(self.file("metrics.json"), doc)

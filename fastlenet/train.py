@@ -1,4 +1,5 @@
-"""``python -m fastlenet.train``: train LeNet-5 on MNIST, Fashion-MNIST or any IDX dataset.
+"""``python -m fastlenet.train``: train LeNet-5 (or any model file) on MNIST, Fashion-MNIST,
+CIFAR-10 or any IDX dataset.
 
 Writes a run directory (config.json, history.csv, metrics.json, best.npz,
 last.npz and, with matplotlib, curves/confusion/samples PNGs), prints a line
@@ -39,6 +40,9 @@ RECIPES = {
                           weight_decay=1e-3, schedule="cosine", augment=True, max_shift=1, val_split=0.05),
     "idx": dict(model="lenet5", epochs=20, batch_size=128, optimizer="adam", lr=2e-3,
                 weight_decay=0.0, schedule="cosine", augment=False, max_shift=2, val_split=0.05),
+    # a small CIFAR-shaped CNN (fastlenet/presets/cifar-cnn.json); shifts and flips
+    "cifar10": dict(model="cifar-cnn", epochs=20, batch_size=128, optimizer="adam", lr=1e-3,
+                    weight_decay=0.0, schedule="cosine", augment=True, max_shift=2, val_split=0.05),
 }
 COMMON_DEFAULTS = dict(momentum=0.9, step_size=5, gamma=0.5, min_lr=0.0,
                        plateau_factor=0.2, max_shift=2, plateau_patience=3, min_delta=0.0,
@@ -72,7 +76,7 @@ def _recipe_summary() -> str:
 
 
 def _data_flags(g) -> None:
-    g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "idx"], default="mnist",
+    g.add_argument("--dataset", choices=data.DATASET_NAMES, default="mnist",
                    help="registered dataset, or 'idx' for any folder of the four IDX files (needs --data-dir)")
     g.add_argument("--data-dir", default=None,
                    help="folder holding the IDX files (itself or <dir>/<dataset>); default: $FASTLENET_DATA, "
@@ -92,7 +96,9 @@ def _data_flags(g) -> None:
 
 
 def _model_flags(g) -> None:
-    g.add_argument("--model", choices=sorted(models.PRESETS), default=None, help="LeNet-5 preset. recipe: lenet5")
+    g.add_argument("--model", default=None, metavar="NAME|FILE",
+                   help=f"a preset ({', '.join(models.PRESETS)}) or a model file (JSON, see docs/models.md; a run's "
+                        "own RUN/model.json trains it again). recipe: lenet5, cifar-cnn for cifar10")
     g.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default=None,
                    help="override the preset's activation")
     g.add_argument("--dense-activation", choices=["relu", "sigmoid", "tanh"], default=None,
@@ -185,7 +191,13 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     if s["threads"] > numba.config.NUMBA_NUM_THREADS:
         raise UsageError(f"--threads {s['threads']} is more than the {numba.config.NUMBA_NUM_THREADS} "
                          "threads the kernels' pool holds (NUMBA_NUM_THREADS, set before start-up)")
-    s["pad32"] = bool(s["pad32"] or models.preset_input_shape(s["model"])[1] == 32)
+    try:
+        spec = models.read_spec(s["model"])
+    except ValueError as exc:                        # SpecError: names the file, layer and field
+        raise UsageError(f"--model {exc}") from None
+    # the 1998 preset is LeNet-5 on 28x28 digits padded to 32x32; other models pad only when asked
+    s["pad32"] = bool(s["pad32"] or (s["model"] in models.PRESETS and spec["input_shape"][1:] == [32, 32]
+                                     and spec["input_shape"][0] == 1))
     return s
 
 
@@ -307,7 +319,8 @@ def process_start_time() -> Optional[float]:
 
 def default_run_dir(s: dict) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{s['dataset']}-{s['model']}-{stamp}"
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in models.read_spec(s["model"])["name"])
+    return Path("runs") / f"{s['dataset']}-{name}-{stamp}"
 
 
 def _open_run(args, argv) -> tuple:
@@ -335,6 +348,8 @@ def _checked_resume(args, argv, run_dir: RunDirectory, stored: dict) -> tuple:
     config = run_dir.file("config.json")
     required = set(COMMON_DEFAULTS) | {k for recipe in RECIPES.values() for k in recipe}
     ns = resume.stored_namespace(build_parser(), stored, config, required)
+    if run_dir.file("model.json").is_file():         # the network this run trained, whatever --model named
+        ns.model = str(run_dir.file("model.json"))
     for key in ("epochs", "threads", "backend"):
         if key in explicit:
             setattr(ns, key, explicit[key])
@@ -346,11 +361,24 @@ def _checked_resume(args, argv, run_dir: RunDirectory, stored: dict) -> tuple:
     return s, run_dir, explicit.get("epochs")
 
 
-def _make_trainer(s: dict, ds, run_dir: RunDirectory, log, progress: bool) -> Trainer:
-    model = models.build(s["model"], backend=s["backend"], seed=s["seed"], activation=s["activation"],
-                         pool=s["pool"], dense_activation=s["dense_activation"], num_classes=ds.num_classes)
-    if tuple(ds.x_train.shape[1:]) != model.input_shape:
-        raise UsageError(f"{s['model']} takes {model.input_shape} inputs but the data is {ds.x_train.shape[1:]}")
+def make_model(s: dict, num_classes: int, data_shape) -> models.Sequential:
+    """The network of the run: ``--model`` with the activation / pooling overrides, its
+    output resized to the data's classes; refused (UsageError) when it does not take
+    the data's (C, H, W)."""
+    try:
+        model = models.build(s["model"], backend=s["backend"], seed=s["seed"], activation=s["activation"],
+                             pool=s["pool"], dense_activation=s["dense_activation"], num_classes=num_classes)
+    except ValueError as exc:
+        raise UsageError(f"--model {exc}") from None
+    if tuple(data_shape) != model.input_shape:
+        hint = " (--pad32 pads 28x28 images to 32x32)" if tuple(data_shape[1:]) == (28, 28) and \
+            model.input_shape[1:] == (32, 32) else ""
+        raise UsageError(f"--model {s['model']} takes {model.input_shape} (C, H, W) inputs but the data is "
+                         f"{tuple(data_shape)}{hint}")
+    return model
+
+
+def _make_trainer(s: dict, model, ds, run_dir: RunDirectory, log, progress: bool) -> Trainer:
     early = (optim.EarlyStopping(s["early_stopping"], monitor=s["monitor"], min_delta=s["min_delta"])
              if s["early_stopping"] else None)
     monitor = s["monitor"] if ds.x_val is not None or not s["monitor"].startswith("val") else \
@@ -428,15 +456,17 @@ def _train(args, s: dict, run_dir: RunDirectory, log, t_start: float) -> int:
     """Train the run ``_open_run`` opened (and locked): data, model, epochs, test metrics."""
     kernels.set_num_threads(s["threads"])
     ds = prepare_data(s, log)
+    model = make_model(s, ds.num_classes, ds.x_train.shape[1:])
     if not args.resume:
         run_dir.create()                   # only now: nothing is made for a run that cannot start
-    trainer = _make_trainer(s, ds, run_dir, log, progress=sys.stderr.isatty() and not args.quiet)
+    trainer = _make_trainer(s, model, ds, run_dir, log, progress=sys.stderr.isatty() and not args.quiet)
     if args.resume:
         _restore(trainer, s, run_dir, log)
     else:
         run_dir.write_config({"settings": s, "versions": versions(), "backend": s["backend"],
                               "threads": s["threads"], "data_source": ds.source})
-        log(f"model: {s['model']} ({trainer.model.num_params():,} parameters), backend {s['backend']}, "
+        run_dir.write_model(trainer.model.to_spec())
+        log(f"model: {trainer.model.name} ({trainer.model.num_params():,} parameters), backend {s['backend']}, "
             f"{s['threads']} thread{'s' if s['threads'] != 1 else ''}, run directory {run_dir.path}")
     _say_if_compiling(s["backend"], log)
     history = trainer.run()

@@ -121,7 +121,19 @@ def test_standardize_and_pad():
                       np.zeros(4, int), np.ones((2, 1, 2, 2), np.float32), np.zeros(2, int), ("a",))
     data.standardize(ds)
     assert abs(ds.x_train.mean()) < 1e-6 and abs(ds.x_train.std() - 1) < 1e-5
-    assert ds.mean == pytest.approx(2.0) and ds.std > 0
+    assert ds.mean == pytest.approx([2.0]) and ds.std[0] > 0          # one per channel
+
+
+def test_standardize_per_channel():
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 3, 4, 4), dtype=np.float32) * np.array([1, 10, 100], np.float32)[:, None, None]
+    ds = data.Dataset("t", x.copy(), np.zeros(50, int), x[:5].copy(), np.zeros(5, int), ("a", "b"))
+    data.standardize(ds)
+    assert len(ds.mean) == 3 and ds.mean[2] > 10 * ds.mean[1] > 10 * ds.mean[0]
+    for c in range(3):
+        plane = ds.x_train[:, c]
+        assert abs(plane.mean()) < 1e-5 and abs(plane.std() - 1) < 1e-4
+    np.testing.assert_allclose(ds.x_test, ds.x_train[:5], rtol=0, atol=0)
     padded = data.pad_to(np.ones((1, 1, 28, 28), np.float32), 32)
     assert padded.shape == (1, 1, 32, 32) and padded.sum() == 784 and padded[0, 0, 2, 2] == 1
     with pytest.raises(ValueError, match="cannot pad"):

@@ -62,8 +62,7 @@ def test_compiled_network_equals_reference_network(name, backend):
 def trajectory(name, backend, opt, steps=30):
     model = models.build(name, backend=backend, seed=4)
     x, y = synthetic(64, seed=5)             # learnable data: a smooth, non-chaotic descent
-    if model.input_shape[1] == 32:
-        x = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    x = shaped_for(model, x)
     o = optim.SGD(model.params, lr=0.01, momentum=0.9) if opt == "sgd" else optim.Adam(model.params, lr=1e-3,
                                                                                          backend=backend)
     losses = []
@@ -84,6 +83,15 @@ def test_loss_trajectory_tracks_reference(backend, name, opt):
     assert rel.max() < 1e-3, f"step {rel.argmax()}: {got[rel.argmax()]} vs {ref[rel.argmax()]} (rel {rel.max():.2e})"
 
 
+def shaped_for(model, x):
+    """28x28 grey images as the model's input: zero-padded to 32x32, the grey copied to
+    every channel."""
+    c, h, _ = model.input_shape
+    if h == 32:
+        x = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    return np.ascontiguousarray(np.repeat(x, c, axis=1))
+
+
 def synthetic(n=400, seed=0):
     """Ten classes: a bright 6x6 square at a class-specific spot on a noisy 28x28 image."""
     rng = np.random.default_rng(seed)
@@ -99,8 +107,7 @@ def synthetic(n=400, seed=0):
 def test_training_on_synthetic_data_learns(name):
     model = models.build(name, seed=0)
     x, y = synthetic()
-    if model.input_shape[1] == 32:
-        x = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    x = shaped_for(model, x)
     o = optim.Adam(model.params, lr=1e-2 if name == "lenet5-classic" else 3e-3)  # sigmoid learns slowly
     before = (model.predict(x) == y).mean()
     first = None
