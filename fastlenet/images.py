@@ -1,5 +1,6 @@
 """Reading the images a user hands to ``predict``: a picture (PNG/JPEG/TIFF/..., via
-Pillow) or a ``.npy`` array, into float32 (N, 1, H, W) in [0, 1].
+Pillow) or a ``.npy`` array, into float32 (N, C, H, W) in [0, 1] with the model's C
+(1: grey; 3: RGB; others only from arrays that have them).
 
 Dimension legend: N images, H/W height/width, C colour channels (1 grey, 2 grey +
 alpha, 3 RGB, 4 RGBA).
@@ -7,7 +8,8 @@ alpha, 3 RGB, 4 RGBA).
 Values are scaled by the image's real range, never clipped: 8-bit by 255, 16-bit
 by 65535, wider integers by the smallest of 255 / 65535 / 2**31-1 that holds their
 largest value, floats taken as 0..1 (or 0..255 when larger than 1; anything else
-refused).  Colour becomes grey by ITU-R 601 luminance (Pillow's ``L``).
+refused).  For a grey model colour becomes grey by ITU-R 601 luminance (Pillow's
+``L``); for an RGB model grey is repeated to three channels.
 Transparency is composited explicitly, and said: when the colour under the
 visible pixels is uniform, the drawing *is* the alpha channel and alpha is read as
 ink (light on dark, as MNIST); otherwise the picture is composited over black.
@@ -98,6 +100,28 @@ def grey(a: np.ndarray, where: str, notes: List[str]) -> np.ndarray:
     return luma * alpha
 
 
+def to_channels(a: np.ndarray, channels: int, where: str, notes: List[str]) -> np.ndarray:
+    """(N, H, W, C) in [0, 1] -> (N, ``channels``, H, W), the model's channels: 1 is grey
+    (:func:`grey`); 3 is RGB (grey repeated, transparency composited over black); any
+    other count only from an array that has exactly that many channels."""
+    c = a.shape[-1]
+    if channels == 1:
+        return grey(a, where, notes)[:, None]
+    if c == channels and channels not in (2, 4):
+        return np.ascontiguousarray(np.moveaxis(a, 3, 1))
+    if channels != 3:
+        raise ImageError(f"{where}: the model takes {channels}-channel images; this one has {c} channel"
+                         f"{'s' if c != 1 else ''} (give a (N, {channels}, H, W) .npy array)")
+    colour, alpha = (a[..., :-1], a[..., -1:]) if c in (2, 4) else (a, None)
+    if alpha is not None and alpha.min() < 1:
+        notes.append(f"{where}: composited its transparency over black")
+        colour = colour * alpha
+    if colour.shape[-1] == 1:
+        notes.append(f"{where}: grey image repeated to the model's 3 colour channels")
+        colour = np.repeat(colour, 3, axis=-1)
+    return np.ascontiguousarray(np.moveaxis(colour, 3, 1))
+
+
 def _channel_last(a: np.ndarray) -> bool:
     """True when (.., H, W, C) is the only sensible reading of a rank-3/4 array."""
     if a.shape[-1] not in (3, 4):
@@ -143,15 +167,15 @@ def _check_npy_header(path: Path) -> None:
                          f"but the file holds {have:,}")
 
 
-def read_array(path: Path, notes: List[str]) -> np.ndarray:
-    """A ``.npy`` file -> float32 (N, 1, H, W) in [0, 1]."""
+def read_array(path: Path, notes: List[str], channels: int = 1) -> np.ndarray:
+    """A ``.npy`` file -> float32 (N, channels, H, W) in [0, 1]."""
     _check_npy_header(path)
     try:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise ImageError(f"{path}: not a readable .npy array ({exc})") from None
     nhwc = as_nhwc(a, str(path))
-    return grey(scaled(nhwc, str(path), notes), path.name, notes)[:, None]
+    return to_channels(scaled(nhwc, str(path), notes), channels, path.name, notes)
 
 
 def _open_picture(path: Path):
@@ -172,8 +196,8 @@ def _open_picture(path: Path):
     return img
 
 
-def read_picture(path: Path, notes: List[str]) -> np.ndarray:
-    """A picture file -> float32 (1, 1, H, W) in [0, 1]."""
+def read_picture(path: Path, notes: List[str], channels: int = 1) -> np.ndarray:
+    """A picture file -> float32 (1, channels, H, W) in [0, 1]."""
     img = _open_picture(path)
     if img.mode == "P":                                # palette: to RGB(A), keeping transparency
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -184,11 +208,11 @@ def read_picture(path: Path, notes: List[str]) -> np.ndarray:
     if img.mode.startswith("I;16"):
         a = a.astype(np.uint16)
     a = a if a.ndim == 3 else a[:, :, None]
-    return grey(scaled(a[None], path.name, notes), path.name, notes)[:, None]
+    return to_channels(scaled(a[None], path.name, notes), channels, path.name, notes)
 
 
 def resize(a: np.ndarray, size) -> np.ndarray:
-    """(N, 1, H, W) -> (N, 1, OH, OW), ``size`` = OH (square) or (OH, OW), by averaging each
+    """(N, C, H, W) -> (N, C, OH, OW), ``size`` = OH (square) or (OH, OW), by averaging each
     output pixel's box of input pixels (exact area resampling when shrinking; nearest
     neighbour when growing)."""
     out_h, out_w = (size, size) if isinstance(size, int) else size

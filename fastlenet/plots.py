@@ -29,7 +29,20 @@ def _save(fig, path: Path) -> None:
 
 
 def curves(path: Path, history) -> None:
-    """Loss and accuracy per epoch, training and validation."""
+    """Loss and accuracy per epoch, training and validation, written to ``path``."""
+    _save(_curves_figure(history), path)
+
+
+def training_curves(history, path=None):
+    """The curves figure of ``history`` (``History.plot``): written to ``path`` when given
+    (then closed), else returned open for a notebook to show."""
+    fig = _curves_figure(history)
+    if path is not None:
+        _save(fig, Path(path))
+    return fig
+
+
+def _curves_figure(history):
     ep = [e.epoch for e in history.epochs]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ep, [e.train_loss for e in history.epochs], "o-", label="train")
@@ -45,7 +58,7 @@ def curves(path: Path, history) -> None:
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(fig, path)
+    return fig
 
 
 def confusion(path: Path, cm: np.ndarray, class_names) -> None:

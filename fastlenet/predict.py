@@ -24,13 +24,13 @@ from .data import prepare_inputs
 from .losses import softmax
 
 
-def read_inputs(path: Path, size: Tuple[int, int], notes: List[str]) -> np.ndarray:
-    """Any accepted file (see :mod:`fastlenet.images`) -> float32 (N, 1, H, W) in [0, 1]
-    at ``size`` = (H, W), the size the model's training images had (before padding)."""
+def read_inputs(path: Path, size: Tuple[int, int], notes: List[str], channels: int = 1) -> np.ndarray:
+    """Any accepted file (see :mod:`fastlenet.images`) -> float32 (N, channels, H, W) in
+    [0, 1] at ``size`` = (H, W), the size the model's training images had (before padding)."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     reader = images.read_array if path.suffix.lower() == ".npy" else images.read_picture
-    x = reader(path, notes)
+    x = reader(path, notes, channels)
     if x.shape[2:] != tuple(size):
         notes.append(f"{path.name}: resized {x.shape[3]}x{x.shape[2]} to {size[1]}x{size[0]}")
         x = images.resize(x, size)
@@ -77,7 +77,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def classify(model, ckpt, path: Path, args, notes: List[str]) -> List[dict]:
     """One file's images -> [{"file", "index", "top": [{"class", "probability"}]}]."""
-    x = read_inputs(path, ckpt.inference.image_size, notes)
+    x = read_inputs(path, ckpt.inference.image_size, notes, model.input_shape[0])
     if args.invert:
         x = 1.0 - x
     elif float(x.mean()) > BRIGHT:

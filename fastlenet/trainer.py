@@ -49,11 +49,29 @@ class EpochRecord:
 
 @dataclass
 class History:
+    """What :func:`fit` returns: one :class:`EpochRecord` per epoch, the best epoch, and
+    each metric as a list (``history["val_accuracy"]``), ready to plot (:meth:`plot`)."""
+
     epochs: List[EpochRecord] = field(default_factory=list)
     best_epoch: int = -1
 
     def as_dicts(self):
         return [vars(e) for e in self.epochs]
+
+    def __getitem__(self, metric: str) -> list:
+        """The values of ``metric`` (``train_loss``, ``val_accuracy``, ``lr``, ...) by epoch."""
+        if metric not in EpochRecord.__dataclass_fields__:
+            raise KeyError(f"{metric!r}; the history holds {', '.join(EpochRecord.__dataclass_fields__)}")
+        return [getattr(e, metric) for e in self.epochs]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def plot(self, path=None):
+        """Loss and accuracy curves (matplotlib, the ``plot`` extra): returns the figure,
+        and writes it to ``path`` when given."""
+        from .plots import training_curves
+        return training_curves(self, path)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -129,6 +147,8 @@ class Trainer:
         self.epoch, self.batch = 0, 0
         self.sums = _new_sums()
         self.stopped_early = False                        # set when early stopping ends run()
+        #: a callback sets this to True to end training after the current epoch
+        self.stop_training = False
         self._best_weights: Optional[tuple] = None        # (params, buffers) of the best epoch
 
     def _has_validation(self) -> bool:
@@ -212,6 +232,8 @@ class Trainer:
         if self.augment:
             xb = augment(xb, batch_rng(self.seed, self.epoch, self.batch), self.max_shift,
                          flip=self.data.flip_ok)
+        if hasattr(self.model, "reseed"):                 # dropout masks from (seed, epoch, batch)
+            self.model.reseed((self.seed, self.epoch, self.batch))
         loss, logits = self.model.forward_backward(xb, yb, self.label_smoothing)
         if not math.isfinite(loss):
             raise TrainingStopped(
@@ -270,6 +292,12 @@ class Trainer:
             callback.on_epoch_end(rec, self)
         return self.early is not None and self.early.should_stop()
 
+    def _callback_stop(self) -> bool:
+        if self.stop_training:
+            self.log(f"stopped by a callback after epoch {self.epoch}")
+            self.stopped_early = True
+        return self.stop_training
+
     def _epoch_line(self, r: EpochRecord) -> str:
         val = (f"  val loss {r.val_loss:.4f} acc {100 * r.val_accuracy:.2f}%" if r.val_loss is not None else "")
         return (f"epoch {r.epoch:>3}/{self.epochs}  {r.seconds:6.1f}s  train loss {r.train_loss:.4f} "
@@ -288,10 +316,13 @@ class Trainer:
                 _closing(self.callbacks):
             while self.epoch < self.epochs:
                 self.opt.lr = self.schedule.lr(self.epoch)
-                if self._run_epoch(stop) and self._finish_epoch():
+                finished = self._run_epoch(stop)
+                if finished and self._finish_epoch():
                     self.log(f"early stopping: {self.early.monitor} has not improved for "
                              f"{self.early.patience} epochs (best epoch {self.history.best_epoch})")
                     self.stopped_early = True
+                    break
+                if finished and self._callback_stop():
                     break
                 if stop.signum is not None:
                     self._interrupted(stop.signum)
@@ -322,12 +353,13 @@ def _new_sums() -> dict:
 
 
 class _progress_bar:
-    """A tqdm bar over an epoch's batches on a terminal (``enabled``), else nothing."""
+    """A tqdm bar over an epoch's batches (``enabled``), else nothing; ``tqdm.auto``: a
+    text bar in a terminal, a widget in Jupyter."""
 
     def __init__(self, enabled: bool, total: int, initial: int, desc: str) -> None:
         self.bar = None
         if enabled:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
             self.bar = tqdm(total=total, initial=initial, desc=desc, leave=False, unit="batch", file=sys.stderr)
 
     def __enter__(self):
@@ -344,22 +376,54 @@ class _progress_bar:
         return False
 
 
-def fit(model, data: Dataset, epochs: int = 10, batch_size: int = 256, optimizer=None,
+def as_dataset(data, y=None, validation_data=None, class_names=None) -> Dataset:
+    """``fit``'s data: a :class:`Dataset` as is, or arrays -- images (N, C, H, W) (float,
+    or uint8 scaled to [0, 1]) and int labels (N,) -- with ``validation_data=(x, y)``."""
+    if isinstance(data, Dataset):
+        if y is not None or validation_data is not None:
+            raise ValueError("give labels and validation_data only with arrays, not with a Dataset")
+        return data
+    if y is None:
+        raise ValueError("fit(model, x, y): labels y are needed with an image array")
+
+    def arrays(x, labels, what):
+        x, labels = np.asarray(x), np.asarray(labels)
+        if x.ndim != 4 or len(x) != len(labels) or labels.ndim != 1:
+            raise ValueError(f"{what}: images must be (N, C, H, W) and labels (N,), got {x.shape} and {labels.shape}")
+        if labels.dtype.kind not in "iu" or (len(labels) and labels.min() < 0):
+            raise ValueError(f"{what}: labels must be non-negative integers, got {labels.dtype}")
+        x = x.astype(np.float32) / 255 if x.dtype == np.uint8 else np.ascontiguousarray(x)
+        return x, labels.astype(np.int64)
+
+    x, y = arrays(data, y, "x, y")
+    xv, yv = arrays(*validation_data, "validation_data") if validation_data is not None else (None, None)
+    k = int(max(y.max(), yv.max() if yv is not None and len(yv) else 0)) + 1
+    names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(k))
+    return Dataset("arrays", x, y, x[:0], y[:0], names, x_val=xv, y_val=yv, image_size=tuple(x.shape[2:]))
+
+
+def fit(model, data, y=None, epochs: int = 10, batch_size: int = 256, optimizer=None,
         schedule: Optional[optim.Schedule] = None, early_stopping: Optional[optim.EarlyStopping] = None,
         augment: bool = False, seed: int = 0, run_dir=None, verbose: bool = False,
-        monitor: Optional[str] = None, callbacks=()) -> History:
-    """Train ``model`` on ``data`` (a :class:`fastlenet.data.Dataset`) and return its history.
+        monitor: Optional[str] = None, callbacks=(), validation_data=None, progress: Optional[bool] = None,
+        class_names=None) -> History:
+    """Train ``model`` and return its :class:`History` (``history["val_accuracy"]``,
+    ``history.plot()``).
 
-    ``optimizer`` defaults to Adam(lr=1e-3) over ``model.params`` (on the model's backend).  With
-    ``run_dir`` set, checkpoints (last.npz, best.npz) and history.csv are
-    written there.  Validation uses ``data.x_val``/``data.y_val`` when present.
-    ``callbacks``: objects with ``on_epoch_end(record, trainer)`` (see fastlenet.callbacks,
-    e.g. ``callbacks.TensorBoard(logdir)``).
+    ``data``: a :class:`fastlenet.data.Dataset`, or images (N, C, H, W) with labels ``y``
+    (N,) and optionally ``validation_data=(x_val, y_val)``.  ``optimizer`` defaults to
+    Adam(lr=1e-3) over ``model.params`` (on the model's backend).  With ``run_dir`` set,
+    checkpoints (last.npz, best.npz) and history.csv are written there.  ``progress``:
+    a bar per epoch (``tqdm.auto``: terminal or Jupyter; default: when ``verbose``).
+    ``callbacks``: objects with ``on_epoch_end(record, trainer)`` (see
+    fastlenet.callbacks); one that sets ``trainer.stop_training = True`` ends training
+    after that epoch.
     """
+    ds = as_dataset(data, y, validation_data, class_names)
     opt = optimizer or optim.Adam(model.params, lr=1e-3, backend=model.backend)
-    trainer = Trainer(model, data, opt, schedule, epochs, batch_size, seed, early_stopping, augment,
+    trainer = Trainer(model, ds, opt, schedule, epochs, batch_size, seed, early_stopping, augment,
                       run_dir=RunDirectory(run_dir) if run_dir else None, log=print if verbose else None,
-                      monitor=monitor, callbacks=callbacks)
+                      progress=verbose if progress is None else progress, monitor=monitor, callbacks=callbacks)
     if trainer.run_dir is not None:
         trainer.run_dir.path.mkdir(parents=True, exist_ok=True)
     return trainer.run()

@@ -173,3 +173,36 @@ def test_cross_entropy_rejects_bad_labels(kernel):
         xent(np.zeros((2, 3)), np.array([-1, 0]))
     with pytest.raises(ValueError, match="labels must have shape"):
         xent(np.zeros((2, 3)), np.array([0]))
+
+
+# ---------------------------------------------------------------- layers of model files, every backend
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cython"])
+@pytest.mark.parametrize("padding,kernel,stride,shape", [
+    ("same", 4, 1, (2, 2, 6, 6)),          # even kernel: one extra row/column after
+    ("same", 3, 2, (2, 2, 7, 8)),          # stride 2: ceil(7/2) x ceil(8/2)
+    ("same", (2, 3), 1, (2, 2, 5, 6)),     # non-square
+    ("valid", 3, 2, (2, 2, 7, 7)),
+    ((1, 2), 3, 1, (2, 2, 5, 5)),          # a different pad per axis
+])
+def test_conv2d_padding_every_geometry(backend, padding, kernel, stride, shape):
+    pytest.importorskip({"numba": "numba", "cython": "fastlenet.kernels._cy_conv"}.get(backend, "numpy"))
+    layer = layers.Conv2D(3, kernel, stride=stride, padding=padding)
+    check_layer(layer, shape, backend=backend)
+    if padding == "same":
+        out = layer.forward(np.zeros(shape))
+        assert out.shape[2:] == (-(-shape[2] // stride), -(-shape[3] // stride))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cython"])
+def test_global_avgpool(backend):
+    check_layer(layers.GlobalAvgPool2D(), (3, 4, 5, 6), backend=backend)
+
+
+def test_leaky_relu():
+    check_layer(layers.LeakyReLU(0.2), (3, 7), positive=True)
+    y = layers.LeakyReLU(0.1).forward(np.array([[-2.0, 3.0]]))
+    np.testing.assert_allclose(y, [[-0.2, 3.0]])
+
+
+def test_dropout_after_a_conv():   check_layer(layers.Dropout(0.25), (2, 3, 4, 4))
+def test_batchnorm_keras_settings(): check_layer(layers.BatchNorm(momentum=0.01, eps=1e-3), (4, 3, 3, 3))
