@@ -13,7 +13,8 @@ refused).  For a grey model colour becomes grey by ITU-R 601 luminance (Pillow's
 Transparency is composited explicitly, and said: when the colour under the
 visible pixels is uniform, the drawing *is* the alpha channel and alpha is read as
 ink (light on dark, as MNIST); otherwise the picture is composited over black.
-Arrays may be (H, W), (N, H, W), (N, 1, H, W), channel-first colour (N, C, H, W)
+Arrays may be (H, W), (N, H, W), (N, 1, H, W), channel-first colour (N, C, H, W) (and
+(C, H, W), one image, for a model of C > 1 channels)
 or channel-last colour (H, W, C) / (N, H, W, C) with C 3 or 4 -- only where the
 shape says so unambiguously; anything else is refused with a message that names it.
 """
@@ -131,11 +132,14 @@ def _channel_last(a: np.ndarray) -> bool:
     return a.shape[1] not in (1, 3, 4) and a.shape[2] >= MIN_SIDE
 
 
-def as_nhwc(a: np.ndarray, where: str) -> np.ndarray:
-    """An array in one of the accepted layouts (module doc) as (N, H, W, C)."""
+def as_nhwc(a: np.ndarray, where: str, channels: int = 1) -> np.ndarray:
+    """An array in one of the accepted layouts (module doc) as (N, H, W, C).  For a model
+    of ``channels`` > 1 channels, a (channels, H, W) array is one channel-first image."""
     s = a.shape
     if a.ndim == 2:
         return a[None, :, :, None]
+    if a.ndim == 3 and channels > 1 and s[0] == channels and s[2] > 4:
+        return np.moveaxis(a, 0, 2)[None]
     if a.ndim == 3 and _channel_last(a):
         return a[None]
     if a.ndim == 3 and s[2] > 4:
@@ -174,7 +178,7 @@ def read_array(path: Path, notes: List[str], channels: int = 1) -> np.ndarray:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise ImageError(f"{path}: not a readable .npy array ({exc})") from None
-    nhwc = as_nhwc(a, str(path))
+    nhwc = as_nhwc(a, str(path), channels)
     return to_channels(scaled(nhwc, str(path), notes), channels, path.name, notes)
 
 
