@@ -153,7 +153,7 @@ class Conv2D(Layer):
         self.grads["b"][...] = db
         if dx is not None and self.prepads:
             top, _, left, _ = self.extra
-            dx = dx[:, :, top:top + self.x_shape[2], left:left + self.x_shape[3]]
+            dx = np.ascontiguousarray(dx[:, :, top:top + self.x_shape[2], left:left + self.x_shape[3]])
         return dx
 
     def describe(self):

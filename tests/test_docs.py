@@ -1,5 +1,6 @@
-"""The documentation's examples run: every ```python block of docs/kernels.md
-and of the README's "Python API" section is executed."""
+"""The documentation's examples run: every ```python block of docs/kernels.md,
+docs/models.md (in order, in one namespace, in a temporary folder) and of the
+README's "Python API" section is executed."""
 import re
 from pathlib import Path
 
@@ -26,3 +27,14 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for i, code in enumerate(blocks):
         exec(compile(code, f"README Python API block {i}", "exec"), {})
+
+
+def test_models_guide_runs_in_order(tmp_path, monkeypatch):
+    text = (REPO / "docs" / "models.md").read_text()
+    blocks = python_blocks(text)
+    assert len(blocks) >= 5
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/models.md block {i}", "exec"), namespace)
+    assert (tmp_path / "runs" / "cli-again" / "model.json").is_file()
