@@ -132,3 +132,14 @@ def test_a_bad_model_file_is_one_line_naming_layer_and_field(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "layer 4 (conv2d): field 'kernel_size' 20x20 is larger than its padded input 18x18" in err
     assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_run_resumes_from_its_own_model_file(tmp_path, capsys):
+    folder = write_rgb_idx(tmp_path / "rgb")
+    net = tmp_path / "net.json"
+    net.write_text(json.dumps(NET))
+    common = ["--dataset", "idx", "--data-dir", str(folder), "--batch-size", "50", "--no-plots", "--quiet"]
+    assert train.main(common + ["--model", str(net), "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    net.unlink()                                              # the run needs only its own folder
+    assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"]) == 0
+    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]) == 2

@@ -77,3 +77,28 @@ def test_bad_checkpoint_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "x.npz").write_bytes(b"not a zip")
     assert export.main([str(tmp_path / "x.npz"), str(tmp_path / "o.onnx")]) == 2
     assert "not a readable .npz" in capsys.readouterr().err
+
+
+def test_every_layer_type_exports_and_onnxruntime_agrees(tmp_path):
+    """conv (uneven 'same' padding, stride 2), every pool, global average pooling,
+    batch norm after a conv and after a dense layer, every activation, dropout."""
+    ort = pytest.importorskip("onnxruntime")
+    spec = {"input_shape": [3, 17, 16], "layers": [
+        {"type": "conv2d", "filters": 8, "kernel_size": 4, "padding": "same"}, {"type": "batchnorm"},
+        {"type": "leaky_relu", "alpha": 0.2}, {"type": "maxpool2d", "size": 3, "stride": 2},
+        {"type": "conv2d", "filters": 12, "kernel_size": 3, "stride": 2, "padding": "same"}, {"type": "sigmoid"},
+        {"type": "avgpool2d", "size": 2, "stride": 1}, {"type": "dropout", "rate": 0.2},
+        {"type": "conv2d", "filters": 16, "kernel_size": [1, 2], "padding": [0, 1]}, {"type": "tanh"},
+        {"type": "global_avgpool2d"}, {"type": "dense", "units": 20}, {"type": "batchnorm"}, {"type": "relu"},
+        {"type": "dense", "units": 5}]}
+    model = models.from_spec(spec, backend="numpy", seed=3)
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 3, 17, 16), dtype=np.float32)
+    model.forward_backward(x, np.arange(6) % 5)                 # batch-norm statistics move
+    for name in model.buffers:
+        model.buffers[name][...] = rng.random(model.buffers[name].shape) + 0.5
+    export.to_onnx(model, tmp_path / "all.onnx", mean=[0.2, 0.3, 0.4], std=[0.5, 0.6, 0.7])
+    session = ort.InferenceSession(str(tmp_path / "all.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"images": x})[0]
+    standardized = (x - np.array([0.2, 0.3, 0.4], np.float32)[:, None, None]) / np.array([0.5, 0.6, 0.7], np.float32)[:, None, None]
+    np.testing.assert_allclose(got, model.forward(standardized), atol=1e-4, rtol=0)
