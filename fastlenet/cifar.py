@@ -123,6 +123,14 @@ def download(dest: Optional[Path] = None, timeout: float = 30.0, progress: Optio
         raise DatasetNotFound(f"downloading {ARCHIVE} failed: {exc}") from None
 
 
+def locate(data_dir=None, wanted: Optional[List[str]] = None) -> Optional[Path]:
+    """The archive or the folder of batch files in the first searched folder that has
+    them (``fastlenet info``), or None."""
+    from .data import search_dirs
+    wanted = wanted or list(TRAIN_FILES + TEST_FILES)
+    return next((f for f in (_in_folder(d, wanted) for d in search_dirs(NAME, data_dir)) if f), None)
+
+
 def _source(data_dir, wanted: List[str], download_missing: bool) -> Path:
     """Where the files are: the first searched folder holding them, else a download."""
     from .data import search_dirs

@@ -141,6 +141,9 @@ def info_lines() -> List[str]:
         searched = ", ".join(map(str, data.search_dirs(name)))
         where = str(next(iter(files.values())).parent) if files else f"not found (searched {searched}; downloaded on first use)"
         lines.append(f"data {name}: {where}")
+    from . import cifar
+    found = cifar.locate()
+    lines.append(f"data cifar10: {found if found else 'not found (downloaded on first use)'}")
     return lines
 
 

@@ -8,16 +8,9 @@ import pytest
 
 from fastlenet import checkpoint, data, models, predict, train
 from fastlenet.trainer import fit
+from test_spec import CUSTOM
 
-NET = {
-    "format": "fastlenet-model", "version": 1, "name": "rgb-net", "input_shape": [3, 32, 32], "num_classes": 10,
-    "layers": [
-        {"type": "conv2d", "filters": 32, "kernel_size": 3, "padding": 1}, {"type": "batchnorm"},
-        {"type": "relu"}, {"type": "maxpool2d", "size": 2},
-        {"type": "conv2d", "filters": 64, "kernel_size": 3, "padding": 1}, {"type": "relu"},
-        {"type": "avgpool2d", "size": 2}, {"type": "dropout", "rate": 0.3}, {"type": "flatten"},
-        {"type": "dense", "units": 64}, {"type": "tanh"}, {"type": "dense", "units": 10}],
-}
+NET = CUSTOM       # the example: conv+BN+ReLU+max pool, conv+ReLU+avg pool, dropout, dense+tanh, dense
 
 
 def coloured_squares(n, seed=0):
