@@ -187,6 +187,10 @@ def load_into(model, path: Union[str, Path], ckpt: Optional[Checkpoint] = None) 
     return ckpt
 
 
+#: presets renamed since: the name an older checkpoint wrote -> the model file it meant
+LEGACY_PRESETS = {"lenet5-bn": "lenet5-bn-all"}     # 2026-12-02: lenet5-bn now has batch norm after the convs only
+
+
 def load_model(path: Union[str, Path], backend=None):
     """Rebuild the model a checkpoint describes and load its values: ``(model, checkpoint)``,
     the checkpoint's preprocessing checked into ``checkpoint.inference`` (fastlenet.meta)."""
@@ -199,7 +203,8 @@ def load_model(path: Union[str, Path], backend=None):
         if "spec" in config:                     # checked by check_model_config
             model = models.from_spec(config["spec"], backend=backend, seed=config["seed"], where=f"{path}: meta model.spec")
         else:                                    # written before model files existed: a preset and its overrides
-            model = models.build(config["name"], backend=backend, seed=config["seed"],
+            name = LEGACY_PRESETS.get(config["name"], config["name"])
+            model = models.build(name, backend=backend, seed=config["seed"],
                                  dtype=np.dtype(config["dtype"]), activation=config["activation"],
                                  pool=config["pool"], dense_activation=config["dense_activation"],
                                  num_classes=config["num_classes"])

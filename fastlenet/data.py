@@ -569,9 +569,38 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> Tupl
     return train, val
 
 
-def split_validation(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
-    """Move a stratified ``fraction`` of the training set into ``x_val``/``y_val``."""
-    train, val = stratified_split(ds.y_train, fraction, seed)
+#: how a validation set is taken from the training set
+VAL_FROM = ("stratified", "random", "end")
+
+
+def validation_indices(labels: np.ndarray, fraction: float, seed: int = 0,
+                       how: str = "stratified") -> Tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices), each sorted:
+
+    * ``stratified``: round(fraction * count) of each class, seeded (:func:`stratified_split`);
+    * ``random``: a seeded random ``fraction`` of all images (scikit-learn's
+      ``train_test_split`` without ``stratify``, PyTorch's ``random_split``);
+    * ``end``: the last ``fraction``, unshuffled -- Keras' ``validation_split``: it keeps
+      the first ``int(n * (1 - fraction))`` images for training."""
+    if how == "stratified":
+        return stratified_split(labels, fraction, seed)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    n = len(labels)
+    if how == "end":
+        split_at = int(n * (1 - fraction))
+        return np.arange(split_at), np.arange(split_at, n)
+    if how == "random":
+        order = np.random.default_rng(seed).permutation(n)
+        take = int(round(fraction * n))
+        return np.sort(order[take:]), np.sort(order[:take])
+    raise ValueError(f"validation split must be one of {VAL_FROM}, got {how!r}")
+
+
+def split_validation(ds: Dataset, fraction: float, seed: int = 0, how: str = "stratified") -> Dataset:
+    """Move a ``fraction`` of the training set into ``x_val``/``y_val``, taken as ``how``
+    says (:func:`validation_indices`; default stratified)."""
+    train, val = validation_indices(ds.y_train, fraction, seed, how)
     ds.x_val, ds.y_val = ds.x_train[val], ds.y_train[val]
     ds.x_train, ds.y_train = ds.x_train[train], ds.y_train[train]
     return ds

@@ -68,14 +68,39 @@ class Layer:
         return self.outputs.get(name, shape, self.dtype if dtype is None else dtype)
 
 
+#: the weight initialisations a layer takes (``auto`` is resolved by the model file)
+INITS = ("he", "glorot", "lecun", "keras", "torch")
+
+
 def _init_weights(rng, shape, fan_in, fan_out, init):
-    """He normal (std sqrt(2/fan_in)) for ReLU; Glorot uniform (+-sqrt(6/(in+out))) otherwise."""
+    """Weights drawn from ``rng``:
+
+    * ``he``: normal, std sqrt(2 / fan_in) (for ReLU);
+    * ``glorot`` / ``keras``: uniform +-sqrt(6 / (fan_in + fan_out)) (Keras' default,
+      ``glorot_uniform``, for every Conv2D and Dense);
+    * ``lecun``: normal, std sqrt(1 / fan_in);
+    * ``torch``: uniform +-1 / sqrt(fan_in) (PyTorch's default for Conv2d and Linear:
+      ``kaiming_uniform_(a=sqrt(5))``).
+    """
     if init == "he":
         return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-    if init == "glorot":
+    if init in ("glorot", "keras"):
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-limit, limit, size=shape)
-    raise ValueError(f"unknown init {init!r}; use 'he' or 'glorot'")
+    if init == "lecun":
+        return rng.standard_normal(shape) * np.sqrt(1.0 / fan_in)
+    if init == "torch":
+        bound = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, size=shape)
+    raise ValueError(f"unknown init {init!r}; use one of {', '.join(INITS)}")
+
+
+def _init_bias(rng, size, fan_in, init):
+    """Biases: zero, except ``torch``: uniform +-1 / sqrt(fan_in), as PyTorch draws them."""
+    if init == "torch":
+        bound = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, size=size)
+    return np.zeros(size)
 
 
 # --------------------------------------------------------------------------- convolution
@@ -114,7 +139,7 @@ class Conv2D(Layer):
         self.extra = tuple(p - self.pad for p in self.pads)
         fan_in, fan_out = c * self.kh * self.kw, self.filters * self.kh * self.kw
         self._add_param("w", _init_weights(rng, (self.filters, c, self.kh, self.kw), fan_in, fan_out, self.init))
-        self._add_param("b", np.zeros(self.filters))
+        self._add_param("b", _init_bias(rng, self.filters, fan_in, self.init))
         oh, ow = self.out_hw(h, w)
         if oh < 1 or ow < 1:
             raise ValueError(f"Conv2D {self.kh}x{self.kw} does not fit input {input_shape}")
@@ -326,7 +351,7 @@ class Dense(Layer):
             raise ValueError(f"Dense needs flat inputs (D,), got {input_shape}; add a Flatten layer")
         d = input_shape[0]
         self._add_param("w", _init_weights(rng, (d, self.units), d, self.units, self.init))
-        self._add_param("b", np.zeros(self.units))
+        self._add_param("b", _init_bias(rng, self.units, d, self.init))
         #: the backend's fast paths (its threaded dense products), or None (NumPy's BLAS)
         self.k = backend
         self.fast = backend.fast
@@ -502,7 +527,10 @@ class BatchNorm(Layer):
 
     Training: x_hat = (x - mean_B) / sqrt(var_B + eps), y = gamma * x_hat + beta,
     and running statistics ``running_mean``/``running_var`` (unbiased variance)
-    are updated with ``momentum``.  Inference uses the running statistics.
+    are updated with ``momentum``: running = (1 - momentum) * running + momentum * batch,
+    PyTorch's convention (its defaults: 0.1, 1e-5).  Keras writes the other weight:
+    its ``momentum=0.99, epsilon=1e-3`` is ``BatchNorm(momentum=0.01, eps=1e-3)`` here.
+    Inference uses the running statistics.
     """
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5) -> None:

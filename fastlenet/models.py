@@ -261,13 +261,15 @@ def preset_input_shape(name: str) -> Tuple[int, int, int]:
 
 def build(name: str, backend=None, seed: int = 0, dtype=np.float32, activation: Optional[str] = None,
           pool: Optional[str] = None, dense_activation: Optional[str] = None,
-          num_classes: int = 10, fused: bool = True) -> Sequential:
+          num_classes: int = 10, fused: bool = True, init: Optional[str] = None,
+          bn_momentum: Optional[float] = None, bn_eps: Optional[float] = None) -> Sequential:
     """Build a preset (``lenet5``, ``lenet5-classic``, ``lenet5-1998``, ``lenet5-bn``) or
     the model file at path ``name``.
 
     ``activation`` / ``pool`` override the file's (relu|sigmoid|tanh, max|avg);
-    ``dense_activation`` gives the layers after the flatten a different activation
-    (:func:`fastlenet.spec.with_overrides`).  ``fused=False`` runs every layer
+    ``dense_activation`` gives the layers after the flatten a different activation;
+    ``init`` every conv / dense layer's initialisation; ``bn_momentum`` / ``bn_eps`` every
+    batch norm's (:func:`fastlenet.spec.with_overrides`).  ``fused=False`` runs every layer
     separately (the fused conv+ReLU+pool path off).
     """
     for value, allowed, what in ((activation, ACTIVATIONS, "activation"), (dense_activation, ACTIVATIONS,
@@ -276,6 +278,6 @@ def build(name: str, backend=None, seed: int = 0, dtype=np.float32, activation: 
             raise ValueError(f"{what} must be one of {sorted(allowed)}, got {value!r}")
     if str(name) not in PRESETS and not Path(name).is_file():
         raise ValueError(f"unknown model {name!r}; choose one of {list(PRESETS)} or the path of a model file")
-    spec = spec_mod.with_overrides(read_spec(name), activation, pool, dense_activation)
+    spec = spec_mod.with_overrides(read_spec(name), activation, pool, dense_activation, init, bn_momentum, bn_eps)
     return from_spec(spec, backend=backend, seed=seed, dtype=dtype, num_classes=num_classes, fused=fused,
                      where=str(name))

@@ -282,28 +282,52 @@ class CosineLR(Schedule):
         return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * frac))
 
 
+#: how ReduceLROnPlateau counts, as each framework documents it
+PLATEAU_STYLES = ("torch", "keras", "exact")
+
+
 class ReduceLROnPlateau(Schedule):
-    """Multiply the rate by ``factor`` when the monitored metric (lower is better)
-    has not improved by ``min_delta`` for ``patience`` epochs; never below ``min_lr``."""
+    """Multiply the rate by ``factor`` when the monitored metric (lower is better) has
+    stopped improving; never below ``min_lr``.  ``style`` says what "stopped" means:
+
+    * ``"torch"`` (``torch.optim.lr_scheduler.ReduceLROnPlateau``): an improvement is
+      ``metric < best * (1 - 1e-4)`` (threshold 1e-4, mode "rel"); the rate drops when
+      more than ``patience`` epochs in a row did not improve (the ``patience + 1``-th);
+    * ``"keras"`` (``keras.callbacks.ReduceLROnPlateau``): an improvement is
+      ``metric < best - 1e-4`` (min_delta 1e-4); the rate drops after ``patience``
+      epochs without one (the ``patience``-th);
+    * ``"exact"``: any decrease is an improvement, torch's count (fastlenet before
+      2026-12-02).
+
+    Both frameworks restart the count after a drop (cooldown 0), as here."""
 
     def __init__(self, base_lr: float, factor: float = 0.1, patience: int = 10,
-                 min_lr: float = 0.0, min_delta: float = 0.0) -> None:
+                 min_lr: float = 0.0, min_delta: float = 0.0, style: str = "torch") -> None:
         super().__init__(base_lr)
         if not 0 < factor < 1:
             raise ValueError(f"plateau factor must be in (0, 1), got {factor}")
-        self.factor, self.patience = float(factor), int(patience)
+        if style not in PLATEAU_STYLES:
+            raise ValueError(f"plateau style must be one of {PLATEAU_STYLES}, got {style!r}")
+        self.factor, self.patience, self.style = float(factor), int(patience), style
         self.min_lr, self.min_delta = float(min_lr), float(min_delta)
         self.current, self.best, self.bad_epochs = self.base_lr, math.inf, 0
 
     def lr(self, epoch):
         return self.current
 
+    def _improves(self, metric: float) -> bool:
+        if self.style == "torch":
+            return metric < self.best * (1 - 1e-4) if math.isfinite(self.best) else True
+        if self.style == "keras":
+            return metric < self.best - max(self.min_delta, 1e-4)
+        return metric < self.best - self.min_delta
+
     def observe(self, metric):
-        if metric < self.best - self.min_delta:
+        if self._improves(metric):
             self.best, self.bad_epochs = float(metric), 0
             return
         self.bad_epochs += 1
-        if self.bad_epochs > self.patience:
+        if self.bad_epochs >= self.patience + (0 if self.style == "keras" else 1):
             self.current = max(self.current * self.factor, self.min_lr)
             self.bad_epochs = 0
 

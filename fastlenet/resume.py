@@ -65,7 +65,7 @@ def stored_namespace(parser: argparse.ArgumentParser, settings: dict, where: Pat
         dest = action.dest
         if dest == "help":
             continue
-        if dest not in settings and (action.default is None or action.default is False):
+        if dest not in settings and dest not in required and (action.default is None or action.default is False):
             settings = {**settings, dest: action.default}     # a flag newer than the run: its default
         if dest not in settings:
             raise ResumeRefused(f"{where}: settings have no {dest!r}")

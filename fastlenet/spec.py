@@ -18,7 +18,9 @@ gigabytes.  Errors are :class:`SpecError` naming the layer index, its type and t
 field.  ``LAYERS`` lists each type's fields and defaults (``REQUIRED``: no default).
 
 ``init`` is ``"auto"`` (He normal before ReLU / LeakyReLU, Glorot uniform before
-sigmoid / tanh or when no activation follows), ``"he"`` or ``"glorot"``;
+sigmoid / tanh or when no activation follows), ``"he"``, ``"glorot"``, ``"lecun"``,
+``"keras"`` (Glorot uniform, zero bias: Keras' default) or ``"torch"`` (weights and
+biases uniform +-1/sqrt(fan_in): PyTorch's default), see fastlenet.layers;
 ``padding`` is an int, ``[pad_h, pad_w]``, ``"valid"`` (0) or ``"same"`` (output
 ``ceil(size / stride)``; any kernel size, the odd pixel after, as Keras and
 TensorFlow pad).
@@ -49,7 +51,7 @@ LAYERS: Dict[str, Dict[str, Any]] = {
 }
 ACTIVATION_TYPES = ("relu", "leaky_relu", "sigmoid", "tanh")
 POOL_TYPES = ("maxpool2d", "avgpool2d")
-INITS = ("auto", "he", "glorot")
+INITS = ("auto", "he", "glorot", "lecun", "keras", "torch")
 DTYPES = ("float32", "float64")
 TOP_FIELDS = {"format", "version", "name", "description", "input_shape", "num_classes", "dtype", "layers"}
 
@@ -333,14 +335,20 @@ def with_num_classes(spec: dict, k: int, where: str = "model file") -> dict:
 
 
 def with_overrides(spec: dict, activation: Optional[str] = None, pool: Optional[str] = None,
-                   dense_activation: Optional[str] = None) -> dict:
+                   dense_activation: Optional[str] = None, init: Optional[str] = None,
+                   bn_momentum: Optional[float] = None, bn_eps: Optional[float] = None) -> dict:
     """A copy of ``spec`` with every activation layer made ``activation``, those after the
     first flatten / global pooling made ``dense_activation`` (when given), every pooling
-    layer ``pool`` ("max" or "avg")."""
+    layer ``pool`` ("max" or "avg"), every conv / dense layer's ``init``, every batch
+    norm's ``momentum`` / ``eps`` (each only when given)."""
     out = copy.deepcopy(spec)
     flat = False
     for layer in out["layers"]:
         kind = layer["type"]
+        if kind in ("conv2d", "dense") and init is not None:
+            layer["init"] = init
+        if kind == "batchnorm":
+            layer.update({k: v for k, v in (("momentum", bn_momentum), ("eps", bn_eps)) if v is not None})
         if kind in ("flatten", "global_avgpool2d"):
             flat = True
         elif kind in ACTIVATION_TYPES:

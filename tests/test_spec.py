@@ -64,7 +64,7 @@ def _old_lenet5_1998(k):
     ("lenet5", (1, 28, 28), lambda: _old_lenet5(ReLU, MaxPool2D, 10), {}),
     ("lenet5-classic", (1, 28, 28), lambda: _old_lenet5(Sigmoid, AvgPool2D, 10), {}),
     ("lenet5", (1, 28, 28), lambda: _old_lenet5(Tanh, AvgPool2D, 7), dict(activation="tanh", pool="avg", num_classes=7)),
-    ("lenet5-bn", (1, 28, 28), lambda: _old_lenet5_bn(10), {}),
+    ("lenet5-bn-all", (1, 28, 28), lambda: _old_lenet5_bn(10), {}),
     ("lenet5-1998", (1, 32, 32), lambda: _old_lenet5_1998(10), {}),
 ])
 @pytest.mark.parametrize("backend", ["numpy", "cython"])

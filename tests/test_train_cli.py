@@ -33,7 +33,10 @@ def test_help_documents_every_flag():
     for action in train.build_parser()._actions:
         if action.option_strings and action.dest != "help":
             assert action.help, f"{action.option_strings[0]} has no help text"
-    assert "(default: val_accuracy)" in " ".join(text.split())
+    assert "(recipe's value; built-in default: val_accuracy)" in " ".join(text.split())
+    for flag in ["--recipe", "--init", "--val-from", "--test-weights", "--restore-best", "--plateau-style",
+                 "--bn-momentum", "--bn-eps"]:
+        assert flag in text, flag
 
 
 def test_short_run_writes_the_whole_run_directory(synthetic_idx, tmp_path, capsys):
