@@ -30,6 +30,7 @@ COMMANDS = {
     "predict": ("fastlenet.predict", "classify pictures or .npy arrays with a checkpoint"),
     "export": ("fastlenet.export", "write a checkpoint as an ONNX model"),
     "plot": ("fastlenet.plotrun", "draw curves.png, confusion.png, samples.png for a run directory"),
+    "sweep": ("fastlenet.sweep", "a grid of settings x seeds, each a run directory, on Ray (the sweep extra)"),
     "bench": ("fastlenet.cli", "the epoch-time table of benchmarks/compare.py (needs the source tree)"),
     "info": ("fastlenet.cli", "version, backends, threads, CPU and vector width, data found"),
 }
