@@ -21,6 +21,7 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from .augment import augment  # noqa: F401  (data.augment: the training augmentations, fastlenet.augment)
 from .download import md5_hex  # noqa: F401  (data.md5_hex: the one checksum helper)
 from .fileio import atomic_write_bytes
 
@@ -643,23 +644,3 @@ def num_batches(n: int, batch_size: int) -> int:
 
 
 # --------------------------------------------------------------------------- augmentation
-def augment(x: np.ndarray, rng: np.random.Generator, max_shift: int = 2, flip: bool = False) -> np.ndarray:
-    """Random translations by up to ``max_shift`` pixels (zero fill) and, when
-    ``flip``, horizontal flips of half the images.  x (N, C, H, W) -> new array."""
-    n, _, h, w = x.shape
-    s = max_shift
-    if s == 0:
-        out = x.copy()
-        if flip:
-            m = rng.random(n) < 0.5
-            out[m] = out[m, :, :, ::-1]
-        return out
-    padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
-    oy, ox = rng.integers(0, 2 * s + 1, n), rng.integers(0, 2 * s + 1, n)
-    out = np.empty_like(x)
-    for i in range(n):
-        out[i] = padded[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
-    if flip:
-        m = rng.random(n) < 0.5
-        out[m] = out[m, :, :, ::-1]
-    return out

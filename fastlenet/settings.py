@@ -57,6 +57,10 @@ def _data_flags(g) -> None:
     _knob(g, "--augment", "random shifts of up to --max-shift px, plus horizontal flips where the dataset "
           "allows (Fashion-MNIST, CIFAR-10)", action=argparse.BooleanOptionalAction)
     _knob(g, "--max-shift", "largest random shift in pixels used by --augment (0: flips only)", type=int)
+    _knob(g, "--rotate", "with --augment: random rotations by up to this many degrees (bilinear)", type=float,
+          metavar="DEGREES")
+    _knob(g, "--erase", "with --augment: probability of random erasing (a rectangle of 2-20%% of the image set "
+          "to zero)", type=float, metavar="P")
     _knob(g, "--standardize", "subtract the train-set mean and divide by its std, per channel",
           action=argparse.BooleanOptionalAction)
     _knob(g, "--pad32", "zero-pad 28x28 images to 32x32 (the lenet5-1998 preset does it by itself)",
@@ -234,7 +238,7 @@ _NUMBER_RANGES = [
     ("--val-split", "val_split", "[0.0, 1.0)"), ("--max-shift", "max_shift", "[0, 14]"),
     ("--seed", "seed", f"[0, {2 ** 32 - 1}]"), ("--step-size", "step_size", "[1, inf)"),
     ("--plateau-patience", "plateau_patience", "[0, inf)"), ("--bn-momentum", "bn_momentum", "[0.0, 1.0]"),
-    ("--bn-eps", "bn_eps", "(0.0, 1.0)"),
+    ("--bn-eps", "bn_eps", "(0.0, 1.0)"), ("--rotate", "rotate", "[0.0, 180.0]"), ("--erase", "erase", "[0.0, 1.0]"),
 ]
 
 

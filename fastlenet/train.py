@@ -180,7 +180,8 @@ def _make_trainer(s: dict, model, ds, run_dir: RunDirectory, log, progress: bool
     return Trainer(model, ds, make_optimizer(s, model), make_schedule(s), s["epochs"], s["batch_size"],
                    s["seed"], early, s["augment"], s["label_smoothing"], s["max_shift"], run_dir,
                    meta={"settings": s, "data_source": ds.source}, log=log, progress=progress, monitor=monitor,
-                   callbacks=[TensorBoard(run_dir.file("tensorboard"))] if s.get("tensorboard") else [])
+                   callbacks=[TensorBoard(run_dir.file("tensorboard"))] if s.get("tensorboard") else [],
+                   rotate=s["rotate"], erase=s["erase"])
 
 
 def _say_if_compiling(backend: str, log) -> None:

@@ -23,7 +23,8 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from . import checkpoint, optim
-from .data import Dataset, augment, batch_rng, batches, epoch_order, num_batches
+from .augment import augment
+from .data import Dataset, batch_rng, batches, epoch_order, num_batches
 from .metrics import evaluate
 from .rundir import RunDirectory
 
@@ -123,7 +124,8 @@ class Trainer:
                  early_stopping: Optional[optim.EarlyStopping] = None, augment: bool = False,
                  label_smoothing: float = 0.0, max_shift: int = 2, run_dir=None,
                  meta: Optional[dict] = None, log: Optional[Callable[[str], None]] = None,
-                 progress: bool = False, monitor: Optional[str] = None, callbacks=()) -> None:
+                 progress: bool = False, monitor: Optional[str] = None, callbacks=(), rotate: float = 0.0,
+                 erase: float = 0.0) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         if batch_size < 1:
@@ -136,6 +138,7 @@ class Trainer:
         self._check_monitor()
         self.augment, self.label_smoothing = bool(augment), float(label_smoothing)
         self.max_shift = int(max_shift)
+        self.rotate, self.erase = float(rotate), float(erase)      # see fastlenet.augment
         self.run_dir = run_dir if isinstance(run_dir, RunDirectory) or run_dir is None else RunDirectory(run_dir)
         self.meta = dict(meta or {})
         self.log = log or (lambda s: None)
@@ -231,7 +234,7 @@ class Trainer:
         t0 = time.perf_counter()
         if self.augment:
             xb = augment(xb, batch_rng(self.seed, self.epoch, self.batch), self.max_shift,
-                         flip=self.data.flip_ok)
+                         flip=self.data.flip_ok, rotate=self.rotate, erase=self.erase)
         if hasattr(self.model, "reseed"):                 # dropout masks from (seed, epoch, batch)
             self.model.reseed((self.seed, self.epoch, self.batch))
         loss, logits = self.model.forward_backward(xb, yb, self.label_smoothing)

@@ -138,3 +138,22 @@ def test_standardize_per_channel():
     assert padded.shape == (1, 1, 32, 32) and padded.sum() == 784 and padded[0, 0, 2, 2] == 1
     with pytest.raises(ValueError, match="cannot pad"):
         data.pad_to(np.ones((1, 1, 33, 33)), 32)
+
+
+def test_rotation_and_erasing():
+    from fastlenet.augment import augment, rotated
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    x[:, 0, 14, 4:24] = 1.0                                  # a horizontal bar
+    r = rotated(x, np.array([90.0, 0.0]))
+    np.testing.assert_allclose(r[1], x[1], atol=1e-6)        # 0 degrees: unchanged
+    assert r[0, 0, 4:24, 13:15].sum() > 15 and r[0, 0, 14, :4].sum() == 0     # now vertical
+    rng = np.random.default_rng(0)
+    ones = np.ones((200, 3, 10, 12), np.float32)
+    erased = augment(ones, rng, max_shift=0, erase=0.5)
+    hit = (erased == 0).any(axis=(1, 2, 3))
+    assert 70 < hit.sum() < 130                              # about half the images
+    frac = (erased[hit] == 0).mean(axis=(1, 2, 3))
+    assert frac.min() >= 0.015 and frac.max() <= 0.25        # 2-20% of the image (rounded sides)
+    plain = augment(ones, np.random.default_rng(1), max_shift=2)
+    same = augment(ones, np.random.default_rng(1), max_shift=2, rotate=0.0, erase=0.0)
+    np.testing.assert_array_equal(plain, same)               # unused kinds draw nothing

@@ -1,0 +1,81 @@
+"""Training-time augmentation of a batch: random shifts, horizontal flips, small
+rotations and random erasing, all drawn from the generator the trainer derives from
+(seed, epoch, batch), so a resumed run sees the same images.
+
+Dimension legend: N images, C channels, H/W height/width.
+
+With ``rotate`` and ``erase`` at 0 the draws are exactly those of shifts and flips
+alone (the random numbers for the newer kinds are drawn after, and only when used).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def augment(x: np.ndarray, rng: np.random.Generator, max_shift: int = 2, flip: bool = False,
+            rotate: float = 0.0, erase: float = 0.0) -> np.ndarray:
+    """x (N, C, H, W) -> a new array: each image shifted by up to ``max_shift`` pixels
+    (zero fill), flipped left-right with probability 1/2 when ``flip``, rotated by a
+    uniform angle in +-``rotate`` degrees (bilinear, zero fill), and with probability
+    ``erase`` a random rectangle (2-20% of the image, aspect 0.3-3.3) set to zero
+    (random erasing, Zhong et al. 2017)."""
+    out = _shift_flip(x, rng, max_shift, flip)
+    if rotate > 0:
+        out = rotated(out, rng.uniform(-rotate, rotate, len(out)))
+    if erase > 0:
+        _erase(out, rng, erase)
+    return out
+
+
+def _shift_flip(x: np.ndarray, rng: np.random.Generator, s: int, flip: bool) -> np.ndarray:
+    n, _, h, w = x.shape
+    if s == 0:
+        out = x.copy()
+    else:
+        padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
+        oy, ox = rng.integers(0, 2 * s + 1, n), rng.integers(0, 2 * s + 1, n)
+        out = np.empty_like(x)
+        for i in range(n):
+            out[i] = padded[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
+    if flip:
+        m = rng.random(n) < 0.5
+        out[m] = out[m, :, :, ::-1]
+    return out
+
+
+def rotated(x: np.ndarray, degrees: np.ndarray) -> np.ndarray:
+    """Each image (N, C, H, W) rotated about its centre by ``degrees[n]`` (counter-
+    clockwise), bilinear interpolation, zero outside."""
+    n, c, h, w = x.shape
+    theta = np.deg2rad(degrees)[:, None, None]
+    yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
+    cos, sin = np.cos(theta), np.sin(theta)
+    src_y = cos * yy + sin * xx + (h - 1) / 2          # the inverse rotation of each output pixel
+    src_x = -sin * yy + cos * xx + (w - 1) / 2
+    y0, x0 = np.floor(src_y).astype(np.int64), np.floor(src_x).astype(np.int64)
+    fy, fx = (src_y - y0).astype(x.dtype), (src_x - x0).astype(x.dtype)
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 2), (1, 2)))   # reads one outside every edge are zeros
+    y0, x0 = np.clip(y0 + 1, 0, h + 1), np.clip(x0 + 1, 0, w + 1)
+    plane = (w + 3)
+    flat = padded.reshape(n, c, -1)
+    base = (y0 * plane + x0).reshape(n, 1, -1)
+
+    def at(offset):
+        return np.take_along_axis(flat, np.broadcast_to(base + offset, (n, c, h * w)), axis=2).reshape(n, c, h, w)
+
+    fy, fx = fy[:, None], fx[:, None]
+    top = at(0) * (1 - fx) + at(1) * fx
+    bottom = at(plane) * (1 - fx) + at(plane + 1) * fx
+    return (top * (1 - fy) + bottom * fy).astype(x.dtype, copy=False)
+
+
+def _erase(x: np.ndarray, rng: np.random.Generator, probability: float) -> None:
+    n, _, h, w = x.shape
+    chosen = rng.random(n) < probability
+    area = rng.uniform(0.02, 0.2, n) * h * w
+    aspect = np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3), n))
+    eh = np.clip(np.round(np.sqrt(area * aspect)), 1, h).astype(int)
+    ew = np.clip(np.round(np.sqrt(area / aspect)), 1, w).astype(int)
+    top, left = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
+    for i in np.flatnonzero(chosen):
+        x[i, :, top[i]:top[i] + eh[i], left[i]:left[i] + ew[i]] = 0
