@@ -55,7 +55,7 @@ def build_parser(prog: str = "python -m fastlenet.sweep") -> argparse.ArgumentPa
                                                   "sweep.json (re-run the same command to finish a sweep)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per setting")
     p.add_argument("--grid", action="append", default=[], metavar="FLAG=V1,V2,...",
-                   help="a train flag and its values (repeatable; trials are the cross product)")
+                   help="a train flag and its values (repeatable; trials are the cross product); default: none")
     p.add_argument("--address", default=None, help="join this Ray cluster (default: start Ray on this machine)")
     p.add_argument("--threads-per-trial", type=int, default=None,
                    help="threads (Ray CPUs) per trial; default: the usable CPUs shared among the trials")
