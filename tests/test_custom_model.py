@@ -136,3 +136,17 @@ def test_a_run_resumes_from_its_own_model_file(tmp_path, capsys):
     net.unlink()                                              # the run needs only its own folder
     assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"]) == 0
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]) == 2
+
+
+def test_it_predicts_pictures_in_the_models_colours(trained, tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    _, run, _ = trained
+    x, y = coloured_squares(1, seed=6)
+    Image.fromarray(np.moveaxis(x[0], 0, 2)).save(tmp_path / "rgb.png")              # (32, 32, 3) RGB
+    Image.fromarray(x[0].mean(axis=0).astype(np.uint8)).save(tmp_path / "grey.png")    # grey: repeated to RGB
+    assert predict.main([str(run / "last.npz"), str(tmp_path / "rgb.png"), str(tmp_path / "grey.png"),
+                         "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    by_file = {row["file"]: row for row in doc["predictions"]}
+    assert by_file[str(tmp_path / "rgb.png")]["top"][0]["class"] == str(y[0])
+    assert any("repeated to the model's 3 colour channels" in note for note in doc["notes"])

@@ -2,7 +2,6 @@
 errors, recompressed copies, and the preparation helpers."""
 import gzip
 import shutil
-import time
 import tracemalloc
 
 import numpy as np
