@@ -23,6 +23,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .data import (ChecksumError, Dataset, DatasetNotFound, IDXError, _progress_enabled, cache_dir,
+                   check_asked_folder, search_dirs, to_float)
+from .download import TransferError, fetch_verified, md5_hex
+
 NAME = "cifar10"
 ARCHIVE = "cifar-10-binary.tar.gz"
 ARCHIVE_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
@@ -38,30 +42,23 @@ RECORD = 1 + 3 * 32 * 32
 MAX_RECORDS = 10_000
 
 
-def _errors():
-    from .data import ChecksumError, DatasetNotFound, IDXError
-    return ChecksumError, DatasetNotFound, IDXError
-
-
 def decode_records(blob: bytes, name: str) -> Tuple[np.ndarray, np.ndarray]:
     """One batch file's bytes -> (images uint8 (N, 3, 32, 32), labels int64 (N,))."""
-    _, _, FormatError = _errors()
     if len(blob) == 0 or len(blob) % RECORD:
-        raise FormatError(f"{name}: {len(blob):,} bytes is not a whole number of CIFAR-10 records "
+        raise IDXError(f"{name}: {len(blob):,} bytes is not a whole number of CIFAR-10 records "
                           f"({RECORD} bytes: a label byte and 3072 pixel bytes)")
     records = np.frombuffer(blob, np.uint8).reshape(-1, RECORD)
     if len(records) > MAX_RECORDS:
-        raise FormatError(f"{name}: {len(records):,} records; a CIFAR-10 batch file holds at most {MAX_RECORDS:,}")
+        raise IDXError(f"{name}: {len(records):,} records; a CIFAR-10 batch file holds at most {MAX_RECORDS:,}")
     labels = records[:, 0].astype(np.int64)
     if labels.max() > 9:
-        raise FormatError(f"{name}: label {int(labels.max())} is not a CIFAR-10 class (0..9): not a CIFAR-10 file")
+        raise IDXError(f"{name}: label {int(labels.max())} is not a CIFAR-10 class (0..9): not a CIFAR-10 file")
     return records[:, 1:].reshape((-1,) + IMAGE_SHAPE).copy(), labels
 
 
 def read_archive(path: Path, wanted: List[str]) -> Dict[str, bytes]:
     """The batch files ``wanted`` from the archive at ``path``, each header checked
     (a regular file, at most MAX_RECORDS records) before its bytes are read."""
-    _, _, FormatError = _errors()
     found: Dict[str, bytes] = {}
     limit = MAX_RECORDS * RECORD
     try:
@@ -71,16 +68,16 @@ def read_archive(path: Path, wanted: List[str]) -> Dict[str, bytes]:
                 if base not in wanted or base in found:
                     continue
                 if not member.isfile() or member.size > limit:
-                    raise FormatError(f"{path}: member {member.name} is not a CIFAR-10 batch file "
+                    raise IDXError(f"{path}: member {member.name} is not a CIFAR-10 batch file "
                                       f"({'not a regular file' if not member.isfile() else f'{member.size:,} bytes'})")
                 found[base] = tar.extractfile(member).read()
                 if len(found) == len(wanted):
                     break
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise FormatError(f"{path}: not a readable tar.gz archive ({type(exc).__name__}: {exc})") from None
+        raise IDXError(f"{path}: not a readable tar.gz archive ({type(exc).__name__}: {exc})") from None
     missing = [b for b in wanted if b not in found]
     if missing:
-        raise FormatError(f"{path}: the archive has no {', '.join(missing)}")
+        raise IDXError(f"{path}: the archive has no {', '.join(missing)}")
     return found
 
 
@@ -96,8 +93,6 @@ def _in_folder(folder: Path, wanted: List[str]) -> Optional[Path]:
 
 
 def _verify_archive(path: Path) -> None:
-    from .download import md5_hex
-    ChecksumError, _, _ = _errors()
     size = path.stat().st_size
     if size != ARCHIVE_SIZE:
         raise ChecksumError(f"{path}: {size:,} bytes, the published {ARCHIVE} has {ARCHIVE_SIZE:,}; delete it "
@@ -111,9 +106,6 @@ def _verify_archive(path: Path) -> None:
 def download(dest: Optional[Path] = None, timeout: float = 30.0, progress: Optional[bool] = None) -> Path:
     """Fetch the archive into ``dest`` (default: the user cache) within the bounds of
     :mod:`fastlenet.download`; returns its path."""
-    from .data import _progress_enabled, cache_dir
-    from .download import TransferError, fetch_verified
-    _, DatasetNotFound, _ = _errors()
     dest = Path(dest) if dest is not None else cache_dir() / NAME
     urls = [m.rstrip("/") + "/" + ARCHIVE for m in MIRRORS]
     try:
@@ -126,25 +118,17 @@ def download(dest: Optional[Path] = None, timeout: float = 30.0, progress: Optio
 def locate(data_dir=None, wanted: Optional[List[str]] = None) -> Optional[Path]:
     """The archive or the folder of batch files in the first searched folder that has
     them (``fastlenet info``), or None."""
-    from .data import search_dirs
     wanted = wanted or list(TRAIN_FILES + TEST_FILES)
     return next((f for f in (_in_folder(d, wanted) for d in search_dirs(NAME, data_dir)) if f), None)
 
 
 def _source(data_dir, wanted: List[str], download_missing: bool) -> Path:
     """Where the files are: the first searched folder holding them, else a download."""
-    from .data import search_dirs
-    import os
-    _, DatasetNotFound, _ = _errors()
-    asked = data_dir if data_dir is not None else os.environ.get("FASTLENET_DATA")
-    for folder in search_dirs(NAME, data_dir):
-        found = _in_folder(folder, wanted)
-        if found is not None:
-            return found
-        if asked is not None and Path(folder) == Path(asked):      # a folder the user named is never skipped
-            flag = f"--data-dir {data_dir}" if data_dir is not None else f"FASTLENET_DATA={asked}"
-            raise DatasetNotFound(f"{flag} does not hold cifar10: looked in {folder} and {Path(folder) / NAME} "
-                                  f"for {ARCHIVE} or {FOLDER}/{{{', '.join(wanted)}}}")
+    check_asked_folder(NAME, data_dir, holds=lambda folder: _in_folder(folder, wanted) is not None,
+                       wanted=f"{ARCHIVE} or {FOLDER}/{{{', '.join(wanted)}}}")
+    found = locate(data_dir, wanted)
+    if found is not None:
+        return found
     if not download_missing:
         raise DatasetNotFound(f"cifar10 is not in any of: {', '.join(map(str, search_dirs(NAME, data_dir)))}")
     try:
@@ -157,7 +141,6 @@ def _source(data_dir, wanted: List[str], download_missing: bool) -> Path:
 
 def load(data_dir=None, download_missing: bool = True, verify: bool = True, test_only: bool = False):
     """CIFAR-10 as a :class:`fastlenet.data.Dataset`: float32 (N, 3, 32, 32) in [0, 1]."""
-    from .data import Dataset, to_float
     wanted = list(TEST_FILES if test_only else TRAIN_FILES + TEST_FILES)
     where = _source(data_dir, wanted, download_missing)
     if where.is_file():

@@ -262,9 +262,10 @@ def locate(name: str, data_dir=None, bases=None) -> Optional[Dict[str, Path]]:
     return next((f for f in (_files_in(d, name, bases) for d in search_dirs(name, data_dir)) if f), None)
 
 
-def _check_asked_folder(name: str, data_dir, bases=None) -> None:
+def check_asked_folder(name: str, data_dir, bases=None, holds=None, wanted: Optional[str] = None) -> None:
     """A folder the user named (--data-dir, else $FASTLENET_DATA) must hold the dataset:
-    it is never silently skipped for another source."""
+    it is never silently skipped for another source.  ``holds(folder)`` says whether it
+    does (default: the IDX files ``bases``), ``wanted`` what the message lists."""
     env = os.environ.get("FASTLENET_DATA")
     if data_dir is not None:
         folder, flag, fix = data_dir, f"--data-dir {data_dir}", ""
@@ -272,12 +273,13 @@ def _check_asked_folder(name: str, data_dir, bases=None) -> None:
         folder, flag, fix = env, f"FASTLENET_DATA={env}", "; fix it or unset it"
     else:
         return
-    if _files_in(Path(folder), name, bases) is not None:
+    found = holds(Path(folder)) if holds is not None else _files_in(Path(folder), name, bases) is not None
+    if found:
         return
     if not Path(folder).exists():
         raise DatasetNotFound(f"{flag} does not exist{fix}")
     raise DatasetNotFound(f"{flag} does not hold {name}: looked in {folder} and {Path(folder) / name} for "
-                          f"{_listing(bases or SPLIT_FILES.values())}{fix}")
+                          f"{wanted or _listing(bases or SPLIT_FILES.values())}{fix}")
 
 
 def _verified_payload(info: DatasetInfo, base: str, path: Path) -> bytes:
@@ -435,7 +437,7 @@ def _registered_files(name: str, data_dir, wanted: Dict[str, str], download_miss
         raise DatasetNotFound(f"unknown dataset {name!r}; choose one of {DATASET_NAMES}")
     info = DATASETS[name]
     searched = search_dirs(name, data_dir)
-    _check_asked_folder(name, data_dir, wanted.values())
+    check_asked_folder(name, data_dir, wanted.values())
     files = locate(name, data_dir, wanted.values())
     if files is None and download_missing:
         try:
