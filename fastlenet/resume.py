@@ -41,7 +41,8 @@ def check_flags(explicit: dict) -> None:
                             "--out to train differently")
 
 
-def _type_problem(action: argparse.Action, value) -> Optional[str]:
+def type_problem(action: argparse.Action, value) -> Optional[str]:
+    """What is wrong with ``value`` as flag ``action``'s value (choices, bool, int/float), or None."""
     if action.choices is not None:
         if value is None and action.default is None:
             return None
@@ -78,7 +79,7 @@ def stored_namespace(parser: argparse.ArgumentParser, settings: dict, where: Pat
                 raise ResumeRefused(f"{where}: settings 'lr_list' must be a list of numbers")
             value = ",".join(repr(float(v)) for v in value)
         elif dest not in ("out", "resume", "data_dir"):
-            problem = _type_problem(action, value)
+            problem = type_problem(action, value)
             if problem:
                 raise ResumeRefused(f"{where}: settings {dest!r} {problem}, got {json.dumps(value)[:60]}")
         elif value is not None and not isinstance(value, str):

@@ -8,6 +8,7 @@ backend, seed, output folder, ...) are never part of a recipe.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from typing import Dict, Tuple
 
@@ -140,17 +141,23 @@ def _run_flags(g) -> None:
 
 
 # --------------------------------------------------------------------------- resolution
+@functools.lru_cache(maxsize=1)
+def _actions() -> Dict[str, argparse.Action]:
+    """The train flags by dest (built once: a recipe checks ~40 values against them)."""
+    return {a.dest: a for a in build_parser()._actions}
+
+
 def recipe_value_problem(key: str, value):
     """What is wrong with a recipe's ``value`` for knob ``key`` (type, choices, range), or None."""
-    from .resume import _type_problem
-    action = next(a for a in build_parser()._actions if a.dest == key)
+    from .resume import type_problem
+    action = _actions()[key]
     if key == "lr_list":
         ok = value is None or (isinstance(value, list) and value and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value))
         return None if ok else "must be null or a list of positive numbers"
     if key in ("model", "dataset") and not isinstance(value, str):
         return "must be a string"
-    problem = _type_problem(action, value)
+    problem = type_problem(action, value)
     if problem is None and value is not None:
         try:
             _check_numbers({key: value})
