@@ -3,29 +3,30 @@ test accuracy per seed and the mean, as a Markdown table.
 
     FASTLENET_DATA=../shared/datasets python benchmarks/recipe_table.py --seeds 2
 
-Each run is ``python -m fastlenet.train --recipe NAME --seed S`` in a fresh process,
-one after another (2 threads each by default); run directories go under --out.
+Each run is ``python -m fastlenet.train --recipe NAME --seed S`` in a fresh process
+(``fastlenet.sweep.run_trial``), one after another (2 threads each by default); run
+directories go under --out.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from fastlenet.sweep import run_trial
 
 PUBLISHED = ["fashion-sigmoid-maxpool-sgd", "fashion-relu-avgpool-adam", "fashion-sigmoid-avgpool-adam",
              "mnist-bn-plateau", "mnist-1998-c5-sgd"]
 
 
 def run(recipe: str, seed: int, out: Path, threads: int) -> dict:
-    folder = out / f"{recipe}-seed{seed}"
-    if not (folder / "metrics.json").is_file():
-        subprocess.run([sys.executable, "-m", "fastlenet.train", "--recipe", recipe, "--seed", str(seed),
-                        "--threads", str(threads), "--out", str(folder), "--quiet", "--no-plots"], check=True)
-    return json.loads((folder / "metrics.json").read_text())
+    """One recipe and seed, as a sweep trial (a finished run directory is read, not retrained)."""
+    result = run_trial(["--recipe", recipe, "--seed", str(seed)], str(out / f"{recipe}-seed{seed}"), threads)
+    if result["status"] == "failed":
+        raise SystemExit(f"{recipe} seed {seed}: {result['error']}")
+    return result
 
 
 def main() -> int:
@@ -43,7 +44,7 @@ def main() -> int:
     for recipe in args.recipes:
         results = [run(recipe, seed, out, args.threads) for seed in range(args.seeds)]
         accs = [100 * r["test_accuracy"] for r in results]
-        epochs = "/".join(str(len(r["epochs"])) for r in results)
+        epochs = "/".join(str(r["epochs"]) for r in results)
         print(f"| `{recipe}` | " + " | ".join(f"{a:.2f}%" for a in accs) +
               f" | **{sum(accs) / len(accs):.2f}%** | {epochs} |", flush=True)
     print(f"({time.time() - started:.0f} s)")

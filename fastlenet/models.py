@@ -75,6 +75,8 @@ class Sequential:
             self.runnable[-1].keeps_output = False
         #: buffers the model owns: the loss gradient d(loss)/d(logits)
         self.outputs = OutputBuffers()
+        #: (index, layer) of each Dropout, for reseed() before every training batch
+        self._dropouts = [(i, layer) for i, layer in enumerate(self.layers) if isinstance(layer, Dropout)]
 
     def _pack(self, which: str) -> np.ndarray:
         """Move every layer's ``params`` (or ``grads``) end to end into one new flat
@@ -140,9 +142,8 @@ class Sequential:
     def reseed(self, key) -> None:
         """Give every Dropout layer a generator derived from ``key`` (e.g. (seed, epoch,
         batch)) and its index: the masks of a batch depend on nothing else."""
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, Dropout):
-                layer.rng = np.random.default_rng([*key, i])
+        for i, layer in self._dropouts:
+            layer.rng = np.random.default_rng([*key, i])
 
     # ------------------------------------------------------------------ describing
     def to_spec(self) -> dict:
@@ -245,9 +246,8 @@ def from_spec(spec: dict, backend=None, seed: int = 0, dtype=None, num_classes: 
     spec = spec_mod.check(spec, where)
     if num_classes is not None:
         spec = spec_mod.with_num_classes(spec, int(num_classes), where)
-    if dtype is not None:
-        spec = {**spec, "dtype": np.dtype(dtype).name}
-    spec_mod.check(spec, where)                      # a dtype override is checked too
+    if dtype is not None and np.dtype(dtype).name != spec["dtype"]:
+        spec = spec_mod.check({**spec, "dtype": np.dtype(dtype).name}, where)    # checked like the file
     layers = [_layer(f, init) for f, init in zip(spec["layers"], spec_mod.auto_inits(spec))]
     config = dict(name=spec["name"], spec=spec, num_classes=spec["num_classes"], seed=int(seed), dtype=spec["dtype"])
     return Sequential(layers, tuple(spec["input_shape"]), backend=backend, seed=seed, dtype=spec["dtype"],
