@@ -24,7 +24,7 @@ import numpy as np
 
 from . import checkpoint, optim
 from .augment import augment
-from .data import Dataset, batch_rng, batches, epoch_order, num_batches
+from .data import Dataset, batch_rng, batches, epoch_order, num_batches, to_float
 from .metrics import evaluate
 from .rundir import RunDirectory
 
@@ -395,7 +395,7 @@ def as_dataset(data, y=None, validation_data=None, class_names=None) -> Dataset:
             raise ValueError(f"{what}: images must be (N, C, H, W) and labels (N,), got {x.shape} and {labels.shape}")
         if labels.dtype.kind not in "iu" or (len(labels) and labels.min() < 0):
             raise ValueError(f"{what}: labels must be non-negative integers, got {labels.dtype}")
-        x = x.astype(np.float32) / 255 if x.dtype == np.uint8 else np.ascontiguousarray(x)
+        x = to_float(x) if x.dtype == np.uint8 else np.ascontiguousarray(x)     # the datasets' one conversion
         return x, labels.astype(np.int64)
 
     x, y = arrays(data, y, "x, y")
