@@ -123,8 +123,8 @@ class Conv2D(Layer):
             raise ValueError(f"padding must be an int, (pad_h, pad_w), 'same' or 'valid', got {padding!r}")
         self.padding = (padding if isinstance(padding, str) else
                         int(padding) if np.isscalar(padding) else tuple(int(p) for p in padding))
-        self.pad = 0 if isinstance(padding, str) else int(min(np.atleast_1d(padding)))
-        self.pads = None                  # (top, bottom, left, right), set by build
+        #: (top, bottom, left, right) and the part of it the kernels do (every side), set by build
+        self.pads, self.pad = None, None
         self.init = init
 
     def build(self, input_shape, rng, dtype, backend):
@@ -158,7 +158,7 @@ class Conv2D(Layer):
         return out
 
     def out_hw(self, h: int, w: int) -> Tuple[int, int]:
-        top, bottom, left, right = self.pads or (self.pad,) * 4
+        top, bottom, left, right = self.pads
         return (h + top + bottom - self.kh) // self.stride + 1, (w + left + right - self.kw) // self.stride + 1
 
     def forward(self, x, training=False):
@@ -182,8 +182,8 @@ class Conv2D(Layer):
         return dx
 
     def describe(self):
-        pads = self.pads or (self.pad,) * 4
-        pad = pads[0] if len(set(pads)) == 1 else list(pads)
+        pads = self.pads
+        pad = self.padding if pads is None else pads[0] if len(set(pads)) == 1 else list(pads)
         return f"Conv2D({self.filters}, {self.kh}x{self.kw}, stride={self.stride}, pad={pad})"
 
     def to_spec(self) -> dict:
