@@ -36,25 +36,32 @@ def epoch_flops(n, batch):
     return full * lenet5_step_flops(batch) + (lenet5_step_flops(rest) if rest else 0)
 
 
-def fastlenet_epoch(backend, threads):
+def fastlenet_epoch(backend, threads, fixed_threads=False):
+    """The epoch as ``fastlenet train`` runs it: its thread governor on unless ``fixed_threads``."""
     from fastlenet import kernels, models, optim
+    from fastlenet.governor import ThreadGovernor
     kernels.set_num_threads(threads)
     model = models.build("lenet5", backend=backend, seed=0)
     opt = optim.Adam(model.params, lr=1e-3, backend=backend)
+    governor = None if fixed_threads or threads == 1 else ThreadGovernor(threads, kernels.usable_cpus())
 
     def epoch(x, y, batch):
         for i in range(0, len(x), batch):
+            t0 = time.perf_counter()
             opt.step(model.loss_and_grads(x[i:i + batch], y[i:i + batch])[1])
+            if governor is not None:
+                governor.record(len(x[i:i + batch]), time.perf_counter() - t0)
     return epoch
 
 
-def child(name, batch, threads, dataset, data_dir, loop=False):
+def child(name, batch, threads, dataset, data_dir, loop=False, fixed_threads=False):
     """Train one epoch of ``name`` (a backend or a peer) in this process; print a JSON
     line with the result (``loop``: epoch after epoch until killed, as load)."""
     import resource
 
     from benchmarks import peers
-    epoch = peers.make_epoch(name, threads) if name in peers.PEERS else fastlenet_epoch(name, threads)
+    epoch = (peers.make_epoch(name, threads) if name in peers.PEERS
+             else fastlenet_epoch(name, threads, fixed_threads))
     import numpy as np
 
     from fastlenet import data
@@ -87,9 +94,9 @@ def child_environment(name):
     return env
 
 
-def measure(name, batch, threads, dataset, data_dir):
+def measure(name, batch, threads, dataset, data_dir, fixed_threads=False):
     cmd = [sys.executable, "-m", "benchmarks.compare", "--child", name, "--batch-size", str(batch),
-           "--threads", str(threads), "--dataset", dataset]
+           "--threads", str(threads), "--dataset", dataset] + (["--fixed-threads"] if fixed_threads else [])
     if data_dir:
         cmd += ["--data-dir", data_dir]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=child_environment(name))
@@ -115,12 +122,13 @@ def run_all(args, names):
     runs = {"quiet": {n: [] for n in names}, "load": {n: [] for n in names}}
     for r in range(args.repeats):
         for name in names:
-            res = measure(name, args.batch_size, args.threads, args.dataset, args.data_dir)
+            res = measure(name, args.batch_size, args.threads, args.dataset, args.data_dir, args.fixed_threads)
             runs["quiet"][name].append(res)
             line = f"  run {r + 1}/{args.repeats} {name:>13}: {res['seconds']:.2f} s"
             if args.load:
-                with competing_load(args.load, args.load_kind, args.data_dir):
-                    res = measure(name, args.batch_size, args.threads, args.dataset, args.data_dir)
+                with competing_load(args.load, args.load_kind, args.data_dir, session=args.load_session):
+                    res = measure(name, args.batch_size, args.threads, args.dataset, args.data_dir,
+                                  args.fixed_threads)
                 runs["load"][name].append(res)
                 line += f", under load {res['seconds']:.2f} s"
             print(line, flush=True)
@@ -142,7 +150,9 @@ def table(args):
           f"{args.threads} threads; median of {args.repeats}; {flops / 1e9:.0f} GFLOP per epoch; "
           f"{datetime.date.today()}, {machine['cpu']} ({machine['isa']})")
     if args.load:
-        print(f"under load: {args.load} competing {args.load_kind} process(es) during the run")
+        print(f"under load: {args.load} competing {args.load_kind} process(es) during the run, "
+              f"{'each in a session of its own' if args.load_session == 'own' else 'in the same session'}; "
+              f"fastlenet's threads {'fixed' if args.fixed_threads else 'governed (fastlenet.governor)'}")
     head = "| backend | s / epoch | vs PyTorch | GFLOP/s | share of FMA peak | warm-up s | peak memory |"
     if args.load:
         head += " s / epoch under load | load / quiet | vs PyTorch under load |"
@@ -183,7 +193,7 @@ def scaling(args):
 
 
 def parser():
-    from benchmarks.load import KINDS
+    from benchmarks.load import KINDS, SESSIONS
     from fastlenet.kernels import usable_cpus
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion-mnist")
@@ -197,6 +207,11 @@ def parser():
                    help="also run each measurement beside N competing processes (default 0: quiet only)")
     p.add_argument("--load-kind", choices=KINDS, default="cpu",
                    help="cpu: pure-Python spinners; fastlenet / torch: trainings in a loop")
+    p.add_argument("--fixed-threads", action="store_true",
+                   help="fastlenet keeps --threads threads under load (default: its thread governor adapts)")
+    p.add_argument("--load-session", choices=SESSIONS, default="own",
+                   help="own: each competing process in a session of its own (another terminal); same: in "
+                        "this session (jobs of the same shell) -- see benchmarks/load.py")
     p.add_argument("--scaling", action="store_true", help="batch 64..512 x 1/2 threads for one backend")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--loop", action="store_true", help=argparse.SUPPRESS)
@@ -208,7 +223,8 @@ def main(argv=None):
     if args.load < 0:
         raise SystemExit("compare: --load must be >= 0")
     if args.child:
-        return child(args.child, args.batch_size, args.threads, args.dataset, args.data_dir, args.loop)
+        return child(args.child, args.batch_size, args.threads, args.dataset, args.data_dir, args.loop,
+                     args.fixed_threads)
     return scaling(args) if args.scaling else table(args)
 
 

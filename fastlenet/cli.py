@@ -133,7 +133,8 @@ def info_lines() -> List[str]:
     except (ValueError, kernels.BackendUnavailable) as exc:
         default = f"none ({exc})"
     lines.append(f"default backend: {default}; default threads: {kernels.default_threads()} "
-                 f"(NUMBA_NUM_THREADS {numba.config.NUMBA_NUM_THREADS})")
+                 f"(NUMBA_NUM_THREADS {numba.config.NUMBA_NUM_THREADS}); training uses fewer while other "
+                 "programs hold the CPUs and that measures faster (--fixed-threads: never)")
     st = runtime.status()
     lines.append(f"OpenMP wait: GOMP_SPINCOUNT={st['GOMP_SPINCOUNT']}, OMP_WAIT_POLICY={st['OMP_WAIT_POLICY']} "
                  f"(set by {st['set_by']})")

@@ -2,7 +2,7 @@
 as strictly as a new run's flags, and what resuming a finished run does.
 
 A resumed run keeps its own settings (config.json).  Only how it runs may change
-(``--threads``, ``--backend``, ``--quiet``) and how long (``--epochs``, to train a
+(``--threads``, ``--fixed-threads``, ``--backend``, ``--quiet``) and how long (``--epochs``, to train a
 finished run further or end an unfinished one sooner -- never below the epochs
 done); any other flag is refused by name.  A finished run (metrics.json written:
 all its epochs done, or early stopping fired) is reported and left untouched
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 #: the flags that may accompany --resume (argparse dests)
-CHANGEABLE = ("epochs", "threads", "backend", "quiet")
+CHANGEABLE = ("epochs", "threads", "fixed_threads", "backend", "quiet")
 
 
 class ResumeRefused(ValueError):
@@ -37,7 +37,7 @@ def check_flags(explicit: dict) -> None:
     if extra:
         names = ", ".join("--" + k.replace("_", "-") for k in extra)
         raise ResumeRefused(f"--resume continues a run with its own settings; {names} cannot change "
-                            "(only --epochs, --threads, --backend, --quiet may); start a new run with "
+                            "(only --epochs, --threads, --fixed-threads, --backend, --quiet may); start a new run with "
                             "--out to train differently")
 
 

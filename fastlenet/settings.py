@@ -128,12 +128,15 @@ def _run_flags(g) -> None:
                    help="kernel backend; default: $FASTLENET_BACKEND, else the fastest available")
     g.add_argument("--threads", type=int, default=None,
                    help="threads for the kernels; default: the CPUs this process may use (affinity, cgroup quota)")
+    g.add_argument("--fixed-threads", action="store_true",
+                   help="always use --threads threads (default: while other programs hold the CPUs, use fewer "
+                        "when that measures faster; the results are the same either way)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed for the weights, the split, the shuffling and the augmentation")
     g.add_argument("--out", default=None, help="run directory; default runs/<dataset>-<model>-<timestamp>")
     g.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last.npz with its own settings (only --epochs, "
-                        "--threads, --backend and --quiet may be given with it)")
+                        "--threads, --fixed-threads, --backend and --quiet may be given with it)")
     g.add_argument("--no-plots", action="store_true", help="do not draw curves.png, confusion.png, samples.png")
     g.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard scalars per epoch to RUN/tensorboard (the tensorboard extra)")

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import __version__, checkpoint, data, kernels, models, optim, recipes, resume
 from .callbacks import TensorBoard
+from .governor import ThreadGovernor
 from .metrics import confusion_matrix, evaluate, per_class_accuracy
 from .rundir import RunDirectory, RunDirectoryError
 from .settings import UsageError, build_parser, resolve_settings
@@ -140,7 +141,7 @@ def _checked_resume(args, argv, run_dir: RunDirectory, stored: dict) -> tuple:
     ns = resume.stored_namespace(build_parser(), stored, config, required)
     if run_dir.file("model.json").is_file():         # the network this run trained, whatever --model named
         ns.model = str(run_dir.file("model.json"))
-    for key in ("epochs", "threads", "backend"):
+    for key in ("epochs", "threads", "fixed_threads", "backend"):
         if key in explicit:
             setattr(ns, key, explicit[key])
     ns.recipe = None                                 # the stored settings are complete: no recipe fills in
@@ -181,7 +182,15 @@ def _make_trainer(s: dict, model, ds, run_dir: RunDirectory, log, progress: bool
                    s["seed"], early, s["augment"], s["label_smoothing"], s["max_shift"], run_dir,
                    meta={"settings": s, "data_source": ds.source}, log=log, progress=progress, monitor=monitor,
                    callbacks=[TensorBoard(run_dir.file("tensorboard"))] if s.get("tensorboard") else [],
-                   rotate=s["rotate"], erase=s["erase"])
+                   rotate=s["rotate"], erase=s["erase"], governor=make_governor(s))
+
+
+def make_governor(s: dict):
+    """The thread governor for a run (None: --fixed-threads, one thread, or the numpy
+    backend, whose BLAS threads are not the kernels' pool)."""
+    if s.get("fixed_threads") or s["threads"] == 1 or s["backend"] == "numpy":
+        return None
+    return ThreadGovernor(s["threads"], kernels.usable_cpus())
 
 
 def _say_if_compiling(backend: str, log) -> None:
@@ -227,6 +236,8 @@ def _test_metrics(trainer: Trainer, ds, t_start: float, test_weights: str = "bes
                "train_seconds": sum(e.seconds for e in history.epochs),
                "wall_seconds": time.perf_counter() - t_start, "confusion_matrix": cm.tolist(),
                "per_class_accuracy": per_class_accuracy(cm).tolist()}
+    if trainer.governor is not None:
+        metrics["threads_used"] = {str(n): k for n, k in sorted(trainer.governor.steps_at.items())}
     started = process_start_time()
     if started is not None and trainer.first_batch_done is not None:
         metrics["first_batch_seconds"] = trainer.first_batch_done - started   # start-up latency
@@ -271,6 +282,8 @@ def _train(args, s: dict, sources: dict, run_dir: RunDirectory, log, t_start: fl
             f"{s['threads']} thread{'s' if s['threads'] != 1 else ''}, run directory {run_dir.path}")
     _say_if_compiling(s["backend"], log)
     history = trainer.run()
+    if trainer.governor is not None and trainer.governor.switches:
+        log(trainer.governor.summary())
     metrics, cm, pred = _test_metrics(trainer, ds, t_start, s["test_weights"])
     run_dir.write_metrics(metrics)
     if not s["no_plots"]:

@@ -125,7 +125,7 @@ class Trainer:
                  label_smoothing: float = 0.0, max_shift: int = 2, run_dir=None,
                  meta: Optional[dict] = None, log: Optional[Callable[[str], None]] = None,
                  progress: bool = False, monitor: Optional[str] = None, callbacks=(), rotate: float = 0.0,
-                 erase: float = 0.0) -> None:
+                 erase: float = 0.0, governor=None) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         if batch_size < 1:
@@ -144,6 +144,7 @@ class Trainer:
         self.log = log or (lambda s: None)
         self.progress = progress
         self.callbacks = list(callbacks)                  # see fastlenet.callbacks
+        self.governor = governor                          # a fastlenet.governor.ThreadGovernor, or None
         self.history = History()
         self.first_batch_done: Optional[float] = None     # time.time() when this process finished a batch
         # position: the next epoch/batch to run and the running sums of the current epoch
@@ -250,7 +251,10 @@ class Trainer:
         self.sums["loss"] += loss * len(yb)
         self.sums["correct"] += int((logits.argmax(axis=1) == yb).sum())
         self.sums["seen"] += len(yb)
-        self.sums["seconds"] += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.sums["seconds"] += seconds
+        if self.governor is not None:
+            self.governor.record(len(yb), seconds)
 
     def _run_epoch(self, stop: _StopRequest) -> bool:
         """Train the rest of epoch ``self.epoch``; False when a stop was requested mid-epoch."""

@@ -24,7 +24,7 @@ from ._api import KERNEL_NAMES, Backend
 
 __all__ = [
     "Backend", "BackendUnavailable", "available", "backend", "default_backend",
-    "unavailable", "set_num_threads", "blas_limit", "usable_cpus", "default_threads", *KERNEL_NAMES,
+    "unavailable", "set_num_threads", "set_kernel_threads", "blas_limit", "usable_cpus", "default_threads", *KERNEL_NAMES,
 ]
 
 #: backend name -> module, fastest first (the default is the first available)
@@ -120,11 +120,17 @@ def set_num_threads(n: int) -> None:
     """Threads for every compiled backend, and for BLAS (used by the numpy backend)."""
     if isinstance(n, bool) or int(n) != n or int(n) < 1:
         raise ValueError(f"threads must be an integer >= 1, got {n}")
+    set_kernel_threads(n)
+    _blas_controller().limit(limits=int(n), user_api="blas")
+
+
+def set_kernel_threads(n: int) -> None:
+    """Threads for the compiled backends' own pools only (BLAS untouched): what the
+    thread governor (fastlenet.governor) changes while training."""
     for name in available():
         setter = getattr(_loaded[name], "set_num_threads", None)
         if setter is not None:
             setter(int(n))
-    _blas_controller().limit(limits=int(n), user_api="blas")
 
 
 _controller = None
