@@ -65,6 +65,7 @@ setup(
         [
             extension("fastlenet.kernels._cy_conv", "csrc/conv.pyx"),
             extension("fastlenet.kernels._cy_pool", "csrc/pool.pyx"),
+            extension("fastlenet.kernels._cy_norm", "csrc/norm.pyx"),
             extension("fastlenet.kernels._cy_linear", "csrc/linear.pyx"),
             extension("fastlenet.kernels._cy_optim", "csrc/optim.pyx"),
             extension("fastlenet.kernels._cy_loss", "csrc/loss.pyx"),

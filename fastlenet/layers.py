@@ -236,14 +236,19 @@ class ConvReLUMaxPool(Layer):
 
 def fuse(layers, shapes):
     """The layers to run: each Conv2D -> ReLU -> MaxPool2D becomes one ConvReLUMaxPool
-    when the conv's backend has fast paths (``Backend.fast``), each Dense -> ReLU one
-    DenseReLU likewise; everything else runs as is."""
+    when the conv's backend has fast paths (``Backend.fast``), each BatchNorm -> ReLU ->
+    MaxPool2D on planes one BatchNormReLUMaxPool, each Dense -> ReLU one DenseReLU
+    likewise; everything else runs as is."""
     out, i = [], 0
     while i < len(layers):
         a = layers[i]
         if (isinstance(a, Conv2D) and not a.prepads and i + 2 < len(layers) and isinstance(layers[i + 1], ReLU)
                 and isinstance(layers[i + 2], MaxPool2D) and a.k.fast is not None):
             out.append(ConvReLUMaxPool(a, layers[i + 2], shapes[i]))
+            i += 3
+        elif (isinstance(a, BatchNorm) and len(shapes[i]) == 3 and i + 2 < len(layers)
+                and isinstance(layers[i + 1], ReLU) and isinstance(layers[i + 2], MaxPool2D) and a.k.fast is not None):
+            out.append(BatchNormReLUMaxPool(a, layers[i + 2]))
             i += 3
         elif (isinstance(a, Dense) and i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
                 and a.fast is not None):
@@ -539,6 +544,7 @@ class BatchNorm(Layer):
 
     def build(self, input_shape, rng, dtype, backend):
         super().build(input_shape, rng, dtype, backend)
+        self.k = backend
         c = input_shape[0]
         self._add_param("gamma", np.ones(c))
         self._add_param("beta", np.zeros(c))
@@ -557,17 +563,20 @@ class BatchNorm(Layer):
         if training:
             mean = x.mean(axis=axes)
             var = x.var(axis=axes)
-            count = x.size // mean.size
-            m = self.momentum
-            self.buffers["running_mean"] *= 1 - m
-            self.buffers["running_mean"] += m * mean
-            self.buffers["running_var"] *= 1 - m
-            self.buffers["running_var"] += m * var * (count / max(count - 1, 1))
+            self.update_running(mean, var, x.size // mean.size)
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
         self.inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
         self.x_hat = (x - mean.reshape(bshape)) * self.inv_std.reshape(bshape)
         return self.x_hat * self.params["gamma"].reshape(bshape) + self.params["beta"].reshape(bshape)
+
+    def update_running(self, mean, var, count: int) -> None:
+        """running = (1 - momentum) * running + momentum * batch (the variance unbiased)."""
+        m = self.momentum
+        self.buffers["running_mean"] *= 1 - m
+        self.buffers["running_mean"] += m * mean
+        self.buffers["running_var"] *= 1 - m
+        self.buffers["running_var"] += m * var * (count / max(count - 1, 1))
 
     def backward(self, dy):
         # dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))  (batch statistics)
@@ -585,6 +594,44 @@ class BatchNorm(Layer):
 
     def to_spec(self) -> dict:
         return {"type": "batchnorm", "momentum": self.momentum, "eps": self.eps}
+
+
+class BatchNormReLUMaxPool(Layer):
+    """BatchNorm -> ReLU -> MaxPool2D on (N, C, H, W) as one fast path of a compiled
+    backend (``batchnorm_stats`` + ``batchnorm_relu_maxpool_forward/backward``): two
+    passes over the input instead of NumPy's dozen, and the ReLU'd normalised plane is
+    never stored.  Parameters, gradients and buffers stay the BatchNorm layer's, so
+    names, optimizers and checkpoints do not change.  x (N, C, H, W) -> y (N, C, PH, PW).
+    """
+
+    def __init__(self, bn: BatchNorm, pool: MaxPool2D) -> None:
+        super().__init__()
+        self.bn, self.pool = bn, pool
+        self.params, self.grads, self.buffers = bn.params, bn.grads, bn.buffers
+        self.k, self.dtype = bn.k, bn.dtype
+
+    def forward(self, x, training=False):
+        bn, fast = self.bn, self.k.fast
+        if training:
+            mean, var = fast.batchnorm_stats(x)
+            bn.update_running(mean, var, x.size // x.shape[1])
+        else:
+            mean, var = (bn.buffers[k].astype(np.float64) for k in ("running_mean", "running_var"))
+        self.x, self.mean, self.inv_std = x, mean, 1.0 / np.sqrt(var + bn.eps)
+        ph, pw = self.pool.out_hw(x.shape[2], x.shape[3])
+        shape = (x.shape[0], x.shape[1], ph, pw)
+        y, self.arg = fast.batchnorm_relu_maxpool_forward(
+            x, bn.params["gamma"], bn.params["beta"], self.mean, self.inv_std, self.pool.size,
+            self.pool.stride, out=self._out("y", shape, self.k), arg_out=self._out("arg", shape, self.k, np.int32))
+        return y
+
+    def backward(self, dy):
+        return self.k.fast.batchnorm_relu_maxpool_backward(
+            np.ascontiguousarray(dy), self.arg, self.x, self.bn.params["gamma"], self.mean, self.inv_std,
+            self.grads["gamma"], self.grads["beta"], out=self._out("dx", self.x.shape, self.k))
+
+    def describe(self):
+        return f"fused[{self.bn.describe()} + ReLU + {self.pool.describe()}]"
 
 
 class Dropout(Layer):

@@ -2,6 +2,7 @@
 
 Dimension legend: N batch, C channels, H/W height/width, F filters, OH/OW conv output,
 PH/PW pooled output, D input features, U output units, K classes, P parameters.
+Batch-norm statistics (mean, inv_std) are float64 (C,) whatever the data's dtype.
 
 The layers, the loss and the optimizer call these *unchecked* functions on arrays
 they validated themselves (C-contiguous, one float dtype), to skip a checked
@@ -60,6 +61,28 @@ class AdamUpdate(Protocol):
         p -= step_size * m / (sqrt(v) / root_bc2 + eps)."""
 
 
+class BatchnormStats(Protocol):
+    def __call__(self, x: Array) -> Tuple[Array, Array]:
+        """x (N, C, H, W) -> (mean (C,), var (C,)) float64 over (N, H, W), var biased."""
+
+
+class BatchnormReluMaxpoolForward(Protocol):
+    def __call__(self, x: Array, gamma: Array, beta: Array, mean: Array, inv_std: Array,
+                 size: int, stride: int, out: Optional[Array] = None,
+                 arg_out: Optional[Array] = None) -> Tuple[Array, Array]:
+        """maxpool(relu(gamma * (x - mean) * inv_std + beta)): x (N, C, H, W) ->
+        (y (N, C, PH, PW), arg (N, C, PH, PW) int32: h*W + w of each max in its plane,
+        -1 where the max is <= 0 and no gradient flows)."""
+
+
+class BatchnormReluMaxpoolBackward(Protocol):
+    def __call__(self, dpy: Array, arg: Array, x: Array, gamma: Array, mean: Array,
+                 inv_std: Array, dgamma: Array, dbeta: Array,
+                 out: Optional[Array] = None) -> Array:
+        """dpy (N, C, PH, PW) and the forward's arg (batch statistics) -> dx (N, C, H, W);
+        dgamma, dbeta (C,) written."""
+
+
 class SoftmaxCrossEntropy(Protocol):
     def __call__(self, logits: Array, labels: Array, smoothing: float,
                  out: Optional[Array] = None) -> Tuple[Optional[float], Optional[Array]]:
@@ -77,6 +100,9 @@ class FastPaths:
     linear_backward: LinearBackward
     adam_update: AdamUpdate
     softmax_cross_entropy: SoftmaxCrossEntropy
+    batchnorm_stats: BatchnormStats
+    batchnorm_relu_maxpool_forward: BatchnormReluMaxpoolForward
+    batchnorm_relu_maxpool_backward: BatchnormReluMaxpoolBackward
 
 
 # --------------------------------------------------------------------------- debug checks
@@ -145,6 +171,41 @@ def _check_loss(a):
     _shape("softmax_cross_entropy", "out", a.get("out"), a["logits"].shape)
 
 
+def _check_norm_stats(a):
+    _arrays("batchnorm_stats", a, ("x",))
+    if a["x"].ndim != 4:
+        raise FastPathError("batchnorm_stats: x must be (N, C, H, W)")
+
+
+def _stats_vectors(name, a, c):
+    for key in ("mean", "inv_std"):
+        if a[key].dtype != np.float64 or a[key].shape != (c,) or not a[key].flags.c_contiguous:
+            raise FastPathError(f"{name}: {key} must be float64 ({c},)")
+
+
+def _check_norm_fwd(a):
+    name = "batchnorm_relu_maxpool_forward"
+    _arrays(name, a, ("x", "gamma", "beta", "out"))
+    n, c, h, w = a["x"].shape
+    shape = (n, c, (h - a["size"]) // a["stride"] + 1, (w - a["size"]) // a["stride"] + 1)
+    for key in ("gamma", "beta"):
+        _shape(name, key, a[key], (c,))
+    _stats_vectors(name, a, c)
+    _shape(name, "out", a.get("out"), shape)
+    _shape(name, "arg_out", a.get("arg_out"), shape)
+
+
+def _check_norm_bwd(a):
+    name = "batchnorm_relu_maxpool_backward"
+    _arrays(name, a, ("dpy", "x", "gamma", "dgamma", "dbeta", "out"))
+    c = a["x"].shape[1]
+    for key in ("gamma", "dgamma", "dbeta"):
+        _shape(name, key, a[key], (c,))
+    _stats_vectors(name, a, c)
+    _shape(name, "arg", a["arg"], a["dpy"].shape)
+    _shape(name, "out", a.get("out"), a["x"].shape)
+
+
 _CHECKS = {
     "conv2d_relu_maxpool_forward": (_check_conv_fwd, ConvReluMaxpoolForward),
     "conv2d_relu_maxpool_backward": (_check_conv_bwd, ConvReluMaxpoolBackward),
@@ -152,6 +213,9 @@ _CHECKS = {
     "linear_backward": (_check_linear_bwd, LinearBackward),
     "adam_update": (_check_adam, AdamUpdate),
     "softmax_cross_entropy": (_check_loss, SoftmaxCrossEntropy),
+    "batchnorm_stats": (_check_norm_stats, BatchnormStats),
+    "batchnorm_relu_maxpool_forward": (_check_norm_fwd, BatchnormReluMaxpoolForward),
+    "batchnorm_relu_maxpool_backward": (_check_norm_bwd, BatchnormReluMaxpoolBackward),
 }
 
 

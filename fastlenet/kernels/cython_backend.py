@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from . import _cy_conv, _cy_linear, _cy_loss, _cy_optim, _cy_pool
+from . import _cy_conv, _cy_linear, _cy_loss, _cy_norm, _cy_optim, _cy_pool
 from . import plan
 from ._api import KERNEL_NAMES, Backend
 from ._fast import FastPaths
@@ -72,6 +72,9 @@ FAST_PATHS = FastPaths(
     linear_backward=_cy_linear.linear_backward,
     adam_update=_cy_optim.adam_update,
     softmax_cross_entropy=_cy_loss.softmax_cross_entropy,
+    batchnorm_stats=_cy_norm.batchnorm_stats,
+    batchnorm_relu_maxpool_forward=_cy_norm.batchnorm_relu_maxpool_forward,
+    batchnorm_relu_maxpool_backward=_cy_norm.batchnorm_relu_maxpool_backward,
 )
 
 BACKEND = Backend("cython", sys.modules[__name__])

@@ -24,14 +24,14 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import plan
+from . import numba_norm, plan
 from ._api import KERNEL_NAMES, Backend
 from ._fast import FastPaths, writing_into
+from ._numba_options import PARALLEL, SERIAL, takes
 
-# One place for every Numba option.  The fast-math flags let LLVM reassociate the
-# reductions (dW, db) into SIMD lanes (results stay within float tolerance), as the C
-# build's flags do; like them they leave out nnan/ninf, so NaN and Inf propagate.
-_FASTMATH = {"reassoc", "nsz", "contract", "arcp", "afn"}
+_SERIAL, _PARALLEL, _takes = SERIAL, PARALLEL, takes       # fastlenet/kernels/_numba_options.py
+
+
 def cache_is_warm() -> bool:
     """Whether Numba's on-disk cache already holds this module's compiled kernels
     (``$NUMBA_CACHE_DIR``, else ``__pycache__`` beside this file): when not, the first
@@ -45,9 +45,6 @@ def cache_is_warm() -> bool:
     except OSError:
         return False
 
-
-_SERIAL = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
-_PARALLEL = dict(_SERIAL, parallel=True)
 
 
 def set_num_threads(n: int) -> None:
@@ -208,13 +205,6 @@ def _gemm_nt_acc(g, cols, dw, db):
                 a0 += gr[li] * c0[li]
             dw[fi, ki] += a0
             ki += 1
-
-
-@njit(**_SERIAL)
-def _takes(v, best):
-    """Whether a max-pool scan replaces its max by v: larger, or the window's first NaN
-    (FL_TAKES in csrc/fl_common.h: NaN propagates, as np.max)."""
-    return best == best and not v <= best
 
 
 @njit(**_SERIAL)
@@ -914,6 +904,9 @@ FAST_PATHS = FastPaths(
     linear_backward=_linear_backward,
     adam_update=_adam_update,
     softmax_cross_entropy=_softmax_cross_entropy,
+    batchnorm_stats=numba_norm.batchnorm_stats,
+    batchnorm_relu_maxpool_forward=numba_norm.batchnorm_relu_maxpool_forward,
+    batchnorm_relu_maxpool_backward=numba_norm.batchnorm_relu_maxpool_backward,
 )
 
 BACKEND = Backend("numba", sys.modules[__name__])

@@ -1,0 +1,21 @@
+"""What every Numba kernel module shares: the compile options, and the max-pool rule.
+
+One place for every Numba option.  The fast-math flags let LLVM reassociate the
+reductions (dW, db, batch statistics) into SIMD lanes (results stay within float
+tolerance), as the C build's flags do; like them they leave out nnan/ninf, so NaN and
+Inf propagate.  Every kernel compiles on its first call only, and is cached on disk.
+"""
+from __future__ import annotations
+
+from numba import njit
+
+FASTMATH = {"reassoc", "nsz", "contract", "arcp", "afn"}
+SERIAL = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+PARALLEL = dict(SERIAL, parallel=True)
+
+
+@njit(**SERIAL)
+def takes(v, best):
+    """Whether a max-pool scan replaces its max by v: larger, or the window's first NaN
+    (FL_TAKES in csrc/fl_common.h: NaN propagates, as np.max)."""
+    return best == best and not v <= best
