@@ -483,9 +483,10 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
     dz (F, L) (rows padded to Lp), dzt (L, Fq) transposed, dzr (F, OH, OWr) row-padded --
     from dy[n] (plain) or from the pooled gradient routed to each window's max (fused);
     db += its sum over positions."""
-    cdef Py_ssize_t f, l, oy, ox
-    cdef floating acc, v
+    cdef Py_ssize_t f, l, oy
+    cdef floating acc
     cdef const floating* end
+    cdef const floating* src
     if g.pool_grad == POOL_GRAD_EXPAND_2X2:     # vector selects, no zeroing or scatter
         end = &dpy[0, 0, 0, 0] + g.n * g.f * g.ph * g.pw
         for f in range(g.f):
@@ -497,31 +498,32 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
         if want_dzt:
             _transpose(&dz[0, 0], g.lp, g.f, g.l, &dzt[0, 0], g.fq)
         return
-    if fused:
-        memset(&dz[0, 0], 0, dz.shape[0] * dz.shape[1] * sizeof(floating))
-        memset(&dzt[0, 0], 0, dzt.shape[0] * dzt.shape[1] * sizeof(floating))
-        memset(&dzr[0, 0, 0], 0, dzr.shape[0] * dzr.shape[1] * dzr.shape[2] * sizeof(floating))
-    for f in range(g.f):
-        acc = 0
-        if fused:           # any other pool: a branch-free scatter
-            if want_dz:
-                acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dz[f, 0], g.ow, 1)
-            if want_dzt:
-                acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dzt[0, f], g.ow * g.fq, g.fq)
+    if not fused:           # a plain conv: whole rows copied, db a vectorised sum
+        for f in range(g.f):
+            src = &dy[n, f, 0]
+            acc = 0
+            for l in range(g.l):
+                acc = acc + src[l]
+            db[f] += acc
+            if want_dz or want_dzt:
+                memcpy(&dz[f, 0], src, g.l * sizeof(floating))
             if want_dzr:
-                acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dzr[f, 0, 0], g.owr, 1)
-        else:
-            for oy in range(g.oh):
-                for ox in range(g.ow):
-                    l = oy * g.ow + ox
-                    v = dy[n, f, l]
-                    acc = acc + v
-                    if want_dz:
-                        dz[f, l] = v
-                    if want_dzt:
-                        dzt[l, f] = v
-                    if want_dzr:
-                        dzr[f, oy, ox] = v
+                for oy in range(g.oh):
+                    memcpy(&dzr[f, oy, 0], src + oy * g.ow, g.ow * sizeof(floating))
+        if want_dzt:        # dz (padding zero) as the source of the transposed layout
+            _transpose(&dz[0, 0], g.lp, g.f, g.l, &dzt[0, 0], g.fq)
+        return
+    memset(&dz[0, 0], 0, dz.shape[0] * dz.shape[1] * sizeof(floating))
+    memset(&dzt[0, 0], 0, dzt.shape[0] * dzt.shape[1] * sizeof(floating))
+    memset(&dzr[0, 0, 0], 0, dzr.shape[0] * dzr.shape[1] * dzr.shape[2] * sizeof(floating))
+    for f in range(g.f):    # any other pool: a branch-free scatter
+        acc = 0
+        if want_dz:
+            acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dz[f, 0], g.ow, 1)
+        if want_dzt:
+            acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dzt[0, f], g.ow * g.fq, g.fq)
+        if want_dzr:
+            acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dzr[f, 0, 0], g.owr, 1)
         db[f] += acc
 
 
