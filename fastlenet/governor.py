@@ -155,6 +155,16 @@ class ThreadGovernor:
         parts = [f"{n} for {100 * k / total:.0f}%" for n, k in sorted(self.steps_at.items(), reverse=True)]
         return f"threads adapted to a busy machine: {', '.join(parts)} of the steps"
 
+    @classmethod
+    def for_training(cls, backend_name: str, threads: int, fixed: bool = False) -> Optional["ThreadGovernor"]:
+        """The governor for training on ``backend_name`` with up to ``threads`` threads, or
+        None: ``fixed``, one thread, or the numpy backend (its BLAS threads are not the
+        kernels' pool)."""
+        if fixed or threads <= 1 or backend_name == "numpy":
+            return None
+        from fastlenet import kernels
+        return cls(threads, kernels.usable_cpus())
+
     def _set(self, n: int) -> None:
         if n != self.current:
             self.current = n

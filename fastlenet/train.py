@@ -188,9 +188,7 @@ def _make_trainer(s: dict, model, ds, run_dir: RunDirectory, log, progress: bool
 def make_governor(s: dict):
     """The thread governor for a run (None: --fixed-threads, one thread, or the numpy
     backend, whose BLAS threads are not the kernels' pool)."""
-    if s.get("fixed_threads") or s["threads"] == 1 or s["backend"] == "numpy":
-        return None
-    return ThreadGovernor(s["threads"], kernels.usable_cpus())
+    return ThreadGovernor.for_training(s["backend"], s["threads"], bool(s.get("fixed_threads")))
 
 
 def _say_if_compiling(backend: str, log) -> None:

@@ -409,11 +409,18 @@ def as_dataset(data, y=None, validation_data=None, class_names=None) -> Dataset:
     return Dataset("arrays", x, y, x[:0], y[:0], names, x_val=xv, y_val=yv, image_size=tuple(x.shape[2:]))
 
 
+def _governor(model):
+    import numba
+
+    from .governor import ThreadGovernor
+    return ThreadGovernor.for_training(model.backend.name, numba.get_num_threads())
+
+
 def fit(model, data, y=None, epochs: int = 10, batch_size: int = 256, optimizer=None,
         schedule: Optional[optim.Schedule] = None, early_stopping: Optional[optim.EarlyStopping] = None,
         augment: bool = False, seed: int = 0, run_dir=None, verbose: bool = False,
         monitor: Optional[str] = None, callbacks=(), validation_data=None, progress: Optional[bool] = None,
-        class_names=None) -> History:
+        class_names=None, adapt_threads: bool = True) -> History:
     """Train ``model`` and return its :class:`History` (``history["val_accuracy"]``,
     ``history.plot()``).
 
@@ -424,13 +431,16 @@ def fit(model, data, y=None, epochs: int = 10, batch_size: int = 256, optimizer=
     a bar per epoch (``tqdm.auto``: terminal or Jupyter; default: when ``verbose``).
     ``callbacks``: objects with ``on_epoch_end(record, trainer)`` (see
     fastlenet.callbacks); one that sets ``trainer.stop_training = True`` ends training
-    after that epoch.
+    after that epoch.  ``adapt_threads``: while other programs hold the CPUs, the
+    kernels use fewer threads when that measures faster (fastlenet.governor; the
+    results are the same bits); False keeps the thread count as set.
     """
     ds = as_dataset(data, y, validation_data, class_names)
     opt = optimizer or optim.Adam(model.params, lr=1e-3, backend=model.backend)
     trainer = Trainer(model, ds, opt, schedule, epochs, batch_size, seed, early_stopping, augment,
                       run_dir=RunDirectory(run_dir) if run_dir else None, log=print if verbose else None,
-                      progress=verbose if progress is None else progress, monitor=monitor, callbacks=callbacks)
+                      progress=verbose if progress is None else progress, monitor=monitor, callbacks=callbacks,
+                      governor=_governor(model) if adapt_threads else None)
     if trainer.run_dir is not None:
         trainer.run_dir.path.mkdir(parents=True, exist_ok=True)
     return trainer.run()

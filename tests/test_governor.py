@@ -173,3 +173,15 @@ def test_train_governs_unless_told_not_to():
     assert make_governor({**s, "threads": 1}) is None
     assert make_governor({**s, "backend": "numpy"}) is None      # its BLAS threads are not the pool
     resume.check_flags({"resume": "RUN", "fixed_threads": True})   # may accompany --resume
+
+
+def test_fit_governs_a_compiled_backend_unless_told_not_to():
+    from fastlenet.trainer import _governor
+    assert _governor(models.build("lenet5", backend="numpy")) is None
+    if "cython" in kernels.available() and kernels.default_threads() > 1:
+        kernels.set_num_threads(2)
+        assert isinstance(_governor(models.build("lenet5", backend="cython")), gov.ThreadGovernor)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 32)
+    from fastlenet.trainer import fit
+    assert len(fit(models.build("lenet5", backend="numpy"), x, y, epochs=1, adapt_threads=False)) == 1
