@@ -147,6 +147,14 @@ class ThreadGovernor:
             # an untried count first (the full one before fewer), else the one measured longest ago
             self._set(untried[0] if untried else next(n for n in self.rates if n != self.current))
 
+    def finish(self) -> None:
+        """Training is over: the kernels get the full count back (evaluation, the next run)."""
+        if self.current != self.full:
+            self.current = self.full
+            self._apply(self.full)
+        self.contended = False
+        self.recent.clear()
+
     def summary(self) -> str:
         """e.g. '2 threads throughout', or how the steps were shared between counts."""
         total = sum(self.steps_at.values())

@@ -320,7 +320,7 @@ class Trainer:
         # overflow/NaN are detected (a non-finite loss stops the run with a message);
         # NumPy's warnings about them would only add noise to the output
         with _StopRequest(self.log) as stop, np.errstate(over="ignore", invalid="ignore"), \
-                _closing(self.callbacks):
+                _closing(self.callbacks), _finishing(self.governor):
             while self.epoch < self.epochs:
                 self.opt.lr = self.schedule.lr(self.epoch)
                 finished = self._run_epoch(stop)
@@ -344,6 +344,16 @@ class Trainer:
             f"interrupted by {signal.Signals(signum).name} at epoch {self.epoch + 1}, "
             f"batch {self.batch}; state saved to last.npz. Resume with: "
             f"python -m fastlenet.train --resume{where}", 128 + signum)
+
+
+@contextlib.contextmanager
+def _finishing(governor):
+    """The thread governor's full count restored however training ends."""
+    try:
+        yield
+    finally:
+        if governor is not None:
+            governor.finish()
 
 
 def _closing(callbacks) -> contextlib.ExitStack:

@@ -185,3 +185,15 @@ def test_fit_governs_a_compiled_backend_unless_told_not_to():
     x, y = rng.random((32, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 32)
     from fastlenet.trainer import fit
     assert len(fit(models.build("lenet5", backend="numpy"), x, y, epochs=1, adapt_threads=False)) == 1
+
+
+def test_the_full_count_is_restored_when_training_ends():
+    m = FakeMachine(others=2, step_seconds={2: 0.030, 1: 0.020})
+    g = m.governor()
+    m.windows(g, 2)
+    assert g.current == 1
+    g.finish()
+    assert g.current == 2 and m.applied[-1] == 2
+    switches = g.switches
+    g.finish()                                       # nothing more to restore
+    assert m.applied[-1] == 2 and g.switches == switches
