@@ -4,6 +4,7 @@
     python -m benchmarks.compare --load 2         # ... and each run again beside 2 CPU-bound processes
     python -m benchmarks.compare --load 1 --load-kind fastlenet   # beside a second fastlenet training
     python -m benchmarks.compare --scaling        # default backend: batch 64..512, 1 vs 2 threads
+    python -m benchmarks.compare --model cifar-cnn --batch-size 128   # another network vs PyTorch
 
 Each measurement runs in a fresh process (so peak memory is per run) that loads the
 data, warms up (JIT compilation, ``torch.compile``, XLA: the first batch and the
@@ -30,18 +31,20 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def epoch_flops(n, batch):
-    from benchmarks.workloads import lenet5_step_flops
+def epoch_flops(n, batch, model="lenet5"):
+    from benchmarks import networks
+    net = networks.build(model, "numpy")
     full, rest = divmod(n, batch)
-    return full * lenet5_step_flops(batch) + (lenet5_step_flops(rest) if rest else 0)
+    return full * networks.step_flops(net, batch) + (networks.step_flops(net, rest) if rest else 0)
 
 
-def fastlenet_epoch(backend, threads, fixed_threads=False):
+def fastlenet_epoch(backend, threads, fixed_threads=False, model="lenet5"):
     """The epoch as ``fastlenet train`` runs it: its thread governor on unless ``fixed_threads``."""
-    from fastlenet import kernels, models, optim
+    from benchmarks import networks
+    from fastlenet import kernels, optim
     from fastlenet.governor import ThreadGovernor
     kernels.set_num_threads(threads)
-    model = models.build("lenet5", backend=backend, seed=0)
+    model = networks.build(model, backend)
     opt = optim.Adam(model.params, lr=1e-3, backend=backend)
     governor = None if fixed_threads or threads == 1 else ThreadGovernor(threads, kernels.usable_cpus())
 
@@ -54,20 +57,35 @@ def fastlenet_epoch(backend, threads, fixed_threads=False):
     return epoch
 
 
-def child(name, batch, threads, dataset, data_dir, loop=False, fixed_threads=False):
-    """Train one epoch of ``name`` (a backend or a peer) in this process; print a JSON
-    line with the result (``loop``: epoch after epoch until killed, as load)."""
+def epoch_data(args):
+    """(x, y): the dataset's training images in one fixed shuffled order, or for a model whose
+    input is not 1x28x28 ``args.images`` random images of its shape (speed, not accuracy)."""
+    import numpy as np
+
+    from benchmarks import networks
+    from fastlenet import data
+    shape = networks.build(args.model, "numpy").input_shape
+    rng = np.random.default_rng(0)
+    if shape != (1, 28, 28):
+        return rng.random((args.images,) + shape, dtype=np.float32), rng.integers(0, 10, args.images)
+    ds = data.load(args.dataset, data_dir=args.data_dir)
+    order = rng.permutation(len(ds.x_train))
+    return ds.x_train[order], ds.y_train[order].astype(np.int64)    # the same batches for all
+
+
+def child(args):
+    """Train one epoch of ``args.child`` (a backend or a peer) in this process; print a JSON
+    line with the result (``args.loop``: epoch after epoch until killed, as load)."""
     import resource
 
     from benchmarks import peers
-    epoch = (peers.make_epoch(name, threads) if name in peers.PEERS
-             else fastlenet_epoch(name, threads, fixed_threads))
-    import numpy as np
-
-    from fastlenet import data
-    ds = data.load(dataset, data_dir=data_dir)
-    order = np.random.default_rng(0).permutation(len(ds.x_train))
-    x, y = ds.x_train[order], ds.y_train[order].astype(np.int64)    # the same batches for all
+    name, batch = args.child, args.batch_size
+    if name in peers.PEERS:
+        epoch = peers.make_epoch(name, args.threads, model=args.model)
+    else:
+        epoch = fastlenet_epoch(name, args.threads, args.fixed_threads, args.model)
+    x, y = epoch_data(args)
+    loop = args.loop
     t0 = time.perf_counter()
     epoch(x[:batch], y[:batch], batch)                     # compile / JIT / cache warm-up, and
     if len(x) % batch:                                     # the last batch's shorter shape
@@ -94,9 +112,10 @@ def child_environment(name):
     return env
 
 
-def measure(name, batch, threads, dataset, data_dir, fixed_threads=False):
+def measure(name, batch, threads, dataset, data_dir, fixed_threads=False, model="lenet5", images=10000):
     cmd = [sys.executable, "-m", "benchmarks.compare", "--child", name, "--batch-size", str(batch),
-           "--threads", str(threads), "--dataset", dataset] + (["--fixed-threads"] if fixed_threads else [])
+           "--threads", str(threads), "--dataset", dataset, "--model", model, "--images", str(images)]
+    cmd += ["--fixed-threads"] if fixed_threads else []
     if data_dir:
         cmd += ["--data-dir", data_dir]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=child_environment(name))
@@ -105,11 +124,13 @@ def measure(name, batch, threads, dataset, data_dir, fixed_threads=False):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def available_names(skip_numpy=True):
+def available_names(skip_numpy=True, model="lenet5"):
     from benchmarks import peers
     from fastlenet import kernels
     names = [n for n in kernels.available() if not (skip_numpy and n == "numpy")]
-    found = peers.available()
+    found = [p for p in peers.available() if model == "lenet5" or p in peers.ANY_MODEL]
+    if model != "lenet5":
+        print(f"note: {model} runs on fastlenet and {', '.join(peers.ANY_MODEL)} (the other peers know LeNet-5 only)")
     missing = sorted({peers.FRAMEWORK[p] for p in peers.PEERS if p not in found})
     if missing:
         print(f"note: not installed, left out: {', '.join(missing)} (peers are never dependencies)")
@@ -122,13 +143,14 @@ def run_all(args, names):
     runs = {"quiet": {n: [] for n in names}, "load": {n: [] for n in names}}
     for r in range(args.repeats):
         for name in names:
-            res = measure(name, args.batch_size, args.threads, args.dataset, args.data_dir, args.fixed_threads)
+            res = measure(name, args.batch_size, args.threads, args.dataset, args.data_dir, args.fixed_threads,
+                          args.model, args.images)
             runs["quiet"][name].append(res)
             line = f"  run {r + 1}/{args.repeats} {name:>13}: {res['seconds']:.2f} s"
             if args.load:
                 with competing_load(args.load, args.load_kind, args.data_dir, session=args.load_session):
                     res = measure(name, args.batch_size, args.threads, args.dataset, args.data_dir,
-                                  args.fixed_threads)
+                                  args.fixed_threads, args.model, args.images)
                 runs["load"][name].append(res)
                 line += f", under load {res['seconds']:.2f} s"
             print(line, flush=True)
@@ -137,16 +159,18 @@ def run_all(args, names):
 
 def table(args):
     from benchmarks import peaks
-    names = args.backends or available_names()
+    names = args.backends or available_names(model=args.model)
     machine = peaks.measure(args.threads)
     print(peaks.describe(machine))
     runs = run_all(args, names)
     n = runs["quiet"][names[0]][0]["n"]
-    flops = epoch_flops(n, args.batch_size)
+    flops = epoch_flops(n, args.batch_size, args.model)
     med = {k: {name: statistics.median(r["seconds"] for r in rs) for name, rs in v.items() if rs}
            for k, v in runs.items()}
     base, base_load = med["quiet"].get("torch"), med["load"].get("torch")
-    print(f"\nLeNet-5 (ReLU, max pool), {args.dataset} {n} images, batch {args.batch_size}, Adam, "
+    what = (f"LeNet-5 (ReLU, max pool), {args.dataset} {n} images" if args.model == "lenet5"
+            else f"{args.model}, {n} random images of its input shape")
+    print(f"\n{what}, batch {args.batch_size}, Adam, "
           f"{args.threads} threads; median of {args.repeats}; {flops / 1e9:.0f} GFLOP per epoch; "
           f"{datetime.date.today()}, {machine['cpu']} ({machine['isa']})")
     if args.load:
@@ -207,6 +231,10 @@ def parser():
                    help="also run each measurement beside N competing processes (default 0: quiet only)")
     p.add_argument("--load-kind", choices=KINDS, default="cpu",
                    help="cpu: pure-Python spinners; fastlenet / torch: trainings in a loop")
+    p.add_argument("--model", default="lenet5",
+                   help="a preset, cifar-cnn / vgg-small (benchmarks/networks.py) or a model file; a model whose "
+                        "input is not 1x28x28 trains on --images random images; peers: PyTorch only")
+    p.add_argument("--images", type=int, default=10000, help="images per epoch for such a model (default 10000)")
     p.add_argument("--fixed-threads", action="store_true",
                    help="fastlenet keeps --threads threads under load (default: its thread governor adapts)")
     p.add_argument("--load-session", choices=SESSIONS, default="own",
@@ -223,8 +251,7 @@ def main(argv=None):
     if args.load < 0:
         raise SystemExit("compare: --load must be >= 0")
     if args.child:
-        return child(args.child, args.batch_size, args.threads, args.dataset, args.data_dir, args.loop,
-                     args.fixed_threads)
+        return child(args)
     return scaling(args) if args.scaling else table(args)
 
 

@@ -17,8 +17,11 @@ ones.  Each is made as fast as its documentation suggests for a small CNN on a C
 * ``jax``           -- JAX, the whole train step (forward, backward, Adam) one
                        ``jax.jit`` function, parameters donated between steps.
 
+The PyTorch peers (``ANY_MODEL``) also train any other fastlenet model, as its twin
+(``benchmarks/networks.py``: same layers, same initial weights; ``compare.py --model``).
+
 ``make_epoch(name, threads)`` returns ``epoch(x, y, batch)``: it trains on ``x``
-(N, 1, 28, 28) float32 and ``y`` (N,) int64 in order, in batches of ``batch``, and
+(N, 1, 28, 28) float32 (the model's input shape for another model) and ``y`` (N,) int64 in order, in batches of ``batch``, and
 returns only when the work is done (JAX dispatches asynchronously: it blocks).
 """
 from __future__ import annotations
@@ -29,6 +32,8 @@ import os
 PEERS = ("torch", "torch-cl", "torch-compile", "keras", "jax")
 FRAMEWORK = {"torch": "torch", "torch-cl": "torch", "torch-compile": "torch", "keras": "tensorflow",
            "jax": "jax"}
+#: the peers that train any fastlenet model (benchmarks/networks.torch_twin); the others LeNet-5
+ANY_MODEL = ("torch", "torch-cl", "torch-compile")
 LR = 1e-3
 KERAS_JIT = os.environ.get("FASTLENET_BENCH_KERAS_JIT", "0") == "1"
 
@@ -45,20 +50,24 @@ def initial_weights(seed: int = 0) -> dict:
     return {k: v.copy() for k, v in params.items()}
 
 
-def make_epoch(name: str, threads: int, seed: int = 0):
+def make_epoch(name: str, threads: int, seed: int = 0, model: str = "lenet5"):
+    """``epoch(x, y, batch)`` of peer ``name`` training ``model`` (LeNet-5 unless a PyTorch peer)."""
     if name not in PEERS:
         raise ValueError(f"unknown peer {name!r}; choose one of {PEERS}")
+    if model != "lenet5" and name not in ANY_MODEL:
+        raise ValueError(f"peer {name!r} trains LeNet-5 only, not {model!r}")
     if name.startswith("torch"):
-        return _torch_epoch(name, threads, seed)
+        return _torch_epoch(name, threads, seed, model)
     return {"keras": _keras_epoch, "jax": _jax_epoch}[name](threads, seed)
 
 
 # --------------------------------------------------------------------------- PyTorch
-def _torch_epoch(name, threads, seed):
+def _torch_epoch(name, threads, seed, model="lenet5"):
     import torch
-    from benchmarks.workloads import torch_lenet5
+
+    from benchmarks import networks
     torch.set_num_threads(threads)
-    net = torch_lenet5(torch, seed)
+    net = networks.torch_twin(torch, networks.build(model, "numpy", seed))
     fmt = torch.channels_last if name == "torch-cl" else torch.contiguous_format
     net = net.to(memory_format=fmt)
     model = torch.compile(net) if name == "torch-compile" else net

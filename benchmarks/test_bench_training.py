@@ -1,11 +1,15 @@
 """One LeNet-5 training step (forward + backward + Adam, batch 256) and inference
-on 10,000 images (batch 1,000), every backend and PyTorch side by side:
+on 10,000 images (batch 1,000), every backend and PyTorch side by side, and one
+training step of the CIFAR-shaped and VGG-style networks (benchmarks/networks.py):
 `pytest --benchmark-only benchmarks/test_bench_training.py`."""
+import functools
+
 import numpy as np
 import pytest
 
+from benchmarks import networks
 from benchmarks import workloads as W
-from fastlenet import models
+from fastlenet import models, optim
 
 
 @pytest.mark.parametrize("backend", W.ALL)
@@ -50,3 +54,46 @@ def test_inference_10k(benchmark, backend):
         W.check(f"{backend} logits", run()[0], want)
     benchmark(run)
     W.record(benchmark, W.inference_flops(10000))
+
+
+@functools.lru_cache(maxsize=None)
+def _network_batch(network, batch):
+    """(x, y, the reference's first-step loss) for a network's training-step benchmark."""
+    ref = networks.build(network, "numpy")
+    rng = np.random.default_rng(0)
+    x = rng.random((batch,) + ref.input_shape, dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    return x, y, ref.loss_and_grads(x, y)[0]
+
+
+@pytest.mark.parametrize("network,batch", [("cifar-cnn", 64), ("vgg-small", 32)])
+@pytest.mark.parametrize("backend", ["numba", "cython", "torch"])
+def test_network_training_step(benchmark, backend, network, batch):
+    """Networks beyond LeNet-5 (benchmarks/networks.py), one step, PyTorch's twin beside."""
+    benchmark.group = f"{network} training step (batch {batch}, Adam, {W.THREADS} threads)"
+    x, y, ref_loss = _network_batch(network, batch)
+    if backend == "torch":
+        torch = W.torch_or_skip()
+        net = networks.torch_twin(torch, networks.build(network, "numpy"))
+        opt, loss_fn = torch.optim.Adam(net.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(tx), ty)
+            loss.backward()
+            opt.step()
+            return float(loss.detach())
+    else:
+        W.setup_threads()
+        model = networks.build(network, backend)
+        fopt = optim.Adam(model.params, lr=1e-3, backend=backend)
+
+        def step():
+            loss, grads = model.loss_and_grads(x, y)
+            fopt.step(grads)
+            return loss
+    first = step()                                   # checked before timing (and Numba warmed up)
+    assert abs(first - ref_loss) < 1e-4 * max(1.0, abs(ref_loss)), (first, ref_loss)
+    benchmark(step)
+    W.record(benchmark, networks.step_flops(networks.build(network, "numpy"), batch))

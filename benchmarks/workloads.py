@@ -82,19 +82,8 @@ def record(benchmark, flops):
 
 def torch_lenet5(torch, seed=0):
     """The same LeNet-5 (ReLU, max pool) in PyTorch, with fastlenet's initial weights."""
-    nn = torch.nn
-    net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
-    ours = models.build("lenet5", backend="numpy", seed=seed)
-    layers = [m for m in net if isinstance(m, (nn.Conv2d, nn.Linear))]
-    names = ["conv2d1", "conv2d2", "dense1", "dense2", "dense3"]
-    with torch.no_grad():
-        for layer, name in zip(layers, names):
-            w = ours.params[f"{name}.w"]
-            layer.weight.copy_(torch.from_numpy(w if w.ndim == 4 else w.T.copy()))
-            layer.bias.copy_(torch.from_numpy(ours.params[f"{name}.b"]))
-    return net
+    from benchmarks import networks
+    return networks.torch_twin(torch, models.build("lenet5", backend="numpy", seed=seed))
 
 
 def fastlenet_step(backend, batch=BATCH, seed=0):
