@@ -1,11 +1,12 @@
 """Training-time augmentation of a batch: random shifts, horizontal flips, small
-rotations and random erasing, all drawn from the generator the trainer derives from
-(seed, epoch, batch), so a resumed run sees the same images.
+rotations, smooth elastic warps and random erasing, all drawn from the generator the
+trainer derives from (seed, epoch, batch), so a resumed run sees the same images.
 
 Dimension legend: N images, C channels, H/W height/width.
 
-With ``rotate`` and ``erase`` at 0 the draws are exactly those of shifts and flips
-alone (the random numbers for the newer kinds are drawn after, and only when used).
+With ``rotate``, ``elastic`` and ``erase`` at 0 the draws are exactly those of shifts
+and flips alone (the random numbers for the newer kinds are drawn after, and only
+when used).
 """
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ import numpy as np
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, max_shift: int = 2, flip: bool = False,
-            rotate: float = 0.0, erase: float = 0.0) -> np.ndarray:
+            rotate: float = 0.0, erase: float = 0.0, elastic: float = 0.0) -> np.ndarray:
     """x (N, C, H, W) -> a new array: each image shifted by up to ``max_shift`` pixels
     (zero fill), flipped left-right with probability 1/2 when ``flip``, rotated by a
-    uniform angle in +-``rotate`` degrees (bilinear, zero fill), and with probability
-    ``erase`` a random rectangle (2-20% of the image, aspect 0.3-3.3) set to zero
-    (random erasing, Zhong et al. 2017)."""
+    uniform angle in +-``rotate`` degrees (bilinear, zero fill), warped by a smooth
+    random displacement of up to ``elastic`` pixels (see :func:`elastic_warped`), and
+    with probability ``erase`` a random rectangle (2-20% of the image, aspect 0.3-3.3)
+    set to zero (random erasing, Zhong et al. 2017)."""
     out = _shift_flip(x, rng, max_shift, flip)
     if rotate > 0:
         out = rotated(out, rng.uniform(-rotate, rotate, len(out)))
+    if elastic > 0:
+        out = elastic_warped(out, rng.uniform(-elastic, elastic, (len(out), 2, WARP_GRID, WARP_GRID)))
     if erase > 0:
         _erase(out, rng, erase)
     return out
@@ -52,6 +56,42 @@ def rotated(x: np.ndarray, degrees: np.ndarray) -> np.ndarray:
     cos, sin = np.cos(theta), np.sin(theta)
     src_y = cos * yy + sin * xx + (h - 1) / 2          # the inverse rotation of each output pixel
     src_x = -sin * yy + cos * xx + (w - 1) / 2
+    return _sampled(x, src_y, src_x)
+
+
+#: control points per side of an elastic warp's displacement grid
+WARP_GRID = 4
+
+
+def _interpolation_matrix(size: int, points: int) -> np.ndarray:
+    """(size, points): linear interpolation from ``points`` evenly spread control values
+    (the first at pixel 0, the last at pixel size-1) to every pixel."""
+    at = np.linspace(0, points - 1, size)
+    lo = np.minimum(np.floor(at).astype(int), points - 2)
+    frac = at - lo
+    m = np.zeros((size, points))
+    m[np.arange(size), lo] = 1 - frac
+    m[np.arange(size), lo + 1] = frac
+    return m
+
+
+def elastic_warped(x: np.ndarray, control: np.ndarray) -> np.ndarray:
+    """Each image (N, C, H, W) warped by a smooth displacement field: ``control``
+    (N, 2, G, G) holds the (dy, dx) pixel displacements at a G x G grid of control points
+    over the image, interpolated linearly to every pixel (a smooth field, as the
+    Gaussian-smoothed noise of Simard et al. 2003's elastic distortions, but cheap);
+    each output pixel reads the input at its displaced position (bilinear, zero outside)."""
+    n, c, h, w = x.shape
+    g = control.shape[-1]
+    field = np.einsum("hg,ndgk,wk->ndhw", _interpolation_matrix(h, g), control, _interpolation_matrix(w, g))
+    yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    return _sampled(x, yy + field[:, 0], xx + field[:, 1])
+
+
+def _sampled(x: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray:
+    """x (N, C, H, W) read at (src_y, src_x) ((N, H, W) each, in input pixels): bilinear,
+    zero outside the image."""
+    n, c, h, w = x.shape
     y0, x0 = np.floor(src_y).astype(np.int64), np.floor(src_x).astype(np.int64)
     fy, fx = (src_y - y0).astype(x.dtype), (src_x - x0).astype(x.dtype)
     padded = np.pad(x, ((0, 0), (0, 0), (1, 2), (1, 2)))   # reads one outside every edge are zeros

@@ -44,7 +44,7 @@ BUILTIN: Dict[str, object] = {
     "schedule": "none", "step_size": 5, "gamma": 0.5, "min_lr": 0.0, "plateau_factor": 0.1,
     "plateau_patience": 10, "plateau_style": "torch", "lr_list": None,
     "early_stopping": None, "monitor": "val_accuracy", "min_delta": 0.0, "restore_best": True,
-    "augment": False, "max_shift": 2, "rotate": 0.0, "erase": 0.0, "val_split": 0.0, "val_from": "stratified", "standardize": False,
+    "augment": False, "max_shift": 2, "rotate": 0.0, "erase": 0.0, "elastic": 0.0, "val_split": 0.0, "val_from": "stratified", "standardize": False,
     "pad32": False, "test_weights": "best",
 }
 #: each optimizer's own defaults (PyTorch's torch.optim values)
@@ -61,7 +61,8 @@ GROUPS = {
 }
 #: values a run resumed from an older config.json had, for knobs added since
 LEGACY = {"init": "auto", "plateau_style": "exact", "val_from": "stratified", "test_weights": "best",
-          "restore_best": True, "bn_momentum": None, "bn_eps": None, "rotate": 0.0, "erase": 0.0}
+          "restore_best": True, "bn_momentum": None, "bn_eps": None, "rotate": 0.0, "erase": 0.0,
+          "elastic": 0.0}
 
 
 class RecipeError(ValueError):

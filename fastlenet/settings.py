@@ -60,6 +60,8 @@ def _data_flags(g) -> None:
     _knob(g, "--max-shift", "largest random shift in pixels used by --augment (0: flips only)", type=int)
     _knob(g, "--rotate", "with --augment: random rotations by up to this many degrees (bilinear)", type=float,
           metavar="DEGREES")
+    _knob(g, "--elastic", "with --augment: smooth random warps moving pixels by up to this many pixels "
+          "(a 4x4 grid of random displacements, interpolated; elastic distortions)", type=float, metavar="PIXELS")
     _knob(g, "--erase", "with --augment: probability of random erasing (a rectangle of 2-20%% of the image set "
           "to zero)", type=float, metavar="P")
     _knob(g, "--standardize", "subtract the train-set mean and divide by its std, per channel",
@@ -249,6 +251,7 @@ _NUMBER_RANGES = [
     ("--seed", "seed", f"[0, {2 ** 32 - 1}]"), ("--step-size", "step_size", "[1, inf)"),
     ("--plateau-patience", "plateau_patience", "[0, inf)"), ("--bn-momentum", "bn_momentum", "[0.0, 1.0]"),
     ("--bn-eps", "bn_eps", "(0.0, 1.0)"), ("--rotate", "rotate", "[0.0, 180.0]"), ("--erase", "erase", "[0.0, 1.0]"),
+    ("--elastic", "elastic", "[0.0, 8.0]"),
 ]
 
 

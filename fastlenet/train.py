@@ -182,7 +182,7 @@ def _make_trainer(s: dict, model, ds, run_dir: RunDirectory, log, progress: bool
                    s["seed"], early, s["augment"], s["label_smoothing"], s["max_shift"], run_dir,
                    meta={"settings": s, "data_source": ds.source}, log=log, progress=progress, monitor=monitor,
                    callbacks=[TensorBoard(run_dir.file("tensorboard"))] if s.get("tensorboard") else [],
-                   rotate=s["rotate"], erase=s["erase"], governor=make_governor(s))
+                   rotate=s["rotate"], erase=s["erase"], elastic=s["elastic"], governor=make_governor(s))
 
 
 def make_governor(s: dict):

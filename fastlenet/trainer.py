@@ -125,7 +125,7 @@ class Trainer:
                  label_smoothing: float = 0.0, max_shift: int = 2, run_dir=None,
                  meta: Optional[dict] = None, log: Optional[Callable[[str], None]] = None,
                  progress: bool = False, monitor: Optional[str] = None, callbacks=(), rotate: float = 0.0,
-                 erase: float = 0.0, governor=None) -> None:
+                 erase: float = 0.0, governor=None, elastic: float = 0.0) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         if batch_size < 1:
@@ -138,7 +138,7 @@ class Trainer:
         self._check_monitor()
         self.augment, self.label_smoothing = bool(augment), float(label_smoothing)
         self.max_shift = int(max_shift)
-        self.rotate, self.erase = float(rotate), float(erase)      # see fastlenet.augment
+        self.rotate, self.erase, self.elastic = float(rotate), float(erase), float(elastic)   # fastlenet.augment
         self.run_dir = run_dir if isinstance(run_dir, RunDirectory) or run_dir is None else RunDirectory(run_dir)
         self.meta = dict(meta or {})
         self.log = log or (lambda s: None)
@@ -235,7 +235,7 @@ class Trainer:
         t0 = time.perf_counter()
         if self.augment:
             xb = augment(xb, batch_rng(self.seed, self.epoch, self.batch), self.max_shift,
-                         flip=self.data.flip_ok, rotate=self.rotate, erase=self.erase)
+                         flip=self.data.flip_ok, rotate=self.rotate, erase=self.erase, elastic=self.elastic)
         if hasattr(self.model, "reseed"):                 # dropout masks from (seed, epoch, batch)
             self.model.reseed((self.seed, self.epoch, self.batch))
         loss, logits = self.model.forward_backward(xb, yb, self.label_smoothing)

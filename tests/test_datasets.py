@@ -156,3 +156,24 @@ def test_rotation_and_erasing():
     plain = augment(ones, np.random.default_rng(1), max_shift=2)
     same = augment(ones, np.random.default_rng(1), max_shift=2, rotate=0.0, erase=0.0)
     np.testing.assert_array_equal(plain, same)               # unused kinds draw nothing
+
+
+def test_elastic_warps_are_smooth_bounded_and_draw_nothing_when_off():
+    from fastlenet.augment import WARP_GRID, augment, elastic_warped
+    x = np.zeros((3, 1, 28, 28), np.float32)
+    x[:, 0, 14, 4:24] = 1.0                                  # a horizontal bar
+    np.testing.assert_array_equal(elastic_warped(x, np.zeros((3, 2, WARP_GRID, WARP_GRID))), x)
+    shift = np.zeros((3, 2, WARP_GRID, WARP_GRID))
+    shift[0, 0] = -2.0                                       # every pixel reads 2 rows up: moved down
+    shift[1, 1] = 0.5                                        # half a pixel to the left: blended
+    warped = elastic_warped(x, shift)
+    np.testing.assert_allclose(warped[0, 0, 16, 4:24], 1.0, atol=1e-6)
+    assert warped[0, 0, 14].sum() == 0
+    np.testing.assert_allclose(warped[1, 0, 14, 3:24], np.r_[0.5, np.ones(19), 0.5], atol=1e-6)
+    rng = np.random.default_rng(0)
+    bent = augment(x, rng, max_shift=0, elastic=2.0)
+    assert bent.shape == x.shape and bent.dtype == x.dtype and 0 <= bent.min() and bent.max() <= 1 + 1e-6
+    assert not np.array_equal(bent, x)
+    ones = np.ones((4, 1, 12, 12), np.float32)
+    plain = augment(ones, np.random.default_rng(1), max_shift=2)
+    np.testing.assert_array_equal(plain, augment(ones, np.random.default_rng(1), max_shift=2, elastic=0.0))
