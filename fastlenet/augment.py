@@ -83,7 +83,7 @@ def elastic_warped(x: np.ndarray, control: np.ndarray) -> np.ndarray:
     each output pixel reads the input at its displaced position (bilinear, zero outside)."""
     n, c, h, w = x.shape
     g = control.shape[-1]
-    field = np.einsum("hg,ndgk,wk->ndhw", _interpolation_matrix(h, g), control, _interpolation_matrix(w, g))
+    field = _interpolation_matrix(h, g) @ control @ _interpolation_matrix(w, g).T     # (N, 2, H, W)
     yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
     return _sampled(x, yy + field[:, 0], xx + field[:, 1])
 
@@ -97,11 +97,13 @@ def _sampled(x: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray:
     padded = np.pad(x, ((0, 0), (0, 0), (1, 2), (1, 2)))   # reads one outside every edge are zeros
     y0, x0 = np.clip(y0 + 1, 0, h + 1), np.clip(x0 + 1, 0, w + 1)
     plane = (w + 3)
-    flat = padded.reshape(n, c, -1)
-    base = (y0 * plane + x0).reshape(n, 1, -1)
+    flat = padded.ravel()
+    per_image = padded[0].size                               # C padded planes
+    index = (np.arange(n)[:, None, None] * per_image + np.arange(c)[None, :, None] * (padded.shape[2] * plane)
+             + (y0 * plane + x0).reshape(n, 1, -1))          # (N, C, H*W) into flat
 
     def at(offset):
-        return np.take_along_axis(flat, np.broadcast_to(base + offset, (n, c, h * w)), axis=2).reshape(n, c, h, w)
+        return flat[index + offset].reshape(n, c, h, w)
 
     fy, fx = fy[:, None], fx[:, None]
     top = at(0) * (1 - fx) + at(1) * fx
