@@ -74,16 +74,7 @@ def test_network_training_step(benchmark, backend, network, batch):
     x, y, ref_loss = _network_batch(network, batch)
     if backend == "torch":
         torch = W.torch_or_skip()
-        net = networks.torch_twin(torch, networks.build(network, "numpy"))
-        opt, loss_fn = torch.optim.Adam(net.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(tx), ty)
-            loss.backward()
-            opt.step()
-            return float(loss.detach())
+        step = W.torch_train_step(torch, networks.torch_twin(torch, networks.build(network, "numpy")), x, y)
     else:
         W.setup_threads()
         model = networks.build(network, backend)

@@ -102,11 +102,17 @@ def fastlenet_step(backend, batch=BATCH, seed=0):
 
 
 def torch_step(torch, batch=BATCH, seed=0):
-    net = torch_lenet5(torch, seed)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     rng = np.random.default_rng(seed)
-    x = torch.from_numpy(rng.random((batch, 1, 28, 28)).astype(np.float32))
-    y = torch.from_numpy(rng.integers(0, 10, batch))
+    x = rng.random((batch, 1, 28, 28)).astype(np.float32)
+    net = torch_lenet5(torch, seed)
+    return torch_train_step(torch, net, x, rng.integers(0, 10, batch)), net
+
+
+def torch_train_step(torch, net, x, y):
+    """step() -> loss: one forward + backward + Adam (lr 1e-3) step of ``net`` on the fixed
+    batch x (N, ...) float32, y (N,) int64."""
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step():
@@ -115,4 +121,4 @@ def torch_step(torch, batch=BATCH, seed=0):
         loss.backward()
         opt.step()
         return float(loss.detach())
-    return step, net
+    return step

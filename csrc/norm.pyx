@@ -46,25 +46,35 @@ cdef inline void _plane_sums(const floating* xp, Py_ssize_t hw, double* sums) no
     sums[1] = ss
 
 
+cdef void _per_channel(const double[:, ::1] part, Py_ssize_t N, Py_ssize_t C, double[:, ::1] out) noexcept nogil:
+    """out (C, 2): the per-plane pairs part (N*C, 2) added per channel, in plane order."""
+    cdef Py_ssize_t n, c
+    cdef double s0, s1
+    for c in range(C):
+        s0 = 0
+        s1 = 0
+        for n in range(N):
+            s0 = s0 + part[n * C + c, 0]
+            s1 = s1 + part[n * C + c, 1]
+        out[c, 0] = s0
+        out[c, 1] = s1
+
+
 def batchnorm_stats(const floating[:, :, :, ::1] x):
     """x (N, C, H, W) -> (mean (C,), var (C,)) over (N, H, W), float64, the variance biased."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], hw = x.shape[2] * x.shape[3], q, n, c
-    part_arr = np.empty((N * C, 2), dtype=np.float64)
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], hw = x.shape[2] * x.shape[3], q, c
+    part_arr, sums_arr = np.empty((N * C, 2), dtype=np.float64), np.empty((C, 2), dtype=np.float64)
     mean_arr, var_arr = np.empty(C, dtype=np.float64), np.empty(C, dtype=np.float64)
-    cdef double[:, ::1] part = part_arr
+    cdef double[:, ::1] part = part_arr, sums = sums_arr
     cdef double[::1] mean = mean_arr, var = var_arr
     cdef const floating* xs = &x[0, 0, 0, 0]
-    cdef double s, ss, count = N * hw
+    cdef double count = N * hw
     for q in prange(N * C, nogil=True, schedule="static"):
         _plane_sums(xs + q * hw, hw, &part[q, 0])
+    _per_channel(part, N, C, sums)
     for c in range(C):
-        s = 0
-        ss = 0
-        for n in range(N):
-            s = s + part[n * C + c, 0]
-            ss = ss + part[n * C + c, 1]
-        mean[c] = s / count
-        var[c] = max(ss / count - mean[c] * mean[c], 0.0)
+        mean[c] = sums[c, 0] / count
+        var[c] = max(sums[c, 1] / count - mean[c] * mean[c], 0.0)
     return mean_arr, var_arr
 
 
@@ -166,13 +176,13 @@ def batchnorm_relu_maxpool_backward(const floating[:, :, :, ::1] dpy, const int[
                                     floating[::1] dgamma, floating[::1] dbeta, out=None):
     """dpy (N, C, PH, PW) and the forward's arg, x (N, C, H, W) -> dx (N, C, H, W);
     dgamma, dbeta (C,) written.  Two passes in parallel over planes."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], q, n, c
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], q, c
     cdef Py_ssize_t outs = dpy.shape[2] * dpy.shape[3], hw = H * W
     dtype = np.float32 if floating is float else np.float64
     dx_out = _result(out, (N, C, H, W), dtype)
-    part_arr = np.empty((N * C, 2), dtype=np.float64)
+    part_arr, sums_arr = np.empty((N * C, 2), dtype=np.float64), np.empty((C, 2), dtype=np.float64)
     k_arr = np.empty((C, 3), dtype=np.float64)
-    cdef double[:, ::1] part = part_arr, k = k_arr
+    cdef double[:, ::1] part = part_arr, sums = sums_arr, k = k_arr
     cdef floating[:, :, :, ::1] dx = dx_out
     cdef const floating* gs = &dpy[0, 0, 0, 0]
     cdef const int* args = &arg[0, 0, 0, 0]
@@ -182,12 +192,9 @@ def batchnorm_relu_maxpool_backward(const floating[:, :, :, ::1] dpy, const int[
     for q in prange(N * C, nogil=True, schedule="static"):
         c = q % C
         _routed_sums(gs + q * outs, args + q * outs, outs, xs + q * hw, mean[c], inv_std[c], &part[q, 0])
+    _per_channel(part, N, C, sums)
     for c in range(C):
-        s = 0
-        sx = 0
-        for n in range(N):
-            s = s + part[n * C + c, 0]
-            sx = sx + part[n * C + c, 1]
+        s, sx = sums[c, 0], sums[c, 1]
         dbeta[c] = <floating> s
         dgamma[c] = <floating> sx
         # dx = scale * (dz - s/count - x_hat * sx/count), x_hat = (x - mean) * inv_std

@@ -37,22 +37,24 @@ def _stats_kernel(x):
             s += v
             ss += v * v
         part[q, 0], part[q, 1] = s, ss
-    return _per_channel(part, n, c, n * h * w)
+    sums = _per_channel(part, n, c)
+    count = n * h * w
+    mean, var = np.empty(c), np.empty(c)
+    for ch in range(c):
+        mean[ch] = sums[ch, 0] / count
+        var[ch] = max(sums[ch, 1] / count - mean[ch] * mean[ch], 0.0)
+    return mean, var
 
 
 @njit(**SERIAL)
-def _per_channel(part, n, c, count):
-    """The per-plane sums added per channel in plane order -> (mean (C,), biased var (C,))."""
-    mean, var = np.empty(c), np.empty(c)
+def _per_channel(part, n, c):
+    """(C, 2): the per-plane pairs part (N*C, 2) added per channel, in plane order."""
+    sums = np.zeros((c, 2))
     for ch in range(c):
-        s = 0.0
-        ss = 0.0
         for b in range(n):
-            s += part[b * c + ch, 0]
-            ss += part[b * c + ch, 1]
-        mean[ch] = s / count
-        var[ch] = max(ss / count - mean[ch] * mean[ch], 0.0)
-    return mean, var
+            sums[ch, 0] += part[b * c + ch, 0]
+            sums[ch, 1] += part[b * c + ch, 1]
+    return sums
 
 
 def batchnorm_stats(x):
@@ -166,12 +168,9 @@ def _gradient_constants(part, n, c, count, gamma, inv_std, dgamma, dbeta):
     """dbeta, dgamma written from the per-plane sums (plane order); -> k (C, 3) with
     dx = k0 * dz - (k1 + k2 * (x - mean)) per channel."""
     k = np.empty((c, 3))
+    sums = _per_channel(part, n, c)
     for ch in range(c):
-        s = 0.0
-        sx = 0.0
-        for b in range(n):
-            s += part[b * c + ch, 0]
-            sx += part[b * c + ch, 1]
+        s, sx = sums[ch, 0], sums[ch, 1]
         dbeta[ch], dgamma[ch] = s, sx
         scale = gamma[ch] * inv_std[ch]
         k[ch, 0], k[ch, 1], k[ch, 2] = scale, scale * s / count, scale * inv_std[ch] * sx / count
