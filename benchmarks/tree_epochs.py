@@ -50,7 +50,7 @@ def main(argv=None) -> None:
                     times[(name, model)].append(s)
                     print(f"  run {r + 1}/{args.repeats} {name} {model}: {s:.2f} s", flush=True)
     first = args.models[0]
-    print(f"\n| tree | " + " | ".join(f"{m} s / epoch" for m in args.models)
+    print("\n| tree | " + " | ".join(f"{m} s / epoch" for m in args.models)
           + " | " + " | ".join(f"{m} / {first}" for m in args.models[1:]) + " |")
     print("|---|" + "---|" * (2 * len(args.models) - 1))
     for name in trees:
