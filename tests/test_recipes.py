@@ -36,7 +36,7 @@ def test_the_five_published_setups_and_the_two_defaults_are_there():
 
 def test_a_dataset_alone_takes_its_own_recipe():
     s, sources = settings("--dataset", "fashion-mnist")
-    assert s["recipe"] == "fashion-mnist" and s["optimizer"] == "adamw" and s["weight_decay"] == 1e-3
+    assert s["recipe"] == "fashion-mnist" and s["optimizer"] == "adamw" and s["weight_decay"] == 0.03
     assert sources["weight_decay"] == "recipe fashion-mnist"
 
 
