@@ -17,38 +17,70 @@
  * xp (C, HS, WS): the zero-padded input, row stride WS >= round_up(OW, LB) + KW - 1.
  * wd (F/8, C*KH*KW, 8): the weights regrouped so that the 8 filters of a block are
  * contiguous for each tap (F padded to a multiple of 8 with zero filters).
- * Eight filters x LB output columns are held in registers; each input vector
- * loaded feeds eight multiply-adds. */
+ * The register tile is 8 filters x R output rows x LB output columns: each input vector
+ * loaded feeds 8 multiply-adds, each broadcast weight R.  R = FL_DIRECT_ROWS_<T> (2 for
+ * float where the ISA has 32 vector registers: 16 accumulators; else 1) for every R rows,
+ * and 1 for the rows left over.  Every output is the same sum in the same order
+ * whatever R, so the tile changes the speed, never the bits. */
+#if FL_LB == 16
+#define FL_DIRECT_ROWS_f32 2     /* 16 accumulators of 32 registers */
+#else
+#define FL_DIRECT_ROWS_f32 1
+#endif
+#define FL_DIRECT_ROWS_f64 1     /* a vector of LB doubles takes two registers already */
+#define FL_DEFINE_DIRECT_TILE(T, SUFFIX, R)                                                   \
+static inline __attribute__((always_inline)) void fl_direct_tile_r##R##_##SUFFIX(             \
+        const T *xp, long C, long HS, long WS, const T *wb, long KH, long KW,                 \
+        const T *bias, T *z, long ldz, long oy, long OW, long ox0) {                          \
+    fl_vec_##SUFFIX acc[R][8];                                                                \
+    for (int r = 0; r < R; r++)                                                               \
+        for (int f = 0; f < 8; f++) { acc[r][f] = (fl_vec_##SUFFIX){0}; acc[r][f] += bias[f]; } \
+    const T *wt = wb;                                                                         \
+    for (long c = 0; c < C; c++)                                                              \
+        for (long i = 0; i < KH; i++) {                                                       \
+            const T *row = xp + (c * HS + oy + i) * WS + ox0;                                 \
+            for (long j = 0; j < KW; j++, wt += 8) {                                          \
+                const T *rj = row + j;                                                        \
+                FL_OPAQUE(rj);                                                                \
+                fl_vec_##SUFFIX v[R];                                                         \
+                for (int r = 0; r < R; r++) v[r] = fl_load_##SUFFIX(rj + r * WS);             \
+                for (int f = 0; f < 8; f++) {                                                 \
+                    T wv = wt[f];                                                             \
+                    for (int r = 0; r < R; r++) acc[r][f] += wv * v[r];                       \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    long n = OW - ox0 < FL_LB ? OW - ox0 : FL_LB;                                             \
+    for (int r = 0; r < R; r++)                                                               \
+        for (int f = 0; f < 8; f++) {                                                         \
+            T tmp[FL_LB];                                                                     \
+            memcpy(tmp, &acc[r][f], sizeof tmp);                                              \
+            memcpy(z + f * ldz + (oy + r) * OW + ox0, tmp, n * sizeof(T));                    \
+        }                                                                                     \
+}
 #define FL_DEFINE_DIRECT(T, SUFFIX)                                                           \
+FL_DEFINE_DIRECT_TILE(T, SUFFIX, 1)                                                           \
+FL_DEFINE_DIRECT_TILE(T, SUFFIX, 2)                                                           \
 static void fl_direct_conv_##SUFFIX(const T *xp, long C, long HS, long WS, const T *wd,      \
                                     long F8, long KH, long KW, const T *bias, T *z,          \
                                     long ldz, long OH, long OW) {                            \
     long taps = C * KH * KW;                                                                  \
     for (long fb = 0; fb < F8; fb += 8) {                                                     \
         const T *wb = wd + (fb / 8) * taps * 8;                                               \
-        for (long oy = 0; oy < OH; oy++) {                                                    \
-            for (long ox0 = 0; ox0 < OW; ox0 += FL_LB) {                                      \
-                fl_vec_##SUFFIX acc[8];                                                       \
-                for (int f = 0; f < 8; f++) { acc[f] = (fl_vec_##SUFFIX){0}; acc[f] += bias[fb + f]; } \
-                const T *wt = wb;                                                             \
-                for (long c = 0; c < C; c++)                                                  \
-                    for (long i = 0; i < KH; i++) {                                           \
-                        const T *row = xp + (c * HS + oy + i) * WS + ox0;                     \
-                        for (long j = 0; j < KW; j++, wt += 8) {                              \
-                            fl_vec_##SUFFIX v = fl_load_##SUFFIX(row + j);                    \
-                            for (int f = 0; f < 8; f++) acc[f] += wt[f] * v;                  \
-                        }                                                                     \
-                    }                                                                         \
-                long n = OW - ox0 < FL_LB ? OW - ox0 : FL_LB;                                 \
-                for (int f = 0; f < 8; f++) {                                                 \
-                    T tmp[FL_LB];                                                             \
-                    memcpy(tmp, &acc[f], sizeof tmp);                                         \
-                    memcpy(z + (fb + f) * ldz + oy * OW + ox0, tmp, n * sizeof(T));           \
-                }                                                                             \
-            }                                                                                 \
-        }                                                                                     \
+        T *zb = z + fb * ldz;                                                                 \
+        long oy = 0;                                                                          \
+        for (; oy + FL_DIRECT_ROWS_##SUFFIX <= OH; oy += FL_DIRECT_ROWS_##SUFFIX)             \
+            for (long ox0 = 0; ox0 < OW; ox0 += FL_LB)                                        \
+                FL_DIRECT_TILE_CALL(SUFFIX, FL_DIRECT_ROWS_##SUFFIX)(xp, C, HS, WS, wb, KH, KW, \
+                                                            bias + fb, zb, ldz, oy, OW, ox0); \
+        for (; oy < OH; oy++)                                                                 \
+            for (long ox0 = 0; ox0 < OW; ox0 += FL_LB)                                        \
+                fl_direct_tile_r1_##SUFFIX(xp, C, HS, WS, wb, KH, KW, bias + fb, zb, ldz,     \
+                                           oy, OW, ox0);                                      \
     }                                                                                         \
 }
+#define FL_DIRECT_TILE_CALL_(SUFFIX, R) fl_direct_tile_r##R##_##SUFFIX
+#define FL_DIRECT_TILE_CALL(SUFFIX, R) FL_DIRECT_TILE_CALL_(SUFFIX, R)
 
 FL_DEFINE_DIRECT(float, f32)
 FL_DEFINE_DIRECT(double, f64)

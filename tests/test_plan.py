@@ -35,6 +35,11 @@ CASES = [
     (((2, 16, 12, 12), (8, 16, 5, 5), 1, 2, None), ("direct", "direct_column_lanes", "col2im_s1")),
     # K = 576 > 512 taps: not direct
     (((2, 64, 10, 10), (8, 64, 3, 3), 1, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im_s1")),
+    # odd OH (9) and 12 filters: the direct conv's two-row tiles leave a last row, and its
+    # 8-filter blocks a half-empty one; the dx GEMM (M = K = 45) ends in a 4-row block
+    (((3, 5, 9, 11), (12, 5, 3, 3), 1, 1, None), ("direct", "direct_filter_lanes", "col2im_s1")),
+    # im2col + GEMM with 12 filters: one 8-row GEMM tile and one 4-row tile
+    (((2, 3, 11, 11), (12, 3, 3, 3), 2, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im")),
 ]
 IDS = [",".join(names) for _, names in CASES]
 # the same cases planned for 8-lane rows (an AVX2 build of the Cython backend): where
