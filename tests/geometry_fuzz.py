@@ -41,8 +41,14 @@ def one_case(k, ref, rng):
     r = np.maximum(z, 0)
     ry, rarg = ref.maxpool2d_forward(r, size, ps)
     close("fused y", y, ry, case)
+    # two window values within rounding of each other may swap as the window's max: the
+    # fused arg must pick a maximum (checked by value), and the reference gradient is
+    # routed the way it chose (-1, a window whose max is <= 0, routes nothing either way)
+    chosen = np.where(arg >= 0, arg, rarg)
+    flat = r.reshape(n, f, -1)
+    close("fused arg (its value)", np.take_along_axis(flat, chosen.reshape(n, f, -1), 2), ry.reshape(n, f, -1), case)
     dy = rng.standard_normal(y.shape).astype(dt)
-    dz = ref.maxpool2d_backward(dy, rarg, r.shape, size, ps) * (z > 0)
+    dz = ref.maxpool2d_backward(dy, chosen, r.shape, size, ps) * (z > 0)
     rdx, rdw, rdb = ref.conv2d_backward(dz, x, wt, s, p)
     dx, dw, db = k.fast.conv2d_relu_maxpool_backward(dy, arg, x, wt, s, p, oh, ow, size, ps, True)
     close("fused dx", dx, rdx, case)
