@@ -45,6 +45,7 @@ cdef enum:
 cdef enum:
     FWD_IM2COL_GEMM = 0
     FWD_DIRECT = 1
+    FWD_DIRECT_FILTER_LANES = 2
 cdef enum:
     POOL_NONE = 0
     POOL_AFTER_CONV = 1
@@ -67,11 +68,12 @@ cdef enum:
 cdef enum:
     MIN_DIRECT_OW = 8    # plan.MIN_DIRECT_OW
     MAX_DIRECT_K = 512   # plan.MAX_DIRECT_K
+    MAX_FLANES_K = 2304  # plan.MAX_FLANES_K
     FLANES_TILE = 5      # plan.FLANES_TILE: pooled columns per filter-lanes tile
 
 #: the names behind the codes, for tests/test_plan.py
 PLAN_NAMES = {
-    "forward": ("im2col_gemm", "direct"),
+    "forward": ("im2col_gemm", "direct", "direct_filter_lanes"),
     "pool": (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes"),
     "pool_grad": (None, "route", "expand_2x2"),
     "dw": ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes"),
@@ -203,6 +205,8 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
     g.hs, g.ws = h + 2 * p, max(_round_up(ow, LB) + kw - 1, w + 2 * p, _round_up(ow + kw - 1, LB))
     if g.pool == POOL_TILE_FLANES:      # the last tile of FLANES_TILE pooled columns reads this far
         g.ws = max(g.ws, 2 * _round_up(g.pw, FLANES_TILE) + g.kw - 1)
+    if g.fwd == FWD_DIRECT_FILTER_LANES:  # ... and the last tile of FL_FLANES_COLS conv columns
+        g.ws = max(g.ws, _round_up(ow, FL_FLANES_COLS) + g.kw - 1)
     _check_plan(g)
     return g
 
@@ -212,8 +216,11 @@ cdef _check_plan(Geometry g):
     cdef list bad = []
     if g.fwd == FWD_DIRECT and (g.s != 1 or g.ow < MIN_DIRECT_OW or g.k > MAX_DIRECT_K):
         bad.append("forward 'direct' needs stride 1, OW >= 8, K <= 512")
-    if g.pool_fb and not (g.fwd == FWD_DIRECT and g.size == 2 and g.ps == 2):
-        bad.append("an in-tile pool needs the direct forward and a 2x2/2 pool")
+    if g.fwd == FWD_DIRECT_FILTER_LANES and (g.s != 1 or g.ow < MIN_DIRECT_OW or g.k > MAX_FLANES_K):
+        bad.append("forward 'direct_filter_lanes' needs stride 1, OW >= 8, K <= 2304")
+    if g.pool_fb and not (g.size == 2 and g.ps == 2 and
+                          g.fwd == (FWD_DIRECT_FILTER_LANES if g.pool == POOL_TILE_FLANES else FWD_DIRECT)):
+        bad.append("an in-tile pool needs its direct forward and a 2x2/2 pool")
     if (g.pool == POOL_TILE_F8 and g.ow > LB) or (g.pool == POOL_TILE_F6 and g.ow > 2 * LB):
         bad.append("the tile holds fewer conv columns than the output row has")
     if (g.pool == POOL_AFTER_CONV_2X2 or g.pool_grad == POOL_GRAD_EXPAND_2X2) and not (g.size == 2 and g.ps == 2):
@@ -276,7 +283,15 @@ cdef inline void _conv_one(const floating[:, :, :, ::1] x, Py_ssize_t n, const f
                            const floating* bias, Geometry g, floating[:, ::1] cols,
                            floating[:, :, ::1] xp, const floating* wd, floating[:, ::1] z) noexcept nogil:
     """z (F, L) (row stride Lp) = W @ x[n] + b, by the plan's forward path."""
-    if g.fwd == FWD_DIRECT:
+    if g.fwd == FWD_DIRECT_FILTER_LANES:
+        _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
+        if floating is float:
+            fl_direct_conv_flanes_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
+                                      &z[0, 0], g.lp, g.oh, g.ow)
+        else:
+            fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
+                                      &z[0, 0], g.lp, g.oh, g.ow)
+    elif g.fwd == FWD_DIRECT:
         _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
         if floating is float:
             fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias,
@@ -345,7 +360,7 @@ cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py
     """(W padded (Fp, Kp), regrouped weights (Fpad/blk, K, blk), bias (max(Fp, Fpad),),
     padded input planes, im2col columns, conv output); padding zero."""
     one = np.zeros((1, 1), dtype=dtype)
-    if g.fwd == FWD_DIRECT:
+    if g.fwd != FWD_IM2COL_GEMM:
         return (one, aligned_zeros((fpad // blk, g.k, blk), dtype),
                 np.zeros(max(g.fp, fpad), dtype=dtype),
                 aligned_zeros((chunks, g.c, g.hs, g.ws), dtype),        # borders stay zero
@@ -364,7 +379,7 @@ cdef void _layout_weights(const floating* wf, const floating[::1] b, Geometry g,
     cdef Py_ssize_t f, k
     for f in range(g.f):
         bias[f] = b[f]
-        if g.fwd == FWD_DIRECT:
+        if g.fwd != FWD_IM2COL_GEMM:
             for k in range(g.k):
                 wd[((f // blk) * g.k + k) * blk + f % blk] = wf[f * g.k + k]
         else:
@@ -381,7 +396,8 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
                                 w.shape[2], w.shape[3], stride, pad, oh, ow, codes, size, pstride, ph, pw)
     cdef Py_ssize_t chunks = _team_size(g.n)
     dtype = np.float32 if floating is float else np.float64
-    cdef Py_ssize_t blk = g.pool_fb if g.pool_fb else 8
+    # filters per weight group: the in-tile pool's, LB for the filter-lanes forward, else 8
+    cdef Py_ssize_t blk = g.pool_fb if g.pool_fb else (LB if g.fwd == FWD_DIRECT_FILTER_LANES else 8)
     cdef Py_ssize_t fpad = _round_up(g.f, blk)
     key = ("conv forward", dtype, chunks) + _geometry_key(g)
     ws = _workspace.lookup(key)

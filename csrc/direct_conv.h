@@ -254,6 +254,75 @@ static void fl_direct_conv_pool2_flanes##PC##_##SUFFIX(                         
     }                                                                                         \
 }
 
+/* Direct stride-1 convolution of one sample with the filters along the vector lanes (the
+ * plan's forward 'direct_filter_lanes'), for layers whose filters fill more lanes than
+ * their output columns (LeNet C3 unfused: 16 filters, 10 columns; 64 filters on 8x8):
+ *   z[f, oy*OW + ox] = bias[f] + sum_{c,i,j} w[f,c,i,j] * xp[c, oy+i, ox+j]
+ * as fl_direct_conv computes it (the same sums in the same order), with
+ *   wq (Fq/LB, C*KH*KW, LB): the weights in blocks of LB filters, contiguous per tap
+ *   (Fq a multiple of LB, zero past F); bias (Fq,);
+ *   xp (C, HS, WS) with WS >= round_up(OW, FL_FLANES_COLS) + KW - 1.
+ * The register tile is R conv rows x FL_FLANES_COLS conv columns of LB filters (R =
+ * FL_DIRECT_ROWS_<T>; 1 for the rows left over): each weight vector loaded feeds
+ * R * FL_FLANES_COLS multiply-adds against broadcast inputs.  z rows of stride ldz. */
+#define FL_FLANES_COLS 8
+#define FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, R)                                            \
+static inline __attribute__((always_inline)) void fl_direct_flanes_tile_r##R##_##SUFFIX(      \
+        const T *xp, long C, long HS, long WS, const T *wb, long KH, long KW,                 \
+        fl_vec_##SUFFIX b0, long nf, T *z, long ldz, long oy, long OW, long ox0) {            \
+    fl_vec_##SUFFIX acc[R][FL_FLANES_COLS];                                                   \
+    for (int r = 0; r < R; r++)                                                               \
+        for (int q = 0; q < FL_FLANES_COLS; q++) acc[r][q] = b0;                              \
+    const T *wt = wb;                                                                         \
+    for (long c = 0; c < C; c++)                                                              \
+        for (long i = 0; i < KH; i++) {                                                       \
+            const T *row = xp + (c * HS + oy + i) * WS + ox0;                                 \
+            for (long j = 0; j < KW; j++, wt += FL_LB) {                                      \
+                fl_vec_##SUFFIX wv = fl_load_##SUFFIX(wt);                                    \
+                FL_IN_REGISTER_##SUFFIX(wv);                                                  \
+                const T *x0 = row + j;                                                        \
+                FL_OPAQUE(x0);                                                                \
+                for (int r = 0; r < R; r++)                                                   \
+                    for (int q = 0; q < FL_FLANES_COLS; q++) acc[r][q] += x0[r * WS + q] * wv; \
+            }                                                                                 \
+        }                                                                                     \
+    long nq = OW - ox0 < FL_FLANES_COLS ? OW - ox0 : FL_FLANES_COLS;                          \
+    for (int r = 0; r < R; r++)                                                               \
+        for (long f = 0; f < nf; f++) {                                                       \
+            T *zr = z + f * ldz + (oy + r) * OW + ox0;                                        \
+            for (long q = 0; q < nq; q++) zr[q] = acc[r][q][f];                               \
+        }                                                                                     \
+}
+#define FL_DEFINE_DIRECT_FLANES(T, SUFFIX)                                                    \
+FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, 1)                                                    \
+FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, 2)                                                    \
+static __attribute__((noinline)) void fl_direct_conv_flanes_##SUFFIX(const T *xp, long C, long HS, \
+                                           long WS,                                           \
+                                           const T *wq, long F, long Fq, long KH, long KW,    \
+                                           const T *bias, T *z, long ldz, long OH, long OW) { \
+    long taps = C * KH * KW;                                                                  \
+    for (long fb = 0; fb < Fq; fb += FL_LB) {                                                 \
+        const T *wb = wq + (fb / FL_LB) * taps * FL_LB;                                       \
+        fl_vec_##SUFFIX b0 = fl_load_##SUFFIX(bias + fb);                                     \
+        long nf = F - fb < FL_LB ? F - fb : FL_LB;                                            \
+        T *zb = z + fb * ldz;                                                                 \
+        long oy = 0;                                                                          \
+        for (; oy + FL_DIRECT_ROWS_##SUFFIX <= OH; oy += FL_DIRECT_ROWS_##SUFFIX)             \
+            for (long ox0 = 0; ox0 < OW; ox0 += FL_FLANES_COLS)                               \
+                FL_DIRECT_FLANES_TILE_CALL(SUFFIX, FL_DIRECT_ROWS_##SUFFIX)(                  \
+                    xp, C, HS, WS, wb, KH, KW, b0, nf, zb, ldz, oy, OW, ox0);                 \
+        for (; oy < OH; oy++)                                                                 \
+            for (long ox0 = 0; ox0 < OW; ox0 += FL_FLANES_COLS)                               \
+                fl_direct_flanes_tile_r1_##SUFFIX(xp, C, HS, WS, wb, KH, KW, b0, nf, zb, ldz, \
+                                                  oy, OW, ox0);                               \
+    }                                                                                         \
+}
+#define FL_DIRECT_FLANES_TILE_CALL_(SUFFIX, R) fl_direct_flanes_tile_r##R##_##SUFFIX
+#define FL_DIRECT_FLANES_TILE_CALL(SUFFIX, R) FL_DIRECT_FLANES_TILE_CALL_(SUFFIX, R)
+
+FL_DEFINE_DIRECT_FLANES(float, f32)
+FL_DEFINE_DIRECT_FLANES(double, f64)
+
 /* pooled columns per filter-lanes tile: 2 rows x 2*5 columns = 20 vector accumulators and
  * the weight vector fit AVX-512's 32 registers (plan.FLANES_TILE must match: it pads WS) */
 #define FL_POOL_FLANES_TILE 5

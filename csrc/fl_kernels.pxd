@@ -19,6 +19,7 @@ cdef extern from "fl_common.h":
 cdef extern from "direct_conv.h":
     enum:
         FL_POOL_FLANES_TILE
+        FL_FLANES_COLS
 
 cdef enum:
     MB = 4       # rows of a GEMM register tile (FL_MB)
@@ -54,6 +55,10 @@ cdef extern from "direct_conv.h" nogil:
                             long KH, long KW, const float* bias, float* z, long ldz, long OH, long OW)
     void fl_direct_conv_f64(const double* xp, long C, long HS, long WS, const double* wd, long F8,
                             long KH, long KW, const double* bias, double* z, long ldz, long OH, long OW)
+    void fl_direct_conv_flanes_f32(const float* xp, long C, long HS, long WS, const float* wq, long F,
+            long Fq, long KH, long KW, const float* bias, float* z, long ldz, long OH, long OW)
+    void fl_direct_conv_flanes_f64(const double* xp, long C, long HS, long WS, const double* wq, long F,
+            long Fq, long KH, long KW, const double* bias, double* z, long ldz, long OH, long OW)
     void fl_direct_conv_pool2_f8v1_f32(const float* xp, long C, long HS, long WS, const float* wd,
             long FP, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y, int* arg, long ldy)
     void fl_direct_conv_pool2_f8v1_f64(const double* xp, long C, long HS, long WS, const double* wd,

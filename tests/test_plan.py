@@ -14,7 +14,7 @@ CASES = [
      ("direct", "tile_f6", "expand_2x2", "direct_column_lanes", "col2im_s1")),
     # LeNet C3 + S4: 16 filters fill the lanes better than 10 columns
     (((4, 6, 14, 14), (16, 6, 5, 5), 1, 0, (2, 2)),
-     ("direct", "tile_filter_lanes", "expand_2x2", "direct_filter_lanes", "col2im_s1")),
+     ("direct_filter_lanes", "tile_filter_lanes", "expand_2x2", "direct_filter_lanes", "col2im_s1")),
     # one vector per conv row (OW 16): 8-filter tiles
     (((2, 2, 20, 20), (8, 2, 5, 5), 1, 0, (2, 2)),
      ("direct", "tile_f8", "expand_2x2", "direct_column_lanes", "col2im_s1")),
@@ -29,15 +29,22 @@ CASES = [
      ("im2col_gemm", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "col2im")),
     # narrow rows (OW 6 < 8): im2col + GEMM; KW 2: dW by GEMM over im2row (L 36 < 4 K)
     (((2, 3, 7, 7), (5, 3, 2, 2), 1, 0, None), ("im2col_gemm", "gemm_im2row", "col2im_s1")),
-    # a long L and KW 1 (1x1 conv, 16x16): dW by GEMM over im2col
-    (((2, 8, 16, 16), (4, 8, 1, 1), 1, 0, None), ("direct", "gemm_im2col", "col2im_s1")),
+    # a 1x1 conv (16x16): its im2col is a copy, so im2col + GEMM; a long L and KW 1: dW by
+    # GEMM over im2col
+    (((2, 8, 16, 16), (4, 8, 1, 1), 1, 0, None), ("im2col_gemm", "gemm_im2col", "col2im_s1")),
     # K = 400 taps (5x5, 16 channels, the shape suite's 16to32_k5p2): still direct
     (((2, 16, 12, 12), (8, 16, 5, 5), 1, 2, None), ("direct", "direct_column_lanes", "col2im_s1")),
-    # K = 576 > 512 taps: not direct
-    (((2, 64, 10, 10), (8, 64, 3, 3), 1, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im_s1")),
-    # odd OH (9) and 12 filters: the direct conv's two-row tiles leave a last row, and its
-    # 8-filter blocks a half-empty one; the dx GEMM (M = K = 45) ends in a 4-row block
-    (((3, 5, 9, 11), (12, 5, 3, 3), 1, 1, None), ("direct", "direct_filter_lanes", "col2im_s1")),
+    # K = 576 > 512 taps: filters along the lanes (no column tile past MAX_DIRECT_K)
+    (((2, 64, 10, 10), (8, 64, 3, 3), 1, 1, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1")),
+    # K = 2592 > 2304 taps: im2col + GEMM
+    (((1, 288, 8, 8), (8, 288, 3, 3), 1, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im_s1")),
+    # 12 filters fill more lanes than 11 columns: filters along the lanes, a half-empty
+    # lane block, a last tile of 3 of 8 columns and, with OH 9, a last single row
+    (((3, 5, 9, 11), (12, 5, 3, 3), 1, 1, None),
+     ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1")),
+    # odd OH (9): the direct conv's two-row tiles leave a last row; the dx GEMM (M = Kp = 28)
+    # ends in a 4-row block after three 8-row ones
+    (((3, 3, 9, 20), (8, 3, 3, 3), 1, 1, None), ("direct", "direct_filter_lanes", "col2im_s1")),
     # im2col + GEMM with 12 filters: one 8-row GEMM tile and one 4-row tile
     (((2, 3, 11, 11), (12, 3, 3, 3), 2, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im")),
 ]
@@ -47,7 +54,8 @@ IDS = [",".join(names) for _, names in CASES]
 LANES8 = {
     0: ("direct", "after_conv_2x2", "expand_2x2", "direct_column_lanes", "col2im_s1"),   # 28 > 2 x 8
     2: ("direct", "tile_f6", "expand_2x2", "direct_filter_lanes", "col2im_s1"),
-    8: ("direct", "direct_filter_lanes", "col2im_s1"),            # 8 filters fill 8 lanes
+    8: ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1"),   # 8 filters fill 8 lanes
+    12: ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1"),  # 8 filters, 20 columns
 }
 CASES_8 = [(args, LANES8.get(i, names)) for i, (args, names) in enumerate(CASES)] + [
     (((2, 2, 12, 12), (8, 2, 5, 5), 1, 0, (2, 2)),

@@ -404,8 +404,8 @@ def _col2im_planes(dcols, kh, kw, ws, dxp):
 # parallel loop and picked by numba.get_thread_id().
 SB = 16                                  # samples per block (Cython's SB)
 # the plan's path codes (positions in plan.FORWARD, POOL, DW, DX): constants in the kernels
-FWD_DIRECT = plan.FORWARD.index("direct")
-POOL_TILE_FLANES = plan.POOL.index("tile_filter_lanes")
+FWD_IM2COL_GEMM = plan.FORWARD.index("im2col_gemm")
+FWD_DIRECT_FILTER_LANES = plan.FORWARD.index("direct_filter_lanes")
 DW_GEMM_IM2COL, DW_GEMM_IM2ROW, DW_DIRECT_FILTER_LANES, DW_DIRECT_COLUMN_LANES = (
     plan.DW.index(name) for name in ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes"))
 DX_COL2IM_S1 = plan.DX.index("col2im_s1")
@@ -434,7 +434,7 @@ def _conv_one(xs, wm, w, b, wt, bt, stride, pad, oh, ow, fwd, lanes, cols, xp, x
     """The conv output of one sample in z, by the plan's forward path; returns its layout
     (fs, rs, cs): value (f, oy, ox) at z.flat[f*fs + oy*rs + ox*cs]."""
     f_, _, kh, kw = w.shape
-    if fwd != FWD_DIRECT:                        # im2col + GEMM: z (F, L)
+    if fwd == FWD_IM2COL_GEMM:                   # im2col + GEMM: z (F, L)
         _im2col_one(xs, kh, kw, stride, pad, oh, ow, cols)
         zz = z.reshape(z.size)[:f_ * oh * ow].reshape(f_, oh * ow)
         _gemm(wm, cols, b, zz)
@@ -459,7 +459,7 @@ def _conv_forward_kernel(x, w, b, stride, pad, oh, ow, size, ps, fwd, pool, thre
     f_, _, kh, kw = w.shape
     k, l_ = c_ * kh * kw, oh * ow
     hs, ws = h + 2 * pad, wd + 2 * pad
-    lanes = pool == POOL_TILE_FLANES
+    lanes = fwd == FWD_DIRECT_FILTER_LANES      # the tile_filter_lanes pool runs on this forward
     fq = _round16(f_)
     ph = (oh - size) // ps + 1 if size else 1
     pw = (ow - size) // ps + 1 if size else 1
@@ -467,7 +467,7 @@ def _conv_forward_kernel(x, w, b, stride, pad, oh, ow, size, ps, fwd, pool, thre
     arg = np.empty((n, f_, ph, pw) if size else (1, 1, 1, 1), dtype=np.int32)
     wm = w.reshape(f_, k)
     wt, bt = _tiled_weights(w, b, ow, fq) if lanes else (wm, b)
-    direct = fwd == FWD_DIRECT
+    direct = fwd != FWD_IM2COL_GEMM
     cols = np.empty((threads, k, l_) if not direct else (threads, 1, 1), dtype=x.dtype)
     xp = np.zeros((threads, c_, hs * ws + ws + 16) if direct else (threads, 1, 1), dtype=x.dtype)
     xe = np.zeros((threads, c_, hs, ws * fq) if lanes else (threads, 1, 1, 1), dtype=x.dtype)

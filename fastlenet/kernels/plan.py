@@ -12,12 +12,18 @@ tests ask for it (``backend.plan_conv2d(...)``) and assert which path a case
 covers, and a benchmark can print it.  The names:
 
 forward
-    ``direct``      -- convolve the zero-padded input with register tiles (stride 1,
-                       rows of at least MIN_DIRECT_OW outputs, K <= MAX_DIRECT_K = 512)
-    ``im2col_gemm`` -- unfold the windows (im2col), then one GEMM per sample (any geometry)
+    ``direct``      -- convolve the zero-padded input with register tiles, output columns
+                       along the vector lanes (stride 1, rows of at least MIN_DIRECT_OW
+                       outputs, K <= MAX_DIRECT_K = 512)
+    ``direct_filter_lanes`` -- the same with the filters along the lanes, where they fill
+                       more of them than the columns do (LeNet C3: 16 filters, 10 columns;
+                       64 filters on 8x8) or K > MAX_DIRECT_K; stride 1, OW >= 8,
+                       K <= MAX_FLANES_K
+    ``im2col_gemm`` -- unfold the windows (im2col), then one GEMM per sample (any geometry;
+                       chosen for stride > 1, narrow rows, 1x1 kernels and K > MAX_FLANES_K)
 pool (with a fused conv -> ReLU -> max pool only)
-    ``tile_filter_lanes`` -- the 2x2/2 pool on the direct kernel's accumulators, filters
-                             along the vector lanes (more filters than output columns)
+    ``tile_filter_lanes`` -- the 2x2/2 pool on the accumulators of the filter-lanes
+                             direct kernel (forward ``direct_filter_lanes``)
     ``tile_f8`` / ``tile_f6`` -- the same with 8 (rows of <= LANES outputs) or 6 filters
                              (<= 2 LANES) per tile and output columns along the lanes:
                              8 filters x 2 rows x 1 vector or 6 x 2 x 2 = 16 or 24 of
@@ -57,6 +63,13 @@ MIN_DIRECT_OW = 8
 #: at K 288 (3x3, 32 ch: 6.6 -> 5.5 ms) and 400 (5x5, 16 ch: 12.8 -> 10.9 ms), loses at
 #: 576 (3x3, 64 ch, OW 8: 3.9 -> 5.5 ms)
 MAX_DIRECT_K = 512
+#: ... and the filter-lanes direct forward up to this many taps (one weight vector of LB
+#: filters per tap streams from L1/L2 while the tile's inputs are broadcast).  Measured
+#: (batch 128 or 64, 2 threads, AVX-512 on Zen 4, medians, ms, im2col_gemm vs filter lanes):
+#: K 576 on 8x8 4.62 vs 3.08 and on 16x16 15.97 vs 12.48; K 1152 on 8x8 14.67 vs 12.11 and
+#: on 16x16 26.60 vs 23.49; K 2304 on 8x8 26.50 vs 23.48 (on 4x4, 15.19 vs 23.51: rows
+#: narrower than MIN_DIRECT_OW leave most of a tile's 8 columns idle)
+MAX_FLANES_K = 2304
 #: dW through im2row (L, K) when L < IM2ROW_RATIO * K: the product is then reduced
 #: over the short K, not the long L (a first layer: L = 784, K = 25)
 IM2ROW_RATIO = 4
@@ -66,7 +79,7 @@ FLANES_TILE = 5
 #: kernel widths with a direct dW kernel (fl_dw_direct_k3 / _k5 in csrc/dw.h)
 DIRECT_DW_WIDTHS = (3, 5)
 
-FORWARD = ("im2col_gemm", "direct")
+FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes")
 POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes")
 POOL_GRAD = (None, "route", "expand_2x2")
 DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes")
@@ -107,23 +120,35 @@ class ConvPlan:
         return tuple(n for n in (self.forward, self.pool_kernel, self.pool_grad, self.dw, self.dx) if n)
 
 
-def _forward_path(c: int, kh: int, kw: int, stride: int, ow: int) -> str:
-    # stride 1 with rows of >= 8 outputs (the LeNet convolutions): convolving the padded
-    # input directly beats im2col + GEMM, whose copy costs as much as the product
-    # (measured: C1 1.2 -> 0.5 ms, C3 1.4 -> 0.8 ms at batch 256)
-    direct = stride == 1 and ow >= MIN_DIRECT_OW and c * kh * kw <= MAX_DIRECT_K
-    return "direct" if direct else "im2col_gemm"
+def _filters_fill_more(f: int, ow: int, lanes: int) -> bool:
+    """Whether F filters along the lanes leave fewer idle lanes than OW output columns."""
+    return f * _round_up(ow, lanes) > ow * _round_up(f, lanes)
 
 
-def _pool_kernel(forward: str, f: int, ow: int, pool, lanes: int) -> Optional[str]:
+def _forward_path(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes: int) -> str:
+    # stride 1 with rows of >= 8 outputs: convolving the padded input directly beats
+    # im2col + GEMM, whose copy costs as much as the product (measured: C1 1.2 -> 0.5 ms,
+    # C3 1.4 -> 0.8 ms at batch 256), with whichever of filters / output columns fills
+    # more of the lanes (5x5 pad 2, 32 filters on 24 columns: 12.74 -> 9.81 ms), and the
+    # filters along the lanes past MAX_DIRECT_K (see MAX_FLANES_K).  A 1x1 convolution's
+    # im2col is a plain copy and the GEMM wins (64 -> 128 on 16x16: 4.40 -> 3.81 ms)
+    k = c * kh * kw
+    if stride != 1 or ow < MIN_DIRECT_OW or kh * kw == 1 or k > MAX_FLANES_K:
+        return "im2col_gemm"
+    if _filters_fill_more(f, ow, lanes) or k > MAX_DIRECT_K:
+        return "direct_filter_lanes"
+    return "direct"
+
+
+def _pool_kernel(forward: str, ow: int, pool, lanes: int) -> Optional[str]:
     if pool is None:
         return None
-    if forward == "direct" and tuple(pool) == (2, 2):
-        if f * _round_up(ow, lanes) > ow * _round_up(f, lanes):
-            return "tile_filter_lanes"      # more filters than columns fill the lanes (LeNet C3)
-        if ow <= lanes:
+    if tuple(pool) == (2, 2):
+        if forward == "direct_filter_lanes":
+            return "tile_filter_lanes"      # filters along the lanes (LeNet C3)
+        if forward == "direct" and ow <= lanes:
             return "tile_f8"                # one vector per conv row: 8 filters per tile
-        if ow <= 2 * lanes:
+        if forward == "direct" and ow <= 2 * lanes:
             return "tile_f6"                # two vectors per conv row: 6 filters per tile
     return "after_conv_2x2" if tuple(pool) == (2, 2) else "after_conv"
 
@@ -133,8 +158,7 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
     # cost more than the product), with whichever of filters / output columns fills
     # more of the lanes (LeNet C3: 16 filters; C1: 28 columns but 6 filters)
     if kw in DIRECT_DW_WIDTHS:
-        columns_fill_more = ow * _round_up(f, lanes) > f * _round_up(ow, lanes)
-        if kw == 5 and stride == 1 and columns_fill_more:
+        if kw == 5 and stride == 1 and _filters_fill_more(ow, f, lanes):   # columns fill more
             return "direct_column_lanes"
         return "direct_filter_lanes"
     return "gemm_im2row" if oh * ow < IM2ROW_RATIO * c * kh * kw else "gemm_im2col"
@@ -145,10 +169,10 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes) -> ConvPlan:
     n, c, h, w = x_shape
     f, _, kh, kw = w_shape
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
-    forward = _forward_path(c, kh, kw, stride, ow)
+    forward = _forward_path(c, f, kh, kw, stride, ow, lanes)
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
-                    _pool_kernel(forward, f, ow, pool, lanes), pool_grad,
+                    _pool_kernel(forward, ow, pool, lanes), pool_grad,
                     _dw_path(c, f, kh, kw, stride, oh, ow, lanes), "col2im_s1" if stride == 1 else "col2im",
                     lanes)
 
