@@ -120,9 +120,10 @@ class ConvPlan:
         return tuple(n for n in (self.forward, self.pool_kernel, self.pool_grad, self.dw, self.dx) if n)
 
 
-def _filters_fill_more(f: int, ow: int, lanes: int) -> bool:
-    """Whether F filters along the lanes leave fewer idle lanes than OW output columns."""
-    return f * _round_up(ow, lanes) > ow * _round_up(f, lanes)
+def _fills_more_lanes(along: int, other: int, lanes: int) -> bool:
+    """Whether ``along`` items (filters, or output columns) along the vector lanes leave
+    fewer of them idle than the ``other`` would."""
+    return along * _round_up(other, lanes) > other * _round_up(along, lanes)
 
 
 def _forward_path(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes: int) -> str:
@@ -135,7 +136,7 @@ def _forward_path(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes:
     k = c * kh * kw
     if stride != 1 or ow < MIN_DIRECT_OW or kh * kw == 1 or k > MAX_FLANES_K:
         return "im2col_gemm"
-    if _filters_fill_more(f, ow, lanes) or k > MAX_DIRECT_K:
+    if _fills_more_lanes(f, ow, lanes) or k > MAX_DIRECT_K:
         return "direct_filter_lanes"
     return "direct"
 
@@ -158,7 +159,7 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
     # cost more than the product), with whichever of filters / output columns fills
     # more of the lanes (LeNet C3: 16 filters; C1: 28 columns but 6 filters)
     if kw in DIRECT_DW_WIDTHS:
-        if kw == 5 and stride == 1 and _filters_fill_more(ow, f, lanes):   # columns fill more
+        if kw == 5 and stride == 1 and _fills_more_lanes(ow, f, lanes):
             return "direct_column_lanes"
         return "direct_filter_lanes"
     return "gemm_im2row" if oh * ow < IM2ROW_RATIO * c * kh * kw else "gemm_im2col"
