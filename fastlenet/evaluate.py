@@ -15,10 +15,10 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import checkpoint, data
+from . import checkpoint, data, tta
 from .cli import HelpFormatter, guarded
 from .data import prepare_inputs
-from .metrics import confusion_matrix, evaluate
+from .metrics import confusion_matrix
 
 
 def format_confusion(cm: np.ndarray, names) -> str:
@@ -78,6 +78,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         "the checkpoint was trained from if it still exists, else the usual places")
     p.add_argument("--backend", choices=["numpy", "numba", "cython"], default=None,
                    help="kernel backend; default: $FASTLENET_BACKEND, else the fastest available")
+    p.add_argument("--tta", choices=list(tta.KINDS), default=None,
+                   help="test-time augmentation (see fastlenet train --tta); default: the one the checkpoint's "
+                        "training tested with, else none")
     p.add_argument("--json", action="store_true", help="print the results as one JSON document")
     return p
 
@@ -90,12 +93,13 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.evalu
     names = list(ckpt.inference.class_names)
     y = model_labels(ds, names, dataset, warn=lambda m: print(f"{prog}: warning: {m}", file=sys.stderr))
     x = prepare_inputs(ds.x_test, ckpt.inference, model.input_shape)
-    loss, acc, pred = evaluate(model, x, y)
+    kind = tta.chosen(args.tta, ckpt.meta, dataset)
+    loss, acc, pred = tta.evaluate(model, x, y, kind)
     cm = confusion_matrix(y, pred, len(names))
     if args.json:
-        print(json.dumps(results_doc(dataset, ds.source, loss, acc, cm, names)))
+        print(json.dumps({**results_doc(dataset, ds.source, loss, acc, cm, names), "tta": kind}))
     else:
-        print_results(dataset, len(y), loss, acc, cm, names)
+        print_results(dataset, len(y), loss, acc, cm, names, kind)
     return 0
 
 
@@ -105,8 +109,9 @@ def results_doc(dataset: str, source: str, loss: float, acc: float, cm: np.ndarr
                           for i, n in enumerate(names)], "confusion_matrix": cm.tolist()}
 
 
-def print_results(dataset: str, n: int, loss: float, acc: float, cm: np.ndarray, names) -> None:
-    print(f"{dataset} test set: {n} images, accuracy {100 * acc:.2f}%, loss {loss:.4f}")
+def print_results(dataset: str, n: int, loss: float, acc: float, cm: np.ndarray, names, kind: str = "none") -> None:
+    views = f" (test-time augmentation {kind}: {len(tta.views(kind))} views averaged)" if kind != "none" else ""
+    print(f"{dataset} test set: {n} images, accuracy {100 * acc:.2f}%{views}, loss {loss:.4f}")
     print("per-class accuracy:")
     for i, (name, row) in enumerate(zip(names, cm)):
         print(f"  {i:>2} {name:<12} {100 * row[i] / max(row.sum(), 1):6.2f}%  ({row[i]}/{row.sum()})")

@@ -18,10 +18,9 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from . import checkpoint, images
+from . import checkpoint, images, tta
 from .cli import HelpFormatter, guarded
 from .data import prepare_inputs
-from .losses import softmax
 
 
 def read_inputs(path: Path, size: Tuple[int, int], notes: List[str], channels: int = 1) -> np.ndarray:
@@ -71,6 +70,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--invert", action="store_true", help="invert grey levels (dark digits on a light background)")
     p.add_argument("--backend", choices=["numpy", "numba", "cython"], default=None,
                    help="kernel backend; default: $FASTLENET_BACKEND, else the fastest available")
+    p.add_argument("--tta", choices=list(tta.KINDS), default=None,
+                   help="test-time augmentation (see fastlenet train --tta); default: the one the checkpoint's "
+                        "training tested with, else none")
     p.add_argument("--json", action="store_true", help="print one JSON document: per image, its top classes")
     return p
 
@@ -82,7 +84,7 @@ def classify(model, ckpt, path: Path, args, notes: List[str]) -> List[dict]:
         x = 1.0 - x
     elif float(x.mean()) > BRIGHT:
         notes.append(f"{path.name}: mostly bright (mean {x.mean():.2f}); if it is dark on light, try --invert")
-    probs = softmax(model.forward(prepare_inputs(x, ckpt.inference, model.input_shape)).astype(np.float64))
+    probs = tta.predict_proba(model, prepare_inputs(x, ckpt.inference, model.input_shape), args.tta)
     names = ckpt.inference.class_names
     return [{"file": str(path), "index": i, "images": len(probs),
              "top": [{"class": names[k], "probability": float(pr[k])} for k in np.argsort(pr)[::-1][: max(1, args.top)]]}
@@ -94,6 +96,8 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.predi
     on stderr, the rest classified), 2 when none could."""
     args = build_parser(prog).parse_args(argv)
     model, ckpt = checkpoint.load_model(args.checkpoint, backend=args.backend)
+    settings = ckpt.meta.get("settings") if isinstance(ckpt.meta.get("settings"), dict) else {}
+    args.tta = tta.chosen(args.tta, ckpt.meta, settings.get("dataset") if isinstance(settings.get("dataset"), str) else None)
     files, problems = expand(args.files)
     for problem in problems:
         print(f"{prog}: error: {problem}", file=sys.stderr)

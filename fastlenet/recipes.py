@@ -45,7 +45,7 @@ BUILTIN: Dict[str, object] = {
     "plateau_patience": 10, "plateau_style": "torch", "lr_list": None,
     "early_stopping": None, "monitor": "val_accuracy", "min_delta": 0.0, "restore_best": True,
     "augment": False, "max_shift": 2, "rotate": 0.0, "erase": 0.0, "elastic": 0.0, "val_split": 0.0, "val_from": "stratified", "standardize": False,
-    "pad32": False, "test_weights": "best",
+    "pad32": False, "test_weights": "best", "tta": "none",
 }
 #: each optimizer's own defaults (PyTorch's torch.optim values)
 OPTIMIZER_DEFAULTS = {
@@ -62,7 +62,7 @@ GROUPS = {
 #: values a run resumed from an older config.json had, for knobs added since
 LEGACY = {"init": "auto", "plateau_style": "exact", "val_from": "stratified", "test_weights": "best",
           "restore_best": True, "bn_momentum": None, "bn_eps": None, "rotate": 0.0, "erase": 0.0,
-          "elastic": 0.0}
+          "elastic": 0.0, "tta": "none"}
 
 
 class RecipeError(ValueError):

@@ -12,7 +12,7 @@ import functools
 import math
 from typing import Dict, Tuple
 
-from . import data, kernels, models, optim, recipes
+from . import data, kernels, models, optim, recipes, tta
 from .cli import HelpFormatter
 from .recipes import BUILTIN
 
@@ -120,6 +120,9 @@ def _schedule_flags(g) -> None:
     _knob(g, "--min-delta", "smallest change of --monitor that counts as an improvement", type=float)
     _knob(g, "--test-weights", "the weights tested at the end: best (best.npz's) or last (the final weights, "
           "as most published code tests)", choices=["best", "last"])
+    _knob(g, "--tta", "test-time augmentation of the final test: class probabilities averaged over the image "
+          "and its 1-px shifts (shifts, 5 views), its mirror (flips, 2; datasets whose labels survive a mirror) "
+          "or both (flips-shifts, 10); validation stays plain", choices=list(tta.KINDS))
 
 
 def _run_flags(g) -> None:
@@ -218,6 +221,9 @@ def _check_combinations(s: dict) -> None:
         (not (s["early_stopping"] and s["monitor"].startswith("val") and s["val_split"] == 0),
          f"--early-stopping monitors {s['monitor']}, which needs --val-split > 0"),
         (not (s["dataset"] == "idx" and not s["data_dir"]), "--dataset idx needs --data-dir"),
+        (not tta.uses_flips(s["tta"]) or data.mirror_keeps_label(s["dataset"]),
+         f"--tta {s['tta']} mirrors the test images, which changes what {s['dataset']} images show "
+         "(use --tta shifts or none)"),
         (not s.get("tensorboard") or _importable("tensorboardX"),
          "--tensorboard needs tensorboardX: pip install 'fastlenet[tensorboard]'"),
     ]

@@ -40,7 +40,8 @@ from .fileio import atomic_write_bytes, write_json
 INSTALL_HINT = "pip install 'fastlenet[sweep]'"
 #: flags a sweep sets for each trial itself
 OWN_FLAGS = ("--seed", "--out", "--resume", "--threads", "--quiet", "--no-plots")
-RESULT_FIELDS = ("trial", "status", "seed", "test_accuracy", "best_epoch", "epochs", "seconds", "run_dir", "error")
+RESULT_FIELDS = ("trial", "status", "seed", "test_accuracy", "test_accuracy_plain", "best_epoch", "epochs", "seconds",
+                 "run_dir", "error")
 
 
 class SweepError(ValueError):
@@ -137,6 +138,7 @@ def _trial_result(folder: Path, status: str, error: str, seconds: float) -> dict
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
         return {"status": status, "error": error, "run_dir": str(folder), "test_accuracy": metrics["test_accuracy"],
+                "test_accuracy_plain": metrics.get("test_accuracy_plain", ""),     # set under --tta
                 "best_epoch": metrics["best_epoch"], "epochs": len(metrics["epochs"]),
                 "seconds": seconds or metrics.get("wall_seconds", 0.0)}
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -200,29 +202,40 @@ def write_results(out: Path, rows: List[dict], grid_flags: List[str]) -> None:
     atomic_write_bytes(out / "results.csv", buf.getvalue().encode())
 
 
+def _mean_std(values: List[float]) -> str:
+    if not values:
+        return "(no finished trial)"
+    return f"{statistics.fmean(values):6.2f}% +- {statistics.stdev(values) if len(values) > 1 else 0.0:4.2f}"
+
+
 def summary(rows: List[dict], grid_flags: List[str]) -> Tuple[str, Optional[str]]:
-    """The table per setting (mean +- std of test accuracy over seeds) and the best setting."""
+    """The table per setting (mean +- std of test accuracy over seeds; under --tta also
+    that of the plain test images) and the best setting."""
     groups: Dict[Tuple[str, ...], List[float]] = {}
+    plain: Dict[Tuple[str, ...], List[float]] = {}
     failed: Dict[Tuple[str, ...], int] = {}
     for r in rows:
         key = tuple(str(r.get(f[2:])) for f in grid_flags)
         if r["status"] in ("done", "finished"):
             groups.setdefault(key, []).append(100 * r["test_accuracy"])
+            if r.get("test_accuracy_plain") not in (None, ""):
+                plain.setdefault(key, []).append(100 * float(r["test_accuracy_plain"]))
         else:
             failed[key] = failed.get(key, 0) + 1
     names = [f[2:] for f in grid_flags] or ["setting"]
-    lines = ["  ".join(f"{n:>12}" for n in names) + f"   {'test accuracy (mean +- std)':<28}{'seeds':>5}  failed"]
+    plain_head = f"{'plain images, no tta':<28}" if plain else ""
+    lines = ["  ".join(f"{n:>12}" for n in names) + f"   {'test accuracy (mean +- std)':<28}{plain_head}"
+             f"{'seeds':>5}  failed"]
     best, best_mean = None, -math.inf
     for key in sorted(set(groups) | set(failed)):
         accs = groups.get(key, [])
-        mean = statistics.fmean(accs) if accs else math.nan
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         shown = key or ("(flags as given)",)
-        accuracy = f"{mean:6.2f}% +- {std:4.2f}" if accs else "(no finished trial)"
-        lines.append("  ".join(f"{v:>12}" for v in shown) + f"   {accuracy:<28}{len(accs):>5}  {failed.get(key, 0):>6}")
-        if accs and mean > best_mean:
+        plain_cell = f"{_mean_std(plain.get(key, [])):<28}" if plain else ""
+        lines.append("  ".join(f"{v:>12}" for v in shown) + f"   {_mean_std(accs):<28}{plain_cell}{len(accs):>5}  "
+                     f"{failed.get(key, 0):>6}")
+        if accs and statistics.fmean(accs) > best_mean:
             best = ", ".join(f"{n}={v}" for n, v in zip(names, shown)) if key else "(flags as given)"
-            best_mean = mean
+            best_mean = statistics.fmean(accs)
     best_line = f"best: {best} ({best_mean:.2f}%)" if best is not None else None
     return "\n".join(lines), best_line
 

@@ -19,7 +19,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import __version__, checkpoint, data, kernels, models, optim, recipes, resume
+from . import __version__, checkpoint, data, kernels, models, optim, recipes, resume, tta
 from .callbacks import TensorBoard
 from .governor import ThreadGovernor
 from .metrics import confusion_matrix, evaluate, per_class_accuracy
@@ -219,21 +219,25 @@ def _restore(trainer: Trainer, s: dict, run_dir: RunDirectory, log) -> None:
     log(f"resuming {run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
 
 
-def _test_metrics(trainer: Trainer, ds, t_start: float, test_weights: str = "best") -> tuple:
+def _test_metrics(trainer: Trainer, ds, t_start: float, test_weights: str = "best",
+                  tta_kind: str = "none") -> tuple:
     """The best epoch's weights (best.npz's), or with ``test_weights="last"`` the final ones,
-    on the test set -> (metrics doc, confusion, predictions)."""
+    on the test set, under test-time augmentation ``tta_kind`` (fastlenet.tta; then the
+    plain images' figures too) -> (metrics doc, confusion, predictions)."""
     if test_weights == "best":
         trainer.restore_best()
     history = trainer.history
-    test_loss, test_acc, pred = evaluate(trainer.model, ds.x_test, ds.y_test)
+    test_loss, test_acc, pred = tta.evaluate(trainer.model, ds.x_test, ds.y_test, tta_kind)
     cm = confusion_matrix(ds.y_test, pred, ds.num_classes)
-    metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "test_weights": test_weights,
+    metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "test_weights": test_weights, "tta": tta_kind,
                "best_epoch": history.best_epoch,
                "monitor": trainer.tracker.monitor, "epochs": history.as_dicts(),
                "stopped_early": trainer.stopped_early,
                "train_seconds": sum(e.seconds for e in history.epochs),
                "wall_seconds": time.perf_counter() - t_start, "confusion_matrix": cm.tolist(),
                "per_class_accuracy": per_class_accuracy(cm).tolist()}
+    if tta_kind != "none":
+        metrics["test_loss_plain"], metrics["test_accuracy_plain"], _ = evaluate(trainer.model, ds.x_test, ds.y_test)
     if trainer.governor is not None:
         metrics["threads_used"] = {str(n): k for n, k in sorted(trainer.governor.steps_at.items())}
     started = process_start_time()
@@ -282,12 +286,14 @@ def _train(args, s: dict, sources: dict, run_dir: RunDirectory, log, t_start: fl
     history = trainer.run()
     if trainer.governor is not None and trainer.governor.switches:
         log(trainer.governor.summary())
-    metrics, cm, pred = _test_metrics(trainer, ds, t_start, s["test_weights"])
+    metrics, cm, pred = _test_metrics(trainer, ds, t_start, s["test_weights"], s["tta"])
     run_dir.write_metrics(metrics)
     if not s["no_plots"]:
         run_dir.write_plots(history, cm, ds, pred, log)
     tested = "best epoch" if s["test_weights"] == "best" else "final weights; best epoch"
-    print(f"test accuracy {100 * metrics['test_accuracy']:.2f}%  test loss {metrics['test_loss']:.4f}  "
+    augmented = (f" ({s['tta']}: {len(tta.views(s['tta']))} views averaged; plain images "
+                 f"{100 * metrics['test_accuracy_plain']:.2f}%)" if s["tta"] != "none" else "")
+    print(f"test accuracy {100 * metrics['test_accuracy']:.2f}%{augmented}  test loss {metrics['test_loss']:.4f}  "
           f"{tested} {history.best_epoch}  total {metrics['wall_seconds']:.1f}s  run written to {run_dir.path}",
           flush=True)
     return 0

@@ -1,0 +1,100 @@
+"""Test-time augmentation: a model's class probabilities averaged over a few
+transformed views of each image -- the image itself, its one-pixel shifts and,
+where the dataset allows, its mirror image.
+
+Dimension legend: N images, C channels, H/W height/width, K classes.
+
+Kinds (``--tta``):
+
+* ``none``: the image alone (exactly :func:`fastlenet.metrics.evaluate`);
+* ``shifts``: the image and its four one-pixel shifts (up, down, left, right;
+  zero fill, as training's random shifts fill) -- 5 views;
+* ``flips``: the image and its left-right mirror -- 2 views (datasets whose
+  labels survive a mirror only: Fashion-MNIST, CIFAR-10);
+* ``flips-shifts``: the five shifts of the image and of its mirror -- 10 views.
+
+Views are taken ``batch_size`` images at a time, so memory stays that of one
+batch whatever N is.  The loss of averaged probabilities p is mean(-log p[y]).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .losses import softmax
+from .metrics import accuracy, evaluate as plain_evaluate
+
+KINDS = ("none", "shifts", "flips", "flips-shifts")
+_SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+#: the smallest probability a log is taken of (a view set that gives the true class 0)
+_TINY = 1e-30
+
+
+def views(kind: str) -> List[Tuple[bool, int, int]]:
+    """The views of ``kind`` as (mirrored, dy, dx), the untouched image first."""
+    if kind not in KINDS:
+        raise ValueError(f"test-time augmentation must be one of {', '.join(KINDS)}, got {kind!r}")
+    shifts = _SHIFTS if kind in ("shifts", "flips-shifts") else _SHIFTS[:1]
+    mirrors = (False, True) if kind in ("flips", "flips-shifts") else (False,)
+    return [(m, dy, dx) for m in mirrors for dy, dx in shifts]
+
+
+def uses_flips(kind: str) -> bool:
+    return kind in ("flips", "flips-shifts")
+
+
+def view_of(x: np.ndarray, mirrored: bool, dy: int, dx: int) -> np.ndarray:
+    """x (N, C, H, W) mirrored left-right (when ``mirrored``), then moved ``dy`` rows
+    down and ``dx`` columns right with zero fill -> a new C-contiguous array."""
+    src = x[:, :, :, ::-1] if mirrored else x
+    if dy == 0 and dx == 0:
+        return np.ascontiguousarray(src)
+    out = np.zeros_like(x)
+    h, w = x.shape[2:]
+    out[:, :, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        src[:, :, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def predict_proba(model, x: np.ndarray, kind: str = "none", batch_size: int = 1000) -> np.ndarray:
+    """Inference-mode class probabilities (N, K), float64, averaged over ``kind``'s views
+    of x (N, C, H, W)."""
+    chosen = views(kind)
+    parts = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        total = None
+        for view in chosen:
+            p = softmax(model.forward(view_of(xb, *view), training=False).astype(np.float64))
+            total = p if total is None else total + p
+        parts.append(total / len(chosen))
+    return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[0]))
+
+
+def evaluate(model, x: np.ndarray, y: np.ndarray, kind: str = "none",
+             batch_size: int = 1000) -> Tuple[float, float, np.ndarray]:
+    """(mean loss, accuracy, predicted classes (N,)) of x (N, C, H, W), y (N,) under
+    ``kind``'s views; ``none`` is :func:`fastlenet.metrics.evaluate` itself."""
+    if kind == "none":
+        return plain_evaluate(model, x, y, batch_size)
+    p = predict_proba(model, x, kind, batch_size)
+    pred = p.argmax(axis=1)
+    loss = float(-np.log(np.maximum(p[np.arange(len(y)), y], _TINY)).mean())
+    return loss, accuracy(pred, y), pred
+
+
+def chosen(flag: Optional[str], meta: dict, dataset: Optional[str]) -> str:
+    """The kind a reader of a checkpoint applies: ``flag`` (``--tta``), else the kind the
+    checkpoint's training tested with (``meta["settings"]["tta"]``, checked), else none.
+    Mirrors only for a ``dataset`` whose labels survive them (ValueError otherwise)."""
+    from .data import mirror_keeps_label
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    kind = flag if flag is not None else settings.get("tta", "none")
+    if kind not in KINDS:
+        shown = repr(kind)
+        raise ValueError(f"the checkpoint's settings.tta must be one of {', '.join(KINDS)}, got {shown[:40]}")
+    if uses_flips(kind) and not (dataset is not None and mirror_keeps_label(dataset)):
+        raise ValueError(f"--tta {kind} mirrors the images, which changes what "
+                         f"{dataset or 'these (unknown dataset)'} images show (use --tta shifts or none)")
+    return kind
