@@ -177,3 +177,24 @@ def test_elastic_warps_are_smooth_bounded_and_draw_nothing_when_off():
     ones = np.ones((4, 1, 12, 12), np.float32)
     plain = augment(ones, np.random.default_rng(1), max_shift=2)
     np.testing.assert_array_equal(plain, augment(ones, np.random.default_rng(1), max_shift=2, elastic=0.0))
+
+
+@pytest.mark.parametrize("max_shift,flip", [(1, False), (2, True), (3, False)])
+def test_shifts_and_flips_are_the_drawn_ones_image_by_image(max_shift, flip):
+    """The vectorised shift (one gather over sliding windows) against a readable loop
+    that replays the same draws: each image moved by its own (oy, ox), zero fill."""
+    from fastlenet.augment import augment
+    x = np.random.default_rng(3).random((9, 2, 7, 6)).astype(np.float32) + 1
+    got = augment(x, np.random.default_rng(11), max_shift, flip=flip)
+    rng = np.random.default_rng(11)
+    oy, ox = rng.integers(0, 2 * max_shift + 1, 9), rng.integers(0, 2 * max_shift + 1, 9)
+    mirrored = rng.random(9) < 0.5 if flip else np.zeros(9, bool)
+    for i in range(9):
+        expected = np.zeros_like(x[i])
+        for r in range(7):
+            for c in range(6):
+                sr, sc = r + oy[i] - max_shift, c + ox[i] - max_shift
+                if 0 <= sr < 7 and 0 <= sc < 6:
+                    expected[:, r, c] = x[i, :, sr, sc]
+        np.testing.assert_array_equal(got[i], expected[:, :, ::-1] if mirrored[i] else expected)
+    assert got.flags.c_contiguous and got.dtype == x.dtype
