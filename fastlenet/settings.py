@@ -121,8 +121,9 @@ def _schedule_flags(g) -> None:
     _knob(g, "--test-weights", "the weights tested at the end: best (best.npz's) or last (the final weights, "
           "as most published code tests)", choices=["best", "last"])
     _knob(g, "--tta", "test-time augmentation of the final test: class probabilities averaged over the image "
-          "and its 1-px shifts (shifts, 5 views), its mirror (flips, 2; datasets whose labels survive a mirror) "
-          "or both (flips-shifts, 10); validation stays plain", choices=list(tta.KINDS))
+          "moved by every offset of up to 1 px (shifts, 3x3 = 9 views) or 2 px (shifts2, 25 views), its mirror "
+          "(flips, 2 views; datasets whose labels survive a mirror) or both (flips-shifts, 18 views); the plain "
+          "images' accuracy is reported beside it, validation stays plain", choices=list(tta.KINDS))
 
 
 def _run_flags(g) -> None:

@@ -7,11 +7,13 @@ Dimension legend: N images, C channels, H/W height/width, K classes.
 Kinds (``--tta``):
 
 * ``none``: the image alone (exactly :func:`fastlenet.metrics.evaluate`);
-* ``shifts``: the image and its four one-pixel shifts (up, down, left, right;
-  zero fill, as training's random shifts fill) -- 5 views;
-* ``flips``: the image and its left-right mirror -- 2 views (datasets whose
-  labels survive a mirror only: Fashion-MNIST, CIFAR-10);
-* ``flips-shifts``: the five shifts of the image and of its mirror -- 10 views.
+* ``shifts``: the image moved by every offset of up to 1 pixel in each direction,
+  diagonals included (zero fill, as training's random shifts fill) -- 3x3 = 9 views;
+* ``shifts2``: every offset of up to 2 pixels -- 5x5 = 25 views (for models trained
+  with ``--max-shift 2``: the test views are the training's own shifts);
+* ``flips``: the image and its left-right mirror -- 2 views (datasets whose labels
+  survive a mirror only: Fashion-MNIST, CIFAR-10);
+* ``flips-shifts``: the 9 shifts of the image and of its mirror -- 18 views.
 
 Views are taken ``batch_size`` images at a time, so memory stays that of one
 batch whatever N is.  The loss of averaged probabilities p is mean(-log p[y]).
@@ -25,8 +27,9 @@ import numpy as np
 from .losses import softmax
 from .metrics import accuracy, evaluate as plain_evaluate
 
-KINDS = ("none", "shifts", "flips", "flips-shifts")
-_SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+KINDS = ("none", "shifts", "shifts2", "flips", "flips-shifts")
+#: the largest offset (pixels, each direction) of each kind's shifts
+_RADIUS = {"none": 0, "shifts": 1, "shifts2": 2, "flips": 0, "flips-shifts": 1}
 #: the smallest probability a log is taken of (a view set that gives the true class 0)
 _TINY = 1e-30
 
@@ -35,9 +38,11 @@ def views(kind: str) -> List[Tuple[bool, int, int]]:
     """The views of ``kind`` as (mirrored, dy, dx), the untouched image first."""
     if kind not in KINDS:
         raise ValueError(f"test-time augmentation must be one of {', '.join(KINDS)}, got {kind!r}")
-    shifts = _SHIFTS if kind in ("shifts", "flips-shifts") else _SHIFTS[:1]
-    mirrors = (False, True) if kind in ("flips", "flips-shifts") else (False,)
-    return [(m, dy, dx) for m in mirrors for dy, dx in shifts]
+    r = _RADIUS[kind]
+    offsets = sorted(((dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)),
+                     key=lambda o: (o != (0, 0), o))
+    mirrors = (False, True) if uses_flips(kind) else (False,)
+    return [(m, dy, dx) for m in mirrors for dy, dx in offsets]
 
 
 def uses_flips(kind: str) -> bool:

@@ -19,14 +19,17 @@ def _model_and_images(n=37, seed=0):
     return model, x
 
 
-@pytest.mark.parametrize("kind,count", [("none", 1), ("shifts", 5), ("flips", 2), ("flips-shifts", 10)])
+@pytest.mark.parametrize("kind,count", [("none", 1), ("shifts", 9), ("shifts2", 25), ("flips", 2),
+                                        ("flips-shifts", 18)])
 def test_each_kind_has_its_views_the_image_first(kind, count):
     chosen = tta.views(kind)
     assert len(chosen) == count == len(set(chosen)) and chosen[0] == (False, 0, 0)
+    radius = {1: 0, 2: 0, 9: 1, 18: 1, 25: 2}[count]
+    assert max(max(abs(dy), abs(dx)) for _, dy, dx in chosen) == radius
 
 
 def test_an_unknown_kind_is_named():
-    with pytest.raises(ValueError, match="one of none, shifts, flips, flips-shifts, got 'rotate'"):
+    with pytest.raises(ValueError, match="one of none, shifts, shifts2, flips, flips-shifts, got 'rotate'"):
         tta.views("rotate")
 
 
@@ -55,7 +58,7 @@ def test_none_is_the_plain_evaluation():
                                softmax(model.forward(x).astype(np.float64)), rtol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["shifts", "flips-shifts"])
+@pytest.mark.parametrize("kind", ["shifts", "shifts2", "flips-shifts"])
 def test_probabilities_are_the_mean_over_views_and_independent_of_the_batch(kind):
     model, x = _model_and_images()
     expected = np.mean([softmax(model.forward(tta.view_of(x, *v)).astype(np.float64)) for v in tta.views(kind)],
@@ -107,7 +110,7 @@ def test_train_evaluate_and_predict_apply_the_recorded_kind(synthetic_idx, tmp_p
                        "--out", str(out), "--no-plots", "--quiet", "--backend", "numpy"]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["tta"] == "shifts" and "shifts: 5 views averaged; plain images" in printed
+    assert metrics["tta"] == "shifts" and "shifts: 9 views averaged; plain images" in printed
     model, ckpt = checkpoint.load_model(out / "best.npz", backend="numpy")
     ds = data.load("idx", data_dir=synthetic_idx)
     x = data.prepare_inputs(ds.x_test, ckpt.inference, model.input_shape)
