@@ -128,3 +128,19 @@ def test_train_evaluate_and_predict_apply_the_recorded_kind(synthetic_idx, tmp_p
         assert top["probability"] == pytest.approx(p.max(), rel=1e-5)
     assert evaluate_cli.main([str(out / "best.npz"), "--data-dir", str(synthetic_idx), "--tta", "flips"]) == 2
     assert "changes what idx images show" in capsys.readouterr().err
+
+
+def test_the_tta_table_scores_every_kind_on_a_sweeps_runs(synthetic_idx, tmp_path, capsys):
+    from benchmarks import tta_table
+    for seed in (0, 1):
+        assert train.main(["--dataset", "idx", "--data-dir", str(synthetic_idx), "--epochs", "1", "--seed", str(seed),
+                           "--out", str(tmp_path / "sweep" / f"seed={seed}"), "--no-plots", "--quiet",
+                           "--backend", "numpy"]) == 0
+    capsys.readouterr()
+    assert tta_table.main([str(tmp_path / "sweep"), "--kinds", "none", "shifts", "flips"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ") and "views" not in line}
+    assert set(rows) == {"none", "shifts"}                    # idx: no mirrors
+    plain = [json.loads((tmp_path / "sweep" / f"seed={s}" / "metrics.json").read_text())["test_accuracy"] for s in (0, 1)]
+    assert f"{100 * plain[0]:.2f}, {100 * plain[1]:.2f} |" in rows["none"]
+    assert tta_table.main([str(tmp_path / "nothing")]) == 2
