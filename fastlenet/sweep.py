@@ -223,16 +223,18 @@ def summary(rows: List[dict], grid_flags: List[str]) -> Tuple[str, Optional[str]
         else:
             failed[key] = failed.get(key, 0) + 1
     names = [f[2:] for f in grid_flags] or ["setting"]
+    keys = sorted(set(groups) | set(failed))
+    shown_keys = [key or ("(flags as given)",) for key in keys]
+    widths = [max([12, len(n)] + [len(k[i]) for k in shown_keys]) for i, n in enumerate(names)]
     plain_head = f"{'plain images, no tta':<28}" if plain else ""
-    lines = ["  ".join(f"{n:>12}" for n in names) + f"   {'test accuracy (mean +- std)':<28}{plain_head}"
-             f"{'seeds':>5}  failed"]
+    lines = ["  ".join(f"{n:>{w}}" for n, w in zip(names, widths)) +
+             f"   {'test accuracy (mean +- std)':<28}{plain_head}{'seeds':>5}  failed"]
     best, best_mean = None, -math.inf
-    for key in sorted(set(groups) | set(failed)):
+    for key, shown in zip(keys, shown_keys):
         accs = groups.get(key, [])
-        shown = key or ("(flags as given)",)
         plain_cell = f"{_mean_std(plain.get(key, [])):<28}" if plain else ""
-        lines.append("  ".join(f"{v:>12}" for v in shown) + f"   {_mean_std(accs):<28}{plain_cell}{len(accs):>5}  "
-                     f"{failed.get(key, 0):>6}")
+        lines.append("  ".join(f"{v:>{w}}" for v, w in zip(shown, widths)) +
+                     f"   {_mean_std(accs):<28}{plain_cell}{len(accs):>5}  {failed.get(key, 0):>6}")
         if accs and statistics.fmean(accs) > best_mean:
             best = ", ".join(f"{n}={v}" for n, v in zip(names, shown)) if key else "(flags as given)"
             best_mean = statistics.fmean(accs)

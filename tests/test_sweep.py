@@ -78,3 +78,19 @@ def test_plan_and_threads():
     assert trials[0]["argv"] == ["--epochs", "1", "--lr", "0.1", "--batch-size", "32", "--seed", "0"]
     assert sweep.threads_per_trial(None, 12, 2) == 1 and sweep.threads_per_trial(None, 1, 8) == 8
     assert sweep.threads_per_trial(3, 12, 2) == 3
+
+
+def test_the_summary_shows_the_plain_images_under_tta_and_aligns_long_settings():
+    from fastlenet.sweep import summary
+    rows = [{"status": "done", "test_accuracy": 0.995, "test_accuracy_plain": 0.994, "trial": "seed=0"},
+            {"status": "done", "test_accuracy": 0.997, "test_accuracy_plain": "0.992", "trial": "seed=1"}]
+    table, best = summary(rows, [])
+    head, row = table.splitlines()
+    assert "plain images, no tta" in head and "99.60% +- 0.14" in row and "99.30% +- 0.14" in row
+    assert abs(head.index("test accuracy") - row.index("99.60%")) <= 1 and best.endswith("(99.60%)")
+    grid = [{"status": "done", "test_accuracy": 0.99, "test_accuracy_plain": "", "model": "lenet5-bn-all"},
+            {"status": "failed", "model": "lenet5"}]
+    lines = summary(grid, ["--model"])[0].splitlines()
+    assert "plain images" not in lines[0]
+    done, failed = (next(line for line in lines if text in line) for text in ("99.00%", "(no finished"))
+    assert done.index("99.00%") - 1 == failed.index("(no finished") == lines[0].index("test accuracy")
