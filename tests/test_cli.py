@@ -99,7 +99,7 @@ def test_evaluate_needs_only_the_test_files(run_dir, synthetic_idx, tmp_path, ca
 def test_evaluate_on_another_class_list_warns(real_data, tmp_path, capsys):
     out = tmp_path / "run"
     assert train.main(["--dataset", "mnist", "--data-dir", str(real_data), "--out", str(out), "--epochs", "1",
-                       "--limit", "500", "--no-plots", "--quiet", "--backend", "numpy"]) == 0
+                       "--limit", "500", "--no-plots", "--quiet", "--backend", "numpy", "--tta", "none"]) == 0
     assert evaluate.main([str(out / "best.npz"), "--dataset", "fashion-mnist", "--data-dir", str(real_data)]) == 0
     assert "are not fashion-mnist's" in capsys.readouterr().err
 
