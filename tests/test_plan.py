@@ -62,10 +62,27 @@ CASES_8 = [(args, LANES8.get(i, names)) for i, (args, names) in enumerate(CASES)
      ("direct", "tile_f8", "expand_2x2", "direct_filter_lanes", "col2im_s1")),
 ]
 CASES_BY_LANES = {16: CASES, 8: CASES_8}
+# the Numba backend's filter-lanes forward stops at 256 taps (numba_backend.MAX_FLANES_K):
+# where its 16-lane plans differ (K 576: im2col + GEMM; K 400 stays direct)
+NUMBA_FLANES_K = 256
+NUMBA_16 = {9: ("im2col_gemm", "direct_filter_lanes", "col2im_s1")}
 
 
-def planned(args, lanes):
-    return plan.conv2d(*args, lanes=lanes).names
+def planned(args, lanes, max_flanes_k=plan.MAX_FLANES_K):
+    return plan.conv2d(*args, lanes=lanes, max_flanes_k=max_flanes_k).names
+
+
+def test_a_backend_with_a_lower_filter_lanes_crossover_plans_around_it():
+    for i, (args, names) in enumerate(CASES):
+        assert planned(args, 16, NUMBA_FLANES_K) == NUMBA_16.get(i, names), args
+    c3 = CASES[1][0]
+    assert planned(c3, 16, NUMBA_FLANES_K)[0] == "direct_filter_lanes"        # K 150: still filter lanes
+    assert planned(((2, 16, 24, 24), (32, 16, 5, 5), 1, 2, None), 16, NUMBA_FLANES_K)[0] == "direct"   # K 400
+    assert planned(((2, 288, 8, 8), (8, 288, 3, 3), 1, 1, None), 16, NUMBA_FLANES_K)[0] == "im2col_gemm"
+    if "numba" in COMPILED:
+        assert backend("numba").max_flanes_k == NUMBA_FLANES_K
+    if "cython" in COMPILED:
+        assert backend("cython").max_flanes_k == plan.MAX_FLANES_K      # csrc/conv.pyx: the same bound
 
 
 @pytest.mark.parametrize("lanes", sorted(CASES_BY_LANES))
@@ -126,7 +143,7 @@ def test_each_planned_path_matches_the_reference(name, args, dtype):
     k = backend(name)
     lanes = k.plan_conv2d(x_shape, w_shape, s, p, pool).lanes      # the backend's own width
     if lanes in CASES_BY_LANES:
-        assert k.plan_conv2d(x_shape, w_shape, s, p, pool).names == planned(args, lanes)
+        assert k.plan_conv2d(x_shape, w_shape, s, p, pool).names == planned(args, lanes, k.max_flanes_k)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)

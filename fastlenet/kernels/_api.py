@@ -151,6 +151,8 @@ class Backend:
         self.writes_out = bool(getattr(module, "WRITES_OUT", False))
         #: float lanes of the backend's register rows: the width its convolution plans are made for
         self.lanes = int(getattr(module, "LANES", _plan.LANES))
+        #: the most taps its filter-lanes forward takes (its measured crossover; plan.conv2d)
+        self.max_flanes_k = int(getattr(module, "MAX_FLANES_K", _plan.MAX_FLANES_K))
         if not self.writes_out:     # its kernels allocate: copy into out=
             impls = {k: writing_into(fn, *KERNEL_OUTS[k]) for k, fn in impls.items()}
         self._impl = SimpleNamespace(**impls)
@@ -201,7 +203,8 @@ class Backend:
                     pool: Optional[Tuple[int, int]] = None) -> _plan.ConvPlan:
         """The (immutable) plan a compiled backend runs for this convolution, optionally
         fused with ReLU and a max pool ``pool = (size, stride)``: which forward, pool, dW
-        and dx paths (``plan.ConvPlan.names``).  Both compiled backends run the same plan;
+        and dx paths (``plan.ConvPlan.names``).  Both compiled backends run the same plan
+        function, each with its own vector width and filter-lanes crossover;
         the numpy reference computes every geometry one readable way whatever it says."""
         x_shape, w_shape = check_shape4("x_shape", x_shape), check_shape4("w_shape", w_shape)
         stride, pad, oh, ow = conv_sizes(x_shape, w_shape, stride, pad, "w_shape", "x_shape")
@@ -210,7 +213,7 @@ class Backend:
             output_size("max pool (height)", oh, size, ps, 0)
             output_size("max pool (width)", ow, size, ps, 0)
             pool = (size, ps)
-        return _plan.conv2d(x_shape, w_shape, stride, pad, pool, self.lanes)
+        return _plan.conv2d(x_shape, w_shape, stride, pad, pool, self.lanes, self.max_flanes_k)
 
     def conv2d_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray,
                        stride: int = 1, pad: int = 0, out: Optional[np.ndarray] = None) -> np.ndarray:

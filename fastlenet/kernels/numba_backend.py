@@ -411,8 +411,18 @@ DW_GEMM_IM2COL, DW_GEMM_IM2ROW, DW_DIRECT_FILTER_LANES, DW_DIRECT_COLUMN_LANES =
 DX_COL2IM_S1 = plan.DX.index("col2im_s1")
 
 
+#: the most taps (C*KH*KW) this backend's filter-lanes forward takes (plan.conv2d's
+#: max_flanes_k).  Measured 2026-12-06 (AMD EPYC Zen 4, 2 threads, float32, medians of 7,
+#: ms, direct / im2col_gemm / filter lanes): LeNet C3 (K 150) 3.07 / 3.81 / 2.55; K 288
+#: (3x3, 32 -> 64, 16x16) 19.99 / 20.46 / 28.84; K 400 (5x5 pad 2, 16 -> 32) 14.59 / 16.38
+#: / 20.59; K 576 (64 -> 64, 8x8) - / 9.45 / 14.47; K 1152 - / 16.59 / 36.29.  Its layout
+#: (the input expanded per filter lane) loses once the taps outgrow the caches, unlike
+#: the Cython kernel's (MAX_FLANES_K)
+MAX_FLANES_K = 256
+
+
 def _codes(x, w, stride, pad, pool=None):
-    return plan.conv2d(x.shape, w.shape, stride, pad, pool, LANES).codes
+    return plan.conv2d(x.shape, w.shape, stride, pad, pool, LANES, MAX_FLANES_K).codes
 
 
 def _conv2d_forward_impl(x, w, b, stride, pad, oh, ow):

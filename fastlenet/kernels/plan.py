@@ -126,17 +126,21 @@ def _fills_more_lanes(along: int, other: int, lanes: int) -> bool:
     return along * _round_up(other, lanes) > other * _round_up(along, lanes)
 
 
-def _forward_path(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes: int) -> str:
+def _forward_path(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes: int, max_flanes_k: int) -> str:
     # stride 1 with rows of >= 8 outputs: convolving the padded input directly beats
     # im2col + GEMM, whose copy costs as much as the product (measured: C1 1.2 -> 0.5 ms,
     # C3 1.4 -> 0.8 ms at batch 256), with whichever of filters / output columns fills
     # more of the lanes (5x5 pad 2, 32 filters on 24 columns: 12.74 -> 9.81 ms), and the
     # filters along the lanes past MAX_DIRECT_K (see MAX_FLANES_K).  A 1x1 convolution's
     # im2col is a plain copy and the GEMM wins (64 -> 128 on 16x16: 4.40 -> 3.81 ms)
+    # A backend whose filter-lanes kernel wins on fewer taps passes its own max_flanes_k
+    # (the Numba backend: NUMBA_MAX_FLANES_K); past it, the direct conv up to MAX_DIRECT_K,
+    # else im2col + GEMM
     k = c * kh * kw
-    if stride != 1 or ow < MIN_DIRECT_OW or kh * kw == 1 or k > MAX_FLANES_K:
+    widest = max(max_flanes_k, MAX_DIRECT_K)          # the most taps a direct path takes
+    if stride != 1 or ow < MIN_DIRECT_OW or kh * kw == 1 or k > widest:
         return "im2col_gemm"
-    if _fills_more_lanes(f, ow, lanes) or k > MAX_DIRECT_K:
+    if k <= max_flanes_k and (_fills_more_lanes(f, ow, lanes) or k > MAX_DIRECT_K):
         return "direct_filter_lanes"
     return "direct"
 
@@ -166,11 +170,11 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
 
 
 @lru_cache(maxsize=256)
-def _plan(x_shape, w_shape, stride, pad, pool, lanes) -> ConvPlan:
+def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k) -> ConvPlan:
     n, c, h, w = x_shape
     f, _, kh, kw = w_shape
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
-    forward = _forward_path(c, f, kh, kw, stride, ow, lanes)
+    forward = _forward_path(c, f, kh, kw, stride, ow, lanes, max_flanes_k)
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes), pool_grad,
@@ -178,11 +182,13 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes) -> ConvPlan:
                     lanes)
 
 
-def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None, lanes: int = LANES) -> ConvPlan:
+def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None, lanes: int = LANES,
+           max_flanes_k: int = MAX_FLANES_K) -> ConvPlan:
     """The plan of a convolution x (N, C, H, W) * w (F, C, KH, KW), optionally fused with
-    ReLU and a max pool ``pool = (size, stride)``, for register rows of ``lanes`` floats.
+    ReLU and a max pool ``pool = (size, stride)``, for register rows of ``lanes`` floats
+    and a filter-lanes forward used up to ``max_flanes_k`` taps (the backend's crossover).
     Geometry is assumed valid (the public wrappers check it); the same arguments always
     give the same (cached) plan."""
     pool = None if pool is None else (int(pool[0]), int(pool[1]))
     return _plan(tuple(map(int, x_shape)), tuple(map(int, w_shape)), int(stride), int(pad), pool,
-                 int(lanes))
+                 int(lanes), int(max_flanes_k))
