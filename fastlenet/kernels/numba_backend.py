@@ -413,7 +413,8 @@ DX_COL2IM_S1 = plan.DX.index("col2im_s1")
 
 #: the most taps (C*KH*KW) this backend's filter-lanes forward takes (plan.conv2d's
 #: max_flanes_k).  Measured 2026-12-06 (AMD EPYC Zen 4, 2 threads, float32, medians of 7,
-#: ms, direct / im2col_gemm / filter lanes): LeNet C3 (K 150) 3.07 / 3.81 / 2.55; K 288
+#: ms, direct / im2col_gemm / filter lanes; `python -m benchmarks.forward_shapes numba
+#: --every-path`): LeNet C3 (K 150) 3.07 / 3.81 / 2.55; K 288
 #: (3x3, 32 -> 64, 16x16) 19.99 / 20.46 / 28.84; K 400 (5x5 pad 2, 16 -> 32) 14.59 / 16.38
 #: / 20.59; K 576 (64 -> 64, 8x8) - / 9.45 / 14.47; K 1152 - / 16.59 / 36.29.  Its layout
 #: (the input expanded per filter lane) loses once the taps outgrow the caches, unlike
