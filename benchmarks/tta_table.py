@@ -24,13 +24,16 @@ def run_dirs(sweep: Path):
     return sorted(found, key=lambda p: (str(p.parent), int(p.name.split("=")[-1]) if "=" in p.name else 0))
 
 
-def score(run: Path, weights: str, kinds):
-    """{kind: test accuracy in %} of one run's checkpoint."""
+def score(run: Path, weights: str, kinds, test_sets: dict):
+    """{kind: test accuracy in %} of one run's checkpoint; ``test_sets`` keeps each
+    (dataset, folder)'s test set, loaded once for all the runs."""
     from fastlenet import checkpoint, data, tta
     from fastlenet.evaluate import model_labels, recorded_data
     model, ckpt = checkpoint.load_model(run / f"{weights}.npz")
     dataset, data_dir = recorded_data(ckpt.meta, None, None)
-    ds = data.load(dataset, data_dir=data_dir, test_only=True)
+    if (dataset, data_dir) not in test_sets:
+        test_sets[(dataset, data_dir)] = data.load(dataset, data_dir=data_dir, test_only=True)
+    ds = test_sets[(dataset, data_dir)]
     y = model_labels(ds, list(ckpt.inference.class_names), dataset)
     x = data.prepare_inputs(ds.x_test, ckpt.inference, model.input_shape)
     return {k: 100 * tta.evaluate(model, x, y, k)[1] for k in kinds
@@ -48,9 +51,9 @@ def main(argv=None) -> int:
     if not runs:
         print(f"{args.sweep}: no finished runs (metrics.json) under it", file=sys.stderr)
         return 2
-    table = {}
+    table, test_sets = {}, {}
     for run in runs:
-        for kind, acc in score(run, args.weights, args.kinds).items():
+        for kind, acc in score(run, args.weights, args.kinds, test_sets).items():
             table.setdefault(kind, []).append(acc)
     print(f"{len(runs)} runs under {args.sweep}, {args.weights}.npz of each")
     print("| tta | views | mean +- std | first 5 | per run |")

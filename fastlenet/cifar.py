@@ -28,6 +28,8 @@ from .data import (ChecksumError, Dataset, DatasetNotFound, IDXError, _progress_
 from .download import TransferError, fetch_verified, md5_hex
 
 NAME = "cifar10"
+#: a mirrored CIFAR-10 image still shows its class (training flips, --tta flips)
+FLIP_OK = True
 ARCHIVE = "cifar-10-binary.tar.gz"
 ARCHIVE_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 ARCHIVE_SIZE = 170_052_171
@@ -156,7 +158,7 @@ def load(data_dir=None, download_missing: bool = True, verify: bool = True, test
     else:
         x_train = np.concatenate([parts[b][0] for b in TRAIN_FILES])
         y_train = np.concatenate([parts[b][1] for b in TRAIN_FILES])
-    return Dataset(NAME, to_float(x_train), y_train, to_float(x_test), y_test, CLASS_NAMES, flip_ok=True,
+    return Dataset(NAME, to_float(x_train), y_train, to_float(x_test), y_test, CLASS_NAMES, flip_ok=FLIP_OK,
                    source=str(where), image_size=IMAGE_SHAPE[1:])
 
 

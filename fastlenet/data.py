@@ -216,14 +216,14 @@ DATASETS: Dict[str, DatasetInfo] = {
 #: every name --dataset takes: the registered IDX datasets, CIFAR-10 (fastlenet.cifar), any IDX folder
 DATASET_NAMES = sorted(DATASETS) + ["cifar10", "idx"]
 
-#: the datasets outside DATASETS whose labels survive a left-right mirror (fastlenet.cifar)
-_MIRROR_SAFE_OTHERS = ("cifar10",)
-
-
 def mirror_keeps_label(name: str) -> bool:
     """Whether a mirrored image of dataset ``name`` still shows its class (clothes,
-    CIFAR-10 objects: yes; digits and an unknown ``idx`` folder: no)."""
-    return DATASETS[name].flip_ok if name in DATASETS else name in _MIRROR_SAFE_OTHERS
+    CIFAR-10 objects: yes; digits and an unknown ``idx`` folder: no) -- the flip_ok its
+    loader gives the Dataset."""
+    if name in DATASETS:
+        return DATASETS[name].flip_ok
+    from . import cifar
+    return name == cifar.NAME and cifar.FLIP_OK
 
 
 #: system-wide folders searched after the user cache (Debian: dataset-fashion-mnist)

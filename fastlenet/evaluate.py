@@ -110,7 +110,7 @@ def results_doc(dataset: str, source: str, loss: float, acc: float, cm: np.ndarr
 
 
 def print_results(dataset: str, n: int, loss: float, acc: float, cm: np.ndarray, names, kind: str = "none") -> None:
-    views = f" (test-time augmentation {kind}: {len(tta.views(kind))} views averaged)" if kind != "none" else ""
+    views = f" (test-time augmentation {tta.describe(kind)})" if kind != "none" else ""
     print(f"{dataset} test set: {n} images, accuracy {100 * acc:.2f}%{views}, loss {loss:.4f}")
     print("per-class accuracy:")
     for i, (name, row) in enumerate(zip(names, cm)):

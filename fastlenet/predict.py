@@ -96,8 +96,7 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.predi
     on stderr, the rest classified), 2 when none could."""
     args = build_parser(prog).parse_args(argv)
     model, ckpt = checkpoint.load_model(args.checkpoint, backend=args.backend)
-    settings = ckpt.meta.get("settings") if isinstance(ckpt.meta.get("settings"), dict) else {}
-    args.tta = tta.chosen(args.tta, ckpt.meta, settings.get("dataset") if isinstance(settings.get("dataset"), str) else None)
+    args.tta = tta.chosen(args.tta, ckpt.meta)             # mirrors only for the dataset it was trained on
     files, problems = expand(args.files)
     for problem in problems:
         print(f"{prog}: error: {problem}", file=sys.stderr)

@@ -212,6 +212,7 @@ def resolve_settings(args: argparse.Namespace) -> Tuple[dict, Dict[str, str]]:
 
 
 def _check_combinations(s: dict) -> None:
+    mirrors = tta.mirror_problem(s["tta"], s["dataset"])
     checks = [
         (s["epochs"] >= 1, f"--epochs must be >= 1, got {s['epochs']}"),
         (s["batch_size"] >= 1, f"--batch-size must be >= 1, got {s['batch_size']}"),
@@ -222,9 +223,7 @@ def _check_combinations(s: dict) -> None:
         (not (s["early_stopping"] and s["monitor"].startswith("val") and s["val_split"] == 0),
          f"--early-stopping monitors {s['monitor']}, which needs --val-split > 0"),
         (not (s["dataset"] == "idx" and not s["data_dir"]), "--dataset idx needs --data-dir"),
-        (not tta.uses_flips(s["tta"]) or data.mirror_keeps_label(s["dataset"]),
-         f"--tta {s['tta']} mirrors the test images, which changes what {s['dataset']} images show "
-         "(use --tta shifts or none)"),
+        (mirrors is None, mirrors),
         (not s.get("tensorboard") or _importable("tensorboardX"),
          "--tensorboard needs tensorboardX: pip install 'fastlenet[tensorboard]'"),
     ]

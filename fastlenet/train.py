@@ -291,7 +291,7 @@ def _train(args, s: dict, sources: dict, run_dir: RunDirectory, log, t_start: fl
     if not s["no_plots"]:
         run_dir.write_plots(history, cm, ds, pred, log)
     tested = "best epoch" if s["test_weights"] == "best" else "final weights; best epoch"
-    augmented = (f" ({s['tta']}: {len(tta.views(s['tta']))} views averaged; plain images "
+    augmented = (f" ({tta.describe(s['tta'])}; plain images "
                  f"{100 * metrics['test_accuracy_plain']:.2f}%)" if s["tta"] != "none" else "")
     print(f"test accuracy {100 * metrics['test_accuracy']:.2f}%{augmented}  test loss {metrics['test_loss']:.4f}  "
           f"{tested} {history.best_epoch}  total {metrics['wall_seconds']:.1f}s  run written to {run_dir.path}",

@@ -89,17 +89,34 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, kind: str = "none",
     return loss, accuracy(pred, y), pred
 
 
-def chosen(flag: Optional[str], meta: dict, dataset: Optional[str]) -> str:
+def describe(kind: str) -> str:
+    """``kind`` and its view count, as the commands print it ("shifts2: 25 views averaged")."""
+    return f"{kind}: {len(views(kind))} views averaged"
+
+
+def mirror_problem(kind: str, dataset: Optional[str]) -> Optional[str]:
+    """Why ``kind`` cannot be applied to ``dataset``'s images (it mirrors them and their
+    labels do not survive a mirror; an unknown dataset is not assumed to), or None."""
+    from .data import mirror_keeps_label
+    if not uses_flips(kind) or (dataset is not None and mirror_keeps_label(dataset)):
+        return None
+    return (f"--tta {kind} mirrors the images, which changes what {dataset or 'these (unknown dataset)'} "
+            "images show (use --tta shifts or none)")
+
+
+def chosen(flag: Optional[str], meta: dict, dataset: Optional[str] = None) -> str:
     """The kind a reader of a checkpoint applies: ``flag`` (``--tta``), else the kind the
     checkpoint's training tested with (``meta["settings"]["tta"]``, checked), else none.
-    Mirrors only for a ``dataset`` whose labels survive them (ValueError otherwise)."""
-    from .data import mirror_keeps_label
+    Mirrors only for a ``dataset`` (default: the one the checkpoint recorded) whose labels
+    survive them (ValueError otherwise)."""
     settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
     kind = flag if flag is not None else settings.get("tta", "none")
     if kind not in KINDS:
         shown = repr(kind)
         raise ValueError(f"the checkpoint's settings.tta must be one of {', '.join(KINDS)}, got {shown[:40]}")
-    if uses_flips(kind) and not (dataset is not None and mirror_keeps_label(dataset)):
-        raise ValueError(f"--tta {kind} mirrors the images, which changes what "
-                         f"{dataset or 'these (unknown dataset)'} images show (use --tta shifts or none)")
+    if dataset is None and isinstance(settings.get("dataset"), str):
+        dataset = settings["dataset"]
+    problem = mirror_problem(kind, dataset)
+    if problem:
+        raise ValueError(problem)
     return kind

@@ -85,7 +85,7 @@ def settings(*argv):
 def test_mirrors_are_refused_where_they_change_the_label():
     assert data.mirror_keeps_label("fashion-mnist") and data.mirror_keeps_label("cifar10")
     assert not data.mirror_keeps_label("mnist") and not data.mirror_keeps_label("idx")
-    with pytest.raises(UsageError, match="--tta flips mirrors the test images, which changes what mnist"):
+    with pytest.raises(UsageError, match="--tta flips mirrors the images, which changes what mnist images show"):
         settings("--dataset", "mnist", "--tta", "flips")
     s, sources = settings("--dataset", "fashion-mnist", "--tta", "flips-shifts")
     assert s["tta"] == "flips-shifts" and sources["tta"] == "flag"
@@ -102,6 +102,10 @@ def test_a_reader_takes_the_flag_else_the_recorded_kind_checked():
         tta.chosen(None, fashion, "mnist")
     with pytest.raises(ValueError, match="unknown dataset"):
         tta.chosen("flips", {}, None)
+    assert tta.chosen("flips", fashion) == "flips"                      # the recorded dataset by default
+    with pytest.raises(ValueError, match="changes what mnist images show"):
+        tta.chosen("flips", {"settings": {"dataset": "mnist"}})
+    assert tta.describe("shifts2") == "shifts2: 25 views averaged"
 
 
 def test_train_evaluate_and_predict_apply_the_recorded_kind(synthetic_idx, tmp_path, capsys):

@@ -134,7 +134,7 @@ def _forward_path(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes:
     # filters along the lanes past MAX_DIRECT_K (see MAX_FLANES_K).  A 1x1 convolution's
     # im2col is a plain copy and the GEMM wins (64 -> 128 on 16x16: 4.40 -> 3.81 ms)
     # A backend whose filter-lanes kernel wins on fewer taps passes its own max_flanes_k
-    # (the Numba backend: NUMBA_MAX_FLANES_K); past it, the direct conv up to MAX_DIRECT_K,
+    # (numba_backend.MAX_FLANES_K); past it, the direct conv up to MAX_DIRECT_K,
     # else im2col + GEMM
     k = c * kh * kw
     widest = max(max_flanes_k, MAX_DIRECT_K)          # the most taps a direct path takes
