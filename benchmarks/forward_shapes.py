@@ -4,6 +4,7 @@ each with the forward path the backend's own plan picks.
 
     python -m benchmarks.forward_shapes numba        # or cython
     python -m benchmarks.forward_shapes numba --every-path   # Numba: each forward path forced (crossovers)
+    python -m benchmarks.forward_shapes numba --load 2       # beside 2 CPU-bound processes (benchmarks/load.py)
     PYTHONPATH=/tmp/old python benchmarks/forward_shapes.py numba    # another source tree
 """
 from __future__ import annotations
@@ -46,16 +47,27 @@ def numba_paths(x, w, b, pad) -> dict:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--load" in argv:
+        import os
+        sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run as a file too (last: PYTHONPATH trees win)
+        from benchmarks.load import competing_load
+        at = argv.index("--load")
+        with competing_load(int(argv[at + 1])):
+            return measure(argv[:at] + argv[at + 2:], f" beside {argv[at + 1]} CPU-bound processes")
+    return measure(argv, "")
+
+
+def measure(argv, load: str) -> int:
     import numpy as np
 
     import fastlenet
     from fastlenet import kernels
-    argv = sys.argv[1:] if argv is None else argv
     kernels.set_num_threads(2)
     names = [a for a in argv if not a.startswith("--")]
     be = kernels.backend(names[0] if names else "numba")
     rng = np.random.default_rng(0)
-    print(f"{be.name} backend from {fastlenet.__file__}, 2 threads")
+    print(f"{be.name} backend from {fastlenet.__file__}, 2 threads{load}")
     for name, (n, c, h, f, k, p) in SHAPES.items():
         x = rng.standard_normal((n, c, h, h), dtype=np.float32)
         w = rng.standard_normal((f, c, k, k), dtype=np.float32) * 0.1
