@@ -26,16 +26,13 @@ SHAPES = {
 
 def numba_paths(x, w, b, pad) -> dict:
     """Median ms of each forward path the Numba kernel can run on this geometry, forced."""
-    import numba
-
-    from fastlenet.kernels import numba_backend as nb
-    from fastlenet.kernels import plan
+    from fastlenet.kernels import numba_conv, plan
     oh = x.shape[2] + 2 * pad - w.shape[2] + 1
     found = {}
-    for code, name in enumerate(plan.FORWARD):
+    for name in plan.FORWARD:
         if name == "direct" and x.shape[1] * w.shape[2] * w.shape[3] > plan.MAX_DIRECT_K:
             continue
-        run = lambda: nb._conv_forward_kernel(x, w, b, 1, pad, oh, oh, 0, 1, code, 0, numba.get_num_threads())  # noqa: E731
+        run = lambda: numba_conv.conv_forward(x, w, b, 1, pad, oh, oh, path=name)  # noqa: E731
         run()
         times = []
         for _ in range(7):

@@ -16,10 +16,11 @@ import time
 def compile_timers(modules):
     """[(compiler seconds, LLVM seconds, kernel name)] for every compiled overload, largest first."""
     from numba.core.registry import CPUDispatcher
-    rows = []
+    rows, seen = [], set()
     for mod in modules:
         for name, obj in vars(mod).items():
-            if isinstance(obj, CPUDispatcher):
+            if isinstance(obj, CPUDispatcher) and id(obj) not in seen:
+                seen.add(id(obj))
                 for sig in obj.overloads:
                     timers = (obj.overloads[sig].metadata or {}).get("timers", {})
                     rows.append((timers.get("compiler_lock", 0.0), timers.get("llvm_lock", 0.0), name))
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
 
     from benchmarks import networks
     from fastlenet import optim
-    from fastlenet.kernels import _numba_options, numba_backend, numba_norm
+    from fastlenet.kernels import _numba_loops, _numba_options, numba_backend, numba_conv, numba_norm
     model = networks.build(argv[0] if argv else "lenet5", "numba")
     opt = optim.Adam(model.params, lr=1e-3, backend="numba")
     rng = np.random.default_rng(0)
@@ -44,9 +45,9 @@ def main(argv=None) -> int:
         opt.step(model.loss_and_grads(x, y)[1])
         steps.append(time.perf_counter() - t0)
     print(f"first step {steps[0]:.2f} s (compiling or loading), second {1000 * steps[1]:.1f} ms")
-    rows = compile_timers((numba_backend, numba_norm, _numba_options))
+    rows = compile_timers((numba_backend, numba_conv, _numba_loops, numba_norm, _numba_options))
     print(f"{len(rows)} kernels compiled; the largest (compiler s, of which LLVM s):")
-    for compiler, llvm, name in rows[:12]:
+    for compiler, llvm, name in rows[:16]:
         print(f"{compiler:7.2f} {llvm:7.2f}  {name}")
     return 0
 

@@ -197,7 +197,7 @@ def _say_if_compiling(backend: str, log) -> None:
         return
     from .kernels import numba_backend
     if not numba_backend.cache_is_warm():
-        log("note: first run of the numba backend: compiling its kernels (tens of seconds, once; "
+        log("note: first run of the numba backend: compiling the kernels this model uses (5-15 s, once; "
             "cached for the next runs)")
 
 

@@ -12,6 +12,10 @@ from numba import njit
 FASTMATH = {"reassoc", "nsz", "contract", "arcp", "afn"}
 SERIAL = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 PARALLEL = dict(SERIAL, parallel=True)
+#: a serial loop nest that Numba types into each kernel calling it instead of compiling
+#: it on its own: a compiled function costs 0.1-0.5 s of a cold start however small,
+#: and each caller's LLVM pass optimises its callees' code again anyway
+INLINE = dict(SERIAL, inline="always")
 
 
 @njit(**SERIAL)

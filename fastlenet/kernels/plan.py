@@ -86,7 +86,7 @@ DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes"
 DX = ("col2im", "col2im_s1")
 
 
-def _round_up(v: int, m: int) -> int:
+def round_up(v: int, m: int) -> int:
     return (v + m - 1) // m * m
 
 
@@ -123,7 +123,7 @@ class ConvPlan:
 def _fills_more_lanes(along: int, other: int, lanes: int) -> bool:
     """Whether ``along`` items (filters, or output columns) along the vector lanes leave
     fewer of them idle than the ``other`` would."""
-    return along * _round_up(other, lanes) > other * _round_up(along, lanes)
+    return along * round_up(other, lanes) > other * round_up(along, lanes)
 
 
 def _forward_path(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes: int, max_flanes_k: int) -> str:

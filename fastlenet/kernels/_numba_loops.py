@@ -1,0 +1,363 @@
+"""The Numba backend's serial loop nests: the per-sample pieces its convolution paths
+are made of (im2col/col2im, the small GEMMs, the direct layouts, ReLU + max pool).
+
+Dimension legend: C channels, H/W input height/width, F filters, KH/KW kernel
+height/width, OH/OW output height/width, L = OH*OW, K = C*KH*KW, s stride, p pad,
+HS/WS padded height/width, M = round16(OH*WS) (a conv-output plane in the stride-WS
+layout), Fq = round16(F) (filters along the lanes).
+
+Every function works on one sample and is inlined into the kernels of
+``numba_conv`` that call it (``_numba_options.INLINE``): only those kernels compile,
+on first use, and are cached.  They are plain index loops on purpose: array-to-array
+statements (``z[i] = b``, ``a += b``) make Numba compile its broadcasting machinery on
+first use, about 2 s of a cold start (``python -m benchmarks.numba_compile`` shows
+where a cold start goes).
+"""
+from __future__ import annotations
+
+from numba import njit
+
+from ._numba_options import INLINE, takes
+
+
+@njit(**INLINE)
+def valid_range(j, s, p, size, out_len):
+    """Output positions o in [lo, hi) whose input index o*s + j - p lies in [0, size)."""
+    lo = 0
+    if p - j > 0:
+        lo = (p - j + s - 1) // s
+    hi = 0
+    if size + p - j > 0:
+        hi = (size + p - j - 1) // s + 1
+    if hi > out_len:
+        hi = out_len
+    if lo > hi:
+        lo = hi
+    return lo, hi
+
+
+@njit(**INLINE)
+def im2col_one(xs, kh, kw, s, p, oh, ow, cols):
+    """xs (C, H, W) -> cols (K, L) for one sample."""
+    c_, h, w = xs.shape
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                lo, hi = valid_range(j, s, p, w, ow)
+                for oy in range(oh):
+                    base = oy * ow
+                    yy = oy * s + i - p
+                    if yy < 0 or yy >= h:
+                        for ox in range(ow):
+                            cols[r, base + ox] = 0
+                        continue
+                    for ox in range(lo):
+                        cols[r, base + ox] = 0
+                    for ox in range(lo, hi):
+                        cols[r, base + ox] = xs[c, yy, ox * s + j - p]
+                    for ox in range(hi, ow):
+                        cols[r, base + ox] = 0
+
+
+@njit(**INLINE)
+def col2im_one(cols, kh, kw, s, p, oh, ow, xs):
+    """xs (C, H, W) += fold(cols (K, L)) for one sample; xs must start zeroed."""
+    c_, h, w = xs.shape
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                lo, hi = valid_range(j, s, p, w, ow)
+                for oy in range(oh):
+                    yy = oy * s + i - p
+                    if yy < 0 or yy >= h:
+                        continue
+                    base = oy * ow
+                    for ox in range(lo, hi):
+                        xs[c, yy, ox * s + j - p] += cols[r, base + ox]
+
+
+# --------------------------------------------------------------------------- small GEMMs
+@njit(**INLINE)
+def gemm(a, bm, bias, out):
+    """out (M, L) = a (M, K) @ bm (K, L) (+ bias[m] per row when bias.size == M).
+
+    Four output rows are updated per pass over a row of ``bm``, so each loaded
+    element of ``bm`` feeds four multiply-adds; the inner loop is contiguous and
+    vectorises."""
+    m_, k_ = a.shape
+    l_ = bm.shape[1]
+    with_bias = bias.shape[0] == m_
+    m = 0
+    while m < m_:
+        rows = min(4, m_ - m)
+        for r in range(rows):
+            v0 = bias[m + r] if with_bias else 0.0
+            for li in range(l_):
+                out[m + r, li] = v0
+        if rows == 4:
+            o0, o1, o2, o3 = out[m], out[m + 1], out[m + 2], out[m + 3]
+            for ki in range(k_):
+                w0, w1, w2, w3 = a[m, ki], a[m + 1, ki], a[m + 2, ki], a[m + 3, ki]
+                src = bm[ki]
+                for li in range(l_):
+                    v = src[li]
+                    o0[li] += w0 * v
+                    o1[li] += w1 * v
+                    o2[li] += w2 * v
+                    o3[li] += w3 * v
+        else:
+            for r in range(rows):
+                o = out[m + r]
+                for ki in range(k_):
+                    w0 = a[m + r, ki]
+                    src = bm[ki]
+                    for li in range(l_):
+                        o[li] += w0 * src[li]
+        m += rows
+
+
+@njit(**INLINE)
+def gemm_nt_acc(g, cols, dw, db):
+    """dw (F, K) += g (F, L) @ cols (K, L)^T and db (F,) += row sums of g;
+    four columns of dW per pass over a row of g (reductions vectorised by fastmath)."""
+    f_, l_ = g.shape
+    k_ = cols.shape[0]
+    for fi in range(f_):
+        gr = g[fi]
+        acc_b = gr[0] * 0
+        for li in range(l_):
+            acc_b += gr[li]
+        db[fi] += acc_b
+        ki = 0
+        while ki + 4 <= k_:
+            c0, c1, c2, c3 = cols[ki], cols[ki + 1], cols[ki + 2], cols[ki + 3]
+            a0 = a1 = a2 = a3 = gr[0] * 0
+            for li in range(l_):
+                v = gr[li]
+                a0 += v * c0[li]
+                a1 += v * c1[li]
+                a2 += v * c2[li]
+                a3 += v * c3[li]
+            dw[fi, ki] += a0
+            dw[fi, ki + 1] += a1
+            dw[fi, ki + 2] += a2
+            dw[fi, ki + 3] += a3
+            ki += 4
+        while ki < k_:
+            c0 = cols[ki]
+            a0 = gr[0] * 0
+            for li in range(l_):
+                a0 += gr[li] * c0[li]
+            dw[fi, ki] += a0
+            ki += 1
+
+
+@njit(**INLINE)
+def relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
+    """y (F, PH, PW), arg = maxpool(relu(conv output)) for a conv output stored flat in z,
+    value (f, oy, ox) at z[f*fs + oy*rs + ox*cs] (any of the layouts below); arg is
+    oy*OW + ox of the window's first max, -1 where that max is <= 0 (no gradient).
+    Selects, not branches: the data decide, and would mispredict."""
+    f_, ph, pw = y.shape
+    for fi in range(f_):
+        for py in range(ph):
+            for px in range(pw):
+                y0, x0 = py * ps, px * ps
+                best = z[fi * fs + y0 * rs + x0 * cs]
+                top = y0 * ow + x0
+                for a in range(size):
+                    for bb in range(size):
+                        v = z[fi * fs + (y0 + a) * rs + (x0 + bb) * cs]
+                        gt = takes(v, best)
+                        top = (y0 + a) * ow + x0 + bb if gt else top
+                        best = v if gt else best
+                y[fi, py, px] = 0.0 if best <= 0 else best        # NaN stays NaN
+                arg[fi, py, px] = top if best > 0 else -1
+
+
+# --------------------------------------------------------------------------- direct convolution layouts
+# Stride 1, no im2col.  Each sample is copied into zero-padded planes xp (C, HS, WS)
+# (HS = H + 2 pad, WS = W + 2 pad) kept flat, and every conv-output plane is laid out
+# with the same row stride WS ("stride-WS layout": z[f, oy*WS + ox], columns
+# ox >= OW are don't-cares, zero in gradients).  Then a tap (c, i, j) of the
+# convolution is one long contiguous loop over a whole plane,
+#     z[f, q] += w[f, c, i, j] * xp[c, i*WS + j + q]      q in [0, OH*WS)
+# which LLVM vectorises without remainder work (Numba has no register tiles, and
+# row-by-row loops of 10 or 28 elements would mostly run scalar).  dW is the same
+# loop as a dot product, and dx a GEMM on the stride-WS layout followed by the same
+# shifted adds into padded dx planes.  Plane loops run over M = OH*WS rounded up to
+# 16 (whole vectors, no scalar remainder); padded planes carry WS + 16 elements of
+# slack at the end for the shifted reads of the last row.
+
+
+#: its layouts round to 16 lanes (LLVM vectorises the loops for the CPU): the plans' width
+LANES = 16
+
+
+@njit(**INLINE)
+def round16(v):
+    return (v + 15) // 16 * 16
+
+
+@njit(**INLINE)
+def pad_into(xs, pad, ws, xp):
+    """xs (C, H, W) -> the interior of the flat padded planes xp (C, HS*WS + WS + 16)."""
+    c_, h, w = xs.shape
+    for c in range(c_):
+        for y in range(h):
+            row = (y + pad) * ws + pad
+            for x in range(w):
+                xp[c, row + x] = xs[c, y, x]
+
+
+@njit(**INLINE)
+def conv_planes(xp, w, b, kh, kw, ws, z):
+    """z (F, M) = b + conv(xp), stride-WS layout (M >= OH*WS)."""
+    f_, c_ = w.shape[0], w.shape[1]
+    m = z.shape[1]
+    for fi in range(f_):
+        zf = z[fi]
+        zf[:] = b[fi]
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    wv = w[fi, c, i, j]
+                    src = xp[c, i * ws + j:i * ws + j + m]
+                    for q in range(m):
+                        zf[q] += wv * src[q]
+
+
+# Narrow rows with many filters (LeNet C3: 10 columns, 16 filters): a plane loop of
+# OH*WS elements is too short to amortise its set-up for every (filter, tap), so the
+# filters go along the lanes instead.  The input is expanded to Fq = round16(F)
+# lanes per pixel, xe[c, y, x*Fq + f] = xp[c, y, x], and the weights tiled OW times,
+# wt[tap, ox*Fq + f] = w[f, tap]; then one output row of every filter is one loop
+#     z[oy, ox*Fq + f] += xe[c, oy + i, (ox + j)*Fq + f] * wt[tap, ox*Fq + f]
+# over OW*Fq elements, and dW one loop over KW*Fq elements per pixel.  The layout
+# rule is the Cython backend's: whichever of filters and columns fills more lanes.
+
+@njit(**INLINE)
+def expand_lanes(xp, hs, ws, fq, xe):
+    """xe[c, y, x*Fq + f] = xp[c, y*WS + x] for every lane f < Fq (xp flat planes)."""
+    c_ = xe.shape[0]
+    for c in range(c_):
+        for y in range(hs):
+            for x in range(ws):
+                v = xp[c, y * ws + x]
+                for f in range(fq):
+                    xe[c, y, x * fq + f] = v
+
+
+@njit(**INLINE)
+def conv_filter_lanes(xe, wt, bt, kh, kw, fq, z):
+    """z (OH, OW*Fq) = bt + conv, filters along the lanes."""
+    c_ = xe.shape[0]
+    oh, m = z.shape[0], z.shape[1]
+    for oy in range(oh):
+        for q in range(m):
+            z[oy, q] = bt[q]
+    t = 0
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                wr = wt[t]
+                t += 1
+                for oy in range(oh):
+                    zr = z[oy]
+                    xr = xe[c, oy + i, j * fq:j * fq + m]
+                    for q in range(m):
+                        zr[q] += xr[q] * wr[q]
+
+
+@njit(**INLINE)
+def dw_filter_lanes(xe, dzt, kh, kw, fq, s, oh, ow, dwt):
+    """dwt[c*KH + i, j*Fq + f] += sum_{oy,ox} xe[c, oy*s + i, (ox*s + j)*Fq + f] * dzt[oy*OW + ox, j*Fq + f]
+    (dzt: dz transposed, its Fq lanes repeated KW times; s the stride)."""
+    c_ = xe.shape[0]
+    m = kw * fq
+    for c in range(c_):
+        for i in range(kh):
+            row = dwt[c * kh + i]
+            for oy in range(oh):
+                for ox in range(ow):
+                    xr = xe[c, oy * s + i, ox * s * fq:ox * s * fq + m]
+                    dr = dzt[oy * ow + ox]
+                    for q in range(m):
+                        row[q] += xr[q] * dr[q]
+
+
+@njit(**INLINE)
+def dw_planes(xp, dz, kh, kw, ws, dw):
+    """dw (F, C, KH, KW) += sum_q dz[f, q] * xp[c, i*WS + j + q] (dz stride-WS, zero
+    past OW in each row)."""
+    f_, c_ = dw.shape[0], dw.shape[1]
+    m = dz.shape[1]
+    for fi in range(f_):
+        g = dz[fi]
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    src = xp[c, i * ws + j:i * ws + j + m]
+                    acc = g[0] * 0
+                    for q in range(m):
+                        acc += g[q] * src[q]
+                    dw[fi, c, i, j] += acc
+
+
+@njit(**INLINE)
+def col2im_planes(dcols, kh, kw, ws, dxp):
+    """dxp[c, i*WS + j + q] += dcols[(c, i, j), q]: col2im in the stride-WS layout
+    (dcols is zero in the don't-care columns, so they add nothing)."""
+    c_ = dxp.shape[0]
+    m = dcols.shape[1]
+    r = 0
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                dst = dxp[c, i * ws + j:i * ws + j + m]
+                src = dcols[r]
+                r += 1
+                for q in range(m):
+                    dst[q] += src[q]
+
+
+@njit(**INLINE)
+def to_planes(dz, oh, ow, ws, dzp):
+    """dzp (F, M) = dz (F, L) in the stride-WS layout (zero past OW in each row)."""
+    dzp[:] = 0
+    for fi in range(dz.shape[0]):
+        for oy in range(oh):
+            for ox in range(ow):
+                dzp[fi, oy * ws + ox] = dz[fi, oy * ow + ox]
+
+
+@njit(**INLINE)
+def im2row_one(xs, kh, kw, s, p, oh, ow, rows):
+    """rows (L, K) = im2col(xs) transposed: rows[oy*OW + ox, (c, i, j)] = xpad[c, oy*s + i, ox*s + j]."""
+    c_, h, w = xs.shape
+    for oy in range(oh):
+        for ox in range(ow):
+            r = rows[oy * ow + ox]
+            t = 0
+            for c in range(c_):
+                for i in range(kh):
+                    yy = oy * s + i - p
+                    for j in range(kw):
+                        xx = ox * s + j - p
+                        r[t] = xs[c, yy, xx] if 0 <= yy < h and 0 <= xx < w else 0
+                        t += 1
+
+
+@njit(**INLINE)
+def gemm_acc(a, bm, out):
+    """out (M, K) += a (M, L) @ bm (L, K); the inner loop runs over K (contiguous)."""
+    m_, l_ = a.shape
+    for mi in range(m_):
+        o = out[mi]
+        for li in range(l_):
+            v = a[mi, li]
+            src = bm[li]
+            for ki in range(bm.shape[1]):
+                o[ki] += v * src[ki]

@@ -1,0 +1,376 @@
+"""The Numba backend's convolution: one serial kernel per plan path, run over blocks of
+samples on T threads.
+
+Dimension legend: N batch, C channels, H/W input height/width, F filters, KH/KW kernel
+height/width, OH/OW output height/width, L = OH*OW, K = C*KH*KW, s stride, p pad,
+HS/WS padded height/width, M = round16(OH*WS) (a conv-output plane in the stride-WS
+layout), Fq = round16(F) (filters along the lanes), PH/PW pooled height/width,
+SB samples per block, T threads, B = ceil(N / SB) blocks.
+
+Each convolution runs the plan of ``fastlenet.kernels.plan`` (the Cython backend's,
+path for path; Numba has no register tiles, so the pool variants are one ReLU + pool
+over the conv output).  The batch is cut into blocks of SB samples; ``_block_threads``
+hands them to T threads; each block writes its own outputs and its own dW/db
+partial, summed in block order at the end, so results do not depend on the thread
+count.  A kernel allocates its workspaces itself, once per block: LLVM then knows
+they alias nothing and vectorises the loops over them without run-time overlap
+checks (the same loops over workspaces passed in ran up to 1.3x slower: 3x3,
+32 -> 64 on 16x16, 1 thread, 39 vs 50 ms).
+
+Every path is its own kernel (``forward_*``, ``dw_*``, ``dx_*`` below), so a model
+compiles only the paths its layers take: a cold start compiles a few small kernels,
+not one parallel kernel holding every path (``python -m benchmarks.numba_compile``).
+Forward and backward of each path sit side by side.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit
+
+from . import plan
+from ._block_threads import run_blocks
+from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, conv_planes, dw_filter_lanes,
+                           dw_planes, expand_lanes, gemm, gemm_acc, gemm_nt_acc, im2col_one, im2row_one,
+                           pad_into, relu_maxpool, round16, to_planes)
+from ._numba_options import INLINE, SERIAL
+
+SB = 16                                  # samples per block (Cython's SB)
+#: the backward passes dz from its dW kernel to its dx kernel this many bytes at a time
+#: (a few samples of a large layer), so that the dx kernel finds them in L2
+DZ_BYTES = 128 * 1024
+
+#: the most taps (C*KH*KW) this backend's filter-lanes forward takes (plan.conv2d's
+#: max_flanes_k).  Measured 2026-12-06 (AMD EPYC Zen 4, 2 threads, float32, medians of 7,
+#: ms, direct / im2col_gemm / filter lanes; `python -m benchmarks.forward_shapes numba
+#: --every-path`): LeNet C3 (K 150) 3.07 / 3.81 / 2.55; K 288
+#: (3x3, 32 -> 64, 16x16) 19.99 / 20.46 / 28.84; K 400 (5x5 pad 2, 16 -> 32) 14.59 / 16.38
+#: / 20.59; K 576 (64 -> 64, 8x8) - / 9.45 / 14.47; K 1152 - / 16.59 / 36.29.  Its layout
+#: (the input expanded per filter lane) loses once the taps outgrow the caches, unlike
+#: the Cython kernel's (plan.MAX_FLANES_K)
+MAX_FLANES_K = 256
+
+
+def conv_plan(x_shape, w_shape, stride, pad, pool=None) -> plan.ConvPlan:
+    """The plan this backend runs for the geometry (its lanes and filter-lanes crossover)."""
+    return plan.conv2d(x_shape, w_shape, stride, pad, pool, LANES, MAX_FLANES_K)
+
+
+def _blocks(n: int) -> int:
+    return (n + SB - 1) // SB
+
+
+def _block_range(q: int, n: int):
+    return q * SB, min(n, (q + 1) * SB)
+
+
+# --------------------------------------------------------------------------- forward
+@njit(**INLINE)
+def _emit(z, fs, rs, cs, ow, size, ps, ys, args):
+    """One sample's output from its conv output, value (f, oy, ox) at z.flat[f*fs + oy*rs + ox*cs]:
+    maxpool(relu(.)) into ys (F, PH, PW) and its argmax into args when size > 0, else
+    the conv output itself into ys (F, OH, OW)."""
+    zf = z.reshape(z.size)
+    if size:
+        relu_maxpool(zf, fs, rs, cs, ow, size, ps, ys, args)
+        return
+    f_, oh, ow_ = ys.shape
+    for fi in range(f_):
+        for oy in range(oh):
+            for ox in range(ow_):
+                ys[fi, oy, ox] = zf[fi * fs + oy * rs + ox * cs]
+
+
+@njit(**SERIAL)
+def forward_im2col_gemm(x, wm, b, kh, kw, s, p, oh, ow, size, ps, lo, hi, y, arg):
+    """Samples lo..hi of y: cols (K, L) = im2col, z (F, L) = wm (F, K) @ cols + b."""
+    cols = np.empty((wm.shape[1], oh * ow), dtype=x.dtype)
+    z = np.empty((wm.shape[0], oh * ow), dtype=x.dtype)
+    for n_ in range(lo, hi):
+        im2col_one(x[n_], kh, kw, s, p, oh, ow, cols)
+        gemm(wm, cols, b, z)
+        _emit(z, oh * ow, ow, 1, ow, size, ps, y[n_], arg[n_])
+
+
+@njit(**SERIAL)
+def forward_direct(x, w, b, p, oh, ow, size, ps, lo, hi, y, arg):
+    """Samples lo..hi of y, stride 1: padded planes xp (C, HS*WS + WS + 16), z (F, M) = b + conv
+    in the stride-WS layout."""
+    f_, c_, kh, kw = w.shape
+    hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
+    xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
+    z = np.empty((f_, round16(oh * ws)), dtype=x.dtype)
+    for n_ in range(lo, hi):
+        pad_into(x[n_], p, ws, xp)
+        conv_planes(xp, w, b, kh, kw, ws, z)
+        _emit(z, z.shape[1], ws, 1, ow, size, ps, y[n_], arg[n_])
+
+
+@njit(**SERIAL)
+def forward_filter_lanes(x, wt, bt, kh, kw, p, oh, ow, size, ps, lo, hi, y, arg):
+    """Samples lo..hi of y, stride 1: xe (C, HS, WS*Fq) the padded input per filter lane,
+    z (OH, OW*Fq) = bt + conv with the filters along the lanes."""
+    c_ = x.shape[1]
+    hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
+    fq = bt.shape[0] // ow
+    xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
+    xe = np.empty((c_, hs, ws * fq), dtype=x.dtype)
+    z = np.empty((oh, ow * fq), dtype=x.dtype)
+    for n_ in range(lo, hi):
+        pad_into(x[n_], p, ws, xp)
+        expand_lanes(xp, hs, ws, fq, xe)
+        conv_filter_lanes(xe, wt, bt, kh, kw, fq, z)
+        _emit(z, 1, ow * fq, fq, ow, size, ps, y[n_], arg[n_])
+
+
+def tiled_weights(w, b, ow, fq):
+    """wt (K, OW*Fq) and bt (OW*Fq,): the weights and bias repeated for each output column,
+    wt[tap, ox*Fq + f] = w[f, tap] (zero in the lanes past F)."""
+    f_, k = w.shape[0], w[0].size
+    wt = np.zeros((k, ow, fq), dtype=w.dtype)
+    wt[:, :, :f_] = w.reshape(f_, k).T[:, None, :]
+    bt = np.zeros((ow, fq), dtype=w.dtype)
+    bt[:, :f_] = b
+    return wt.reshape(k, ow * fq), bt.reshape(ow * fq)
+
+
+def _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg):
+    """run(lo, hi): the forward path's kernel on samples lo..hi."""
+    f_, c_, kh, kw = w.shape
+    if path == "im2col_gemm":
+        wm = np.ascontiguousarray(w.reshape(f_, c_ * kh * kw))
+        return lambda lo, hi: forward_im2col_gemm(x, wm, b, kh, kw, stride, pad, oh, ow, size, ps, lo, hi, y, arg)
+    if path == "direct":
+        return lambda lo, hi: forward_direct(x, w, b, pad, oh, ow, size, ps, lo, hi, y, arg)
+    wt, bt = tiled_weights(w, b, ow, plan.round_up(f_, LANES))
+    return lambda lo, hi: forward_filter_lanes(x, wt, bt, kh, kw, pad, oh, ow, size, ps, lo, hi, y, arg)
+
+
+def conv_forward(x, w, b, stride, pad, oh, ow, size=0, ps=1, path=None):
+    """(y, arg): y (N, F, OH, OW) = conv(x) + b, or with size > 0 y (N, F, PH, PW) =
+    maxpool(relu(conv(x) + b)) and arg (N, F, PH, PW) = oy*OW + ox of each window's first
+    max (-1 where it is <= 0); arg is (N, 1, 1, 1) and unused without the pool.
+    ``path`` forces a forward path (plan.FORWARD; the direct ones need stride 1), as the
+    crossover benchmarks do; by default the plan's."""
+    n, f_ = x.shape[0], w.shape[0]
+    path = path or conv_plan(x.shape, w.shape, stride, pad, (size, ps) if size else None).forward
+    if size:
+        ph, pw = (oh - size) // ps + 1, (ow - size) // ps + 1
+        y = np.empty((n, f_, ph, pw), dtype=x.dtype)
+        arg = np.empty((n, f_, ph, pw), dtype=np.int32)
+    else:
+        y = np.empty((n, f_, oh, ow), dtype=x.dtype)
+        arg = np.empty((n, 1, 1, 1), dtype=np.int32)
+    run = _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg)
+    run_blocks(lambda q, t: run(*_block_range(q, n)), _blocks(n), numba.get_num_threads())
+    return y, arg
+
+
+# --------------------------------------------------------------------------- backward
+@njit(**INLINE)
+def _block_output_grads(g4, arg, fused, l_, lo, hi, db):
+    """dzb (hi - lo, F, L): the conv-output gradient of samples lo..hi (L outputs each):
+    g4[n] itself, or with ``fused`` the pooled gradient g4[n] (F, PH*PW) routed to each
+    window's max (arg); db (F,) += its sums."""
+    f_ = g4.shape[1]
+    dzb = np.zeros((hi - lo, f_, l_), dtype=g4.dtype)
+    for n_ in range(lo, hi):
+        dz = dzb[n_ - lo]
+        if fused:
+            a = arg[n_].reshape(f_, g4.shape[2])
+            for fi in range(f_):
+                for q in range(g4.shape[2]):
+                    if a[fi, q] >= 0:
+                        dz[fi, a[fi, q]] += g4[n_, fi, q]
+        else:
+            for fi in range(f_):
+                for li in range(l_):
+                    dz[fi, li] = g4[n_, fi, li]
+        for fi in range(f_):
+            acc = dz[fi, 0] * 0
+            for li in range(l_):
+                acc += dz[fi, li]
+            db[fi] += acc
+    return dzb
+
+
+@njit(**SERIAL)
+def dw_gemm_im2col(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dw, db):
+    """Samples lo..hi: dz (F, L) of each, dw (F, K) += dz @ im2col (K, L)^T, db += row sums of dz;
+    returns the block's dz (hi - lo, F, L)."""
+    dzb = _block_output_grads(g4, arg, fused, oh * ow, lo, hi, db)
+    cols = np.empty((dw.shape[1], oh * ow), dtype=x.dtype)
+    unused_db = np.zeros(dw.shape[0], dtype=x.dtype)
+    acc = np.zeros(dw.shape, dtype=x.dtype)
+    for n_ in range(lo, hi):
+        im2col_one(x[n_], kh, kw, s, p, oh, ow, cols)
+        gemm_nt_acc(dzb[n_ - lo], cols, acc, unused_db)
+    _add_into(acc, dw)
+    return dzb
+
+
+@njit(**SERIAL)
+def dw_gemm_im2row(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dw, db):
+    """Samples lo..hi: dz of each, dw (F, K) += dz (F, L) @ im2row (L, K), db += row sums of
+    dz; returns the block's dz (hi - lo, F, L)."""
+    dzb = _block_output_grads(g4, arg, fused, oh * ow, lo, hi, db)
+    rows = np.empty((oh * ow, dw.shape[1]), dtype=x.dtype)
+    acc = np.zeros(dw.shape, dtype=x.dtype)
+    for n_ in range(lo, hi):
+        im2row_one(x[n_], kh, kw, s, p, oh, ow, rows)
+        gemm_acc(dzb[n_ - lo], rows, acc)
+    _add_into(acc, dw)
+    return dzb
+
+
+@njit(**SERIAL)
+def dw_direct_column_lanes(g4, arg, fused, x, kh, kw, p, oh, ow, lo, hi, dw4, db):
+    """Samples lo..hi, stride 1: dz of each, dw4 (F, C, KH, KW) += dot products of dz (in the
+    stride-WS planes dzp (F, M)) with the padded input planes xp, db += row sums of dz;
+    returns the block's dz (hi - lo, F, L)."""
+    dzb = _block_output_grads(g4, arg, fused, oh * ow, lo, hi, db)
+    f_, c_ = dw4.shape[0], dw4.shape[1]
+    hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
+    xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
+    dzp = np.empty((f_, round16(oh * ws)), dtype=x.dtype)
+    for n_ in range(lo, hi):
+        pad_into(x[n_], p, ws, xp)
+        to_planes(dzb[n_ - lo], oh, ow, ws, dzp)
+        dw_planes(xp, dzp, kh, kw, ws, dw4)
+    return dzb
+
+
+@njit(**SERIAL)
+def dw_direct_filter_lanes(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dwt, db):
+    """Samples lo..hi: dz of each, dwt (C*KH, KW*Fq) += dW with the filters along the lanes
+    (dzt (L, KW*Fq): dz transposed, its Fq lanes repeated KW times), db += row sums of dz;
+    returns the block's dz (hi - lo, F, L)."""
+    dzb = _block_output_grads(g4, arg, fused, oh * ow, lo, hi, db)
+    c_, f_ = x.shape[1], g4.shape[1]
+    hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
+    fq = dwt.shape[1] // kw
+    xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
+    xe = np.empty((c_, hs, ws * fq), dtype=x.dtype)
+    dzt = np.zeros((oh * ow, kw * fq), dtype=x.dtype)
+    acc = np.zeros(dwt.shape, dtype=x.dtype)
+    for n_ in range(lo, hi):
+        pad_into(x[n_], p, ws, xp)
+        expand_lanes(xp, hs, ws, fq, xe)
+        dz = dzb[n_ - lo]
+        for li in range(oh * ow):
+            for j in range(kw):
+                for fi in range(f_):
+                    dzt[li, j * fq + fi] = dz[fi, li]
+        dw_filter_lanes(xe, dzt, kh, kw, fq, s, oh, ow, acc)
+    _add_into(acc, dwt)
+    return dzb
+
+
+@njit(**INLINE)
+def _add_into(acc, out):
+    """out (R, Q) += acc (R, Q)."""
+    for r in range(acc.shape[0]):
+        for q in range(acc.shape[1]):
+            out[r, q] += acc[r, q]
+
+
+@njit(**SERIAL)
+def dx_col2im_s1(dzb, wtr, kh, kw, p, oh, ow, lo, hi, dx):
+    """dx[n] (C, H, W) of samples lo..hi, stride 1: dcols (K, M) = wtr (K, F) @ dz in the
+    stride-WS layout (dzp), folded into the padded planes dxp with whole rows, then cropped."""
+    c_, h, wd = dx.shape[1], dx.shape[2], dx.shape[3]
+    hs, ws = h + 2 * p, wd + 2 * p
+    m = round16(oh * ws)
+    dzp = np.empty((dzb.shape[1], m), dtype=dx.dtype)
+    dcols = np.empty((wtr.shape[0], m), dtype=dx.dtype)
+    dxp = np.empty((c_, hs * ws + ws + 16), dtype=dx.dtype)
+    no_bias = np.zeros(0, dtype=dx.dtype)
+    for n_ in range(lo, hi):
+        to_planes(dzb[n_ - lo], oh, ow, ws, dzp)
+        gemm(wtr, dzp, no_bias, dcols)
+        dxp[:] = 0
+        col2im_planes(dcols, kh, kw, ws, dxp)
+        for c in range(c_):
+            for yy in range(h):
+                row = (yy + p) * ws + p
+                for xx in range(wd):
+                    dx[n_, c, yy, xx] = dxp[c, row + xx]
+
+
+@njit(**SERIAL)
+def dx_col2im(dzb, wtr, kh, kw, s, p, oh, ow, lo, hi, dx):
+    """dx[n] (C, H, W) of samples lo..hi, any stride: dcols (K, L) = wtr (K, F) @ dz, folded
+    element by element."""
+    dcols = np.empty((wtr.shape[0], oh * ow), dtype=dx.dtype)
+    no_bias = np.zeros(0, dtype=dx.dtype)
+    for n_ in range(lo, hi):
+        gemm(wtr, dzb[n_ - lo], no_bias, dcols)
+        dx[n_] = 0
+        col2im_one(dcols, kh, kw, s, p, oh, ow, dx[n_])
+
+
+def add_filter_lanes(dwt, dw):
+    """dw (F, C, KH, KW) += dwt (C*KH, KW*Fq), the filter-lanes layout of dW."""
+    f_, c_, kh, kw = dw.shape
+    dw += dwt.reshape(c_, kh, kw, -1)[..., :f_].transpose(3, 0, 1, 2)
+
+
+def _dw_block(path, g4, arg, fused, x, w, stride, pad, oh, ow, dw_part, db_part):
+    """run(q, lo, hi) -> dz of the block: the plan's dW path on block q (samples lo..hi)."""
+    f_, c_, kh, kw = w.shape
+    if path == "gemm_im2col":
+        return lambda q, lo, hi: dw_gemm_im2col(g4, arg, fused, x, kh, kw, stride, pad, oh, ow, lo, hi,
+                                                dw_part[q].reshape(f_, c_ * kh * kw), db_part[q])
+    if path == "gemm_im2row":
+        return lambda q, lo, hi: dw_gemm_im2row(g4, arg, fused, x, kh, kw, stride, pad, oh, ow, lo, hi,
+                                                dw_part[q].reshape(f_, c_ * kh * kw), db_part[q])
+    if path == "direct_column_lanes":
+        return lambda q, lo, hi: dw_direct_column_lanes(g4, arg, fused, x, kh, kw, pad, oh, ow, lo, hi,
+                                                        dw_part[q].reshape(f_, c_, kh, kw), db_part[q])
+    return lambda q, lo, hi: dw_direct_filter_lanes(g4, arg, fused, x, kh, kw, stride, pad, oh, ow, lo, hi,
+                                                    dw_part[q].reshape(c_ * kh, -1), db_part[q])
+
+
+def _dx_block(path, x, w, stride, pad, oh, ow, dx):
+    """run(lo, hi, dzb): the plan's dx path on samples lo..hi."""
+    f_, c_, kh, kw = w.shape
+    wtr = np.ascontiguousarray(w.reshape(f_, c_ * kh * kw).T)             # (K, F)
+    if path == "col2im_s1":
+        return lambda lo, hi, dzb: dx_col2im_s1(dzb, wtr, kh, kw, pad, oh, ow, lo, hi, dx)
+    return lambda lo, hi, dzb: dx_col2im(dzb, wtr, kh, kw, stride, pad, oh, ow, lo, hi, dx)
+
+
+def conv_backward(grad, arg, x, w, stride, pad, oh, ow, need_dx, fused, pool=None):
+    """(dx | None, dW, db) of the convolution of x (N, C, H, W) by w (F, C, KH, KW):
+    grad is dy (N, F, OH, OW), or with ``fused`` the pooled gradient (N, F, PH, PW) of
+    maxpool(relu(conv)) with its argmax ``arg`` (``pool`` = (size, stride))."""
+    n, c_ = x.shape[0], x.shape[1]
+    f_, _, kh, kw = w.shape
+    the_plan = conv_plan(x.shape, w.shape, stride, pad, pool)
+    blocks, dt = _blocks(n), x.dtype
+    lanes = the_plan.dw == "direct_filter_lanes"           # its partials: (C*KH, KW*Fq) layout
+    dw_part = np.zeros((blocks, c_ * kh * kw * plan.round_up(f_, LANES) if lanes else f_ * c_ * kh * kw), dtype=dt)
+    db_part = np.zeros((blocks, f_), dtype=dt)
+    dx = np.empty(x.shape, dtype=dt) if need_dx else None
+    g4 = grad.reshape(n, f_, grad.shape[2] * grad.shape[3])
+    dw_run = _dw_block(the_plan.dw, g4, arg, bool(fused), x, w, stride, pad, oh, ow, dw_part, db_part)
+    dx_run = _dx_block(the_plan.dx, x, w, stride, pad, oh, ow, dx) if need_dx else None
+
+    step = max(1, min(SB, DZ_BYTES // (f_ * oh * ow * x.itemsize)))      # samples whose dz stay in L2
+
+    def run_block(q, t):
+        start, end = _block_range(q, n)
+        for lo in range(start, end, step):
+            hi = min(end, lo + step)
+            dzb = dw_run(q, lo, hi)
+            if dx_run is not None:
+                dx_run(lo, hi, dzb)
+
+    run_blocks(run_block, blocks, numba.get_num_threads())
+    # the block partials summed in block order (NumPy reduces axis 0 row after row)
+    if lanes:
+        dw = np.zeros(w.shape, dtype=dt)
+        add_filter_lanes(dw_part.sum(axis=0).reshape(c_ * kh, -1), dw)
+    else:
+        dw = dw_part.sum(axis=0).reshape(w.shape)
+    return dx, dw, db_part.sum(axis=0)

@@ -1,0 +1,77 @@
+"""The Numba convolution's pieces: each forward path forced on one geometry (the crossover
+benchmarks run them so) against the reference, and the block thread pool that runs
+every Numba kernel."""
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+from checks import assert_close
+from fastlenet.kernels import _block_threads, numba_conv, plan
+from fastlenet.kernels import reference as ref
+
+# stride 1, OW >= 8, K <= 512: every forward path can run it
+GEOMETRY = ((3, 4, 11, 12), (10, 4, 3, 3), 1, 1)
+
+
+@pytest.mark.parametrize("pool", [None, (2, 2), (3, 2)])
+@pytest.mark.parametrize("path", plan.FORWARD)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_forward_path_forced_matches_the_reference(path, pool, dtype):
+    x_shape, w_shape, stride, pad = GEOMETRY
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    oh, ow = x_shape[2] + 2 * pad - 2, x_shape[3] + 2 * pad - 2
+    expected = ref._conv2d_forward_impl(x, w, b, stride, pad, oh, ow)
+    if pool is None:
+        y, _ = numba_conv.conv_forward(x, w, b, stride, pad, oh, ow, path=path)
+    else:
+        y, arg = numba_conv.conv_forward(x, w, b, stride, pad, oh, ow, *pool, path=path)
+        expected, _ = ref._maxpool2d_forward_impl(np.maximum(expected, 0), pool[0], pool[1],
+                                                  (oh - pool[0]) // pool[1] + 1, (ow - pool[0]) // pool[1] + 1)
+        assert arg.shape == y.shape
+    assert_close(f"{path} {pool}", y, expected)
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 7, 40])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_run_blocks_runs_every_block_once_with_a_thread_id_in_range(blocks, threads):
+    seen, ids, lock = [], set(), threading.Lock()
+
+    def run_block(q, t):
+        with lock:
+            seen.append(q)
+            ids.add(t)
+
+    _block_threads.run_blocks(run_block, blocks, threads)
+    assert sorted(seen) == list(range(blocks))
+    assert ids <= set(range(min(threads, blocks)))
+
+
+def test_run_blocks_re_raises_a_blocks_error_after_every_thread_stopped():
+    def run_block(q, t):
+        if q == 3:
+            raise ValueError("block 3 failed")
+
+    with pytest.raises(ValueError, match="block 3 failed"):
+        _block_threads.run_blocks(run_block, 8, 2)
+    done = []
+    _block_threads.run_blocks(lambda q, t: done.append(q), 4, 2)      # the pool still works
+    assert sorted(done) == [0, 1, 2, 3]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_a_pool_of_its_own():
+    _block_threads.run_blocks(lambda q, t: None, 4, 2)                 # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:                                                       # child: must not wait on dead threads
+        signal.alarm(30)                                               # (a hang would end the child, not the suite)
+        done = []
+        _block_threads.run_blocks(lambda q, t: done.append(q), 6, 2)
+        os._exit(0 if sorted(done) == list(range(6)) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
