@@ -193,24 +193,31 @@ def _avgpool2d_backward_impl(dy, x_shape, size, stride):
 # over the batch in order: results do not depend on the thread count.
 ROWS = 32                               # dense-layer rows per block
 DW_ROWS = 16                            # rows of dW (inputs) per block
-ADAM_BLOCK = 1 << 15                    # parameters per Adam block
+ADAM_BLOCK = 1 << 17                    # parameters per Adam block (LeNet-5's 61,706: one)
+#: a dense layer with fewer multiply-adds than this runs on the calling thread: waking
+#: a worker costs about 50 us, more than such a layer's whole product (84 -> 10 at batch
+#: 256 is 0.2 M)
+DENSE_SERIAL_MACS = 1 << 20
+
+
+def _dense_threads(n: int, d: int, u: int) -> int:
+    return 1 if n * d * u < DENSE_SERIAL_MACS else numba.get_num_threads()
 
 
 @njit(**_SERIAL)
 def _linear_rows(x, w, b, relu, lo, hi, y):
     """y[lo:hi] (rows, U) = x[lo:hi] (rows, D) @ w (D, U) + b, ReLU'd with relu."""
     d, u = w.shape
+    acc = np.empty(u, dtype=y.dtype)    # a row of its own: the loop over w's rows vectorises
     for r in range(lo, hi):
         for j in range(u):
-            y[r, j] = b[j]
+            acc[j] = b[j]
         for k in range(d):
             v = x[r, k]
             for j in range(u):
-                y[r, j] += v * w[k, j]
-        if relu:
-            for j in range(u):
-                if y[r, j] < 0:          # NaN stays NaN, like np.maximum
-                    y[r, j] = 0
+                acc[j] += v * w[k, j]
+        for j in range(u):
+            y[r, j] = 0 if relu and acc[j] < 0 else acc[j]        # NaN stays NaN, like np.maximum
 
 
 def _linear_forward(x, w, b, relu, out=None):
@@ -219,7 +226,7 @@ def _linear_forward(x, w, b, relu, out=None):
     y = np.empty((n, w.shape[1]), dtype=x.dtype) if out is None else out
     relu, blocks = bool(relu), (n + ROWS - 1) // ROWS
     run_blocks(lambda q, t: _linear_rows(x, w, b, relu, q * ROWS, min(n, q * ROWS + ROWS), y),
-               blocks, numba.get_num_threads())
+               blocks, _dense_threads(n, x.shape[1], w.shape[1]))
     return y
 
 
@@ -246,13 +253,16 @@ def _linear_dw_rows(xt, g, k0, k1, dw):
 def _linear_dx_rows(g, wt, lo, hi, dx):
     """dx[lo:hi] (rows, D) = g[lo:hi] (rows, U) @ wt (U, D)."""
     u, d = wt.shape
+    acc = np.empty(d, dtype=dx.dtype)    # a row of its own: the loop over wt's rows vectorises
     for r in range(lo, hi):
         for k in range(d):
-            dx[r, k] = 0
+            acc[k] = 0
         for j in range(u):
             v = g[r, j]
             for k in range(d):
-                dx[r, k] += v * wt[j, k]
+                acc[k] += v * wt[j, k]
+        for k in range(d):
+            dx[r, k] = acc[k]
 
 
 def _linear_backward(dy, x, w, y, relu, need_dx, dw, db, out=None):
@@ -275,18 +285,22 @@ def _linear_backward(dy, x, w, y, relu, need_dx, dw, db, out=None):
             lo = (q - dw_blocks) * ROWS
             _linear_dx_rows(g, wt, lo, min(n, lo + ROWS), dx)
 
-    run_blocks(run_block, dw_blocks + dx_blocks, numba.get_num_threads())
+    run_blocks(run_block, dw_blocks + dx_blocks, _dense_threads(n, d, w.shape[1]))
     return dx
 
 
 @njit(**_SERIAL)
 def _adam_block(p, g, m, v, lo, hi, step_size, b1, b2, root_bc2, eps):
-    """In place over p[lo:hi] of flat (P,) arrays: the moments of g, then the bias-corrected step."""
-    for i in range(lo, hi):
-        gi = g[i]
-        m[i] = b1 * m[i] + (1 - b1) * gi
-        v[i] = b2 * v[i] + (1 - b2) * gi * gi
-        p[i] -= step_size * m[i] / (np.sqrt(v[i]) / root_bc2 + eps)
+    """In place over p[lo:hi] of flat (P,) arrays: the moments of g, then the bias-corrected
+    step.  It loops over views from index 0: an index from a run-time lo might be negative
+    as far as LLVM knows, and the wraparound that Numba adds for it kept the loop scalar
+    (4x slower)."""
+    pv, gv, mv, vv = p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
+    for i in range(pv.shape[0]):
+        gi = gv[i]
+        mv[i] = b1 * mv[i] + (1 - b1) * gi
+        vv[i] = b2 * vv[i] + (1 - b2) * gi * gi
+        pv[i] -= step_size * mv[i] / (np.sqrt(vv[i]) / root_bc2 + eps)
 
 
 def _adam_update(p, g, m, v, step_size, b1, b2, root_bc2, eps):

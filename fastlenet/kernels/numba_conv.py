@@ -12,15 +12,16 @@ path for path; Numba has no register tiles, so the pool variants are one ReLU + 
 over the conv output).  The batch is cut into blocks of SB samples; ``_block_threads``
 hands them to T threads; each block writes its own outputs and its own dW/db
 partial, summed in block order at the end, so results do not depend on the thread
-count.  A kernel allocates its workspaces itself, once per block: LLVM then knows
-they alias nothing and vectorises the loops over them without run-time overlap
-checks (the same loops over workspaces passed in ran up to 1.3x slower: 3x3,
-32 -> 64 on 16x16, 1 thread, 39 vs 50 ms).
+count.  A kernel allocates its workspaces itself, once per block, and does each
+sample's work in a function of its own (``_sample_*``, ``_dw_sample_*``,
+``_dx_sample_*``): how LLVM vectorised these loops depended on both (with the
+workspaces passed in, the 3x3 32 -> 64 forward on 16x16 took 50 instead of 39 ms; with
+the per-sample work inlined into the block loop, LeNet C3's took 7.3 instead of 5.1 ms;
+1 thread each).
 
-Every path is its own kernel (``forward_*``, ``dw_*``, ``dx_*`` below), so a model
-compiles only the paths its layers take: a cold start compiles a few small kernels,
+Every path is its own kernel (``forward_*``, then ``dw_*`` and ``dx_*`` below), so a
+model compiles only the paths its layers take: a cold start compiles a few kernels,
 not one parallel kernel holding every path (``python -m benchmarks.numba_compile``).
-Forward and backward of each path sit side by side.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from . import plan
 from ._block_threads import run_blocks
 from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, conv_planes, dw_filter_lanes,
                            dw_planes, expand_lanes, gemm, gemm_acc, gemm_nt_acc, im2col_one, im2row_one,
-                           pad_into, relu_maxpool, round16, to_planes)
+                           pad_into, relu_maxpool, round16, tiled_weights, to_planes)
 from ._numba_options import INLINE, SERIAL
 
 SB = 16                                  # samples per block (Cython's SB)
@@ -82,68 +83,78 @@ def _emit(z, fs, rs, cs, ow, size, ps, ys, args):
 
 
 @njit(**SERIAL)
-def forward_im2col_gemm(x, wm, b, kh, kw, s, p, oh, ow, size, ps, lo, hi, y, arg):
-    """Samples lo..hi of y: cols (K, L) = im2col, z (F, L) = wm (F, K) @ cols + b."""
-    cols = np.empty((wm.shape[1], oh * ow), dtype=x.dtype)
-    z = np.empty((wm.shape[0], oh * ow), dtype=x.dtype)
+def _sample_im2col_gemm(xs, wm, b, kh, kw, s, p, oh, ow, cols, z):
+    """One sample xs (C, H, W): cols (K, L) = im2col, z (F, L) = wm (F, K) @ cols + b."""
+    im2col_one(xs, kh, kw, s, p, oh, ow, cols)
+    gemm(wm, cols, b, z)
+
+
+@njit(**SERIAL)
+def forward_im2col_gemm(x, w, b, s, p, oh, ow, size, ps, lo, hi, y, arg):
+    """Samples lo..hi of y by im2col + GEMM (any geometry)."""
+    f_, c_, kh, kw = w.shape
+    wm = w.reshape(f_, c_ * kh * kw)
+    cols = np.empty((c_ * kh * kw, oh * ow), dtype=x.dtype)
+    z = np.empty((f_, oh * ow), dtype=x.dtype)
     for n_ in range(lo, hi):
-        im2col_one(x[n_], kh, kw, s, p, oh, ow, cols)
-        gemm(wm, cols, b, z)
+        _sample_im2col_gemm(x[n_], wm, b, kh, kw, s, p, oh, ow, cols, z)
         _emit(z, oh * ow, ow, 1, ow, size, ps, y[n_], arg[n_])
 
 
 @njit(**SERIAL)
+def _sample_direct(xs, w, b, p, ws, xp, z):
+    """One sample xs (C, H, W), stride 1: its padded planes xp (C, HS*WS + WS + 16),
+    z (F, M) = b + conv in the stride-WS layout."""
+    pad_into(xs, p, ws, xp)
+    conv_planes(xp, w, b, w.shape[2], w.shape[3], ws, z)
+
+
+@njit(**SERIAL)
 def forward_direct(x, w, b, p, oh, ow, size, ps, lo, hi, y, arg):
-    """Samples lo..hi of y, stride 1: padded planes xp (C, HS*WS + WS + 16), z (F, M) = b + conv
-    in the stride-WS layout."""
-    f_, c_, kh, kw = w.shape
+    """Samples lo..hi of y by the direct conv, output columns along the lanes (stride 1)."""
+    f_, c_ = w.shape[0], w.shape[1]
     hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
     xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
     z = np.empty((f_, round16(oh * ws)), dtype=x.dtype)
     for n_ in range(lo, hi):
-        pad_into(x[n_], p, ws, xp)
-        conv_planes(xp, w, b, kh, kw, ws, z)
+        _sample_direct(x[n_], w, b, p, ws, xp, z)
         _emit(z, z.shape[1], ws, 1, ow, size, ps, y[n_], arg[n_])
 
 
 @njit(**SERIAL)
-def forward_filter_lanes(x, wt, bt, kh, kw, p, oh, ow, size, ps, lo, hi, y, arg):
-    """Samples lo..hi of y, stride 1: xe (C, HS, WS*Fq) the padded input per filter lane,
+def _sample_filter_lanes(xs, wt, bt, kh, kw, p, xp, xe, z):
+    """One sample xs (C, H, W), stride 1: xe (C, HS, WS*Fq) its padded input per filter lane,
     z (OH, OW*Fq) = bt + conv with the filters along the lanes."""
-    c_ = x.shape[1]
+    hs, ws = xs.shape[1] + 2 * p, xs.shape[2] + 2 * p
+    fq = xe.shape[2] // ws
+    pad_into(xs, p, ws, xp)
+    expand_lanes(xp, hs, ws, fq, xe)
+    conv_filter_lanes(xe, wt, bt, kh, kw, fq, z)
+
+
+@njit(**SERIAL)
+def forward_filter_lanes(x, w, wt, bt, p, oh, ow, size, ps, lo, hi, y, arg):
+    """Samples lo..hi of y by the direct conv, filters along the lanes (stride 1); wt, bt:
+    the weights and bias tiled for it (tiled_weights)."""
+    f_, c_, kh, kw = w.shape
     hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
-    fq = bt.shape[0] // ow
+    fq = round16(f_)
     xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
-    xe = np.empty((c_, hs, ws * fq), dtype=x.dtype)
+    xe = np.zeros((c_, hs, ws * fq), dtype=x.dtype)
     z = np.empty((oh, ow * fq), dtype=x.dtype)
     for n_ in range(lo, hi):
-        pad_into(x[n_], p, ws, xp)
-        expand_lanes(xp, hs, ws, fq, xe)
-        conv_filter_lanes(xe, wt, bt, kh, kw, fq, z)
+        _sample_filter_lanes(x[n_], wt, bt, kh, kw, p, xp, xe, z)
         _emit(z, 1, ow * fq, fq, ow, size, ps, y[n_], arg[n_])
-
-
-def tiled_weights(w, b, ow, fq):
-    """wt (K, OW*Fq) and bt (OW*Fq,): the weights and bias repeated for each output column,
-    wt[tap, ox*Fq + f] = w[f, tap] (zero in the lanes past F)."""
-    f_, k = w.shape[0], w[0].size
-    wt = np.zeros((k, ow, fq), dtype=w.dtype)
-    wt[:, :, :f_] = w.reshape(f_, k).T[:, None, :]
-    bt = np.zeros((ow, fq), dtype=w.dtype)
-    bt[:, :f_] = b
-    return wt.reshape(k, ow * fq), bt.reshape(ow * fq)
 
 
 def _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg):
     """run(lo, hi): the forward path's kernel on samples lo..hi."""
-    f_, c_, kh, kw = w.shape
     if path == "im2col_gemm":
-        wm = np.ascontiguousarray(w.reshape(f_, c_ * kh * kw))
-        return lambda lo, hi: forward_im2col_gemm(x, wm, b, kh, kw, stride, pad, oh, ow, size, ps, lo, hi, y, arg)
+        return lambda lo, hi: forward_im2col_gemm(x, w, b, stride, pad, oh, ow, size, ps, lo, hi, y, arg)
     if path == "direct":
         return lambda lo, hi: forward_direct(x, w, b, pad, oh, ow, size, ps, lo, hi, y, arg)
-    wt, bt = tiled_weights(w, b, ow, plan.round_up(f_, LANES))
-    return lambda lo, hi: forward_filter_lanes(x, wt, bt, kh, kw, pad, oh, ow, size, ps, lo, hi, y, arg)
+    wt, bt = tiled_weights(w, b, ow, plan.round_up(w.shape[0], LANES))      # once per call
+    return lambda lo, hi: forward_filter_lanes(x, w, wt, bt, pad, oh, ow, size, ps, lo, hi, y, arg)
 
 
 def conv_forward(x, w, b, stride, pad, oh, ow, size=0, ps=1, path=None):
@@ -195,6 +206,13 @@ def _block_output_grads(g4, arg, fused, l_, lo, hi, db):
 
 
 @njit(**SERIAL)
+def _dw_sample_im2col(xs, dz, kh, kw, s, p, oh, ow, cols, acc, unused_db):
+    """acc (F, K) += dz (F, L) @ im2col(xs) (K, L)^T for one sample."""
+    im2col_one(xs, kh, kw, s, p, oh, ow, cols)
+    gemm_nt_acc(dz, cols, acc, unused_db)
+
+
+@njit(**SERIAL)
 def dw_gemm_im2col(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dw, db):
     """Samples lo..hi: dz (F, L) of each, dw (F, K) += dz @ im2col (K, L)^T, db += row sums of dz;
     returns the block's dz (hi - lo, F, L)."""
@@ -203,10 +221,16 @@ def dw_gemm_im2col(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dw, db):
     unused_db = np.zeros(dw.shape[0], dtype=x.dtype)
     acc = np.zeros(dw.shape, dtype=x.dtype)
     for n_ in range(lo, hi):
-        im2col_one(x[n_], kh, kw, s, p, oh, ow, cols)
-        gemm_nt_acc(dzb[n_ - lo], cols, acc, unused_db)
+        _dw_sample_im2col(x[n_], dzb[n_ - lo], kh, kw, s, p, oh, ow, cols, acc, unused_db)
     _add_into(acc, dw)
     return dzb
+
+
+@njit(**SERIAL)
+def _dw_sample_im2row(xs, dz, kh, kw, s, p, oh, ow, rows, acc):
+    """acc (F, K) += dz (F, L) @ im2row(xs) (L, K) for one sample."""
+    im2row_one(xs, kh, kw, s, p, oh, ow, rows)
+    gemm_acc(dz, rows, acc)
 
 
 @njit(**SERIAL)
@@ -217,51 +241,64 @@ def dw_gemm_im2row(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dw, db):
     rows = np.empty((oh * ow, dw.shape[1]), dtype=x.dtype)
     acc = np.zeros(dw.shape, dtype=x.dtype)
     for n_ in range(lo, hi):
-        im2row_one(x[n_], kh, kw, s, p, oh, ow, rows)
-        gemm_acc(dzb[n_ - lo], rows, acc)
+        _dw_sample_im2row(x[n_], dzb[n_ - lo], kh, kw, s, p, oh, ow, rows, acc)
     _add_into(acc, dw)
     return dzb
 
 
 @njit(**SERIAL)
+def _dw_sample_column_lanes(xs, dz, kh, kw, p, oh, ow, xp, dzp, dw4):
+    """dw4 (F, C, KH, KW) += dot products of dz (F, L), laid out in the stride-WS planes dzp
+    (F, M), with the padded planes xp of one sample xs (stride 1)."""
+    ws = xs.shape[2] + 2 * p
+    pad_into(xs, p, ws, xp)
+    to_planes(dz, oh, ow, ws, dzp)
+    dw_planes(xp, dzp, kh, kw, ws, dw4)
+
+
+@njit(**SERIAL)
 def dw_direct_column_lanes(g4, arg, fused, x, kh, kw, p, oh, ow, lo, hi, dw4, db):
-    """Samples lo..hi, stride 1: dz of each, dw4 (F, C, KH, KW) += dot products of dz (in the
-    stride-WS planes dzp (F, M)) with the padded input planes xp, db += row sums of dz;
-    returns the block's dz (hi - lo, F, L)."""
+    """Samples lo..hi, stride 1: dz of each, dw4 (F, C, KH, KW) += dW with the output columns
+    along the lanes, db += row sums of dz; returns the block's dz (hi - lo, F, L)."""
     dzb = _block_output_grads(g4, arg, fused, oh * ow, lo, hi, db)
     f_, c_ = dw4.shape[0], dw4.shape[1]
     hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
     xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
     dzp = np.empty((f_, round16(oh * ws)), dtype=x.dtype)
     for n_ in range(lo, hi):
-        pad_into(x[n_], p, ws, xp)
-        to_planes(dzb[n_ - lo], oh, ow, ws, dzp)
-        dw_planes(xp, dzp, kh, kw, ws, dw4)
+        _dw_sample_column_lanes(x[n_], dzb[n_ - lo], kh, kw, p, oh, ow, xp, dzp, dw4)
     return dzb
 
 
 @njit(**SERIAL)
+def _dw_sample_filter_lanes(xs, dz, kh, kw, s, p, oh, ow, xp, xe, dzt, acc):
+    """acc (C*KH, KW*Fq) += dW of one sample with the filters along the lanes: xe its padded
+    input per filter lane, dzt (L, KW*Fq) dz transposed, its Fq lanes repeated KW times."""
+    hs, ws = xs.shape[1] + 2 * p, xs.shape[2] + 2 * p
+    fq = dzt.shape[1] // kw
+    pad_into(xs, p, ws, xp)
+    expand_lanes(xp, hs, ws, fq, xe)
+    for li in range(oh * ow):
+        for j in range(kw):
+            for fi in range(dz.shape[0]):
+                dzt[li, j * fq + fi] = dz[fi, li]
+    dw_filter_lanes(xe, dzt, kh, kw, fq, s, oh, ow, acc)
+
+
+@njit(**SERIAL)
 def dw_direct_filter_lanes(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dwt, db):
-    """Samples lo..hi: dz of each, dwt (C*KH, KW*Fq) += dW with the filters along the lanes
-    (dzt (L, KW*Fq): dz transposed, its Fq lanes repeated KW times), db += row sums of dz;
-    returns the block's dz (hi - lo, F, L)."""
+    """Samples lo..hi: dz of each, dwt (C*KH, KW*Fq) += dW with the filters along the lanes,
+    db += row sums of dz; returns the block's dz (hi - lo, F, L)."""
     dzb = _block_output_grads(g4, arg, fused, oh * ow, lo, hi, db)
-    c_, f_ = x.shape[1], g4.shape[1]
+    c_ = x.shape[1]
     hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
     fq = dwt.shape[1] // kw
     xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
-    xe = np.empty((c_, hs, ws * fq), dtype=x.dtype)
+    xe = np.zeros((c_, hs, ws * fq), dtype=x.dtype)
     dzt = np.zeros((oh * ow, kw * fq), dtype=x.dtype)
     acc = np.zeros(dwt.shape, dtype=x.dtype)
     for n_ in range(lo, hi):
-        pad_into(x[n_], p, ws, xp)
-        expand_lanes(xp, hs, ws, fq, xe)
-        dz = dzb[n_ - lo]
-        for li in range(oh * ow):
-            for j in range(kw):
-                for fi in range(f_):
-                    dzt[li, j * fq + fi] = dz[fi, li]
-        dw_filter_lanes(xe, dzt, kh, kw, fq, s, oh, ow, acc)
+        _dw_sample_filter_lanes(x[n_], dzb[n_ - lo], kh, kw, s, p, oh, ow, xp, xe, dzt, acc)
     _add_into(acc, dwt)
     return dzb
 
@@ -275,38 +312,50 @@ def _add_into(acc, out):
 
 
 @njit(**SERIAL)
+def _dx_sample_s1(dz, wtr, kh, kw, p, oh, ow, dzp, dcols, dxp, dxs):
+    """dxs (C, H, W) of one sample, stride 1: dcols (K, M) = wtr (K, F) @ dz in the stride-WS
+    layout (dzp), folded into the padded planes dxp with whole rows, then cropped."""
+    c_, h, wd = dxs.shape
+    ws = wd + 2 * p
+    to_planes(dz, oh, ow, ws, dzp)
+    gemm(wtr, dzp, np.zeros(0, dtype=dz.dtype), dcols)
+    dxp[:] = 0
+    col2im_planes(dcols, kh, kw, ws, dxp)
+    for c in range(c_):
+        for yy in range(h):
+            row = (yy + p) * ws + p
+            for xx in range(wd):
+                dxs[c, yy, xx] = dxp[c, row + xx]
+
+
+@njit(**SERIAL)
 def dx_col2im_s1(dzb, wtr, kh, kw, p, oh, ow, lo, hi, dx):
-    """dx[n] (C, H, W) of samples lo..hi, stride 1: dcols (K, M) = wtr (K, F) @ dz in the
-    stride-WS layout (dzp), folded into the padded planes dxp with whole rows, then cropped."""
+    """dx[n] (C, H, W) of samples lo..hi, stride 1."""
     c_, h, wd = dx.shape[1], dx.shape[2], dx.shape[3]
     hs, ws = h + 2 * p, wd + 2 * p
     m = round16(oh * ws)
-    dzp = np.empty((dzb.shape[1], m), dtype=dx.dtype)
+    dzp = np.zeros((dzb.shape[1], m), dtype=dx.dtype)
     dcols = np.empty((wtr.shape[0], m), dtype=dx.dtype)
     dxp = np.empty((c_, hs * ws + ws + 16), dtype=dx.dtype)
-    no_bias = np.zeros(0, dtype=dx.dtype)
     for n_ in range(lo, hi):
-        to_planes(dzb[n_ - lo], oh, ow, ws, dzp)
-        gemm(wtr, dzp, no_bias, dcols)
-        dxp[:] = 0
-        col2im_planes(dcols, kh, kw, ws, dxp)
-        for c in range(c_):
-            for yy in range(h):
-                row = (yy + p) * ws + p
-                for xx in range(wd):
-                    dx[n_, c, yy, xx] = dxp[c, row + xx]
+        _dx_sample_s1(dzb[n_ - lo], wtr, kh, kw, p, oh, ow, dzp, dcols, dxp, dx[n_])
+
+
+@njit(**SERIAL)
+def _dx_sample(dz, wtr, kh, kw, s, p, oh, ow, dcols, dxs):
+    """dxs (C, H, W) of one sample, any stride: dcols (K, L) = wtr (K, F) @ dz, folded
+    element by element."""
+    gemm(wtr, dz, np.zeros(0, dtype=dz.dtype), dcols)
+    dxs[:] = 0
+    col2im_one(dcols, kh, kw, s, p, oh, ow, dxs)
 
 
 @njit(**SERIAL)
 def dx_col2im(dzb, wtr, kh, kw, s, p, oh, ow, lo, hi, dx):
-    """dx[n] (C, H, W) of samples lo..hi, any stride: dcols (K, L) = wtr (K, F) @ dz, folded
-    element by element."""
+    """dx[n] (C, H, W) of samples lo..hi, any stride."""
     dcols = np.empty((wtr.shape[0], oh * ow), dtype=dx.dtype)
-    no_bias = np.zeros(0, dtype=dx.dtype)
     for n_ in range(lo, hi):
-        gemm(wtr, dzb[n_ - lo], no_bias, dcols)
-        dx[n_] = 0
-        col2im_one(dcols, kh, kw, s, p, oh, ow, dx[n_])
+        _dx_sample(dzb[n_ - lo], wtr, kh, kw, s, p, oh, ow, dcols, dx[n_])
 
 
 def add_filter_lanes(dwt, dw):
