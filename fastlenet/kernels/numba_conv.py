@@ -140,7 +140,7 @@ def forward_filter_lanes(x, w, wt, bt, p, oh, ow, size, ps, lo, hi, y, arg):
     hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
     fq = round16(f_)
     xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
-    xe = np.zeros((c_, hs, ws * fq), dtype=x.dtype)
+    xe = np.empty((c_, hs, ws * fq), dtype=x.dtype)            # expand_lanes writes all of it
     z = np.empty((oh, ow * fq), dtype=x.dtype)
     for n_ in range(lo, hi):
         _sample_filter_lanes(x[n_], wt, bt, kh, kw, p, xp, xe, z)
@@ -184,7 +184,7 @@ def _block_output_grads(g4, arg, fused, l_, lo, hi, db):
     g4[n] itself, or with ``fused`` the pooled gradient g4[n] (F, PH*PW) routed to each
     window's max (arg); db (F,) += its sums."""
     f_ = g4.shape[1]
-    dzb = np.zeros((hi - lo, f_, l_), dtype=g4.dtype)
+    dzb = np.zeros((hi - lo, f_, l_), dtype=g4.dtype) if fused else np.empty((hi - lo, f_, l_), dtype=g4.dtype)
     for n_ in range(lo, hi):
         dz = dzb[n_ - lo]
         if fused:
@@ -294,8 +294,12 @@ def dw_direct_filter_lanes(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dwt,
     hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
     fq = dwt.shape[1] // kw
     xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
-    xe = np.zeros((c_, hs, ws * fq), dtype=x.dtype)
-    dzt = np.zeros((oh * ow, kw * fq), dtype=x.dtype)
+    xe = np.empty((c_, hs, ws * fq), dtype=x.dtype)            # expand_lanes writes all of it
+    dzt = np.empty((oh * ow, kw * fq), dtype=x.dtype)
+    for li in range(oh * ow):                  # the lanes past F stay zero; the rest is written per sample
+        for j in range(kw):
+            for fi in range(g4.shape[1], fq):
+                dzt[li, j * fq + fi] = 0
     acc = np.zeros(dwt.shape, dtype=x.dtype)
     for n_ in range(lo, hi):
         _dw_sample_filter_lanes(x[n_], dzb[n_ - lo], kh, kw, s, p, oh, ow, xp, xe, dzt, acc)
