@@ -37,9 +37,10 @@ from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, 
 from ._numba_options import INLINE, SERIAL
 
 SB = 16                                  # samples per block (Cython's SB)
-#: the backward passes dz from its dW kernel to its dx kernel this many bytes at a time
-#: (a few samples of a large layer), so that the dx kernel finds them in L2
-DZ_BYTES = 128 * 1024
+#: the backward passes dz from its dW kernel to its dx kernel at most this many bytes at
+#: a time (a few samples of a large layer, whole blocks of LeNet's): bounded memory, and
+#: about L2's size (128 KiB, one sample at a time on 3 -> 32 at 32x32, was slower)
+DZ_BYTES = 1 << 20
 
 #: the most taps (C*KH*KW) this backend's filter-lanes forward takes (plan.conv2d's
 #: max_flanes_k).  Measured 2026-12-06 (AMD EPYC Zen 4, 2 threads, float32, medians of 7,
