@@ -52,13 +52,17 @@ def test_run_blocks_runs_every_block_once_with_a_thread_id_in_range(blocks, thre
     assert ids <= set(range(min(threads, blocks)))
 
 
-def test_run_blocks_re_raises_a_blocks_error_after_every_thread_stopped():
+def test_run_blocks_re_raises_a_blocks_error_once_every_block_ran():
+    ran = []
+
     def run_block(q, t):
+        ran.append(q)
         if q == 3:
             raise ValueError("block 3 failed")
 
     with pytest.raises(ValueError, match="block 3 failed"):
         _block_threads.run_blocks(run_block, 8, 2)
+    assert sorted(ran) == list(range(8))
     done = []
     _block_threads.run_blocks(lambda q, t: done.append(q), 4, 2)      # the pool still works
     assert sorted(done) == [0, 1, 2, 3]

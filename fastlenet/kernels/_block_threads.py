@@ -48,23 +48,34 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 def run_blocks(run_block: Callable[[int, int], None], blocks: int, threads: int) -> None:
     """Call ``run_block(q, t)`` once for every block q in range(blocks), on up to
-    ``threads`` threads; t (0 .. threads-1) names the thread, so that each can use its
-    own workspaces.  Returns when every block is done; re-raises a block's error."""
+    ``threads`` threads; t (0 .. threads-1) names the thread.  Returns when every block
+    is done (not when every worker has woken: one that wakes after the others took all
+    the blocks finds none and touches nothing); re-raises the first block's error."""
     threads = max(1, min(int(threads), blocks))
+    if threads == 1:
+        for q in range(blocks):
+            run_block(q, 0)
+        return
     claim = itertools.count().__next__            # atomic under the GIL
+    count_done = itertools.count(1).__next__
+    all_done = threading.Event()
+    errors = []
 
     def work(t: int) -> None:
         q = claim()
         while q < blocks:
-            run_block(q, t)
+            try:
+                run_block(q, t)
+            except BaseException as error:        # noqa: BLE001 -- re-raised by the caller
+                errors.append(error)
+            if count_done() == blocks:
+                all_done.set()
             q = claim()
 
-    if threads == 1:
-        work(0)
-        return
-    futures = [_pool(threads - 1).submit(work, t) for t in range(1, threads)]
-    try:
-        work(0)
-    finally:
-        for future in futures:
-            future.result()
+    pool = _pool(threads - 1)
+    for t in range(1, threads):
+        pool.submit(work, t)
+    work(0)
+    all_done.wait()
+    if errors:
+        raise errors[0]
