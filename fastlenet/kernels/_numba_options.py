@@ -12,9 +12,9 @@ from numba import njit
 FASTMATH = {"reassoc", "nsz", "contract", "arcp", "afn"}
 SERIAL = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 PARALLEL = dict(SERIAL, parallel=True)
-#: a small helper that Numba types into each kernel calling it instead of compiling it
-#: on its own (a compiled function costs 0.1-0.5 s of a cold start however small).
-#: Not for hot loop nests: inlined, those vectorised worse (see numba_conv)
+#: a helper that Numba types into each function calling it instead of compiling it on
+#: its own (a compiled function costs 0.1-0.5 s of a cold start however small; see
+#: _numba_loops for where inlining made the vectorised loops slower)
 INLINE = dict(SERIAL, inline="always")
 
 

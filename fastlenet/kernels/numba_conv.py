@@ -182,26 +182,24 @@ def conv_forward(x, w, b, stride, pad, oh, ow, size=0, ps=1, path=None):
 @njit(**INLINE)
 def _block_output_grads(g4, arg, fused, l_, lo, hi, db):
     """dzb (hi - lo, F, L): the conv-output gradient of samples lo..hi (L outputs each):
-    g4[n] itself, or with ``fused`` the pooled gradient g4[n] (F, PH*PW) routed to each
-    window's max (arg); db (F,) += its sums."""
+    g4[lo:hi] itself (a view, no copy), or with ``fused`` the pooled gradient g4[n]
+    (F, PH*PW) routed to each window's max (arg); db (F,) += its sums."""
     f_ = g4.shape[1]
-    dzb = np.zeros((hi - lo, f_, l_), dtype=g4.dtype) if fused else np.empty((hi - lo, f_, l_), dtype=g4.dtype)
-    for n_ in range(lo, hi):
-        dz = dzb[n_ - lo]
-        if fused:
+    if fused:
+        dzb = np.zeros((hi - lo, f_, l_), dtype=g4.dtype)
+        for n_ in range(lo, hi):
             a = arg[n_].reshape(f_, g4.shape[2])
             for fi in range(f_):
                 for q in range(g4.shape[2]):
                     if a[fi, q] >= 0:
-                        dz[fi, a[fi, q]] += g4[n_, fi, q]
-        else:
-            for fi in range(f_):
-                for li in range(l_):
-                    dz[fi, li] = g4[n_, fi, li]
+                        dzb[n_ - lo, fi, a[fi, q]] += g4[n_, fi, q]
+    else:
+        dzb = g4[lo:hi]
+    for i in range(hi - lo):
         for fi in range(f_):
-            acc = dz[fi, 0] * 0
+            acc = dzb[i, fi, 0] * 0
             for li in range(l_):
-                acc += dz[fi, li]
+                acc += dzb[i, fi, li]
             db[fi] += acc
     return dzb
 
