@@ -6,24 +6,26 @@ height/width, OH/OW output height/width, L = OH*OW, K = C*KH*KW, s stride, p pad
 HS/WS padded height/width, M = round16(OH*WS) (a conv-output plane in the stride-WS
 layout), Fq = round16(F) (filters along the lanes).
 
-Every function works on one sample and is inlined (``_numba_options.INLINE``) into
-the per-sample functions of ``numba_conv`` (``_sample_*``, ``_dw_sample_*``,
-``_dx_sample_*``), which are compiled on their own: inlined one level further, into
-the block loops, LeNet C3's forward took 7.3 instead of 5.1 ms on one thread; compiled
-on their own too, the cold start took 2 s longer.  They are plain index loops on
-purpose: array-to-array statements (``z[i] = b``, ``a += b``) make Numba compile its
-broadcasting machinery on first use, about 2 s of a cold start (``python -m
-benchmarks.numba_compile`` shows where a cold start goes).
+Every function works on one sample and compiles on its first call only (and is
+cached).  They are plain index loops on purpose: array-to-array statements (``z[i] = b``,
+``a += b``) make Numba compile its broadcasting machinery on first use, about 2 s of a
+cold start (``python -m benchmarks.numba_compile`` shows where a cold start goes).
+They are not inlined (``_numba_options.INLINE``) into the per-sample functions of
+``numba_conv`` that call them: that saved 2 s of a cold start but LLVM vectorised
+LeNet C1's and C3's forwards worse (1 thread: 6.5-6.9 instead of 5.5-5.9 ms).
+
+Numba's cache is per source file: after editing this file, clear the cache
+(``fastlenet/kernels/__pycache__/*.nbi``/``*.nbc``, or a fresh ``NUMBA_CACHE_DIR``),
+or the kernels of ``numba_conv`` keep the code they were compiled with.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
-from ._numba_options import INLINE, takes
+from ._numba_options import SERIAL, takes
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def valid_range(j, s, p, size, out_len):
     """Output positions o in [lo, hi) whose input index o*s + j - p lies in [0, size)."""
     lo = 0
@@ -39,7 +41,7 @@ def valid_range(j, s, p, size, out_len):
     return lo, hi
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def im2col_one(xs, kh, kw, s, p, oh, ow, cols):
     """xs (C, H, W) -> cols (K, L) for one sample."""
     c_, h, w = xs.shape
@@ -63,7 +65,7 @@ def im2col_one(xs, kh, kw, s, p, oh, ow, cols):
                         cols[r, base + ox] = 0
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def col2im_one(cols, kh, kw, s, p, oh, ow, xs):
     """xs (C, H, W) += fold(cols (K, L)) for one sample; xs must start zeroed."""
     c_, h, w = xs.shape
@@ -82,7 +84,7 @@ def col2im_one(cols, kh, kw, s, p, oh, ow, xs):
 
 
 # --------------------------------------------------------------------------- small GEMMs
-@njit(**INLINE)
+@njit(**SERIAL)
 def gemm(a, bm, bias, out):
     """out (M, L) = a (M, K) @ bm (K, L) (+ bias[m] per row when bias.size == M).
 
@@ -121,7 +123,7 @@ def gemm(a, bm, bias, out):
         m += rows
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def gemm_nt_acc(g, cols, dw, db):
     """dw (F, K) += g (F, L) @ cols (K, L)^T and db (F,) += row sums of g;
     four columns of dW per pass over a row of g (reductions vectorised by fastmath)."""
@@ -157,7 +159,7 @@ def gemm_nt_acc(g, cols, dw, db):
             ki += 1
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
     """y (F, PH, PW), arg = maxpool(relu(conv output)) for a conv output stored flat in z,
     value (f, oy, ox) at z[f*fs + oy*rs + ox*cs] (any of the layouts below); arg is
@@ -199,12 +201,12 @@ def relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
 LANES = 16
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def round16(v):
     return (v + 15) // 16 * 16
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def pad_into(xs, pad, ws, xp):
     """xs (C, H, W) -> the interior of the flat padded planes xp (C, HS*WS + WS + 16)."""
     c_, h, w = xs.shape
@@ -215,7 +217,7 @@ def pad_into(xs, pad, ws, xp):
                 xp[c, row + x] = xs[c, y, x]
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def conv_planes(xp, w, b, kh, kw, ws, z):
     """z (F, M) = b + conv(xp), stride-WS layout (M >= OH*WS)."""
     f_, c_ = w.shape[0], w.shape[1]
@@ -241,7 +243,7 @@ def conv_planes(xp, w, b, kh, kw, ws, z):
 # over OW*Fq elements, and dW one loop over KW*Fq elements per pixel.  The layout
 # rule is the Cython backend's: whichever of filters and columns fills more lanes.
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def expand_lanes(xp, hs, ws, fq, xe):
     """xe[c, y, x*Fq + f] = xp[c, y*WS + x] for every lane f < Fq (xp flat planes)."""
     c_ = xe.shape[0]
@@ -253,26 +255,7 @@ def expand_lanes(xp, hs, ws, fq, xe):
                     xe[c, y, x * fq + f] = v
 
 
-@njit(**INLINE)
-def tiled_weights(w, b, ow, fq):
-    """wt (K, OW*Fq) and bt (OW*Fq,): the weights and bias repeated for each output column,
-    wt[tap, ox*Fq + f] = w[f, tap] (zero in the lanes past F)."""
-    f_, c_, kh, kw = w.shape
-    wt = np.zeros((c_ * kh * kw, ow * fq), dtype=w.dtype)
-    bt = np.zeros(ow * fq, dtype=w.dtype)
-    for ox in range(ow):
-        for fi in range(f_):
-            bt[ox * fq + fi] = b[fi]
-            t = 0
-            for c in range(c_):
-                for i in range(kh):
-                    for j in range(kw):
-                        wt[t, ox * fq + fi] = w[fi, c, i, j]
-                        t += 1
-    return wt, bt
-
-
-@njit(**INLINE)
+@njit(**SERIAL)
 def conv_filter_lanes(xe, wt, bt, kh, kw, fq, z):
     """z (OH, OW*Fq) = bt + conv, filters along the lanes."""
     c_ = xe.shape[0]
@@ -293,7 +276,7 @@ def conv_filter_lanes(xe, wt, bt, kh, kw, fq, z):
                         zr[q] += xr[q] * wr[q]
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def dw_filter_lanes(xe, dzt, kh, kw, fq, s, oh, ow, dwt):
     """dwt[c*KH + i, j*Fq + f] += sum_{oy,ox} xe[c, oy*s + i, (ox*s + j)*Fq + f] * dzt[oy*OW + ox, j*Fq + f]
     (dzt: dz transposed, its Fq lanes repeated KW times; s the stride)."""
@@ -310,7 +293,7 @@ def dw_filter_lanes(xe, dzt, kh, kw, fq, s, oh, ow, dwt):
                         row[q] += xr[q] * dr[q]
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def dw_planes(xp, dz, kh, kw, ws, dw):
     """dw (F, C, KH, KW) += sum_q dz[f, q] * xp[c, i*WS + j + q] (dz stride-WS, zero
     past OW in each row)."""
@@ -328,7 +311,7 @@ def dw_planes(xp, dz, kh, kw, ws, dw):
                     dw[fi, c, i, j] += acc
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def col2im_planes(dcols, kh, kw, ws, dxp):
     """dxp[c, i*WS + j + q] += dcols[(c, i, j), q]: col2im in the stride-WS layout
     (dcols is zero in the don't-care columns, so they add nothing)."""
@@ -345,7 +328,7 @@ def col2im_planes(dcols, kh, kw, ws, dxp):
                     dst[q] += src[q]
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def to_planes(dz, oh, ow, ws, dzp):
     """dzp (F, M) = dz (F, L) in the stride-WS layout (zero past OW in each row)."""
     dzp[:] = 0
@@ -355,7 +338,7 @@ def to_planes(dz, oh, ow, ws, dzp):
                 dzp[fi, oy * ws + ox] = dz[fi, oy * ow + ox]
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def im2row_one(xs, kh, kw, s, p, oh, ow, rows):
     """rows (L, K) = im2col(xs) transposed: rows[oy*OW + ox, (c, i, j)] = xpad[c, oy*s + i, ox*s + j]."""
     c_, h, w = xs.shape
@@ -372,7 +355,7 @@ def im2row_one(xs, kh, kw, s, p, oh, ow, rows):
                         t += 1
 
 
-@njit(**INLINE)
+@njit(**SERIAL)
 def gemm_acc(a, bm, out):
     """out (M, K) += a (M, L) @ bm (L, K); the inner loop runs over K (contiguous)."""
     m_, l_ = a.shape

@@ -33,7 +33,7 @@ from . import plan
 from ._block_threads import run_blocks
 from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, conv_planes, dw_filter_lanes,
                            dw_planes, expand_lanes, gemm, gemm_acc, gemm_nt_acc, im2col_one, im2row_one,
-                           pad_into, relu_maxpool, round16, tiled_weights, to_planes)
+                           pad_into, relu_maxpool, round16, to_planes)
 from ._numba_options import INLINE, SERIAL
 
 SB = 16                                  # samples per block (Cython's SB)
@@ -146,6 +146,17 @@ def forward_filter_lanes(x, w, wt, bt, p, oh, ow, size, ps, lo, hi, y, arg):
     for n_ in range(lo, hi):
         _sample_filter_lanes(x[n_], wt, bt, kh, kw, p, xp, xe, z)
         _emit(z, 1, ow * fq, fq, ow, size, ps, y[n_], arg[n_])
+
+
+def tiled_weights(w, b, ow, fq):
+    """wt (K, OW*Fq) and bt (OW*Fq,): the weights and bias repeated for each output column,
+    wt[tap, ox*Fq + f] = w[f, tap] (zero in the lanes past F); NumPy, once per call."""
+    f_, k = w.shape[0], w[0].size
+    wt = np.zeros((k, ow, fq), dtype=w.dtype)
+    wt[:, :, :f_] = w.reshape(f_, k).T[:, None, :]
+    bt = np.zeros((ow, fq), dtype=w.dtype)
+    bt[:, :f_] = b
+    return wt.reshape(k, ow * fq), bt.reshape(ow * fq)
 
 
 def _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg):
