@@ -69,6 +69,7 @@ def test_run_blocks_re_raises_a_blocks_error_once_every_block_ran():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")   # Python >= 3.12
 def test_a_forked_child_gets_a_pool_of_its_own():
     _block_threads.run_blocks(lambda q, t: None, 4, 2)                 # the parent's pool exists
     pid = os.fork()
