@@ -288,10 +288,11 @@ def _dw_sample_filter_lanes(xs, dz, kh, kw, s, p, oh, ow, xp, xe, dzt, acc):
     fq = dzt.shape[1] // kw
     pad_into(xs, p, ws, xp)
     expand_lanes(xp, hs, ws, fq, xe)
-    for li in range(oh * ow):
-        for j in range(kw):
-            for fi in range(dz.shape[0]):
-                dzt[li, j * fq + fi] = dz[fi, li]
+    for fi in range(dz.shape[0]):        # dz read row by row: it may be dy itself, far out in memory
+        for li in range(oh * ow):
+            v = dz[fi, li]
+            for j in range(kw):
+                dzt[li, j * fq + fi] = v
     dw_filter_lanes(xe, dzt, kh, kw, fq, s, oh, ow, acc)
 
 
