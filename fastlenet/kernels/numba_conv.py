@@ -165,7 +165,7 @@ def _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg):
         return lambda lo, hi: forward_im2col_gemm(x, w, b, stride, pad, oh, ow, size, ps, lo, hi, y, arg)
     if path == "direct":
         return lambda lo, hi: forward_direct(x, w, b, pad, oh, ow, size, ps, lo, hi, y, arg)
-    wt, bt = tiled_weights(w, b, ow, plan.round_up(w.shape[0], LANES))      # once per call
+    wt, bt = tiled_weights(w, b, ow, plan.round_up(w.shape[0], LANES))
     return lambda lo, hi: forward_filter_lanes(x, w, wt, bt, pad, oh, ow, size, ps, lo, hi, y, arg)
 
 
@@ -420,7 +420,7 @@ def conv_backward(grad, arg, x, w, stride, pad, oh, ow, need_dx, fused, pool=Non
     dw_run = _dw_block(the_plan.dw, g4, arg, bool(fused), x, w, stride, pad, oh, ow, dw_part, db_part)
     dx_run = _dx_block(the_plan.dx, x, w, stride, pad, oh, ow, dx) if need_dx else None
 
-    step = max(1, min(SB, DZ_BYTES // (f_ * oh * ow * x.itemsize)))      # samples whose dz stay in L2
+    step = max(1, min(SB, DZ_BYTES // (f_ * oh * ow * x.itemsize)))      # samples per dW -> dx hand-over
 
     def run_block(q, t):
         start, end = _block_range(q, n)
