@@ -68,8 +68,23 @@ NUMBA_FLANES_K = 256
 NUMBA_16 = {9: ("im2col_gemm", "direct_filter_lanes", "col2im_s1")}
 
 
-def planned(args, lanes, max_flanes_k=plan.MAX_FLANES_K):
-    return plan.conv2d(*args, lanes=lanes, max_flanes_k=max_flanes_k).names
+def planned(args, lanes, max_flanes_k=plan.MAX_FLANES_K, dw_rule="lanes"):
+    return plan.conv2d(*args, lanes=lanes, max_flanes_k=max_flanes_k, dw_rule=dw_rule).names
+
+
+def test_the_planes_dw_rule_takes_every_stride_1_kernel_and_gemm_past_it():
+    for args, names in CASES_8:
+        dw = plan.conv2d(*args, dw_rule="planes").dw
+        assert dw == ("direct_column_lanes" if args[2] == 1 else "gemm_im2col"), args
+        # only the dW path differs from the lanes rule
+        others = plan.conv2d(*args, dw_rule="lanes")
+        assert plan.conv2d(*args, dw_rule="planes").forward == others.forward
+    with pytest.raises(ValueError, match="dw_rule"):
+        plan.conv2d(*CASES[0][0], dw_rule="fastest")
+    if "numba" in COMPILED:
+        assert backend("numba").dw_rule == "planes"
+    if "cython" in COMPILED:
+        assert backend("cython").dw_rule == "lanes"
 
 
 def test_a_backend_with_a_lower_filter_lanes_crossover_plans_around_it():
@@ -143,7 +158,7 @@ def test_each_planned_path_matches_the_reference(name, args, dtype):
     k = backend(name)
     lanes = k.plan_conv2d(x_shape, w_shape, s, p, pool).lanes      # the backend's own width
     if lanes in CASES_BY_LANES:
-        assert k.plan_conv2d(x_shape, w_shape, s, p, pool).names == planned(args, lanes, k.max_flanes_k)
+        assert k.plan_conv2d(x_shape, w_shape, s, p, pool).names == planned(args, lanes, k.max_flanes_k, k.dw_rule)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)

@@ -153,6 +153,8 @@ class Backend:
         self.lanes = int(getattr(module, "LANES", _plan.LANES))
         #: the most taps its filter-lanes forward takes (its measured crossover; plan.conv2d)
         self.max_flanes_k = int(getattr(module, "MAX_FLANES_K", _plan.MAX_FLANES_K))
+        #: how it picks its dW path (plan.DW_RULES)
+        self.dw_rule = str(getattr(module, "DW_RULE", "lanes"))
         if not self.writes_out:     # its kernels allocate: copy into out=
             impls = {k: writing_into(fn, *KERNEL_OUTS[k]) for k, fn in impls.items()}
         self._impl = SimpleNamespace(**impls)
@@ -204,7 +206,7 @@ class Backend:
         """The (immutable) plan a compiled backend runs for this convolution, optionally
         fused with ReLU and a max pool ``pool = (size, stride)``: which forward, pool, dW
         and dx paths (``plan.ConvPlan.names``).  Both compiled backends run the same plan
-        function, each with its own vector width and filter-lanes crossover;
+        function, each with its own vector width, filter-lanes crossover and dW rule;
         the numpy reference computes every geometry one readable way whatever it says."""
         x_shape, w_shape = check_shape4("x_shape", x_shape), check_shape4("w_shape", w_shape)
         stride, pad, oh, ow = conv_sizes(x_shape, w_shape, stride, pad, "w_shape", "x_shape")
@@ -213,7 +215,7 @@ class Backend:
             output_size("max pool (height)", oh, size, ps, 0)
             output_size("max pool (width)", ow, size, ps, 0)
             pool = (size, ps)
-        return _plan.conv2d(x_shape, w_shape, stride, pad, pool, self.lanes, self.max_flanes_k)
+        return _plan.conv2d(x_shape, w_shape, stride, pad, pool, self.lanes, self.max_flanes_k, self.dw_rule)
 
     def conv2d_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray,
                        stride: int = 1, pad: int = 0, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -7,6 +7,7 @@ Inf propagate.  Every kernel compiles on its first call only, and is cached on d
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 FASTMATH = {"reassoc", "nsz", "contract", "arcp", "afn"}
@@ -16,6 +17,10 @@ PARALLEL = dict(SERIAL, parallel=True)
 #: its own (a compiled function costs 0.1-0.5 s of a cold start however small; see
 #: _numba_loops for where inlining made the vectorised loops slower)
 INLINE = dict(SERIAL, inline="always")
+#: the start of every sum: a float32 zero, so sums of float32 stay float32 and sums of
+#: float64 become float64 (``x[0] * 0`` or ``0.0`` would make every sum float64: half
+#: the SIMD lanes plus a conversion per element)
+ZERO = np.float32(0)
 
 
 @njit(**SERIAL)

@@ -26,7 +26,7 @@ from ._api import KERNEL_NAMES, Backend
 from ._block_threads import run_blocks
 from ._fast import FastPaths, writing_into
 from ._numba_loops import col2im_one, gemm, im2col_one
-from ._numba_options import PARALLEL, SERIAL, takes
+from ._numba_options import PARALLEL, SERIAL, ZERO, takes
 
 _SERIAL, _PARALLEL, _takes = SERIAL, PARALLEL, takes       # fastlenet/kernels/_numba_options.py
 
@@ -55,6 +55,7 @@ def set_num_threads(n: int) -> None:
 # --------------------------------------------------------------------------- convolution
 # numba_conv.py: one serial kernel per plan path, over blocks of samples on T threads
 MAX_FLANES_K = numba_conv.MAX_FLANES_K          # the plan's filter-lanes crossover (Backend reads it)
+DW_RULE = numba_conv.DW_RULE                    # ... and its dW rule
 LANES = numba_conv.LANES
 
 
@@ -156,7 +157,7 @@ def _avgpool2d_forward_impl(x, size, stride, oh, ow):
         xp = planes[q]
         for oy in range(oh):
             for ox in range(ow):
-                acc = 0.0
+                acc = ZERO
                 for i in range(size):
                     for j in range(size):
                         acc += xp[oy * stride + i, ox * stride + j]

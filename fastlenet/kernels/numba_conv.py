@@ -31,10 +31,10 @@ from numba import njit
 
 from . import plan
 from ._block_threads import run_blocks
-from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, conv_planes, dw_filter_lanes,
-                           dw_planes, expand_lanes, gemm, gemm_acc, gemm_nt_acc, im2col_one, im2row_one,
-                           pad_into, relu_maxpool, round16, to_planes)
-from ._numba_options import INLINE, SERIAL
+from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, conv_planes, dw_planes,
+                           expand_lanes, gemm, gemm_nt_acc, im2col_one, pad_into, relu_maxpool, round16,
+                           tap_offsets, to_planes)
+from ._numba_options import INLINE, SERIAL, ZERO
 
 SB = 16                                  # samples per block (Cython's SB)
 #: the backward passes dz from its dW kernel to its dx kernel at most this many bytes at
@@ -51,11 +51,18 @@ DZ_BYTES = 1 << 20
 #: (the input expanded per filter lane) loses once the taps outgrow the caches, unlike
 #: the Cython kernel's (plan.MAX_FLANES_K)
 MAX_FLANES_K = 256
+#: this backend's dW rule (plan.DW_RULES): dot products over the padded planes at stride 1.
+#: Measured 2026-12-06 (AMD EPYC Zen 4, 1 thread, CPU ms, dW + db only, filter lanes /
+#: im2col + GEMM / planes; scratch loop forcing each path): 3 -> 32 on 32x32 18.7 / 6.4 /
+#: 5.4; 3x3 32 -> 64 on 16x16 51.2 / 23.6 / 17.0; 64 -> 64 on 8x8 26.3 / 17.3 / 13.2; 1x1
+#: 64 -> 128 45.6 / 10.4 / 10.0; 5x5 pad 2 16 -> 32 38.7 / 23.7 / 11.8; LeNet C3 8.3 / 7.5
+#: / 3.0.  Stride 2 (32 -> 64 on 32x32): filter lanes 70.6, im2col + GEMM 23.4
+DW_RULE = "planes"
 
 
 def conv_plan(x_shape, w_shape, stride, pad, pool=None) -> plan.ConvPlan:
-    """The plan this backend runs for the geometry (its lanes and filter-lanes crossover)."""
-    return plan.conv2d(x_shape, w_shape, stride, pad, pool, LANES, MAX_FLANES_K)
+    """The plan this backend runs for the geometry (its lanes, filter-lanes crossover and dW rule)."""
+    return plan.conv2d(x_shape, w_shape, stride, pad, pool, LANES, MAX_FLANES_K, DW_RULE)
 
 
 def _blocks(n: int) -> int:
@@ -208,7 +215,7 @@ def _block_output_grads(g4, arg, fused, l_, lo, hi, db):
         dzb = g4[lo:hi]
     for i in range(hi - lo):
         for fi in range(f_):
-            acc = dzb[i, fi, 0] * 0
+            acc = ZERO
             for li in range(l_):
                 acc += dzb[i, fi, li]
             db[fi] += acc
@@ -237,33 +244,13 @@ def dw_gemm_im2col(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dw, db):
 
 
 @njit(**SERIAL)
-def _dw_sample_im2row(xs, dz, kh, kw, s, p, oh, ow, rows, acc):
-    """acc (F, K) += dz (F, L) @ im2row(xs) (L, K) for one sample."""
-    im2row_one(xs, kh, kw, s, p, oh, ow, rows)
-    gemm_acc(dz, rows, acc)
-
-
-@njit(**SERIAL)
-def dw_gemm_im2row(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dw, db):
-    """Samples lo..hi: dz of each, dw (F, K) += dz (F, L) @ im2row (L, K), db += row sums of
-    dz; returns the block's dz (hi - lo, F, L)."""
-    dzb = _block_output_grads(g4, arg, fused, oh * ow, lo, hi, db)
-    rows = np.empty((oh * ow, dw.shape[1]), dtype=x.dtype)
-    acc = np.zeros(dw.shape, dtype=x.dtype)
-    for n_ in range(lo, hi):
-        _dw_sample_im2row(x[n_], dzb[n_ - lo], kh, kw, s, p, oh, ow, rows, acc)
-    _add_into(acc, dw)
-    return dzb
-
-
-@njit(**SERIAL)
-def _dw_sample_column_lanes(xs, dz, kh, kw, p, oh, ow, xp, dzp, dw4):
-    """dw4 (F, C, KH, KW) += dot products of dz (F, L), laid out in the stride-WS planes dzp
-    (F, M), with the padded planes xp of one sample xs (stride 1)."""
+def _dw_sample_column_lanes(xs, dz, p, oh, ow, xp, offs, dzp, dw):
+    """dw (F, C*KH*KW) += dot products of dz (F, L), laid out in the stride-WS planes dzp
+    (F, M), with the padded planes xp of one sample xs (stride 1; offs its taps)."""
     ws = xs.shape[2] + 2 * p
     pad_into(xs, p, ws, xp)
     to_planes(dz, oh, ow, ws, dzp)
-    dw_planes(xp, dzp, kh, kw, ws, dw4)
+    dw_planes(xp, dzp, offs, dw)
 
 
 @njit(**SERIAL)
@@ -274,47 +261,11 @@ def dw_direct_column_lanes(g4, arg, fused, x, kh, kw, p, oh, ow, lo, hi, dw4, db
     f_, c_ = dw4.shape[0], dw4.shape[1]
     hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
     xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
+    offs = tap_offsets(c_, kh, kw, xp.shape[1], ws)
     dzp = np.empty((f_, round16(oh * ws)), dtype=x.dtype)
+    dw = dw4.reshape(f_, c_ * kh * kw)
     for n_ in range(lo, hi):
-        _dw_sample_column_lanes(x[n_], dzb[n_ - lo], kh, kw, p, oh, ow, xp, dzp, dw4)
-    return dzb
-
-
-@njit(**SERIAL)
-def _dw_sample_filter_lanes(xs, dz, kh, kw, s, p, oh, ow, xp, xe, dzt, acc):
-    """acc (C*KH, KW*Fq) += dW of one sample with the filters along the lanes: xe its padded
-    input per filter lane, dzt (L, KW*Fq) dz transposed, its Fq lanes repeated KW times."""
-    hs, ws = xs.shape[1] + 2 * p, xs.shape[2] + 2 * p
-    fq = dzt.shape[1] // kw
-    pad_into(xs, p, ws, xp)
-    expand_lanes(xp, hs, ws, fq, xe)
-    for fi in range(dz.shape[0]):        # dz read row by row: it may be dy itself, far out in memory
-        for li in range(oh * ow):
-            v = dz[fi, li]
-            for j in range(kw):
-                dzt[li, j * fq + fi] = v
-    dw_filter_lanes(xe, dzt, kh, kw, fq, s, oh, ow, acc)
-
-
-@njit(**SERIAL)
-def dw_direct_filter_lanes(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dwt, db):
-    """Samples lo..hi: dz of each, dwt (C*KH, KW*Fq) += dW with the filters along the lanes,
-    db += row sums of dz; returns the block's dz (hi - lo, F, L)."""
-    dzb = _block_output_grads(g4, arg, fused, oh * ow, lo, hi, db)
-    c_ = x.shape[1]
-    hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
-    fq = dwt.shape[1] // kw
-    xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
-    xe = np.empty((c_, hs, ws * fq), dtype=x.dtype)            # expand_lanes writes all of it
-    dzt = np.empty((oh * ow, kw * fq), dtype=x.dtype)
-    for li in range(oh * ow):                  # the lanes past F stay zero; the rest is written per sample
-        for j in range(kw):
-            for fi in range(g4.shape[1], fq):
-                dzt[li, j * fq + fi] = 0
-    acc = np.zeros(dwt.shape, dtype=x.dtype)
-    for n_ in range(lo, hi):
-        _dw_sample_filter_lanes(x[n_], dzb[n_ - lo], kh, kw, s, p, oh, ow, xp, xe, dzt, acc)
-    _add_into(acc, dwt)
+        _dw_sample_column_lanes(x[n_], dzb[n_ - lo], p, oh, ow, xp, offs, dzp, dw)
     return dzb
 
 
@@ -373,26 +324,15 @@ def dx_col2im(dzb, wtr, kh, kw, s, p, oh, ow, lo, hi, dx):
         _dx_sample(dzb[n_ - lo], wtr, kh, kw, s, p, oh, ow, dcols, dx[n_])
 
 
-def add_filter_lanes(dwt, dw):
-    """dw (F, C, KH, KW) += dwt (C*KH, KW*Fq), the filter-lanes layout of dW."""
-    f_, c_, kh, kw = dw.shape
-    dw += dwt.reshape(c_, kh, kw, -1)[..., :f_].transpose(3, 0, 1, 2)
-
-
 def _dw_block(path, g4, arg, fused, x, w, stride, pad, oh, ow, dw_part, db_part):
     """run(q, lo, hi) -> dz of the block: the plan's dW path on block q (samples lo..hi)."""
     f_, c_, kh, kw = w.shape
     if path == "gemm_im2col":
         return lambda q, lo, hi: dw_gemm_im2col(g4, arg, fused, x, kh, kw, stride, pad, oh, ow, lo, hi,
                                                 dw_part[q].reshape(f_, c_ * kh * kw), db_part[q])
-    if path == "gemm_im2row":
-        return lambda q, lo, hi: dw_gemm_im2row(g4, arg, fused, x, kh, kw, stride, pad, oh, ow, lo, hi,
-                                                dw_part[q].reshape(f_, c_ * kh * kw), db_part[q])
-    if path == "direct_column_lanes":
-        return lambda q, lo, hi: dw_direct_column_lanes(g4, arg, fused, x, kh, kw, pad, oh, ow, lo, hi,
-                                                        dw_part[q].reshape(f_, c_, kh, kw), db_part[q])
-    return lambda q, lo, hi: dw_direct_filter_lanes(g4, arg, fused, x, kh, kw, stride, pad, oh, ow, lo, hi,
-                                                    dw_part[q].reshape(c_ * kh, -1), db_part[q])
+    assert path == "direct_column_lanes", path           # DW_RULE plans no other
+    return lambda q, lo, hi: dw_direct_column_lanes(g4, arg, fused, x, kh, kw, pad, oh, ow, lo, hi,
+                                                    dw_part[q].reshape(f_, c_, kh, kw), db_part[q])
 
 
 def _dx_block(path, x, w, stride, pad, oh, ow, dx):
@@ -412,8 +352,7 @@ def conv_backward(grad, arg, x, w, stride, pad, oh, ow, need_dx, fused, pool=Non
     f_, _, kh, kw = w.shape
     the_plan = conv_plan(x.shape, w.shape, stride, pad, pool)
     blocks, dt = _blocks(n), x.dtype
-    lanes = the_plan.dw == "direct_filter_lanes"           # its partials: (C*KH, KW*Fq) layout
-    dw_part = np.zeros((blocks, c_ * kh * kw * plan.round_up(f_, LANES) if lanes else f_ * c_ * kh * kw), dtype=dt)
+    dw_part = np.zeros((blocks, f_ * c_ * kh * kw), dtype=dt)
     db_part = np.zeros((blocks, f_), dtype=dt)
     dx = np.empty(x.shape, dtype=dt) if need_dx else None
     g4 = grad.reshape(n, f_, grad.shape[2] * grad.shape[3])
@@ -432,9 +371,4 @@ def conv_backward(grad, arg, x, w, stride, pad, oh, ow, need_dx, fused, pool=Non
 
     run_blocks(run_block, blocks, numba.get_num_threads())
     # the block partials summed in block order (NumPy reduces axis 0 row after row)
-    if lanes:
-        dw = np.zeros(w.shape, dtype=dt)
-        add_filter_lanes(dw_part.sum(axis=0).reshape(c_ * kh, -1), dw)
-    else:
-        dw = dw_part.sum(axis=0).reshape(w.shape)
-    return dx, dw, db_part.sum(axis=0)
+    return dx, dw_part.sum(axis=0).reshape(w.shape), db_part.sum(axis=0)

@@ -37,7 +37,8 @@ pool_grad (its backward)
 dw (the weight gradient)
     ``direct_filter_lanes`` -- from the padded input, filters along the lanes (KW 3 or 5)
     ``direct_column_lanes`` -- from the padded input, output columns along the lanes
-                               (KW 5, stride 1, when columns fill more lanes than filters)
+                               (stride 1; Cython: KW 5 when columns fill more lanes than
+                               filters; Numba: any kernel, see DW_RULES)
     ``gemm_im2row``  -- im2row copy + GEMM (long L, short K: a first layer)
     ``gemm_im2col``  -- im2col copy + GEMM reduced over L
 dx (the input gradient)
@@ -84,6 +85,10 @@ POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter
 POOL_GRAD = (None, "route", "expand_2x2")
 DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes")
 DX = ("col2im", "col2im_s1")
+#: how a backend picks its dW path: "lanes", the Cython kernels' rule (a direct kernel for
+#: KW 3 and 5 with filters or output columns along the lanes, else a GEMM); "planes", the
+#: Numba backend's (direct_column_lanes for any stride-1 kernel, gemm_im2col otherwise)
+DW_RULES = ("lanes", "planes")
 
 
 def round_up(v: int, m: int) -> int:
@@ -158,7 +163,12 @@ def _pool_kernel(forward: str, ow: int, pool, lanes: int) -> Optional[str]:
     return "after_conv_2x2" if tuple(pool) == (2, 2) else "after_conv"
 
 
-def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, lanes: int) -> str:
+def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, lanes: int, dw_rule: str) -> str:
+    if dw_rule == "planes":
+        # the Numba backend: dot products of dz with shifted windows of the padded planes,
+        # 4 filters x 4 taps per register tile, at stride 1 (any kernel); measured against
+        # its filter-lanes and im2col paths in numba_conv.DW_RULE
+        return "direct_column_lanes" if stride == 1 else "gemm_im2col"
     # KW 3 or 5 (every preset): dW from the padded input, no im2row/im2col copy (which
     # cost more than the product), with whichever of filters / output columns fills
     # more of the lanes (LeNet C3: 16 filters; C1: 28 columns but 6 filters)
@@ -170,7 +180,7 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
 
 
 @lru_cache(maxsize=256)
-def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k) -> ConvPlan:
+def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, dw_rule) -> ConvPlan:
     n, c, h, w = x_shape
     f, _, kh, kw = w_shape
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
@@ -178,17 +188,20 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k) -> ConvPlan:
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes), pool_grad,
-                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes), "col2im_s1" if stride == 1 else "col2im",
+                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes, dw_rule), "col2im_s1" if stride == 1 else "col2im",
                     lanes)
 
 
 def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None, lanes: int = LANES,
-           max_flanes_k: int = MAX_FLANES_K) -> ConvPlan:
+           max_flanes_k: int = MAX_FLANES_K, dw_rule: str = "lanes") -> ConvPlan:
     """The plan of a convolution x (N, C, H, W) * w (F, C, KH, KW), optionally fused with
-    ReLU and a max pool ``pool = (size, stride)``, for register rows of ``lanes`` floats
-    and a filter-lanes forward used up to ``max_flanes_k`` taps (the backend's crossover).
+    ReLU and a max pool ``pool = (size, stride)``, for register rows of ``lanes`` floats,
+    a filter-lanes forward used up to ``max_flanes_k`` taps (the backend's crossover) and
+    the backend's ``dw_rule`` (DW_RULES).
     Geometry is assumed valid (the public wrappers check it); the same arguments always
     give the same (cached) plan."""
     pool = None if pool is None else (int(pool[0]), int(pool[1]))
+    if dw_rule not in DW_RULES:
+        raise ValueError(f"dw_rule must be one of {DW_RULES}, not {dw_rule!r}")
     return _plan(tuple(map(int, x_shape)), tuple(map(int, w_shape)), int(stride), int(pad), pool,
-                 int(lanes), int(max_flanes_k))
+                 int(lanes), int(max_flanes_k), dw_rule)
