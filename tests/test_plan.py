@@ -68,36 +68,23 @@ NUMBA_FLANES_K = 256
 NUMBA_16 = {9: ("im2col_gemm", "direct_filter_lanes", "col2im_s1")}
 
 
-def planned(args, lanes, max_flanes_k=plan.MAX_FLANES_K, dw_rule="lanes"):
-    return plan.conv2d(*args, lanes=lanes, max_flanes_k=max_flanes_k, dw_rule=dw_rule).names
+def planned(args, lanes, max_flanes_k=plan.MAX_FLANES_K, rules="lanes"):
+    return plan.conv2d(*args, lanes=lanes, max_flanes_k=max_flanes_k, rules=rules).names
 
 
-def test_the_planes_dw_rule_takes_every_stride_1_kernel_and_gemm_past_it():
-    for args, names in CASES_8:
-        dw = plan.conv2d(*args, dw_rule="planes").dw
-        assert dw == ("direct_column_lanes" if args[2] == 1 else "gemm_im2col"), args
-        # only the dW path differs from the lanes rule
-        others = plan.conv2d(*args, dw_rule="lanes")
-        assert plan.conv2d(*args, dw_rule="planes").forward == others.forward
-    with pytest.raises(ValueError, match="dw_rule"):
-        plan.conv2d(*CASES[0][0], dw_rule="fastest")
+def test_the_dots_rules_take_gemms_from_dots_min_k_and_planes_dw_at_stride_1():
+    for args, _ in CASES_8:
+        (_, c, _, _), (_, _, kh, kw), stride = args[0], args[1], args[2]
+        dots, lanes = plan.conv2d(*args, rules="dots"), plan.conv2d(*args, rules="lanes")
+        assert dots.dw == ("direct_column_lanes" if stride == 1 else "gemm_im2col"), args
+        assert dots.forward == ("im2col_gemm" if c * kh * kw >= plan.DOTS_MIN_K else lanes.forward), args
+        assert dots.dx == lanes.dx
+    with pytest.raises(ValueError, match="rules"):
+        plan.conv2d(*CASES[0][0], rules="fastest")
     if "numba" in COMPILED:
-        assert backend("numba").dw_rule == "planes"
+        assert backend("numba").rules == "dots"
     if "cython" in COMPILED:
-        assert backend("cython").dw_rule == "lanes"
-
-
-def test_a_backend_with_a_lower_filter_lanes_crossover_plans_around_it():
-    for i, (args, names) in enumerate(CASES):
-        assert planned(args, 16, NUMBA_FLANES_K) == NUMBA_16.get(i, names), args
-    c3 = CASES[1][0]
-    assert planned(c3, 16, NUMBA_FLANES_K)[0] == "direct_filter_lanes"        # K 150: still filter lanes
-    assert planned(((2, 16, 24, 24), (32, 16, 5, 5), 1, 2, None), 16, NUMBA_FLANES_K)[0] == "direct"   # K 400
-    assert planned(((2, 288, 8, 8), (8, 288, 3, 3), 1, 1, None), 16, NUMBA_FLANES_K)[0] == "im2col_gemm"
-    if "numba" in COMPILED:
-        assert backend("numba").max_flanes_k == NUMBA_FLANES_K
-    if "cython" in COMPILED:
-        assert backend("cython").max_flanes_k == plan.MAX_FLANES_K      # csrc/conv.pyx: the same bound
+        assert backend("cython").rules == "lanes"
 
 
 @pytest.mark.parametrize("lanes", sorted(CASES_BY_LANES))
@@ -158,7 +145,7 @@ def test_each_planned_path_matches_the_reference(name, args, dtype):
     k = backend(name)
     lanes = k.plan_conv2d(x_shape, w_shape, s, p, pool).lanes      # the backend's own width
     if lanes in CASES_BY_LANES:
-        assert k.plan_conv2d(x_shape, w_shape, s, p, pool).names == planned(args, lanes, k.max_flanes_k, k.dw_rule)
+        assert k.plan_conv2d(x_shape, w_shape, s, p, pool).names == planned(args, lanes, k.max_flanes_k, k.rules)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)

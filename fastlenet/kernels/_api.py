@@ -153,8 +153,8 @@ class Backend:
         self.lanes = int(getattr(module, "LANES", _plan.LANES))
         #: the most taps its filter-lanes forward takes (its measured crossover; plan.conv2d)
         self.max_flanes_k = int(getattr(module, "MAX_FLANES_K", _plan.MAX_FLANES_K))
-        #: how it picks its dW path (plan.DW_RULES)
-        self.dw_rule = str(getattr(module, "DW_RULE", "lanes"))
+        #: the rule set its plans follow (plan.RULES)
+        self.rules = str(getattr(module, "PLAN_RULES", "lanes"))
         if not self.writes_out:     # its kernels allocate: copy into out=
             impls = {k: writing_into(fn, *KERNEL_OUTS[k]) for k, fn in impls.items()}
         self._impl = SimpleNamespace(**impls)
@@ -215,7 +215,7 @@ class Backend:
             output_size("max pool (height)", oh, size, ps, 0)
             output_size("max pool (width)", ow, size, ps, 0)
             pool = (size, ps)
-        return _plan.conv2d(x_shape, w_shape, stride, pad, pool, self.lanes, self.max_flanes_k, self.dw_rule)
+        return _plan.conv2d(x_shape, w_shape, stride, pad, pool, self.lanes, self.max_flanes_k, self.rules)
 
     def conv2d_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray,
                        stride: int = 1, pad: int = 0, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -375,6 +375,38 @@ def to_planes(dz, oh, ow, ws, dzp):
                 dzp[fi, oy * ws + ox] = dz[fi, oy * ow + ox]
 
 
+# Channels last.  A sample padded into xn (HS*WS, C) keeps the KW taps of one kernel row
+# next to each other: the window of output (oy, ox) is KH runs of KW*C contiguous
+# elements, xn[(oy*s + i)*WS + ox*s, :] onwards, so its row of im2row is KH copies, and
+# gemm_nt reduces it along the contiguous (i, j, c) taps.
+
+@njit(**SERIAL)
+def pad_nhwc(xs, p, ws, xn):
+    """xn (HS*WS, C): xs (C, H, W) channels last in the interior (the border stays as it is: zero)."""
+    c_, h, w = xs.shape
+    for c in range(c_):
+        for y in range(h):
+            row = (y + p) * ws + p
+            for x in range(w):
+                xn[row + x, c] = xs[c, y, x]
+
+
+@njit(**SERIAL)
+def rows_nhwc(xn, kh, kw, s, ws, oh, ow, rows):
+    """rows (L, Kp): rows[oy*OW + ox, (i*KW + j)*C + c] = xn[(oy*s + i)*WS + ox*s + j, c]
+    (im2row in (i, j, c) order; columns past K*KW*C are left as they are: zero)."""
+    span = kw * xn.shape[1]
+    flat = xn.ravel()
+    for oy in range(oh):
+        for ox in range(ow):
+            r = rows[oy * ow + ox]
+            for i in range(kh):
+                src = ((oy * s + i) * ws + ox * s) * xn.shape[1]
+                dst = i * span
+                for t in range(span):
+                    r[dst + t] = flat[src + t]
+
+
 @njit(**SERIAL)
 def im2row_one(xs, kh, kw, s, p, oh, ow, rows):
     """rows (L, K) = im2col(xs) transposed: rows[oy*OW + ox, (c, i, j)] = xpad[c, oy*s + i, ox*s + j]."""

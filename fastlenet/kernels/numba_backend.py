@@ -55,7 +55,7 @@ def set_num_threads(n: int) -> None:
 # --------------------------------------------------------------------------- convolution
 # numba_conv.py: one serial kernel per plan path, over blocks of samples on T threads
 MAX_FLANES_K = numba_conv.MAX_FLANES_K          # the plan's filter-lanes crossover (Backend reads it)
-DW_RULE = numba_conv.DW_RULE                    # ... and its dW rule
+PLAN_RULES = numba_conv.PLAN_RULES              # ... and its plan rules
 LANES = numba_conv.LANES
 
 

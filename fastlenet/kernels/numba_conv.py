@@ -32,8 +32,8 @@ from numba import njit
 from . import plan
 from ._block_threads import run_blocks
 from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, conv_planes, dw_planes,
-                           expand_lanes, gemm, gemm_nt_acc, im2col_one, pad_into, relu_maxpool, round16,
-                           tap_offsets, to_planes)
+                           expand_lanes, gemm, gemm_nt, gemm_nt_acc, im2col_one, pad_into, pad_nhwc, relu_maxpool,
+                           round16, row_offsets, rows_nhwc, tap_offsets, to_planes)
 from ._numba_options import INLINE, SERIAL, ZERO
 
 SB = 16                                  # samples per block (Cython's SB)
@@ -51,18 +51,22 @@ DZ_BYTES = 1 << 20
 #: (the input expanded per filter lane) loses once the taps outgrow the caches, unlike
 #: the Cython kernel's (plan.MAX_FLANES_K)
 MAX_FLANES_K = 256
-#: this backend's dW rule (plan.DW_RULES): dot products over the padded planes at stride 1.
-#: Measured 2026-12-06 (AMD EPYC Zen 4, 1 thread, CPU ms, dW + db only, filter lanes /
-#: im2col + GEMM / planes; scratch loop forcing each path): 3 -> 32 on 32x32 18.7 / 6.4 /
-#: 5.4; 3x3 32 -> 64 on 16x16 51.2 / 23.6 / 17.0; 64 -> 64 on 8x8 26.3 / 17.3 / 13.2; 1x1
-#: 64 -> 128 45.6 / 10.4 / 10.0; 5x5 pad 2 16 -> 32 38.7 / 23.7 / 11.8; LeNet C3 8.3 / 7.5
-#: / 3.0.  Stride 2 (32 -> 64 on 32x32): filter lanes 70.6, im2col + GEMM 23.4
-DW_RULE = "planes"
+#: this backend's plan rules (plan.RULES): its register tiles are dot products
+#: (_numba_loops.gemm_nt).  Measured 2026-12-06 (AMD EPYC Zen 4, 1 thread, CPU ms, scratch
+#: loops forcing each path on the shape suite's layers, batch 128, 5x5 64, C3 256).
+#: Forward, im2col_gemm (im2row channels last + gemm_nt) / direct / filter lanes: 3 -> 32
+#: on 32x32 (K 27) 13.1 / 8.8 / 13.9; 3x3 32 -> 64 on 16x16 20.3 / 38.5 / 55.9; 64 -> 64
+#: on 8x8 9.0 / 29.9 / 30.1; 1x1 64 -> 128 15.2 / 18.1 / 42.2; 5x5 pad 2 16 -> 32 18.4 /
+#: 28.6 / 43.4; LeNet C3 (K 150) 4.6 / 5.7 / 5.0.  dW + db, filter lanes / im2col + GEMM /
+#: planes: 3 -> 32 18.7 / 6.4 / 5.4; 32 -> 64 51.2 / 23.6 / 17.0; 64 -> 64 26.3 / 17.3 /
+#: 13.2; 1x1 45.6 / 10.4 / 10.0; 5x5 38.7 / 23.7 / 11.8; C3 8.3 / 7.5 / 3.0; stride 2
+#: (32 -> 64 on 32x32): filter lanes 70.6, im2col + GEMM 23.4
+PLAN_RULES = "dots"
 
 
 def conv_plan(x_shape, w_shape, stride, pad, pool=None) -> plan.ConvPlan:
     """The plan this backend runs for the geometry (its lanes, filter-lanes crossover and dW rule)."""
-    return plan.conv2d(x_shape, w_shape, stride, pad, pool, LANES, MAX_FLANES_K, DW_RULE)
+    return plan.conv2d(x_shape, w_shape, stride, pad, pool, LANES, MAX_FLANES_K, PLAN_RULES)
 
 
 def _blocks(n: int) -> int:
@@ -91,22 +95,40 @@ def _emit(z, fs, rs, cs, ow, size, ps, ys, args):
 
 
 @njit(**SERIAL)
-def _sample_im2col_gemm(xs, wm, b, kh, kw, s, p, oh, ow, cols, z):
-    """One sample xs (C, H, W): cols (K, L) = im2col, z (F, L) = wm (F, K) @ cols + b."""
-    im2col_one(xs, kh, kw, s, p, oh, ow, cols)
-    gemm(wm, cols, b, z)
+def _sample_im2col_gemm(xs, wk, b, kh, kw, s, p, oh, ow, xn, rows, offs, z):
+    """One sample xs (C, H, W): xn (HS*WS, C) padded channels last, rows (L, Kp) its
+    windows (im2row), z (F, L) = b + wk (F, Kp) @ rows^T."""
+    ws = xs.shape[2] + 2 * p
+    pad_nhwc(xs, p, ws, xn)
+    rows_nhwc(xn, kh, kw, s, ws, oh, ow, rows)
+    for fi in range(z.shape[0]):
+        for li in range(z.shape[1]):
+            z[fi, li] = b[fi]
+    gemm_nt(wk, rows.ravel(), offs, z)
 
 
 @njit(**SERIAL)
-def forward_im2col_gemm(x, w, b, s, p, oh, ow, size, ps, lo, hi, y, arg):
-    """Samples lo..hi of y by im2col + GEMM (any geometry)."""
-    f_, c_, kh, kw = w.shape
-    wm = w.reshape(f_, c_ * kh * kw)
-    cols = np.empty((c_ * kh * kw, oh * ow), dtype=x.dtype)
+def forward_im2col_gemm(x, wk, b, kh, kw, s, p, oh, ow, size, ps, lo, hi, y, arg):
+    """Samples lo..hi of y by im2row (channels last) + the register-tiled GEMM (any
+    geometry); wk (F, Kp): the weights in (i, j, c) order, zero past K (nhwc_weights)."""
+    c_, f_ = x.shape[1], wk.shape[0]
+    hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
+    xn = np.zeros((hs * ws, c_), dtype=x.dtype)
+    rows = np.zeros((oh * ow, wk.shape[1]), dtype=x.dtype)
+    offs = row_offsets(oh * ow, wk.shape[1])
     z = np.empty((f_, oh * ow), dtype=x.dtype)
     for n_ in range(lo, hi):
-        _sample_im2col_gemm(x[n_], wm, b, kh, kw, s, p, oh, ow, cols, z)
+        _sample_im2col_gemm(x[n_], wk, b, kh, kw, s, p, oh, ow, xn, rows, offs, z)
         _emit(z, oh * ow, ow, 1, ow, size, ps, y[n_], arg[n_])
+
+
+def nhwc_weights(w):
+    """wk (F, Kp): w (F, C, KH, KW) in (i, j, c) order, K = C*KH*KW rounded up to 16 lanes
+    with zeros (the rows of rows_nhwc); NumPy, once per call."""
+    f_, k = w.shape[0], w[0].size
+    wk = np.zeros((f_, plan.round_up(k, LANES)), dtype=w.dtype)
+    wk[:, :k] = w.transpose(0, 2, 3, 1).reshape(f_, k)
+    return wk
 
 
 @njit(**SERIAL)
@@ -169,7 +191,8 @@ def tiled_weights(w, b, ow, fq):
 def _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg):
     """run(lo, hi): the forward path's kernel on samples lo..hi."""
     if path == "im2col_gemm":
-        return lambda lo, hi: forward_im2col_gemm(x, w, b, stride, pad, oh, ow, size, ps, lo, hi, y, arg)
+        wk, kh, kw = nhwc_weights(w), w.shape[2], w.shape[3]
+        return lambda lo, hi: forward_im2col_gemm(x, wk, b, kh, kw, stride, pad, oh, ow, size, ps, lo, hi, y, arg)
     if path == "direct":
         return lambda lo, hi: forward_direct(x, w, b, pad, oh, ow, size, ps, lo, hi, y, arg)
     wt, bt = tiled_weights(w, b, ow, plan.round_up(w.shape[0], LANES))
@@ -330,7 +353,7 @@ def _dw_block(path, g4, arg, fused, x, w, stride, pad, oh, ow, dw_part, db_part)
     if path == "gemm_im2col":
         return lambda q, lo, hi: dw_gemm_im2col(g4, arg, fused, x, kh, kw, stride, pad, oh, ow, lo, hi,
                                                 dw_part[q].reshape(f_, c_ * kh * kw), db_part[q])
-    assert path == "direct_column_lanes", path           # DW_RULE plans no other
+    assert path == "direct_column_lanes", path           # PLAN_RULES plans no other
     return lambda q, lo, hi: dw_direct_column_lanes(g4, arg, fused, x, kh, kw, pad, oh, ow, lo, hi,
                                                     dw_part[q].reshape(f_, c_, kh, kw), db_part[q])
 

@@ -38,7 +38,7 @@ dw (the weight gradient)
     ``direct_filter_lanes`` -- from the padded input, filters along the lanes (KW 3 or 5)
     ``direct_column_lanes`` -- from the padded input, output columns along the lanes
                                (stride 1; Cython: KW 5 when columns fill more lanes than
-                               filters; Numba: any kernel, see DW_RULES)
+                               filters; Numba: any kernel, see RULES)
     ``gemm_im2row``  -- im2row copy + GEMM (long L, short K: a first layer)
     ``gemm_im2col``  -- im2col copy + GEMM reduced over L
 dx (the input gradient)
@@ -85,10 +85,16 @@ POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter
 POOL_GRAD = (None, "route", "expand_2x2")
 DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes")
 DX = ("col2im", "col2im_s1")
-#: how a backend picks its dW path: "lanes", the Cython kernels' rule (a direct kernel for
-#: KW 3 and 5 with filters or output columns along the lanes, else a GEMM); "planes", the
-#: Numba backend's (direct_column_lanes for any stride-1 kernel, gemm_im2col otherwise)
-DW_RULES = ("lanes", "planes")
+#: the rule sets a backend plans with: "lanes", the Cython kernels' (register tiles along
+#: the vector lanes: the rules below); "dots", the Numba backend's, whose register tiles
+#: are 4 x 4 blocks of dot products (``_numba_loops.gemm_nt``): its forward is im2col_gemm
+#: from DOTS_MIN_K taps on (the lanes rule's direct paths below that), its dW
+#: direct_column_lanes at stride 1 (any kernel) and gemm_im2col otherwise
+RULES = ("lanes", "dots")
+#: ... the fewest taps (C*KH*KW) of a "dots" GEMM forward: a dot product over fewer runs
+#: mostly outside whole vectors.  Measured (numba_conv.PLAN_RULES): direct wins at K 27
+#: (3 -> 32, 3x3), the GEMM at 150 (LeNet C3) and above
+DOTS_MIN_K = 64
 
 
 def round_up(v: int, m: int) -> int:
@@ -163,11 +169,10 @@ def _pool_kernel(forward: str, ow: int, pool, lanes: int) -> Optional[str]:
     return "after_conv_2x2" if tuple(pool) == (2, 2) else "after_conv"
 
 
-def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, lanes: int, dw_rule: str) -> str:
-    if dw_rule == "planes":
-        # the Numba backend: dot products of dz with shifted windows of the padded planes,
-        # 4 filters x 4 taps per register tile, at stride 1 (any kernel); measured against
-        # its filter-lanes and im2col paths in numba_conv.DW_RULE
+def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, lanes: int, rules: str) -> str:
+    if rules == "dots":
+        # dot products of dz with shifted windows of the padded planes, 4 filters x 4 taps
+        # per register tile, at stride 1 (any kernel); measured in numba_conv.PLAN_RULES
         return "direct_column_lanes" if stride == 1 else "gemm_im2col"
     # KW 3 or 5 (every preset): dW from the padded input, no im2row/im2col copy (which
     # cost more than the product), with whichever of filters / output columns fills
@@ -180,28 +185,31 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
 
 
 @lru_cache(maxsize=256)
-def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, dw_rule) -> ConvPlan:
+def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules) -> ConvPlan:
     n, c, h, w = x_shape
     f, _, kh, kw = w_shape
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
-    forward = _forward_path(c, f, kh, kw, stride, ow, lanes, max_flanes_k)
+    if rules == "dots" and c * kh * kw >= DOTS_MIN_K:
+        forward = "im2col_gemm"
+    else:
+        forward = _forward_path(c, f, kh, kw, stride, ow, lanes, max_flanes_k)
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes), pool_grad,
-                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes, dw_rule), "col2im_s1" if stride == 1 else "col2im",
+                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes, rules), "col2im_s1" if stride == 1 else "col2im",
                     lanes)
 
 
 def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None, lanes: int = LANES,
-           max_flanes_k: int = MAX_FLANES_K, dw_rule: str = "lanes") -> ConvPlan:
+           max_flanes_k: int = MAX_FLANES_K, rules: str = "lanes") -> ConvPlan:
     """The plan of a convolution x (N, C, H, W) * w (F, C, KH, KW), optionally fused with
     ReLU and a max pool ``pool = (size, stride)``, for register rows of ``lanes`` floats,
     a filter-lanes forward used up to ``max_flanes_k`` taps (the backend's crossover) and
-    the backend's ``dw_rule`` (DW_RULES).
+    the backend's ``rules`` (RULES).
     Geometry is assumed valid (the public wrappers check it); the same arguments always
     give the same (cached) plan."""
     pool = None if pool is None else (int(pool[0]), int(pool[1]))
-    if dw_rule not in DW_RULES:
-        raise ValueError(f"dw_rule must be one of {DW_RULES}, not {dw_rule!r}")
+    if rules not in RULES:
+        raise ValueError(f"rules must be one of {RULES}, not {rules!r}")
     return _plan(tuple(map(int, x_shape)), tuple(map(int, w_shape)), int(stride), int(pad), pool,
-                 int(lanes), int(max_flanes_k), dw_rule)
+                 int(lanes), int(max_flanes_k), rules)
