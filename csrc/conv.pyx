@@ -65,6 +65,7 @@ cdef enum:
 cdef enum:
     DX_COL2IM = 0
     DX_COL2IM_S1 = 1
+    DX_FLIPPED_CONV_S1 = 2   # the Numba backend's ("dots" plan rules); not built here
 cdef enum:
     MIN_DIRECT_OW = 8    # plan.MIN_DIRECT_OW
     MAX_DIRECT_K = 512   # plan.MAX_DIRECT_K
@@ -77,7 +78,7 @@ PLAN_NAMES = {
     "pool": (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes"),
     "pool_grad": (None, "route", "expand_2x2"),
     "dw": ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes"),
-    "dx": ("col2im", "col2im_s1"),
+    "dx": ("col2im", "col2im_s1", "flipped_conv_s1"),
 }
 LANES = LB
 
@@ -233,6 +234,8 @@ cdef _check_plan(Geometry g):
         bad.append("dw 'direct_column_lanes' needs KW 5 and stride 1")
     if g.dx == DX_COL2IM_S1 and g.s != 1:
         bad.append("dx 'col2im_s1' needs stride 1")
+    if g.dx == DX_FLIPPED_CONV_S1:
+        bad.append("dx 'flipped_conv_s1' is a Numba path, not built in this backend")
     if bad:
         raise ValueError("conv plan does not fit its geometry: " + "; ".join(bad))
 

@@ -78,7 +78,7 @@ def test_the_dots_rules_take_gemms_from_dots_min_k_and_planes_dw_at_stride_1():
         dots, lanes = plan.conv2d(*args, rules="dots"), plan.conv2d(*args, rules="lanes")
         assert dots.dw == ("direct_column_lanes" if stride == 1 else "gemm_im2col"), args
         assert dots.forward == ("im2col_gemm" if c * kh * kw >= plan.DOTS_MIN_K else lanes.forward), args
-        assert dots.dx == lanes.dx
+        assert dots.dx == ("flipped_conv_s1" if stride == 1 and c >= plan.DOTS_MIN_DX_C else lanes.dx), args
     with pytest.raises(ValueError, match="rules"):
         plan.conv2d(*CASES[0][0], rules="fastest")
     if "numba" in COMPILED:
@@ -96,6 +96,7 @@ def test_the_plan_names_its_paths(lanes):
 @pytest.mark.parametrize("lanes", sorted(CASES_BY_LANES))
 def test_every_path_is_named_by_a_case(lanes):
     seen = {n for _, names in CASES_BY_LANES[lanes] for n in names}
+    seen |= {n for args, _ in CASES_BY_LANES[lanes] for n in planned(args, lanes, rules="dots")}
     every = set(plan.FORWARD) | set(plan.POOL) | set(plan.POOL_GRAD) | set(plan.DW) | set(plan.DX)
     assert every - {None} == seen
 
@@ -135,6 +136,10 @@ def test_a_plan_that_does_not_fit_its_geometry_is_refused():
     lanes = good[:3] + (plan.DW.index("direct_column_lanes"),) + good[4:]
     with pytest.raises(ValueError, match="direct_column_lanes"):
         _cy_conv.conv2d_backward(np.ones((2, 4, 6, 6), np.float32), x, w, 2, 1, True, lanes)
+    s1 = plan.conv2d(x.shape, w.shape, 1, 1).codes
+    flipped = s1[:4] + (plan.DX.index("flipped_conv_s1"),)          # the Numba backend's dx
+    with pytest.raises(ValueError, match="flipped_conv_s1"):
+        _cy_conv.conv2d_backward(np.ones((2, 4, 11, 11), np.float32), x, w, 1, 1, True, flipped)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -138,16 +138,16 @@ def gemm_nt(a, flat, offs, out):
     pass over K, 16 accumulators that LLVM keeps in vector registers (fast-math lets it
     split each sum across the lanes), 8 loads per 16 multiply-adds and no stores in the
     loop.  ``gemm``'s row updates load and store ``out`` at every step instead (single
-    thread, 64 x 288 x 256: 92 against 33 GFLOP/s).  Rows and columns past the last
-    whole tile are single dot products."""
+    thread, 64 x 288 x 256: 92 against 33 GFLOP/s).  A last block of fewer than 4 rows
+    (or columns) repeats its last one and stores only the real ones, as csrc/gemm.h does:
+    single dot products there made dx of a 3-channel input 3x slower."""
     m_, k_ = a.shape
     n_ = offs.shape[0]
-    m4, n4 = m_ - m_ % 4, n_ - n_ % 4
-    for m in range(0, m4, 4):
-        a0, a1, a2, a3 = a[m], a[m + 1], a[m + 2], a[m + 3]
-        for n in range(0, n4, 4):
-            b0, b1 = flat[offs[n]:offs[n] + k_], flat[offs[n + 1]:offs[n + 1] + k_]
-            b2, b3 = flat[offs[n + 2]:offs[n + 2] + k_], flat[offs[n + 3]:offs[n + 3] + k_]
+    for m in range(0, m_, 4):
+        a0, a1, a2, a3 = a[m], a[min(m + 1, m_ - 1)], a[min(m + 2, m_ - 1)], a[min(m + 3, m_ - 1)]
+        for n in range(0, n_, 4):
+            o0, o1, o2, o3 = offs[n], offs[min(n + 1, n_ - 1)], offs[min(n + 2, n_ - 1)], offs[min(n + 3, n_ - 1)]
+            b0, b1, b2, b3 = flat[o0:o0 + k_], flat[o1:o1 + k_], flat[o2:o2 + k_], flat[o3:o3 + k_]
             s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = ZERO
             s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = ZERO
             for k in range(k_):
@@ -157,41 +157,25 @@ def gemm_nt(a, flat, offs, out):
                 s10 += x1 * y0; s11 += x1 * y1; s12 += x1 * y2; s13 += x1 * y3    # noqa: E702
                 s20 += x2 * y0; s21 += x2 * y1; s22 += x2 * y2; s23 += x2 * y3    # noqa: E702
                 s30 += x3 * y0; s31 += x3 * y1; s32 += x3 * y2; s33 += x3 * y3    # noqa: E702
-            _add_row4(out[m], n, s00, s01, s02, s03)
-            _add_row4(out[m + 1], n, s10, s11, s12, s13)
-            _add_row4(out[m + 2], n, s20, s21, s22, s23)
-            _add_row4(out[m + 3], n, s30, s31, s32, s33)
-        for n in range(n4, n_):
-            for r in range(4):
-                out[m + r, n] += _dot(a[m + r], flat[offs[n]:offs[n] + k_])
-    for m in range(m4, m_):
-        for n in range(n_):
-            out[m, n] += _dot(a[m], flat[offs[n]:offs[n] + k_])
-
-
-@njit(**SERIAL)
-def row_offsets(rows, k):
-    """The offs of gemm_nt for a plain (rows, k) matrix: n*k."""
-    offs = np.empty(rows, dtype=np.int64)
-    for n in range(rows):
-        offs[n] = n * k
-    return offs
+            _add_row4(out[m], n, n_, s00, s01, s02, s03)
+            if m + 1 < m_:
+                _add_row4(out[m + 1], n, n_, s10, s11, s12, s13)
+            if m + 2 < m_:
+                _add_row4(out[m + 2], n, n_, s20, s21, s22, s23)
+            if m + 3 < m_:
+                _add_row4(out[m + 3], n, n_, s30, s31, s32, s33)
 
 
 @njit(**INLINE)
-def _add_row4(row, n, v0, v1, v2, v3):
+def _add_row4(row, n, n_, v0, v1, v2, v3):
+    """row[n..n+3] += v0..v3, those below n_ only."""
     row[n] += v0
-    row[n + 1] += v1
-    row[n + 2] += v2
-    row[n + 3] += v3
-
-
-@njit(**INLINE)
-def _dot(x, y):
-    acc = ZERO
-    for k in range(x.shape[0]):
-        acc += x[k] * y[k]
-    return acc
+    if n + 1 < n_:
+        row[n + 1] += v1
+    if n + 2 < n_:
+        row[n + 2] += v2
+    if n + 3 < n_:
+        row[n + 3] += v3
 
 
 @njit(**INLINE)
@@ -208,6 +192,15 @@ def gemm_nt_acc(g, cols, dw, db):
     for fi in range(g.shape[0]):
         db[fi] += _row_sum(g[fi])
     gemm_nt(g, cols.ravel(), row_offsets(cols.shape[0], cols.shape[1]), dw)
+
+
+@njit(**SERIAL)
+def row_offsets(rows, k):
+    """The offs of gemm_nt for a plain (rows, k) matrix: n*k."""
+    offs = np.empty(rows, dtype=np.int64)
+    for n in range(rows):
+        offs[n] = n * k
+    return offs
 
 
 @njit(**SERIAL)
@@ -381,14 +374,14 @@ def to_planes(dz, oh, ow, ws, dzp):
 # gemm_nt reduces it along the contiguous (i, j, c) taps.
 
 @njit(**SERIAL)
-def pad_nhwc(xs, p, ws, xn):
-    """xn (HS*WS, C): xs (C, H, W) channels last in the interior (the border stays as it is: zero)."""
-    c_, h, w = xs.shape
-    for c in range(c_):
+def pad_nhwc(xs, h, w, py, px, ws, xn):
+    """xn (HS*WS, C): xs (C, H*W) channels last in the interior, py rows and px columns in
+    (the border stays as it is: zero)."""
+    for c in range(xs.shape[0]):
         for y in range(h):
-            row = (y + p) * ws + p
+            row = (y + py) * ws + px
             for x in range(w):
-                xn[row + x, c] = xs[c, y, x]
+                xn[row + x, c] = xs[c, y * w + x]
 
 
 @njit(**SERIAL)

@@ -95,11 +95,11 @@ def _emit(z, fs, rs, cs, ow, size, ps, ys, args):
 
 
 @njit(**SERIAL)
-def _sample_im2col_gemm(xs, wk, b, kh, kw, s, p, oh, ow, xn, rows, offs, z):
-    """One sample xs (C, H, W): xn (HS*WS, C) padded channels last, rows (L, Kp) its
+def _sample_im2col_gemm(xs, h, w, wk, b, kh, kw, s, p, oh, ow, xn, rows, offs, z):
+    """One sample xs (C, H*W): xn (HS*WS, C) padded channels last, rows (L, Kp) its
     windows (im2row), z (F, L) = b + wk (F, Kp) @ rows^T."""
-    ws = xs.shape[2] + 2 * p
-    pad_nhwc(xs, p, ws, xn)
+    ws = w + 2 * p
+    pad_nhwc(xs, h, w, p, p, ws, xn)
     rows_nhwc(xn, kh, kw, s, ws, oh, ow, rows)
     for fi in range(z.shape[0]):
         for li in range(z.shape[1]):
@@ -108,17 +108,18 @@ def _sample_im2col_gemm(xs, wk, b, kh, kw, s, p, oh, ow, xn, rows, offs, z):
 
 
 @njit(**SERIAL)
-def forward_im2col_gemm(x, wk, b, kh, kw, s, p, oh, ow, size, ps, lo, hi, y, arg):
+def forward_im2col_gemm(x3, h, w, wk, b, kh, kw, s, p, oh, ow, size, ps, lo, hi, y, arg):
     """Samples lo..hi of y by im2row (channels last) + the register-tiled GEMM (any
-    geometry); wk (F, Kp): the weights in (i, j, c) order, zero past K (nhwc_weights)."""
-    c_, f_ = x.shape[1], wk.shape[0]
-    hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
-    xn = np.zeros((hs * ws, c_), dtype=x.dtype)
-    rows = np.zeros((oh * ow, wk.shape[1]), dtype=x.dtype)
+    geometry); x3 (N, C, H*W) the input, wk (F, Kp) the weights in (i, j, c) order, zero
+    past K (nhwc_weights)."""
+    c_, f_ = x3.shape[1], wk.shape[0]
+    hs, ws = h + 2 * p, w + 2 * p
+    xn = np.zeros((hs * ws, c_), dtype=x3.dtype)
+    rows = np.zeros((oh * ow, wk.shape[1]), dtype=x3.dtype)
     offs = row_offsets(oh * ow, wk.shape[1])
-    z = np.empty((f_, oh * ow), dtype=x.dtype)
+    z = np.empty((f_, oh * ow), dtype=x3.dtype)
     for n_ in range(lo, hi):
-        _sample_im2col_gemm(x[n_], wk, b, kh, kw, s, p, oh, ow, xn, rows, offs, z)
+        _sample_im2col_gemm(x3[n_], h, w, wk, b, kh, kw, s, p, oh, ow, xn, rows, offs, z)
         _emit(z, oh * ow, ow, 1, ow, size, ps, y[n_], arg[n_])
 
 
@@ -191,8 +192,10 @@ def tiled_weights(w, b, ow, fq):
 def _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg):
     """run(lo, hi): the forward path's kernel on samples lo..hi."""
     if path == "im2col_gemm":
-        wk, kh, kw = nhwc_weights(w), w.shape[2], w.shape[3]
-        return lambda lo, hi: forward_im2col_gemm(x, wk, b, kh, kw, stride, pad, oh, ow, size, ps, lo, hi, y, arg)
+        (n, c_, h, wd), (kh, kw) = x.shape, w.shape[2:]
+        x3, wk = x.reshape(n, c_, h * wd), nhwc_weights(w)
+        return lambda lo, hi: forward_im2col_gemm(x3, h, wd, wk, b, kh, kw, stride, pad, oh, ow, size, ps,
+                                                  lo, hi, y, arg)
     if path == "direct":
         return lambda lo, hi: forward_direct(x, w, b, pad, oh, ow, size, ps, lo, hi, y, arg)
     wt, bt = tiled_weights(w, b, ow, plan.round_up(w.shape[0], LANES))
@@ -331,6 +334,44 @@ def dx_col2im_s1(dzb, wtr, kh, kw, p, oh, ow, lo, hi, dx):
 
 
 @njit(**SERIAL)
+def _dx_sample_flipped(dz, wf, kh, kw, p, oh, ow, dzn, rows, offs, dxs):
+    """dxs (C, H*W) of one sample, stride 1: the full convolution of dz (F, L) with the
+    flipped weights wf (C, Kp), by the forward's GEMM: dzn (HF*WF, F) dz channels last with
+    KH-1 rows and KW-1 columns of zeros around it, rows (H*W, Kp) the window of each dx
+    pixel, which starts p rows and columns into dzn."""
+    h, w = (oh + kh - 1) - 2 * p, (ow + kw - 1) - 2 * p
+    wsf = ow + 2 * (kw - 1)
+    pad_nhwc(dz, oh, ow, kh - 1, kw - 1, wsf, dzn)
+    rows_nhwc(dzn[p * wsf + p:], kh, kw, 1, wsf, h, w, rows)
+    for c in range(dxs.shape[0]):
+        for q in range(dxs.shape[1]):
+            dxs[c, q] = 0
+    gemm_nt(wf, rows.ravel(), offs, dxs)
+
+
+@njit(**SERIAL)
+def dx_flipped_conv_s1(dzb, wf, kh, kw, p, oh, ow, lo, hi, dx3):
+    """dx3[n] (C, H*W) of samples lo..hi, stride 1; wf (C, Kp) the flipped weights
+    (flipped_weights)."""
+    f_ = dzb.shape[1]
+    h, w = (oh + kh - 1) - 2 * p, (ow + kw - 1) - 2 * p
+    dzn = np.zeros(((oh + 2 * (kh - 1)) * (ow + 2 * (kw - 1)), f_), dtype=dx3.dtype)
+    rows = np.zeros((h * w, wf.shape[1]), dtype=dx3.dtype)
+    offs = row_offsets(h * w, wf.shape[1])
+    for n_ in range(lo, hi):
+        _dx_sample_flipped(dzb[n_ - lo], wf, kh, kw, p, oh, ow, dzn, rows, offs, dx3[n_])
+
+
+def flipped_weights(w):
+    """wf (C, Kp): wf[c, (i*KW + j)*F + f] = w[f, c, KH-1-i, KW-1-j], zero past K (the
+    weights of dx as a convolution of dz); NumPy, once per call."""
+    c_, k = w.shape[1], w.shape[0] * w.shape[2] * w.shape[3]
+    wf = np.zeros((c_, plan.round_up(k, LANES)), dtype=w.dtype)
+    wf[:, :k] = w[:, :, ::-1, ::-1].transpose(1, 2, 3, 0).reshape(c_, k)
+    return wf
+
+
+@njit(**SERIAL)
 def _dx_sample(dz, wtr, kh, kw, s, p, oh, ow, dcols, dxs):
     """dxs (C, H, W) of one sample, any stride: dcols (K, L) = wtr (K, F) @ dz, folded
     element by element."""
@@ -361,6 +402,9 @@ def _dw_block(path, g4, arg, fused, x, w, stride, pad, oh, ow, dw_part, db_part)
 def _dx_block(path, x, w, stride, pad, oh, ow, dx):
     """run(lo, hi, dzb): the plan's dx path on samples lo..hi."""
     f_, c_, kh, kw = w.shape
+    if path == "flipped_conv_s1":
+        wf, dx3 = flipped_weights(w), dx.reshape(dx.shape[0], c_, -1)
+        return lambda lo, hi, dzb: dx_flipped_conv_s1(dzb, wf, kh, kw, pad, oh, ow, lo, hi, dx3)
     wtr = np.ascontiguousarray(w.reshape(f_, c_ * kh * kw).T)             # (K, F)
     if path == "col2im_s1":
         return lambda lo, hi, dzb: dx_col2im_s1(dzb, wtr, kh, kw, pad, oh, ow, lo, hi, dx)

@@ -44,6 +44,9 @@ dw (the weight gradient)
 dx (the input gradient)
     ``col2im_s1`` -- W^T dz, folded into padded planes with whole vectors (stride 1)
     ``col2im``    -- W^T dz, folded element by element (any stride)
+    ``flipped_conv_s1`` -- dz padded by KH-1 rows and KW-1 columns, convolved with the
+                     flipped weights by the forward's im2row + GEMM, no fold (stride 1,
+                     "dots" rules from DOTS_MIN_DX_C channels; not in the Cython build)
 """
 from __future__ import annotations
 
@@ -84,17 +87,22 @@ FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes")
 POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes")
 POOL_GRAD = (None, "route", "expand_2x2")
 DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes")
-DX = ("col2im", "col2im_s1")
+DX = ("col2im", "col2im_s1", "flipped_conv_s1")
 #: the rule sets a backend plans with: "lanes", the Cython kernels' (register tiles along
 #: the vector lanes: the rules below); "dots", the Numba backend's, whose register tiles
 #: are 4 x 4 blocks of dot products (``_numba_loops.gemm_nt``): its forward is im2col_gemm
 #: from DOTS_MIN_K taps on (the lanes rule's direct paths below that), its dW
-#: direct_column_lanes at stride 1 (any kernel) and gemm_im2col otherwise
+#: direct_column_lanes at stride 1 (any kernel) and gemm_im2col otherwise, its dx
+#: flipped_conv_s1 at stride 1 from DOTS_MIN_DX_C input channels
 RULES = ("lanes", "dots")
 #: ... the fewest taps (C*KH*KW) of a "dots" GEMM forward: a dot product over fewer runs
 #: mostly outside whole vectors.  Measured (numba_conv.PLAN_RULES): direct wins at K 27
 #: (3 -> 32, 3x3), the GEMM at 150 (LeNet C3) and above
 DOTS_MIN_K = 64
+#: ... and the fewest input channels of its flipped_conv_s1 dx: its im2row copies F*KH*KW
+#: elements per input pixel, each used by C multiply-adds.  Measured (numba_conv.PLAN_RULES):
+#: col2im_s1 wins at C 3 and 6, the flipped conv at 32 and 64, a tie at 16
+DOTS_MIN_DX_C = 32
 
 
 def round_up(v: int, m: int) -> int:
@@ -184,6 +192,12 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
     return "gemm_im2row" if oh * ow < IM2ROW_RATIO * c * kh * kw else "gemm_im2col"
 
 
+def _dx_path(c: int, stride: int, rules: str) -> str:
+    if stride != 1:
+        return "col2im"
+    return "flipped_conv_s1" if rules == "dots" and c >= DOTS_MIN_DX_C else "col2im_s1"
+
+
 @lru_cache(maxsize=256)
 def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules) -> ConvPlan:
     n, c, h, w = x_shape
@@ -196,8 +210,7 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules) -> Co
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes), pool_grad,
-                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes, rules), "col2im_s1" if stride == 1 else "col2im",
-                    lanes)
+                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes, rules), _dx_path(c, stride, rules), lanes)
 
 
 def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None, lanes: int = LANES,
