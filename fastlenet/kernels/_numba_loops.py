@@ -1,5 +1,10 @@
 """The Numba backend's serial loop nests: the per-sample pieces its convolution paths
-are made of (im2col/col2im, the small GEMMs, the direct layouts, ReLU + max pool).
+are made of (im2col/col2im, the small GEMMs, the direct layouts, the channels-last
+im2row, ReLU + max pool).
+
+Its register tile is ``gemm_nt``'s 4 x 4 block of dot products (Numba has no SIMD types,
+and LLVM's loop vectoriser keeps accumulators in registers only as reductions); the
+forward GEMM, dW at stride 1 and the flipped-conv dx run on it.
 
 Dimension legend: C channels, H/W input height/width, F filters, KH/KW kernel
 height/width, OH/OW output height/width, L = OH*OW, K = C*KH*KW, s stride, p pad,
@@ -60,13 +65,8 @@ def im2col_one(xs, kh, kw, s, p, oh, ow, cols):
                         continue
                     for ox in range(lo):
                         cols[r, base + ox] = 0
-                    if s == 1:
-                        shift = j - p
-                        for ox in range(lo, hi):
-                            cols[r, base + ox] = xs[c, yy, ox + shift]
-                    else:
-                        for ox in range(lo, hi):
-                            cols[r, base + ox] = xs[c, yy, ox * s + j - p]
+                    for ox in range(lo, hi):
+                        cols[r, base + ox] = xs[c, yy, ox * s + j - p]
                     for ox in range(hi, ow):
                         cols[r, base + ox] = 0
 
@@ -233,10 +233,10 @@ def relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
 # ox >= OW are don't-cares, zero in gradients).  Then a tap (c, i, j) of the
 # convolution is one long contiguous loop over a whole plane,
 #     z[f, q] += w[f, c, i, j] * xp[c, i*WS + j + q]      q in [0, OH*WS)
-# which LLVM vectorises without remainder work (Numba has no register tiles, and
-# row-by-row loops of 10 or 28 elements would mostly run scalar).  dW is the same
-# loop as a dot product, and dx a GEMM on the stride-WS layout followed by the same
-# shifted adds into padded dx planes.  Plane loops run over M = OH*WS rounded up to
+# which LLVM vectorises without remainder work (row-by-row loops of 10 or 28 elements
+# would mostly run scalar).  dW is the same sum as dot products of dz with those
+# shifted windows (gemm_nt, 4 filters x 4 taps per tile), and dx (col2im_s1) a GEMM on
+# the stride-WS layout followed by the same shifted adds into padded dx planes.  Plane loops run over M = OH*WS rounded up to
 # 16 (whole vectors, no scalar remainder); padded planes carry WS + 16 elements of
 # slack at the end for the shifted reads of the last row.
 
@@ -284,8 +284,8 @@ def conv_planes(xp, w, b, kh, kw, ws, z):
 # lanes per pixel, xe[c, y, x*Fq + f] = xp[c, y, x], and the weights tiled OW times,
 # wt[tap, ox*Fq + f] = w[f, tap]; then one output row of every filter is one loop
 #     z[oy, ox*Fq + f] += xe[c, oy + i, (ox + j)*Fq + f] * wt[tap, ox*Fq + f]
-# over OW*Fq elements, and dW one loop over KW*Fq elements per pixel.  The layout
-# rule is the Cython backend's: whichever of filters and columns fills more lanes.
+# over OW*Fq elements.  The layout rule is the Cython backend's: whichever of filters
+# and columns fills more lanes (the "dots" plans take it below DOTS_MIN_K taps only).
 
 @njit(**SERIAL)
 def expand_lanes(xp, hs, ws, fq, xe):
@@ -398,20 +398,3 @@ def rows_nhwc(xn, kh, kw, s, ws, oh, ow, rows):
                 dst = i * span
                 for t in range(span):
                     r[dst + t] = flat[src + t]
-
-
-@njit(**SERIAL)
-def im2row_one(xs, kh, kw, s, p, oh, ow, rows):
-    """rows (L, K) = im2col(xs) transposed: rows[oy*OW + ox, (c, i, j)] = xpad[c, oy*s + i, ox*s + j]."""
-    c_, h, w = xs.shape
-    for oy in range(oh):
-        for ox in range(ow):
-            r = rows[oy * ow + ox]
-            t = 0
-            for c in range(c_):
-                for i in range(kh):
-                    yy = oy * s + i - p
-                    for j in range(kw):
-                        xx = ox * s + j - p
-                        r[t] = xs[c, yy, xx] if 0 <= yy < h and 0 <= xx < w else 0
-                        t += 1

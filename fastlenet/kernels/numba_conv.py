@@ -7,10 +7,11 @@ HS/WS padded height/width, M = round16(OH*WS) (a conv-output plane in the stride
 layout), Fq = round16(F) (filters along the lanes), PH/PW pooled height/width,
 SB samples per block, T threads, B = ceil(N / SB) blocks.
 
-Each convolution runs the plan of ``fastlenet.kernels.plan`` (the Cython backend's,
-path for path; Numba has no register tiles, so the pool variants are one ReLU + pool
-over the conv output).  The batch is cut into blocks of SB samples; ``_block_threads``
-hands them to T threads; each block writes its own outputs and its own dW/db
+Each convolution runs the plan of ``fastlenet.kernels.plan`` with this backend's rules
+(``PLAN_RULES``, "dots": its register tile is ``_numba_loops.gemm_nt``'s 4 x 4 block of dot
+products, so GEMM-shaped paths win more often than in the Cython kernels; the pool variants
+are one ReLU + pool over the conv output).  The batch is cut into blocks of SB samples;
+``_block_threads`` hands them to T threads; each block writes its own outputs and its own dW/db
 partial, summed in block order at the end, so results do not depend on the thread
 count.  A kernel allocates its workspaces itself, once per block, and does each
 sample's work in a function of its own (``_sample_*``, ``_dw_sample_*``,
