@@ -226,6 +226,31 @@ def relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
                 arg[fi, py, px] = top if best > 0 else -1
 
 
+@njit(**SERIAL)
+def relu_maxpool_2x2(z, fs, rs, cs, ow, y, arg):
+    """relu_maxpool for the 2x2/2 pool, its four taps written out in the same order: the
+    loop over pooled columns has no inner loop left and LLVM vectorises it."""
+    f_, ph, pw = y.shape
+    for fi in range(f_):
+        for py in range(ph):
+            r0 = fi * fs + 2 * py * rs
+            t0 = 2 * py * ow
+            for px in range(pw):
+                c0 = r0 + 2 * px * cs
+                best, top = z[c0], t0 + 2 * px
+                v = z[c0 + cs]
+                gt = takes(v, best)
+                top, best = (t0 + 2 * px + 1, v) if gt else (top, best)
+                v = z[c0 + rs]
+                gt = takes(v, best)
+                top, best = (t0 + ow + 2 * px, v) if gt else (top, best)
+                v = z[c0 + rs + cs]
+                gt = takes(v, best)
+                top, best = (t0 + ow + 2 * px + 1, v) if gt else (top, best)
+                y[fi, py, px] = ZERO if best <= 0 else best        # NaN stays NaN
+                arg[fi, py, px] = top if best > 0 else -1
+
+
 # --------------------------------------------------------------------------- direct convolution layouts
 # Stride 1, no im2col.  Each sample is copied into zero-padded planes xp (C, HS, WS)
 # (HS = H + 2 pad, WS = W + 2 pad) kept flat, and every conv-output plane is laid out
@@ -236,9 +261,9 @@ def relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
 # which LLVM vectorises without remainder work (row-by-row loops of 10 or 28 elements
 # would mostly run scalar).  dW is the same sum as dot products of dz with those
 # shifted windows (gemm_nt, 4 filters x 4 taps per tile), and dx (col2im_s1) a GEMM on
-# the stride-WS layout followed by the same shifted adds into padded dx planes.  Plane loops run over M = OH*WS rounded up to
-# 16 (whole vectors, no scalar remainder); padded planes carry WS + 16 elements of
-# slack at the end for the shifted reads of the last row.
+# the stride-WS layout followed by the same shifted adds into padded dx planes.  Plane
+# loops run over M = OH*WS rounded up to 16 (whole vectors, no scalar remainder); padded
+# planes carry WS + 16 elements of slack at the end for the shifted reads of the last row.
 
 
 #: its layouts round to 16 lanes (LLVM vectorises the loops for the CPU): the plans' width
@@ -262,20 +287,28 @@ def pad_into(xs, pad, ws, xp):
 
 
 @njit(**SERIAL)
-def conv_planes(xp, w, b, kh, kw, ws, z):
-    """z (F, M) = b + conv(xp), stride-WS layout (M >= OH*WS)."""
-    f_, c_ = w.shape[0], w.shape[1]
+def conv_planes(xp, wm, b, offs, z):
+    """z (F, M) = b + conv(xp), stride-WS layout (M >= OH*WS): wm (F, K) the weights, offs
+    (K,) where each tap starts in xp's flat planes (tap_offsets).  Four taps per pass over
+    a plane: z is loaded and stored once per four multiply-adds, not once per one."""
+    flat = xp.ravel()
+    f_, k_ = wm.shape
     m = z.shape[1]
+    k4 = k_ - k_ % 4
     for fi in range(f_):
         zf = z[fi]
-        zf[:] = b[fi]
-        for c in range(c_):
-            for i in range(kh):
-                for j in range(kw):
-                    wv = w[fi, c, i, j]
-                    src = xp[c, i * ws + j:i * ws + j + m]
-                    for q in range(m):
-                        zf[q] += wv * src[q]
+        for q in range(m):
+            zf[q] = b[fi]
+        for t in range(0, k4, 4):
+            w0, w1, w2, w3 = wm[fi, t], wm[fi, t + 1], wm[fi, t + 2], wm[fi, t + 3]
+            s0, s1 = flat[offs[t]:offs[t] + m], flat[offs[t + 1]:offs[t + 1] + m]
+            s2, s3 = flat[offs[t + 2]:offs[t + 2] + m], flat[offs[t + 3]:offs[t + 3] + m]
+            for q in range(m):
+                zf[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q] + w3 * s3[q]
+        for t in range(k4, k_):            # the last K % 4 taps (no zero-weight padding: 0 * Inf is NaN)
+            wv, s0 = wm[fi, t], flat[offs[t]:offs[t] + m]
+            for q in range(m):
+                zf[q] += wv * s0[q]
 
 
 # Narrow rows with many filters (LeNet C3: 10 columns, 16 filters): a plane loop of

@@ -34,7 +34,7 @@ from . import plan
 from ._block_threads import run_blocks
 from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, conv_planes, dw_planes,
                            expand_lanes, gemm, gemm_nt, gemm_nt_acc, im2col_one, pad_into, pad_nhwc, relu_maxpool,
-                           round16, row_offsets, rows_nhwc, tap_offsets, to_planes)
+                           relu_maxpool_2x2, round16, row_offsets, rows_nhwc, tap_offsets, to_planes)
 from ._numba_options import INLINE, SERIAL, ZERO
 
 SB = 16                                  # samples per block (Cython's SB)
@@ -85,6 +85,9 @@ def _emit(z, fs, rs, cs, ow, size, ps, ys, args):
     maxpool(relu(.)) into ys (F, PH, PW) and its argmax into args when size > 0, else
     the conv output itself into ys (F, OH, OW)."""
     zf = z.reshape(z.size)
+    if size == 2 and ps == 2:
+        relu_maxpool_2x2(zf, fs, rs, cs, ow, ys, args)
+        return
     if size:
         relu_maxpool(zf, fs, rs, cs, ow, size, ps, ys, args)
         return
@@ -134,22 +137,24 @@ def nhwc_weights(w):
 
 
 @njit(**SERIAL)
-def _sample_direct(xs, w, b, p, ws, xp, z):
+def _sample_direct(xs, wm, b, p, ws, offs, xp, z):
     """One sample xs (C, H, W), stride 1: its padded planes xp (C, HS*WS + WS + 16),
-    z (F, M) = b + conv in the stride-WS layout."""
+    z (F, M) = b + conv in the stride-WS layout (wm (F, K) the weights, offs their taps)."""
     pad_into(xs, p, ws, xp)
-    conv_planes(xp, w, b, w.shape[2], w.shape[3], ws, z)
+    conv_planes(xp, wm, b, offs, z)
 
 
 @njit(**SERIAL)
 def forward_direct(x, w, b, p, oh, ow, size, ps, lo, hi, y, arg):
     """Samples lo..hi of y by the direct conv, output columns along the lanes (stride 1)."""
-    f_, c_ = w.shape[0], w.shape[1]
+    f_, c_, kh, kw = w.shape
     hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
     xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
+    offs = tap_offsets(c_, kh, kw, xp.shape[1], ws)
+    wm = w.reshape(f_, c_ * kh * kw)
     z = np.empty((f_, round16(oh * ws)), dtype=x.dtype)
     for n_ in range(lo, hi):
-        _sample_direct(x[n_], w, b, p, ws, xp, z)
+        _sample_direct(x[n_], wm, b, p, ws, offs, xp, z)
         _emit(z, z.shape[1], ws, 1, ow, size, ps, y[n_], arg[n_])
 
 
