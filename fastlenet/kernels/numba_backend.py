@@ -25,7 +25,7 @@ from . import numba_conv, numba_norm
 from ._api import KERNEL_NAMES, Backend
 from ._block_threads import run_blocks
 from ._fast import FastPaths, writing_into
-from ._numba_loops import col2im_one, gemm, im2col_one
+from ._numba_loops import col2im_one, gemm_nt, im2col_one, row_offsets
 from ._numba_options import PARALLEL, SERIAL, ZERO, takes
 
 _SERIAL, _PARALLEL, _takes = SERIAL, PARALLEL, takes       # fastlenet/kernels/_numba_options.py
@@ -206,28 +206,29 @@ def _dense_threads(n: int, d: int, u: int) -> int:
 
 
 @njit(**_SERIAL)
-def _linear_rows(x, w, b, relu, lo, hi, y):
-    """y[lo:hi] (rows, U) = x[lo:hi] (rows, D) @ w (D, U) + b, ReLU'd with relu."""
-    d, u = w.shape
-    acc = np.empty(u, dtype=y.dtype)    # a row of its own: the loop over w's rows vectorises
+def _linear_rows(x, wt, b, relu, lo, hi, offs, y):
+    """y[lo:hi] (rows, U) = x[lo:hi] (rows, D) @ wt (U, D)^T + b, ReLU'd with relu: the
+    dot-product register tiles (gemm_nt; offs = row_offsets(U, D))."""
+    u = wt.shape[0]
     for r in range(lo, hi):
         for j in range(u):
-            acc[j] = b[j]
-        for k in range(d):
-            v = x[r, k]
+            y[r, j] = b[j]
+    gemm_nt(x[lo:hi], wt.ravel(), offs, y[lo:hi])
+    if relu:
+        for r in range(lo, hi):
             for j in range(u):
-                acc[j] += v * w[k, j]
-        for j in range(u):
-            y[r, j] = 0 if relu and acc[j] < 0 else acc[j]        # NaN stays NaN, like np.maximum
+                v = y[r, j]
+                y[r, j] = ZERO if v < 0 else v        # NaN stays NaN, like np.maximum
 
 
 def _linear_forward(x, w, b, relu, out=None):
     """y (N, U) = x (N, D) @ w (D, U) + b (ReLU'd with relu); blocks of ROWS rows."""
-    n = x.shape[0]
-    y = np.empty((n, w.shape[1]), dtype=x.dtype) if out is None else out
+    n, (d, u) = x.shape[0], w.shape
+    y = np.empty((n, u), dtype=x.dtype) if out is None else out
+    wt, offs = np.ascontiguousarray(w.T), row_offsets(u, d)
     relu, blocks = bool(relu), (n + ROWS - 1) // ROWS
-    run_blocks(lambda q, t: _linear_rows(x, w, b, relu, q * ROWS, min(n, q * ROWS + ROWS), y),
-               blocks, _dense_threads(n, x.shape[1], w.shape[1]))
+    run_blocks(lambda q, t: _linear_rows(x, wt, b, relu, q * ROWS, min(n, q * ROWS + ROWS), offs, y),
+               blocks, _dense_threads(n, d, u))
     return y
 
 
@@ -245,25 +246,23 @@ def _masked_grad(dy, y, relu, g, db):
 
 
 @njit(**_SERIAL)
-def _linear_dw_rows(xt, g, k0, k1, dw):
-    """dw[k0:k1] (rows, U) = xt[k0:k1] (rows, N) @ g (N, U): summed over the batch in order."""
-    gemm(xt[k0:k1], g, np.zeros(0, dtype=g.dtype), dw[k0:k1])
+def _linear_dw_rows(xt, gt, k0, k1, offs, dw):
+    """dw[k0:k1] (rows, U) = xt[k0:k1] (rows, N) @ gt (U, N)^T: summed over the batch by the
+    dot-product tiles (gemm_nt; offs = row_offsets(U, N))."""
+    for k in range(k0, k1):
+        for j in range(dw.shape[1]):
+            dw[k, j] = 0
+    gemm_nt(xt[k0:k1], gt.ravel(), offs, dw[k0:k1])
 
 
 @njit(**_SERIAL)
-def _linear_dx_rows(g, wt, lo, hi, dx):
-    """dx[lo:hi] (rows, D) = g[lo:hi] (rows, U) @ wt (U, D)."""
-    u, d = wt.shape
-    acc = np.empty(d, dtype=dx.dtype)    # a row of its own: the loop over wt's rows vectorises
+def _linear_dx_rows(g, w, lo, hi, offs, dx):
+    """dx[lo:hi] (rows, D) = g[lo:hi] (rows, U) @ w (D, U)^T by the dot-product tiles
+    (gemm_nt; offs = row_offsets(D, U))."""
     for r in range(lo, hi):
-        for k in range(d):
-            acc[k] = 0
-        for j in range(u):
-            v = g[r, j]
-            for k in range(d):
-                acc[k] += v * wt[j, k]
-        for k in range(d):
-            dx[r, k] = acc[k]
+        for k in range(dx.shape[1]):
+            dx[r, k] = 0
+    gemm_nt(g[lo:hi], w.ravel(), offs, dx[lo:hi])
 
 
 def _linear_backward(dy, x, w, y, relu, need_dx, dw, db, out=None):
@@ -272,19 +271,20 @@ def _linear_backward(dy, x, w, y, relu, need_dx, dw, db, out=None):
     n, d = x.shape
     g = np.empty(dy.shape, dtype=dy.dtype)
     _masked_grad(dy, y, bool(relu), g, db)
-    xt = np.ascontiguousarray(x.T)                  # (D, N): each dW row reads contiguous rows
+    xt, gt = np.ascontiguousarray(x.T), np.ascontiguousarray(g.T)      # (D, N), (U, N): rows along the batch
+    g_offs = row_offsets(g.shape[1], n)
     dw_blocks = (d + DW_ROWS - 1) // DW_ROWS
-    dx, wt, dx_blocks = None, None, 0
+    dx, wc, w_offs, dx_blocks = None, None, None, 0
     if need_dx:
         dx = np.empty(x.shape, dtype=x.dtype) if out is None else out
-        wt, dx_blocks = np.ascontiguousarray(w.T), (n + ROWS - 1) // ROWS
+        wc, w_offs, dx_blocks = np.ascontiguousarray(w), row_offsets(d, w.shape[1]), (n + ROWS - 1) // ROWS
 
     def run_block(q, t):
         if q < dw_blocks:
-            _linear_dw_rows(xt, g, q * DW_ROWS, min(d, q * DW_ROWS + DW_ROWS), dw)
+            _linear_dw_rows(xt, gt, q * DW_ROWS, min(d, q * DW_ROWS + DW_ROWS), g_offs, dw)
         else:
             lo = (q - dw_blocks) * ROWS
-            _linear_dx_rows(g, wt, lo, min(n, lo + ROWS), dx)
+            _linear_dx_rows(g, wc, lo, min(n, lo + ROWS), w_offs, dx)
 
     run_blocks(run_block, dw_blocks + dx_blocks, _dense_threads(n, d, w.shape[1]))
     return dx
