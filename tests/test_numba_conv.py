@@ -37,6 +37,28 @@ def test_every_forward_path_forced_matches_the_reference(path, pool, dtype):
     assert_close(f"{path} {pool}", y, expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, pad", [
+    ((2, 33, 7, 9), (5, 33, 3, 2), 0),          # a kernel wider than high, no padding
+    ((3, 33, 7, 9), (6, 33, 3, 3), 1),
+    ((2, 32, 6, 6), (4, 32, 2, 2), 3),          # padding past KH-1: the window starts outside dz
+    ((17, 40, 5, 5), (9, 40, 1, 1), 1),         # 1x1 with padding; more than one block of samples
+    ((2, 36, 9, 8), (7, 36, 5, 5), 2),
+])
+def test_the_flipped_conv_dx_matches_the_reference(x_shape, w_shape, pad, dtype):
+    """dx at stride 1 from DOTS_MIN_DX_C channels: dz convolved with the flipped weights."""
+    assert numba_conv.conv_plan(x_shape, w_shape, 1, pad).dx == "flipped_conv_s1"
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    oh, ow = x_shape[2] + 2 * pad - w_shape[2] + 1, x_shape[3] + 2 * pad - w_shape[3] + 1
+    dy = rng.standard_normal((x_shape[0], w_shape[0], oh, ow)).astype(dtype)
+    no_arg = np.zeros((1, 1, 1, 1), np.int32)
+    got = numba_conv.conv_backward(dy, no_arg, x, w, 1, pad, oh, ow, True, False)
+    for what, g, want in zip(("dx", "dw", "db"), got, ref.conv2d_backward(dy, x, w, 1, pad)):
+        assert_close(what, g, want)
+
+
 @pytest.mark.parametrize("blocks", [1, 2, 7, 40])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_run_blocks_runs_every_block_once_with_a_thread_id_in_range(blocks, threads):
