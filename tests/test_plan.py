@@ -198,3 +198,25 @@ def test_gradients_do_not_depend_on_the_thread_count(name, args, names):
     kernels.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((2, 3, 32, 32), (16, 3, 3, 3)),       # 16 filters, rows of 32: written straight into y
+    ((17, 4, 16, 16), (8, 4, 3, 3)),       # ... over more than one block of samples
+    ((2, 3, 32, 32), (12, 3, 3, 3)),       # 12 filters: the kernel writes 16, so a workspace
+    ((2, 3, 24, 24), (8, 3, 3, 3)),        # rows of 24: partial vectors, a workspace
+])
+def test_the_plain_direct_forward_in_place_or_through_its_workspace(x_shape, w_shape, dtype):
+    k = backend("cython")
+    assert k.plan_conv2d(x_shape, w_shape, 1, 1).forward == "direct"
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    want = ref.conv2d_forward(x, w, b, 1, 1)
+    assert_close("y", k.conv2d_forward(x, w, b, 1, 1), want)
+    out = np.full(want.shape, np.nan, dtype=dtype)          # a stale buffer: every element rewritten
+    assert k.conv2d_forward(x, w, b, 1, 1, out=out) is out
+    assert_close("y into out=", out, want)
