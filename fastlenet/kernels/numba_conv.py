@@ -66,7 +66,7 @@ PLAN_RULES = "dots"
 
 
 def conv_plan(x_shape, w_shape, stride, pad, pool=None) -> plan.ConvPlan:
-    """The plan this backend runs for the geometry (its lanes, filter-lanes crossover and dW rule)."""
+    """The plan this backend runs for the geometry (its lanes, filter-lanes crossover and rules)."""
     return plan.conv2d(x_shape, w_shape, stride, pad, pool, LANES, MAX_FLANES_K, PLAN_RULES)
 
 

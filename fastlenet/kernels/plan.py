@@ -20,7 +20,8 @@ forward
                        64 filters on 8x8) or K > MAX_DIRECT_K; stride 1, OW >= 8,
                        K <= MAX_FLANES_K
     ``im2col_gemm`` -- unfold the windows (im2col), then one GEMM per sample (any geometry;
-                       chosen for stride > 1, narrow rows, 1x1 kernels and K > MAX_FLANES_K)
+                       chosen for stride > 1, narrow rows, 1x1 kernels and K > MAX_FLANES_K;
+                       Numba: im2row from a channels-last copy, from DOTS_MIN_K taps on)
 pool (with a fused conv -> ReLU -> max pool only)
     ``tile_filter_lanes`` -- the 2x2/2 pool on the accumulators of the filter-lanes
                              direct kernel (forward ``direct_filter_lanes``)
