@@ -48,6 +48,14 @@ cdef extern from "layout.h" nogil:
     void fl_col2im_s1_f64(const double* cols, long ldc, long C, long KH, long KW, long OH, long OW,
                           double* xp, long HS, long WS)
 
+cdef extern from "norm_pool.h" nogil:
+    enum:
+        FL_NP    # planes per group of the lane-parallel batch norm + ReLU + 2x2 pool
+    void fl_bn_relu_maxpool2_planes_f32(const float* x, long H, long W, const float* m, const float* a,
+                                        const float* b, float* zt, float* y, int* arg, long PH, long PW)
+    void fl_bn_relu_maxpool2_planes_f64(const double* x, long H, long W, const double* m, const double* a,
+                                        const double* b, double* zt, double* y, int* arg, long PH, long PW)
+
 cdef extern from "direct_conv.h" nogil:
     void fl_relu_maxpool2_f32(const float* z, long OW, float* y, int* arg, long PH, long PW)
     void fl_relu_maxpool2_f64(const double* z, long OW, double* y, int* arg, long PH, long PW)

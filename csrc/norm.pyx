@@ -26,7 +26,8 @@ from fastlenet.kernels._workspace import aligned_empty
 
 cimport openmp
 
-from fl_kernels cimport fl_relu_maxpool2_f32, fl_relu_maxpool2_f64, fl_takes
+from fl_kernels cimport (FL_NP, fl_bn_relu_maxpool2_planes_f32, fl_bn_relu_maxpool2_planes_f64,
+                        fl_relu_maxpool2_f32, fl_relu_maxpool2_f64, fl_takes)
 
 
 cdef inline object _result(object out, tuple shape, dtype):
@@ -119,28 +120,70 @@ def batchnorm_relu_maxpool_forward(const floating[:, :, :, ::1] x, const floatin
                                    const double[::1] inv_std, Py_ssize_t size, Py_ssize_t stride,
                                    out=None, arg_out=None):
     """x (N, C, H, W), per-channel gamma, beta, mean, inv_std (C,) -> (y (N, C, PH, PW),
-    arg (N, C, PH, PW) int32).  Parallel over planes; each thread normalises a plane into
-    its own workspace, then pools it."""
+    arg (N, C, PH, PW) int32).  Parallel over planes: a 2x2/2 pool takes them FL_NP at a
+    time along the vector lanes (_planes_2x2), the rest (and any other pool) one by one,
+    each normalised into its thread's workspace, then pooled."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], q, c, tid
     cdef Py_ssize_t ph = (H - size) // stride + 1, pw = (W - size) // stride + 1
     dtype = np.float32 if floating is float else np.float64
     y_out = _result(out, (N, C, ph, pw), dtype)
     arg_out = _result(arg_out, (N, C, ph, pw), np.int32)
-    z_ws = aligned_empty((openmp.omp_get_max_threads(), H * W), dtype)
     cdef floating[:, :, :, ::1] y = y_out
     cdef int[:, :, :, ::1] arg = arg_out
+    cdef Py_ssize_t done = 0
+    if size == 2 and stride == 2:
+        done = _planes_2x2(x, gamma, beta, mean, inv_std, y, arg)
+    z_ws = aligned_empty((openmp.omp_get_max_threads(), H * W), dtype)
     cdef floating[:, ::1] z = z_ws
     cdef const floating* xs = &x[0, 0, 0, 0]
     cdef floating* ys = &y[0, 0, 0, 0]
     cdef int* args = &arg[0, 0, 0, 0]
     cdef double a
-    for q in prange(N * C, nogil=True, schedule="static"):
+    for q in prange(done, N * C, nogil=True, schedule="static"):
         tid = openmp.omp_get_thread_num()
         c = q % C
         a = gamma[c] * inv_std[c]
         _normalise_plane(xs + q * H * W, H * W, <floating> mean[c], <floating> a, beta[c], &z[tid, 0])
         _relu_max_plane(&z[tid, 0], W, ph, pw, size, stride, ys + q * ph * pw, args + q * ph * pw)
     return y_out, arg_out
+
+
+cdef Py_ssize_t _planes_2x2(const floating[:, :, :, ::1] x, const floating[::1] gamma,
+                           const floating[::1] beta, const double[::1] mean, const double[::1] inv_std,
+                           floating[:, :, :, ::1] y, int[:, :, :, ::1] arg):
+    """The 2x2/2 batch norm + ReLU + pool of the first FL_NP * floor(N*C / FL_NP) planes, FL_NP
+    at a time along the vector lanes (csrc/norm_pool.h: LeNet's 14- and 5-wide pooled rows
+    leave a plane-by-plane pool in its scalar remainder); returns how many planes it did.
+    Each lane's mean, scale and shift are the plane-by-plane path's, rounded the same way."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t ph = y.shape[2], pw = y.shape[3], groups = N * C // FL_NP, g, p, q, c, tid
+    if groups == 0:
+        return 0
+    dtype = np.float32 if floating is float else np.float64
+    zt_ws = aligned_empty((openmp.omp_get_max_threads(), H * W * FL_NP), dtype)
+    mab_ws = aligned_empty((openmp.omp_get_max_threads(), 3, FL_NP), dtype)
+    cdef floating[:, ::1] zt = zt_ws
+    cdef floating[:, :, ::1] mab = mab_ws
+    cdef double a
+    for g in prange(groups, nogil=True, schedule="static"):
+        tid = openmp.omp_get_thread_num()
+        for p in range(FL_NP):
+            q = g * FL_NP + p
+            c = q % C
+            a = gamma[c] * inv_std[c]
+            mab[tid, 0, p] = <floating> mean[c]
+            mab[tid, 1, p] = <floating> a
+            mab[tid, 2, p] = beta[c]
+        q = g * FL_NP
+        if floating is float:
+            fl_bn_relu_maxpool2_planes_f32(&x[0, 0, 0, 0] + q * H * W, H, W, &mab[tid, 0, 0], &mab[tid, 1, 0],
+                                           &mab[tid, 2, 0], &zt[tid, 0], &y[0, 0, 0, 0] + q * ph * pw,
+                                           &arg[0, 0, 0, 0] + q * ph * pw, ph, pw)
+        else:
+            fl_bn_relu_maxpool2_planes_f64(&x[0, 0, 0, 0] + q * H * W, H, W, &mab[tid, 0, 0], &mab[tid, 1, 0],
+                                           &mab[tid, 2, 0], &zt[tid, 0], &y[0, 0, 0, 0] + q * ph * pw,
+                                           &arg[0, 0, 0, 0] + q * ph * pw, ph, pw)
+    return groups * FL_NP
 
 
 cdef inline void _routed_sums(const floating* gp, const int* ap, Py_ssize_t outs, const floating* xp,
