@@ -295,13 +295,7 @@ cdef inline void _conv_one(const floating[:, :, :, ::1] x, Py_ssize_t n, const f
             fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
                                       &z[0, 0], g.lp, g.oh, g.ow)
     elif g.fwd == FWD_DIRECT:
-        _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
-        if floating is float:
-            fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias,
-                               &z[0, 0], g.lp, g.oh, g.ow)
-        else:
-            fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias,
-                               &z[0, 0], g.lp, g.oh, g.ow)
+        _direct_conv_into(&x[n, 0, 0, 0], g, xp, wd, bias, &z[0, 0], g.lp)
     else:
         _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
         _gemm_nn(&wp[0, 0], g.kp, 1, &cols[0, 0], g.lp, &z[0, 0], g.lp, g.fp, g.kp, g.lp, bias, False)
@@ -317,14 +311,15 @@ cdef inline bint _writes_in_place(Geometry g) noexcept nogil:
 
 
 cdef inline void _direct_conv_into(const floating* xs, Geometry g, floating[:, :, ::1] xp,
-                                   const floating* wd, const floating* bias,
-                                   floating* yn) noexcept nogil:
-    """yn (F, L) = conv(xs) + b by the direct kernel, written in place (_writes_in_place)."""
+                                   const floating* wd, const floating* bias, floating* z,
+                                   Py_ssize_t ldz) noexcept nogil:
+    """z (F8 rows of stride ldz) = conv(xs) + b by the direct kernel: the workspace (ldz = Lp),
+    or y[n] itself (ldz = L, where _writes_in_place)."""
     _pad_copy(xs, g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
     if floating is float:
-        fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias, yn, g.l, g.oh, g.ow)
+        fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
     else:
-        fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias, yn, g.l, g.oh, g.ow)
+        fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
 
 
 cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* yf, int* af) noexcept nogil:
@@ -371,7 +366,7 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
             _direct_conv_pool2(&xp[0, 0, 0], g, wd, bias, &py[n, 0, 0, 0], &arg[n, 0, 0, 0])
             continue
         if in_place:
-            _direct_conv_into(&x[n, 0, 0, 0], g, xp, wd, bias, &y[n, 0, 0])
+            _direct_conv_into(&x[n, 0, 0, 0], g, xp, wd, bias, &y[n, 0, 0], g.l)
             continue
         _conv_one(x, n, wp, bias, g, cols, xp, wd, z)
         if g.pool == POOL_NONE:

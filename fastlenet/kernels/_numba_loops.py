@@ -178,22 +178,6 @@ def _add_row4(row, n, n_, v0, v1, v2, v3):
         row[n + 3] += v3
 
 
-@njit(**INLINE)
-def _row_sum(x):
-    acc = ZERO
-    for k in range(x.shape[0]):
-        acc += x[k]
-    return acc
-
-
-@njit(**SERIAL)
-def gemm_nt_acc(g, cols, dw, db):
-    """dw (F, K) += g (F, L) @ cols (K, L)^T (``gemm_nt``) and db (F,) += row sums of g."""
-    for fi in range(g.shape[0]):
-        db[fi] += _row_sum(g[fi])
-    gemm_nt(g, cols.ravel(), row_offsets(cols.shape[0], cols.shape[1]), dw)
-
-
 @njit(**SERIAL)
 def row_offsets(rows, k):
     """The offs of gemm_nt for a plain (rows, k) matrix: n*k."""
@@ -356,7 +340,8 @@ def conv_filter_lanes(xe, wt, bt, kh, kw, fq, z):
 @njit(**SERIAL)
 def tap_offsets(c_, kh, kw, plane, ws):
     """Where tap (c, i, j) starts in flat padded planes of ``plane`` elements, row stride WS:
-    c*plane + i*WS + j, in (c, i, j) order (gemm_nt's offs)."""
+    c*plane + i*WS + j, in (c, i, j) order (gemm_nt's offs: dW at stride 1 is dz's rows dotted
+    with these shifted windows, 4 filters x 4 taps per tile; the direct forward's taps)."""
     offs = np.empty(c_ * kh * kw, dtype=np.int64)
     t = 0
     for c in range(c_):
@@ -365,13 +350,6 @@ def tap_offsets(c_, kh, kw, plane, ws):
                 offs[t] = c * plane + i * ws + j
                 t += 1
     return offs
-
-
-@njit(**SERIAL)
-def dw_planes(xp, dz, offs, dw):
-    """dw (F, C*KH*KW) += sum_q dz[f, q] * xp[c, i*WS + j + q] (dz stride-WS, zero past OW
-    in each row; offs = tap_offsets of xp): 4 filters x 4 taps per register tile."""
-    gemm_nt(dz, xp.ravel(), offs, dw)
 
 
 @njit(**SERIAL)

@@ -32,8 +32,8 @@ from numba import njit
 
 from . import plan
 from ._block_threads import run_blocks
-from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, conv_planes, dw_planes,
-                           expand_lanes, gemm, gemm_nt, gemm_nt_acc, im2col_one, pad_into, pad_nhwc, relu_maxpool,
+from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, conv_planes, expand_lanes,
+                           gemm, gemm_nt, im2col_one, pad_into, pad_nhwc, relu_maxpool,
                            relu_maxpool_2x2, round16, row_offsets, rows_nhwc, tap_offsets, to_planes)
 from ._numba_options import INLINE, SERIAL, ZERO
 
@@ -127,13 +127,17 @@ def forward_im2col_gemm(x3, h, w, wk, b, kh, kw, s, p, oh, ow, size, ps, lo, hi,
         _emit(z, oh * ow, ow, 1, ow, size, ps, y[n_], arg[n_])
 
 
+def _lane_padded(m):
+    """m (R, K) copied into zeros (R, round_up(K, LANES)): whole vectors for gemm_nt."""
+    out = np.zeros((m.shape[0], plan.round_up(m.shape[1], LANES)), dtype=m.dtype)
+    out[:, :m.shape[1]] = m
+    return out
+
+
 def nhwc_weights(w):
     """wk (F, Kp): w (F, C, KH, KW) in (i, j, c) order, K = C*KH*KW rounded up to 16 lanes
     with zeros (the rows of rows_nhwc); NumPy, once per call."""
-    f_, k = w.shape[0], w[0].size
-    wk = np.zeros((f_, plan.round_up(k, LANES)), dtype=w.dtype)
-    wk[:, :k] = w.transpose(0, 2, 3, 1).reshape(f_, k)
-    return wk
+    return _lane_padded(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))
 
 
 @njit(**SERIAL)
@@ -255,10 +259,10 @@ def _block_output_grads(g4, arg, fused, l_, lo, hi, db):
 
 
 @njit(**SERIAL)
-def _dw_sample_im2col(xs, dz, kh, kw, s, p, oh, ow, cols, acc, unused_db):
-    """acc (F, K) += dz (F, L) @ im2col(xs) (K, L)^T for one sample."""
+def _dw_sample_im2col(xs, dz, kh, kw, s, p, oh, ow, cols, offs, acc):
+    """acc (F, K) += dz (F, L) @ im2col(xs) (K, L)^T for one sample (offs: cols' rows)."""
     im2col_one(xs, kh, kw, s, p, oh, ow, cols)
-    gemm_nt_acc(dz, cols, acc, unused_db)
+    gemm_nt(dz, cols.ravel(), offs, acc)
 
 
 @njit(**SERIAL)
@@ -267,10 +271,10 @@ def dw_gemm_im2col(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dw, db):
     returns the block's dz (hi - lo, F, L)."""
     dzb = _block_output_grads(g4, arg, fused, oh * ow, lo, hi, db)
     cols = np.empty((dw.shape[1], oh * ow), dtype=x.dtype)
-    unused_db = np.zeros(dw.shape[0], dtype=x.dtype)
+    offs = row_offsets(dw.shape[1], oh * ow)
     acc = np.zeros(dw.shape, dtype=x.dtype)
     for n_ in range(lo, hi):
-        _dw_sample_im2col(x[n_], dzb[n_ - lo], kh, kw, s, p, oh, ow, cols, acc, unused_db)
+        _dw_sample_im2col(x[n_], dzb[n_ - lo], kh, kw, s, p, oh, ow, cols, offs, acc)
     _add_into(acc, dw)
     return dzb
 
@@ -282,7 +286,7 @@ def _dw_sample_column_lanes(xs, dz, p, oh, ow, xp, offs, dzp, dw):
     ws = xs.shape[2] + 2 * p
     pad_into(xs, p, ws, xp)
     to_planes(dz, oh, ow, ws, dzp)
-    dw_planes(xp, dzp, offs, dw)
+    gemm_nt(dzp, xp.ravel(), offs, dw)                 # 4 filters x 4 taps per tile
 
 
 @njit(**SERIAL)
@@ -371,10 +375,7 @@ def dx_flipped_conv_s1(dzb, wf, kh, kw, p, oh, ow, lo, hi, dx3):
 def flipped_weights(w):
     """wf (C, Kp): wf[c, (i*KW + j)*F + f] = w[f, c, KH-1-i, KW-1-j], zero past K (the
     weights of dx as a convolution of dz); NumPy, once per call."""
-    c_, k = w.shape[1], w.shape[0] * w.shape[2] * w.shape[3]
-    wf = np.zeros((c_, plan.round_up(k, LANES)), dtype=w.dtype)
-    wf[:, :k] = w[:, :, ::-1, ::-1].transpose(1, 2, 3, 0).reshape(c_, k)
-    return wf
+    return _lane_padded(w[:, :, ::-1, ::-1].transpose(1, 2, 3, 0).reshape(w.shape[1], -1))
 
 
 @njit(**SERIAL)
