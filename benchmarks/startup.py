@@ -1,6 +1,7 @@
 """Start-up latency of `python -m fastlenet.train`: seconds from process start to
-the end of the first training batch, per backend, with a cold and a warm Numba
-cache (the Cython backend has nothing to compile).
+the end of the first training batch, per backend, with a cold Numba cache (compiled
+by the training process alone, then with its compile helper, numba_warmup) and a
+warm one (the Cython backend has nothing to compile).
 
     FASTLENET_DATA=../shared/datasets python benchmarks/startup.py
 """
@@ -12,9 +13,9 @@ import tempfile
 from pathlib import Path
 
 
-def first_batch(backend, cache_dir, tmp):
+def first_batch(backend, cache_dir, tmp, helper="1"):
     out = Path(tmp) / f"run-{backend}-{len(os.listdir(tmp))}"
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), FASTLENET_NUMBA_HELPER=helper)
     cmd = [sys.executable, "-m", "fastlenet.train", "--dataset", "fashion-mnist", "--limit", "512",
            "--epochs", "1", "--batch-size", "256", "--val-split", "0", "--no-plots", "--quiet",
            "--backend", backend, "--out", str(out)]
@@ -25,7 +26,9 @@ def first_batch(backend, cache_dir, tmp):
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "numba-cache"
-        rows = [("numba", "cold cache", first_batch("numba", cache, tmp)),
+        rows = [("numba", "cold cache, one process (FASTLENET_NUMBA_HELPER=0)",
+                 first_batch("numba", Path(tmp) / "cold-cache", tmp, helper="0")),
+                ("numba", "cold cache, with the compile helper (the default)", first_batch("numba", cache, tmp)),
                 ("numba", "warm cache", first_batch("numba", cache, tmp)),
                 ("cython", "(AOT)", first_batch("cython", cache, tmp)),
                 ("numpy", "(reference)", first_batch("numpy", cache, tmp))]

@@ -27,6 +27,7 @@ import io
 import itertools
 import json
 import math
+import os
 import shlex
 import statistics
 import sys
@@ -126,7 +127,9 @@ def run_trial(argv: List[str], run_dir: str, threads: int) -> dict:
         cmd = ["--resume", str(folder), "--threads", str(threads), "--quiet"]
     else:
         cmd = argv + ["--out", str(folder), "--threads", str(threads), "--quiet", "--no-plots"]
-    proc = subprocess.run([sys.executable, "-m", "fastlenet.train", *cmd], capture_output=True, text=True)
+    # trials share the cores: no extra compile process per trial (numba_warmup) on a cold Numba cache
+    env = dict(os.environ, FASTLENET_NUMBA_HELPER=os.environ.get("FASTLENET_NUMBA_HELPER", "0"))
+    proc = subprocess.run([sys.executable, "-m", "fastlenet.train", *cmd], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         return {"status": "failed", "error": (lines[-1] if lines else f"exit code {proc.returncode}")[:300],

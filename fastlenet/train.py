@@ -22,6 +22,7 @@ import numpy as np
 from . import __version__, checkpoint, data, kernels, models, optim, recipes, resume, tta
 from .callbacks import TensorBoard
 from .governor import ThreadGovernor
+from .kernels import numba_warmup
 from .metrics import confusion_matrix, evaluate, per_class_accuracy
 from .rundir import RunDirectory, RunDirectoryError
 from .settings import UsageError, build_parser, resolve_settings
@@ -158,19 +159,25 @@ def make_model(s: dict, num_classes: int, data_shape) -> models.Sequential:
     """The network of the run: ``--model`` with the activation / pooling overrides, its
     output resized to the data's classes; refused (UsageError) when it does not take
     the data's (C, H, W)."""
-    try:
-        model = models.build(s["model"], backend=s["backend"], seed=s["seed"], activation=s["activation"],
-                             pool=s["pool"], dense_activation=s["dense_activation"], num_classes=num_classes,
-                             init=None if s["init"] == "auto" else s["init"], bn_momentum=s["bn_momentum"],
-                             bn_eps=s["bn_eps"])
-    except ValueError as exc:
-        raise UsageError(f"--model {exc}") from None
+    model = settings_model(s, num_classes)
     if tuple(data_shape) != model.input_shape:
         hint = " (--pad32 pads 28x28 images to 32x32)" if tuple(data_shape[1:]) == (28, 28) and \
             model.input_shape[1:] == (32, 32) else ""
         raise UsageError(f"--model {s['model']} takes {model.input_shape} (C, H, W) inputs but the data is "
                          f"{tuple(data_shape)}{hint}")
     return model
+
+
+def settings_model(s: dict, num_classes: int = 10) -> models.Sequential:
+    """``--model`` with the run's overrides (activation, pooling, init, batch norm) and
+    ``num_classes`` outputs; UsageError when it cannot be built."""
+    try:
+        return models.build(s["model"], backend=s["backend"], seed=s["seed"], activation=s["activation"],
+                            pool=s["pool"], dense_activation=s["dense_activation"], num_classes=num_classes,
+                            init=None if s["init"] == "auto" else s["init"], bn_momentum=s["bn_momentum"],
+                            bn_eps=s["bn_eps"])
+    except ValueError as exc:
+        raise UsageError(f"--model {exc}") from None
 
 
 def _make_trainer(s: dict, model, ds, run_dir: RunDirectory, log, progress: bool) -> Trainer:
@@ -191,14 +198,21 @@ def make_governor(s: dict):
     return ThreadGovernor.for_training(s["backend"], s["threads"], bool(s.get("fixed_threads")))
 
 
-def _say_if_compiling(backend: str, log) -> None:
-    """The numba backend compiles its kernels on first use: say so, once, when its cache is cold."""
-    if backend != "numba":
-        return
+def _start_compiling(s: dict, log):
+    """The numba backend compiles its kernels on first use: when the network's kernels are not
+    in Numba's cache yet, say so and start the helper that compiles them from the far end
+    (numba_warmup; returns it, or None)."""
+    if s["backend"] != "numba":
+        return None
     from .kernels import numba_backend
-    if not numba_backend.cache_is_warm():
-        log("note: first run of the numba backend: compiling the kernels this model uses (5-15 s, once; "
-            "cached for the next runs)")
+    spec = settings_model(s).to_spec()
+    entries = numba_warmup.network_kernels(spec)
+    if not (numba_warmup.uncompiled(entries) if entries is not None else not numba_backend.cache_is_warm()):
+        return None
+    helper = numba_warmup.start_helper(spec)
+    log("note: first run of the numba backend on this network: compiling the kernels it uses "
+        f"({'about 6 s, on two processes' if helper else '5-15 s'}; once, cached for the next runs)")
+    return helper
 
 
 def _restore(trainer: Trainer, s: dict, run_dir: RunDirectory, log) -> None:
@@ -269,6 +283,14 @@ def run(argv: Optional[List[str]] = None, prog: str = "python -m fastlenet.train
 def _train(args, s: dict, sources: dict, run_dir: RunDirectory, log, t_start: float) -> int:
     """Train the run ``_open_run`` opened (and locked): data, model, epochs, test metrics."""
     kernels.set_num_threads(s["threads"])
+    helper = _start_compiling(s, log)
+    try:
+        return _train_with_data(args, s, sources, run_dir, log, t_start)
+    finally:
+        numba_warmup.stop_helper(helper)
+
+
+def _train_with_data(args, s: dict, sources: dict, run_dir: RunDirectory, log, t_start: float) -> int:
     ds = prepare_data(s, log)
     model = make_model(s, ds.num_classes, ds.x_train.shape[1:])
     if not args.resume:
@@ -282,7 +304,6 @@ def _train(args, s: dict, sources: dict, run_dir: RunDirectory, log, t_start: fl
         run_dir.write_model(trainer.model.to_spec())
         log(f"model: {trainer.model.name} ({trainer.model.num_params():,} parameters), backend {s['backend']}, "
             f"{s['threads']} thread{'s' if s['threads'] != 1 else ''}, run directory {run_dir.path}")
-    _say_if_compiling(s["backend"], log)
     history = trainer.run()
     if trainer.governor is not None and trainer.governor.switches:
         log(trainer.governor.summary())

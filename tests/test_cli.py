@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastlenet import cli, data, evaluate, predict, train
+from fastlenet import cli, data, evaluate, models, predict, train
 
 
 def fastlenet(*args, cwd=None, env=None):
@@ -200,19 +200,43 @@ def test_offline_training_is_one_line_and_leaves_no_run_directory(isolated_cache
     assert f"FASTLENET_DATA={tmp_path / 'nope'} does not exist" in capsys.readouterr().err and not out.exists()
 
 
-def test_a_cold_numba_cache_is_announced(tmp_path, monkeypatch):
+def _settings(*argv):
+    from fastlenet import settings
+    return settings.resolve_settings(settings.build_parser().parse_args(list(argv)))[0]
+
+
+def test_a_cold_numba_cache_is_announced_with_its_helper(monkeypatch):
+    from fastlenet.kernels import numba_warmup
+    said, started = [], []
+    monkeypatch.setattr(numba_warmup, "start_helper", lambda spec: started.append(spec) or "helper")
+    monkeypatch.setattr(numba_warmup, "uncompiled", lambda entries: True)
+    assert train._start_compiling(_settings("--backend", "numba"), said.append) == "helper"
+    assert "compiling the kernels it uses (about 6 s, on two processes" in said[0]
+    assert started[0]["layers"] == models.build("lenet5").to_spec()["layers"]
+    monkeypatch.setattr(numba_warmup, "start_helper", lambda spec: None)         # e.g. one usable CPU
+    said.clear()
+    assert train._start_compiling(_settings("--backend", "numba"), said.append) is None
+    assert "(5-15 s; once" in said[0]
+    monkeypatch.setattr(numba_warmup, "uncompiled", lambda entries: False)       # all cached: silent
+    said.clear()
+    assert train._start_compiling(_settings("--backend", "numba"), said.append) is None
+    assert train._start_compiling(_settings("--backend", "cython"), said.append) is None
+    assert said == []
+
+
+def test_a_network_without_recorded_kernels_goes_by_the_cache_folder(tmp_path, monkeypatch):
     from fastlenet.kernels import numba_backend
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     said = []
+    s = _settings("--backend", "numba", "--activation", "tanh")                  # no manifest entry
     assert not numba_backend.cache_is_warm()
-    train._say_if_compiling("numba", said.append)
-    assert said and "compiling the kernels this model uses" in said[0]
+    assert train._start_compiling(s, said.append) is None
+    assert said and "(5-15 s; once" in said[0]
     (tmp_path / "fastlenet" / "kernels").mkdir(parents=True)
     (tmp_path / "fastlenet" / "kernels" / "numba_conv.forward_direct-1.py311.nbi").write_bytes(b"")
     said.clear()
     assert numba_backend.cache_is_warm()
-    train._say_if_compiling("numba", said.append)
-    train._say_if_compiling("cython", said.append)
+    assert train._start_compiling(s, said.append) is None
     assert said == []
 
 
