@@ -230,8 +230,8 @@ cdef _check_plan(Geometry g):
         bad.append("pool paths and the pool itself disagree")
     if g.dw == DW_DIRECT_FILTER_LANES and g.kw != 3 and g.kw != 5:
         bad.append("dw 'direct_filter_lanes' needs KW 3 or 5")
-    if g.dw == DW_DIRECT_COLUMN_LANES and (g.kw != 5 or g.s != 1):
-        bad.append("dw 'direct_column_lanes' needs KW 5 and stride 1")
+    if g.dw == DW_DIRECT_COLUMN_LANES and (g.kw not in (3, 5) or g.s != 1):
+        bad.append("dw 'direct_column_lanes' needs KW 3 or 5 and stride 1")
     if g.dx == DX_COL2IM_S1 and g.s != 1:
         bad.append("dx 'col2im_s1' needs stride 1")
     if g.dx == DX_FLIPPED_CONV_S1:
@@ -585,7 +585,12 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
         _gradient_layouts(dy, dpy, arg, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr, db)
         if g.dw != DW_GEMM_IM2COL:
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
-        if g.dw == DW_DIRECT_COLUMN_LANES:
+        if g.dw == DW_DIRECT_COLUMN_LANES and g.kw == 3:
+            if floating is float:
+                fl_dw_lanes_k3_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh, g.owr, &dw[0, 0])
+            else:
+                fl_dw_lanes_k3_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh, g.owr, &dw[0, 0])
+        elif g.dw == DW_DIRECT_COLUMN_LANES:
             if floating is float:
                 fl_dw_lanes_f3k5_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh,
                                      g.owr, &dw[0, 0])

@@ -4,7 +4,7 @@
 
 /* dW of one sample straight from its padded input, without an im2row/im2col copy
  * (the plan's dw 'direct_filter_lanes' for KW 3 or 5, and 'direct_column_lanes' for
- * KW 5 at stride 1).
+ * KW 3 or 5 at stride 1).
  *
  * Dimension legend: C channels, HS x WS the padded plane, KH x KW the kernel (KWC the
  * compile-time KW), s stride, OH x OW the conv output (OWr rounded up to LB), F filters
@@ -105,5 +105,16 @@ static void fl_dw_lanes_f##FB##k##KWC##_##SUFFIX(const T *xp, long C, long HS, l
 
 FL_DEFINE_DW_LANES(float, f32, 3, 5)
 FL_DEFINE_DW_LANES(double, f64, 3, 5)
+/* KW 3: 6 filters x 3 taps (18 accumulators + 3 input vectors) with 32 vector registers
+ * (AVX-512), 3 x 3 with 16; each input vector then feeds FB multiply-adds. */
+#if FL_LB == 16
+FL_DEFINE_DW_LANES(float, f32, 6, 3)
+#define fl_dw_lanes_k3_f32 fl_dw_lanes_f6k3_f32
+#else
+FL_DEFINE_DW_LANES(float, f32, 3, 3)
+#define fl_dw_lanes_k3_f32 fl_dw_lanes_f3k3_f32
+#endif
+FL_DEFINE_DW_LANES(double, f64, 3, 3)
+#define fl_dw_lanes_k3_f64 fl_dw_lanes_f3k3_f64
 
 #endif

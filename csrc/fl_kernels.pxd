@@ -87,6 +87,10 @@ cdef extern from "dw.h" nogil:
                               long F, long OH, long OWr, float* dwv)
     void fl_dw_lanes_f3k5_f64(const double* xp, long C, long HS, long WS, long KH, const double* dzr,
                               long F, long OH, long OWr, double* dwv)
+    void fl_dw_lanes_k3_f32(const float* xp, long C, long HS, long WS, long KH, const float* dzr,
+                              long F, long OH, long OWr, float* dwv)
+    void fl_dw_lanes_k3_f64(const double* xp, long C, long HS, long WS, long KH, const double* dzr,
+                              long F, long OH, long OWr, double* dwv)
     void fl_dw_direct_k5_f32(const float* xp, long C, long HS, long WS, long KH, long s,
                              const float* dzt, long ldt, long OH, long OW, float* dwt)
     void fl_dw_direct_k5_f64(const double* xp, long C, long HS, long WS, long KH, long s,

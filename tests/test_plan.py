@@ -18,12 +18,13 @@ CASES = [
     # one vector per conv row (OW 16): 8-filter tiles
     (((2, 2, 20, 20), (8, 2, 5, 5), 1, 0, (2, 2)),
      ("direct", "tile_f8", "expand_2x2", "direct_column_lanes", "col2im_s1")),
-    # OW 40 > 2 vectors: the direct conv, then ReLU + 2x2 pool over its output
+    # OW 40 > 2 vectors: the direct conv, then ReLU + 2x2 pool over its output; a 3x3 dW
+    # with 1 channel by columns (4 filters: a partial block of the 6-filter tile)
     (((2, 1, 40, 40), (4, 1, 3, 3), 1, 1, (2, 2)),
-     ("direct", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "col2im_s1")),
+     ("direct", "after_conv_2x2", "expand_2x2", "direct_column_lanes", "col2im_s1")),
     # an overlapping 3x3/2 pool after the direct conv: generic pool, routed gradient
     (((2, 2, 12, 12), (4, 2, 3, 3), 1, 1, (3, 2)),
-     ("direct", "after_conv", "route", "direct_filter_lanes", "col2im_s1")),
+     ("direct", "after_conv", "route", "direct_column_lanes", "col2im_s1")),
     # stride 2: im2col + GEMM, strided dW from the padded input, element-wise col2im
     (((2, 3, 11, 11), (4, 3, 3, 3), 2, 1, (2, 2)),
      ("im2col_gemm", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "col2im")),
@@ -43,8 +44,8 @@ CASES = [
     (((3, 5, 9, 11), (12, 5, 3, 3), 1, 1, None),
      ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1")),
     # odd OH (9): the direct conv's two-row tiles leave a last row; the dx GEMM (M = Kp = 28)
-    # ends in a 4-row block after three 8-row ones
-    (((3, 3, 9, 20), (8, 3, 3, 3), 1, 1, None), ("direct", "direct_filter_lanes", "col2im_s1")),
+    # ends in a 4-row block after three 8-row ones; 3x3 dW by columns, 8 filters = 6 + 2
+    (((3, 3, 9, 20), (8, 3, 3, 3), 1, 1, None), ("direct", "direct_column_lanes", "col2im_s1")),
     # im2col + GEMM with 12 filters: one 8-row GEMM tile and one 4-row tile
     (((2, 3, 11, 11), (12, 3, 3, 3), 2, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im")),
 ]

@@ -83,6 +83,7 @@ IM2ROW_RATIO = 4
 FLANES_TILE = 5
 #: kernel widths with a direct dW kernel (fl_dw_direct_k3 / _k5 in csrc/dw.h)
 DIRECT_DW_WIDTHS = (3, 5)
+COLUMN_DW3_MAX_C = 16
 
 FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes")
 POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes")
@@ -184,10 +185,18 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
         # per register tile, at stride 1 (any kernel); measured in numba_conv.PLAN_RULES
         return "direct_column_lanes" if stride == 1 else "gemm_im2col"
     # KW 3 or 5 (every preset): dW from the padded input, no im2row/im2col copy (which
-    # cost more than the product), with whichever of filters / output columns fills
-    # more of the lanes (LeNet C3: 16 filters; C1: 28 columns but 6 filters)
+    # cost more than the product), with the filters or the output columns along the
+    # lanes: KW 5 by whichever fills more of them (LeNet C3: 16 filters; C1: 28 columns
+    # but 6 filters); KW 3 by the columns up to COLUMN_DW3_MAX_C channels unless the
+    # filters fill more, as there transposing dz for the filter lanes weighs, and past it
+    # by the filters (cython, 2 threads, batch 128, ms filter / column lanes: 3 -> 32 on
+    # 32x32 6.64 / 4.92, 1 -> 32 4.75 / 2.35, 8 -> 32 10.67 / 9.51, 16 -> 32 16.17 /
+    # 16.10; 64 -> 8 on 10x10 3.12 / 4.78, 32 -> 8 on 16x16 3.69 / 4.01; batch 256,
+    # 1 -> 6 on 28x28 1.82 / 1.12)
     if kw in DIRECT_DW_WIDTHS:
-        if kw == 5 and stride == 1 and _fills_more_lanes(ow, f, lanes):
+        if stride == 1 and kw == 5 and _fills_more_lanes(ow, f, lanes):
+            return "direct_column_lanes"
+        if stride == 1 and kw == 3 and c <= COLUMN_DW3_MAX_C and not _fills_more_lanes(f, ow, lanes):
             return "direct_column_lanes"
         return "direct_filter_lanes"
     return "gemm_im2row" if oh * ow < IM2ROW_RATIO * c * kh * kw else "gemm_im2col"
