@@ -303,11 +303,11 @@ cdef inline void _conv_one(const floating[:, :, :, ::1] x, Py_ssize_t n, const f
 
 cdef inline bint _writes_in_place(Geometry g) noexcept nogil:
     """Whether a plain convolution's forward writes y[n] (F, L) itself, not a workspace it
-    then copies (_direct_conv_into): the direct kernel, when its groups of 8 filters are
-    all real and its rows whole vectors (3 -> 32 on 32x32, 2 threads: 2.4 -> 1.8 ms).  The
-    other kernels write padded tiles, or ran slower straight into y (the filter-lanes
-    kernel's per-filter stores: 64 -> 64 on 8x8 3.1 -> 3.6 ms)."""
-    return g.fwd == FWD_DIRECT and g.f8 == g.f and g.ow % LB == 0
+    then copies (_direct_conv_into): the direct kernel, which stores only the real filters
+    and columns (3 -> 32 on 32x32, 2 threads: 2.4 -> 1.8 ms).  The other kernels write
+    padded tiles, or ran slower straight into y (the filter-lanes kernel's per-filter
+    stores: 64 -> 64 on 8x8 3.1 -> 3.6 ms)."""
+    return g.fwd == FWD_DIRECT
 
 
 cdef inline void _direct_conv_into(const floating* xs, Geometry g, floating[:, :, ::1] xp,
@@ -317,9 +317,9 @@ cdef inline void _direct_conv_into(const floating* xs, Geometry g, floating[:, :
     or y[n] itself (ldz = L, where _writes_in_place)."""
     _pad_copy(xs, g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
     if floating is float:
-        fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
+        fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
     else:
-        fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f8, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
+        fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
 
 
 cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* yf, int* af) noexcept nogil:

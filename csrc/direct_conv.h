@@ -15,8 +15,9 @@
  * about as much as the GEMM computes:
  *   z[f, oy*OW + ox] = bias[f] + sum_{c,i,j} w[f,c,i,j] * xp[c, oy+i, ox+j]
  * xp (C, HS, WS): the zero-padded input, row stride WS >= round_up(OW, LB) + KW - 1.
- * wd (F/8, C*KH*KW, 8): the weights regrouped so that the 8 filters of a block are
- * contiguous for each tap (F padded to a multiple of 8 with zero filters).
+ * wd (F8/8, C*KH*KW, 8): the weights regrouped so that the 8 filters of a block are
+ * contiguous for each tap (F padded to a multiple of 8 with zero filters); only the F
+ * real filters are stored, so z may be the layer's output itself (ldz = OH*OW).
  * The register tile is 8 filters x R output rows x LB output columns: each input vector
  * loaded feeds 8 multiply-adds, each broadcast weight R.  R = FL_DIRECT_ROWS_<T> (2 for
  * float where the ISA has 32 vector registers: 16 accumulators; else 1) for every R rows,
@@ -31,7 +32,7 @@
 #define FL_DEFINE_DIRECT_TILE(T, SUFFIX, R)                                                   \
 static inline __attribute__((always_inline)) void fl_direct_tile_r##R##_##SUFFIX(             \
         const T *xp, long C, long HS, long WS, const T *wb, long KH, long KW,                 \
-        const T *bias, T *z, long ldz, long oy, long OW, long ox0) {                          \
+        const T *bias, T *z, long ldz, long oy, long OW, long ox0, long nf) {                 \
     fl_vec_##SUFFIX acc[R][8];                                                                \
     for (int r = 0; r < R; r++)                                                               \
         for (int f = 0; f < 8; f++) { acc[r][f] = (fl_vec_##SUFFIX){0}; acc[r][f] += bias[f]; } \
@@ -51,8 +52,14 @@ static inline __attribute__((always_inline)) void fl_direct_tile_r##R##_##SUFFIX
             }                                                                                 \
         }                                                                                     \
     long n = OW - ox0 < FL_LB ? OW - ox0 : FL_LB;                                             \
+    if (nf == 8 && n == FL_LB) {        /* a whole tile: constant bounds, plain stores */   \
+        for (int r = 0; r < R; r++)                                                           \
+            for (int f = 0; f < 8; f++)                                                       \
+                fl_store_##SUFFIX(z + f * ldz + (oy + r) * OW + ox0, acc[r][f]);              \
+        return;                                                                               \
+    }                                                                                         \
     for (int r = 0; r < R; r++)                                                               \
-        for (int f = 0; f < 8; f++) {                                                         \
+        for (int f = 0; f < nf; f++) {          /* the real filters and columns only */     \
             T tmp[FL_LB];                                                                     \
             memcpy(tmp, &acc[r][f], sizeof tmp);                                              \
             memcpy(z + f * ldz + (oy + r) * OW + ox0, tmp, n * sizeof(T));                    \
@@ -62,21 +69,22 @@ static inline __attribute__((always_inline)) void fl_direct_tile_r##R##_##SUFFIX
 FL_DEFINE_DIRECT_TILE(T, SUFFIX, 1)                                                           \
 FL_DEFINE_DIRECT_TILE(T, SUFFIX, 2)                                                           \
 static void fl_direct_conv_##SUFFIX(const T *xp, long C, long HS, long WS, const T *wd,      \
-                                    long F8, long KH, long KW, const T *bias, T *z,          \
+                                    long F, long KH, long KW, const T *bias, T *z,           \
                                     long ldz, long OH, long OW) {                            \
     long taps = C * KH * KW;                                                                  \
-    for (long fb = 0; fb < F8; fb += 8) {                                                     \
+    for (long fb = 0; fb < F; fb += 8) {                                                      \
         const T *wb = wd + (fb / 8) * taps * 8;                                               \
         T *zb = z + fb * ldz;                                                                 \
+        long nf = F - fb < 8 ? F - fb : 8;                                                    \
         long oy = 0;                                                                          \
         for (; oy + FL_DIRECT_ROWS_##SUFFIX <= OH; oy += FL_DIRECT_ROWS_##SUFFIX)             \
             for (long ox0 = 0; ox0 < OW; ox0 += FL_LB)                                        \
                 FL_DIRECT_TILE_CALL(SUFFIX, FL_DIRECT_ROWS_##SUFFIX)(xp, C, HS, WS, wb, KH, KW, \
-                                                            bias + fb, zb, ldz, oy, OW, ox0); \
+                                                        bias + fb, zb, ldz, oy, OW, ox0, nf); \
         for (; oy < OH; oy++)                                                                 \
             for (long ox0 = 0; ox0 < OW; ox0 += FL_LB)                                        \
                 fl_direct_tile_r1_##SUFFIX(xp, C, HS, WS, wb, KH, KW, bias + fb, zb, ldz,     \
-                                           oy, OW, ox0);                                      \
+                                           oy, OW, ox0, nf);                                  \
     }                                                                                         \
 }
 #define FL_DIRECT_TILE_CALL_(SUFFIX, R) fl_direct_tile_r##R##_##SUFFIX

@@ -59,9 +59,9 @@ cdef extern from "norm_pool.h" nogil:
 cdef extern from "direct_conv.h" nogil:
     void fl_relu_maxpool2_f32(const float* z, long OW, float* y, int* arg, long PH, long PW)
     void fl_relu_maxpool2_f64(const double* z, long OW, double* y, int* arg, long PH, long PW)
-    void fl_direct_conv_f32(const float* xp, long C, long HS, long WS, const float* wd, long F8,
+    void fl_direct_conv_f32(const float* xp, long C, long HS, long WS, const float* wd, long F,
                             long KH, long KW, const float* bias, float* z, long ldz, long OH, long OW)
-    void fl_direct_conv_f64(const double* xp, long C, long HS, long WS, const double* wd, long F8,
+    void fl_direct_conv_f64(const double* xp, long C, long HS, long WS, const double* wd, long F,
                             long KH, long KW, const double* bias, double* z, long ldz, long OH, long OW)
     void fl_direct_conv_flanes_f32(const float* xp, long C, long HS, long WS, const float* wq, long F,
             long Fq, long KH, long KW, const float* bias, float* z, long ldz, long OH, long OW)

@@ -206,10 +206,11 @@ def test_gradients_do_not_depend_on_the_thread_count(name, args, names):
 @pytest.mark.parametrize("x_shape, w_shape", [
     ((2, 3, 32, 32), (16, 3, 3, 3)),       # 16 filters, rows of 32: written straight into y
     ((17, 4, 16, 16), (8, 4, 3, 3)),       # ... over more than one block of samples
-    ((2, 3, 32, 32), (12, 3, 3, 3)),       # 12 filters: the kernel writes 16, so a workspace
-    ((2, 3, 24, 24), (8, 3, 3, 3)),        # rows of 24: partial vectors, a workspace
+    ((2, 3, 32, 32), (12, 3, 3, 3)),       # 12 filters: the kernel computes 16, stores 12
+    ((2, 3, 24, 24), (8, 3, 3, 3)),        # rows of 24: a partial vector stored per row
+    ((19, 1, 28, 28), (6, 1, 3, 3)),       # lenet5-bn's C1: both, samples back to back
 ])
-def test_the_plain_direct_forward_in_place_or_through_its_workspace(x_shape, w_shape, dtype):
+def test_the_plain_direct_forward_writes_only_its_own_output(x_shape, w_shape, dtype):
     k = backend("cython")
     assert k.plan_conv2d(x_shape, w_shape, 1, 1).forward == "direct"
     rng = np.random.default_rng(3)
