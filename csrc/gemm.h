@@ -23,6 +23,47 @@
 #endif
 #define FL_GEMM_ROWS8_f64 0
 
+/* The lane sums of a 4 x 4 tile of 16-lane accumulators, in one vector (see
+ * fl_add_tile_sums): lane k of the result is the sum of acc[k / 4][k % 4]. */
+#if FL_LB == 16 && FL_MB == 4
+#define FL_HALVES(a, b, L0, L1)                                                               \
+    (__builtin_shufflevector(a, b, L0) + __builtin_shufflevector(a, b, L1))
+#define FL_LO8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define FL_HI8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define FL_LO4 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27
+#define FL_HI4 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31
+#define FL_LO2 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29
+#define FL_HI2 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31
+#define FL_LO1 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define FL_HI1 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define FL_TILE_SUMS_VEC(VT, T, acc, C, ldc) do {                                             \
+    VT h8[8], h4[4], h2[2], total;                                                            \
+    for (int k = 0; k < 8; k++)                                                               \
+        h8[k] = FL_HALVES(acc[(2 * k) / 4][(2 * k) % 4], acc[(2 * k + 1) / 4][(2 * k + 1) % 4], \
+                          FL_LO8, FL_HI8);                                                    \
+    for (int k = 0; k < 4; k++) h4[k] = FL_HALVES(h8[2 * k], h8[2 * k + 1], FL_LO4, FL_HI4);  \
+    for (int k = 0; k < 2; k++) h2[k] = FL_HALVES(h4[2 * k], h4[2 * k + 1], FL_LO2, FL_HI2);  \
+    total = FL_HALVES(h2[0], h2[1], FL_LO1, FL_HI1);                                          \
+    T sums[16];                                                                               \
+    memcpy(sums, &total, sizeof sums);                                                        \
+    for (int i = 0; i < 4; i++)                                                               \
+        for (int q = 0; q < 4; q++) (C)[i * (ldc) + q] += sums[i * 4 + q];                    \
+} while (0)
+#define FL_TILE_SUMS_f32(acc, C, ldc) FL_TILE_SUMS_VEC(fl_vec_f32, float, acc, C, ldc)
+#define FL_TILE_SUMS_f64(acc, C, ldc) FL_TILE_SUMS_VEC(fl_vec_f64, double, acc, C, ldc)
+#else
+#define FL_TILE_SUMS_LANES(T, acc, C, ldc) do {                                               \
+    for (int i = 0; i < FL_MB; i++)                                                           \
+        for (int q = 0; q < FL_MB; q++) {                                                     \
+            T total = 0;                                                                      \
+            for (int j = 0; j < FL_LB; j++) total += acc[i][q][j];                            \
+            (C)[i * (ldc) + q] += total;                                                      \
+        }                                                                                     \
+} while (0)
+#define FL_TILE_SUMS_f32(acc, C, ldc) FL_TILE_SUMS_LANES(float, acc, C, ldc)
+#define FL_TILE_SUMS_f64(acc, C, ldc) FL_TILE_SUMS_LANES(double, acc, C, ldc)
+#endif
+
 #define FL_DEFINE_GEMM(T, IT, SUFFIX)                                                            \
 /* C[M, Lp] (+)= A[M, Kd] @ B[Kd, Lp]: overwrite (plus bias[m] on row m when bias is    \
  * not NULL) or, with accumulate, add to C.  A[m, k] is A[m*lda + k*sak] (sak = lda = 1  \
@@ -143,6 +184,14 @@ static void fl_gemm_nn_##SUFFIX(const T *A, long lda, long sak, const T *B, long
     else                                                                                      \
         fl_gemm_nn_core_##SUFFIX(A, lda, sak, B, ldb, C, ldc, M, Kd, Lp, bias, accumulate);   \
 }                                                                                              \
+/* C[i, q] += the sum of the lanes of acc[i][q], for a FL_MB x FL_MB tile.  With 16 lanes and  \
+ * 4 x 4 accumulators, a butterfly sums the 16 vectors into one vector of their 16 totals    \
+ * (15 shuffle pairs and adds: each level adds the two halves of every vector and packs two  \
+ * vectors into one); otherwise each total is summed lane by lane. */                        \
+static inline __attribute__((always_inline)) void                                            \
+fl_add_tile_sums_##SUFFIX(fl_vec_##SUFFIX acc[FL_MB][FL_MB], T *C, long ldc) {               \
+    FL_TILE_SUMS_##SUFFIX(acc, C, ldc);                                                       \
+}                                                                                             \
 /* C[M, N] += A[M, Lp] @ B[N, Lp]^T, reduced over the columns: the dW product when L is     \
  * long and K short (a first layer), where an im2row copy would cost more than it saves. */ \
 static void fl_gemm_nt_acc_##SUFFIX(const T *A, long lda, const T *B, long ldb, T *C,        \
@@ -161,12 +210,7 @@ static void fl_gemm_nt_acc_##SUFFIX(const T *A, long lda, const T *B, long ldb, 
                     for (int q = 0; q < FL_MB; q++)                                           \
                         acc[i][q] += a[i] * b[q];                                             \
             }                                                                                 \
-            for (int i = 0; i < FL_MB; i++)                                                   \
-                for (int q = 0; q < FL_MB; q++) {                                             \
-                    T total = 0;                                                              \
-                    for (int j = 0; j < FL_LB; j++) total += acc[i][q][j];                    \
-                    C[(m0 + i) * ldc + n0 + q] += total;                                      \
-                }                                                                             \
+            fl_add_tile_sums_##SUFFIX(acc, C + m0 * ldc + n0, ldc);                           \
         }                                                                                     \
     }                                                                                         \
 }                                                                                             \
