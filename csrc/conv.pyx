@@ -66,6 +66,7 @@ cdef enum:
     DX_COL2IM = 0
     DX_COL2IM_S1 = 1
     DX_FLIPPED_CONV_S1 = 2   # the Numba backend's ("dots" plan rules); not built here
+    DX_GEMM_1X1 = 3
 cdef enum:
     MIN_DIRECT_OW = 8    # plan.MIN_DIRECT_OW
     MAX_DIRECT_K = 512   # plan.MAX_DIRECT_K
@@ -78,7 +79,7 @@ PLAN_NAMES = {
     "pool": (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes"),
     "pool_grad": (None, "route", "expand_2x2"),
     "dw": ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes"),
-    "dx": ("col2im", "col2im_s1", "flipped_conv_s1"),
+    "dx": ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1"),
 }
 LANES = LB
 
@@ -234,6 +235,10 @@ cdef _check_plan(Geometry g):
         bad.append("dw 'direct_column_lanes' needs KW 3 or 5 and stride 1")
     if g.dx == DX_COL2IM_S1 and g.s != 1:
         bad.append("dx 'col2im_s1' needs stride 1")
+    if g.dx == DX_GEMM_1X1 and not (g.kh == 1 and g.kw == 1 and g.s == 1 and g.p == 0 and g.kp == g.c
+                                    and g.lp == g.l):
+        bad.append("dx 'gemm_1x1' needs a 1x1 kernel, stride 1, no padding, C a multiple of 4 and "
+                   "OH*OW of the lanes")
     if g.dx == DX_FLIPPED_CONV_S1:
         bad.append("dx 'flipped_conv_s1' is a Numba path, not built in this backend")
     if bad:
@@ -609,6 +614,9 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
             _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, rows)
             _gemm_nt_acc(&dz[0, 0], g.lp, &rows[0, 0], g.lp, &dw[0, 0], g.kq, g.fp, g.kq, g.lp)
         if not need_dx:
+            continue
+        if g.dx == DX_GEMM_1X1:     # dx[n] (C, L) = W^T dz: a 1x1 conv's col2im is the identity
+            _gemm_nn(&wpt[0, 0], g.fp, 1, &dz[0, 0], g.lp, &dx[n, 0, 0, 0], g.l, g.kp, g.fp, g.lp, NULL, False)
             continue
         _gemm_nn(&wpt[0, 0], g.fp, 1, &dz[0, 0], g.lp, &dcols[1, 0], g.lp, g.kp, g.fp, g.lp, NULL, False)
         if g.dx == DX_COL2IM:

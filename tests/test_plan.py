@@ -31,8 +31,8 @@ CASES = [
     # narrow rows (OW 6 < 8): im2col + GEMM; KW 2: dW by GEMM over im2row (L 36 < 4 K)
     (((2, 3, 7, 7), (5, 3, 2, 2), 1, 0, None), ("im2col_gemm", "gemm_im2row", "col2im_s1")),
     # a 1x1 conv (16x16): its im2col is a copy, so im2col + GEMM; a long L and KW 1: dW by
-    # GEMM over im2col
-    (((2, 8, 16, 16), (4, 8, 1, 1), 1, 0, None), ("im2col_gemm", "gemm_im2col", "col2im_s1")),
+    # GEMM over im2col; dx straight out of the GEMM (8 channels, 256 outputs: whole tiles)
+    (((2, 8, 16, 16), (4, 8, 1, 1), 1, 0, None), ("im2col_gemm", "gemm_im2col", "gemm_1x1")),
     # K = 400 taps (5x5, 16 channels, the shape suite's 16to32_k5p2): still direct
     (((2, 16, 12, 12), (8, 16, 5, 5), 1, 2, None), ("direct", "direct_column_lanes", "col2im_s1")),
     # K = 576 > 512 taps: filters along the lanes (no column tile past MAX_DIRECT_K)
@@ -48,6 +48,8 @@ CASES = [
     (((3, 3, 9, 20), (8, 3, 3, 3), 1, 1, None), ("direct", "direct_column_lanes", "col2im_s1")),
     # im2col + GEMM with 12 filters: one 8-row GEMM tile and one 4-row tile
     (((2, 3, 11, 11), (12, 3, 3, 3), 2, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im")),
+    # a 1x1 conv with 6 channels (not whole GEMM row blocks) on 10x10: dx folded as usual
+    (((2, 6, 10, 10), (4, 6, 1, 1), 1, 0, None), ("im2col_gemm", "gemm_im2col", "col2im_s1")),
 ]
 IDS = [",".join(names) for _, names in CASES]
 # the same cases planned for 8-lane rows (an AVX2 build of the Cython backend): where
@@ -79,7 +81,8 @@ def test_the_dots_rules_take_gemms_from_dots_min_k_and_planes_dw_at_stride_1():
         dots, lanes = plan.conv2d(*args, rules="dots"), plan.conv2d(*args, rules="lanes")
         assert dots.dw == ("direct_column_lanes" if stride == 1 else "gemm_im2col"), args
         assert dots.forward == ("im2col_gemm" if c * kh * kw >= plan.DOTS_MIN_K else lanes.forward), args
-        assert dots.dx == ("flipped_conv_s1" if stride == 1 and c >= plan.DOTS_MIN_DX_C else lanes.dx), args
+        assert dots.dx == ("col2im" if stride != 1 else
+                           "flipped_conv_s1" if c >= plan.DOTS_MIN_DX_C else "col2im_s1"), args
     with pytest.raises(ValueError, match="rules"):
         plan.conv2d(*CASES[0][0], rules="fastest")
     if "numba" in COMPILED:
@@ -141,6 +144,19 @@ def test_a_plan_that_does_not_fit_its_geometry_is_refused():
     flipped = s1[:4] + (plan.DX.index("flipped_conv_s1"),)          # the Numba backend's dx
     with pytest.raises(ValueError, match="flipped_conv_s1"):
         _cy_conv.conv2d_backward(np.ones((2, 4, 11, 11), np.float32), x, w, 1, 1, True, flipped)
+    one = plan.conv2d((2, 8, 16, 16), (4, 8, 1, 1), 1, 0).codes
+    assert plan.DX[one[4]] == "gemm_1x1"
+    with pytest.raises(ValueError, match="dx 'gemm_1x1' needs a 1x1 kernel"):   # a padded 1x1 conv
+        _cy_conv.conv2d_backward(np.ones((2, 4, 18, 18), np.float32), np.ones((2, 8, 16, 16), np.float32),
+                                 np.ones((4, 8, 1, 1), np.float32), 1, 1, True, one)
+
+
+@pytest.mark.skipif("numba" not in COMPILED, reason="numba is not installed")
+def test_the_numba_backend_refuses_the_cython_1x1_dx_by_name():
+    from fastlenet.kernels import numba_conv
+    w = np.ones((4, 8, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="gemm_1x1"):
+        numba_conv._dx_block("gemm_1x1", None, w, 1, 0, 16, 16, None)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -409,6 +409,8 @@ def _dw_block(path, g4, arg, fused, x, w, stride, pad, oh, ow, dw_part, db_part)
 def _dx_block(path, x, w, stride, pad, oh, ow, dx):
     """run(lo, hi, dzb): the plan's dx path on samples lo..hi."""
     f_, c_, kh, kw = w.shape
+    if path == "gemm_1x1":
+        raise ValueError("dx 'gemm_1x1' is a Cython path (\"lanes\" plan rules), not built in this backend")
     if path == "flipped_conv_s1":
         wf, dx3 = flipped_weights(w), dx.reshape(dx.shape[0], c_, -1)
         return lambda lo, hi, dzb: dx_flipped_conv_s1(dzb, wf, kh, kw, pad, oh, ow, lo, hi, dx3)
