@@ -270,17 +270,18 @@ static void fl_direct_conv_pool2_flanes##PC##_##SUFFIX(                         
  *   wq (Fq/LB, C*KH*KW, LB): the weights in blocks of LB filters, contiguous per tap
  *   (Fq a multiple of LB, zero past F); bias (Fq,);
  *   xp (C, HS, WS) with WS >= round_up(OW, FL_FLANES_COLS) + KW - 1.
- * The register tile is R conv rows x FL_FLANES_COLS conv columns of LB filters (R =
- * FL_DIRECT_ROWS_<T>; 1 for the rows left over): each weight vector loaded feeds
- * R * FL_FLANES_COLS multiply-adds against broadcast inputs.  z rows of stride ldz. */
+ * The register tile is R conv rows x Q conv columns of LB filters (R = FL_DIRECT_ROWS_<T>,
+ * 1 for the rows left over; Q = OW for rows of 9 to 12, else FL_FLANES_COLS): each weight
+ * vector loaded feeds R * Q multiply-adds against broadcast inputs.  z rows of stride ldz.
+ * Every output is the same sum in the same order whatever the tile. */
 #define FL_FLANES_COLS 8
-#define FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, R)                                            \
-static inline __attribute__((always_inline)) void fl_direct_flanes_tile_r##R##_##SUFFIX(      \
+#define FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, R, Q)                                         \
+static inline __attribute__((always_inline)) void fl_direct_flanes_tile_r##R##q##Q##_##SUFFIX( \
         const T *xp, long C, long HS, long WS, const T *wb, long KH, long KW,                 \
         fl_vec_##SUFFIX b0, long nf, T *z, long ldz, long oy, long OW, long ox0) {            \
-    fl_vec_##SUFFIX acc[R][FL_FLANES_COLS];                                                   \
+    fl_vec_##SUFFIX acc[R][Q];                                                                \
     for (int r = 0; r < R; r++)                                                               \
-        for (int q = 0; q < FL_FLANES_COLS; q++) acc[r][q] = b0;                              \
+        for (int q = 0; q < Q; q++) acc[r][q] = b0;                                           \
     const T *wt = wb;                                                                         \
     for (long c = 0; c < C; c++)                                                              \
         for (long i = 0; i < KH; i++) {                                                       \
@@ -291,19 +292,37 @@ static inline __attribute__((always_inline)) void fl_direct_flanes_tile_r##R##_#
                 const T *x0 = row + j;                                                        \
                 FL_OPAQUE(x0);                                                                \
                 for (int r = 0; r < R; r++)                                                   \
-                    for (int q = 0; q < FL_FLANES_COLS; q++) acc[r][q] += x0[r * WS + q] * wv; \
+                    for (int q = 0; q < Q; q++) acc[r][q] += x0[r * WS + q] * wv;             \
             }                                                                                 \
         }                                                                                     \
-    long nq = OW - ox0 < FL_FLANES_COLS ? OW - ox0 : FL_FLANES_COLS;                          \
+    long nq = OW - ox0 < Q ? OW - ox0 : Q;                                                    \
     for (int r = 0; r < R; r++)                                                               \
         for (long f = 0; f < nf; f++) {                                                       \
             T *zr = z + f * ldz + (oy + r) * OW + ox0;                                        \
             for (long q = 0; q < nq; q++) zr[q] = acc[r][q][f];                               \
         }                                                                                     \
 }
+/* The rows of one block of LB filters with tiles of Q columns: R rows at a time, then one. */
+#define FL_FLANES_ROWS(SUFFIX, Q)                                                             \
+    for (; oy + FL_DIRECT_ROWS_##SUFFIX <= OH; oy += FL_DIRECT_ROWS_##SUFFIX)                 \
+        for (long ox0 = 0; ox0 < OW; ox0 += Q)                                                \
+            FL_DIRECT_FLANES_TILE_CALL(SUFFIX, FL_DIRECT_ROWS_##SUFFIX, Q)(                   \
+                xp, C, HS, WS, wb, KH, KW, b0, nf, zb, ldz, oy, OW, ox0);                     \
+    for (; oy < OH; oy++)                                                                     \
+        for (long ox0 = 0; ox0 < OW; ox0 += Q)                                                \
+            FL_DIRECT_FLANES_TILE_CALL(SUFFIX, 1, Q)(xp, C, HS, WS, wb, KH, KW, b0, nf, zb,   \
+                                                     ldz, oy, OW, ox0);
+/* Rows of 9 to 12 outputs take one tile of exactly that many columns (LeNet C3 unfused,
+ * 10; lenet5-bn's C3, 12), which the 8-column tiles would fill to 10/16 or 12/16. */
+#define FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, Q)                                           \
+FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, 1, Q)                                                 \
+FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, 2, Q)
 #define FL_DEFINE_DIRECT_FLANES(T, SUFFIX)                                                    \
-FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, 1)                                                    \
-FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, 2)                                                    \
+FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 8)                                                   \
+FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 9)                                                   \
+FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 10)                                                  \
+FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 11)                                                  \
+FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 12)                                                  \
 static __attribute__((noinline)) void fl_direct_conv_flanes_##SUFFIX(const T *xp, long C, long HS, \
                                            long WS,                                           \
                                            const T *wq, long F, long Fq, long KH, long KW,    \
@@ -315,18 +334,17 @@ static __attribute__((noinline)) void fl_direct_conv_flanes_##SUFFIX(const T *xp
         long nf = F - fb < FL_LB ? F - fb : FL_LB;                                            \
         T *zb = z + fb * ldz;                                                                 \
         long oy = 0;                                                                          \
-        for (; oy + FL_DIRECT_ROWS_##SUFFIX <= OH; oy += FL_DIRECT_ROWS_##SUFFIX)             \
-            for (long ox0 = 0; ox0 < OW; ox0 += FL_FLANES_COLS)                               \
-                FL_DIRECT_FLANES_TILE_CALL(SUFFIX, FL_DIRECT_ROWS_##SUFFIX)(                  \
-                    xp, C, HS, WS, wb, KH, KW, b0, nf, zb, ldz, oy, OW, ox0);                 \
-        for (; oy < OH; oy++)                                                                 \
-            for (long ox0 = 0; ox0 < OW; ox0 += FL_FLANES_COLS)                               \
-                fl_direct_flanes_tile_r1_##SUFFIX(xp, C, HS, WS, wb, KH, KW, b0, nf, zb, ldz, \
-                                                  oy, OW, ox0);                               \
+        switch (OW) {                                                                         \
+        case 9: FL_FLANES_ROWS(SUFFIX, 9) break;                                              \
+        case 10: FL_FLANES_ROWS(SUFFIX, 10) break;                                            \
+        case 11: FL_FLANES_ROWS(SUFFIX, 11) break;                                            \
+        case 12: FL_FLANES_ROWS(SUFFIX, 12) break;                                            \
+        default: FL_FLANES_ROWS(SUFFIX, 8) break;                                             \
+        }                                                                                     \
     }                                                                                         \
 }
-#define FL_DIRECT_FLANES_TILE_CALL_(SUFFIX, R) fl_direct_flanes_tile_r##R##_##SUFFIX
-#define FL_DIRECT_FLANES_TILE_CALL(SUFFIX, R) FL_DIRECT_FLANES_TILE_CALL_(SUFFIX, R)
+#define FL_DIRECT_FLANES_TILE_CALL_(SUFFIX, R, Q) fl_direct_flanes_tile_r##R##q##Q##_##SUFFIX
+#define FL_DIRECT_FLANES_TILE_CALL(SUFFIX, R, Q) FL_DIRECT_FLANES_TILE_CALL_(SUFFIX, R, Q)
 
 FL_DEFINE_DIRECT_FLANES(float, f32)
 FL_DEFINE_DIRECT_FLANES(double, f64)
