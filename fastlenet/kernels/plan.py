@@ -39,7 +39,8 @@ dw (the weight gradient)
     ``direct_filter_lanes`` -- from the padded input, filters along the lanes (KW 3 or 5)
     ``direct_column_lanes`` -- from the padded input, output columns along the lanes
                                (stride 1; Cython: KW 5 when columns fill more lanes than
-                               filters; Numba: any kernel, see RULES)
+                               filters, KW 3 up to COLUMN_DW3_MAX_C channels unless the
+                               filters fill more; Numba: any kernel, see RULES)
     ``gemm_im2row``  -- im2row copy + GEMM (long L, short K: a first layer)
     ``gemm_im2col``  -- im2col copy + GEMM reduced over L
 dx (the input gradient)
