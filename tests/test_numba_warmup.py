@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,9 +26,7 @@ def test_the_manifest_was_recorded_from_these_sources():
 
 
 def test_a_fresh_recording_of_lenet5_matches_the_manifest():
-    out = subprocess.run([sys.executable, "-m", "fastlenet.kernels.numba_warmup", "--record-one", "lenet5"],
-                         capture_output=True, text=True, check=True, timeout=600).stdout
-    doc = json.loads(out.strip().splitlines()[-1])
+    doc = w.record_preset("lenet5")                  # on an empty cache, whatever the tests' cache holds
     assert doc["key"] == w.spec_key(models.build("lenet5").to_spec())
     assert w.read_manifest()["networks"][doc["key"]]["kernels"] == doc["kernels"]
     kernels = [name for _, name, _ in doc["kernels"]]
@@ -167,17 +166,33 @@ def test_no_helper_on_one_cpu_when_switched_off_or_when_all_is_cached(tmp_path, 
     assert len(started) == 2
 
 
+def _running_helpers():
+    """The command lines of processes running a ``numba_warmup`` helper (none outlive their trainer)."""
+    alive = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "fastlenet.kernels.numba_warmup" in text and "--parent" in text:
+            alive.append(text)
+    return alive
+
+
 def test_a_cold_cli_run_with_its_helper_trains(synthetic_idx, tmp_path):
     if w.read_manifest()["numba"] != w.numba_version():
         pytest.skip(f"the kernels were recorded with numba {w.read_manifest()['numba']}: no helper on this one")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     env["FASTLENET_NUMBA_HELPER"] = "1"               # even when the machine running the tests is busy
-    proc = subprocess.run([sys.executable, "-m", "fastlenet.train", "--dataset", "idx", "--data-dir",
-                           str(synthetic_idx), "--backend", "numba", "--epochs", "1", "--no-plots",
-                           "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr
-    assert "test accuracy" in proc.stdout
-    assert "compiling the kernels it uses (about 6 s, on two processes" in proc.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "fastlenet.train", "--dataset", "idx", "--data-dir",
+                             str(synthetic_idx), "--backend", "numba", "--epochs", "1", "--no-plots",
+                             "--out", str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr
+    assert _running_helpers() == []                             # the trainer ended its helper
+    assert "test accuracy" in stdout
+    assert "compiling the kernels it uses (about 6 s, on two processes" in stdout
     recorded = {name for _, name, _ in w.read_manifest()["networks"][w.spec_key(
         models.build("lenet5").to_spec())]["kernels"]}
     cached = {p.name.split("-")[0].split(".")[-1] for p in (tmp_path / "cache").rglob("*.nbi")}

@@ -204,14 +204,24 @@ def _record_one(name: str) -> int:
     return 0
 
 
+def record_preset(name: str) -> dict:
+    """{"key", "name", "kernels"} of preset ``name``, recorded in a fresh process with an empty
+    Numba cache: a warm one would change which calls reach Python's dispatch first (a kernel
+    that another compiles as its callee is then never called cold from Python)."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="fastlenet-record-") as cache:
+        out = subprocess.run([sys.executable, "-m", "fastlenet.kernels.numba_warmup", "--record-one", name],
+                             check=True, capture_output=True, text=True,
+                             env=dict(os.environ, NUMBA_CACHE_DIR=cache)).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def record_presets(path: Path = MANIFEST) -> Dict[str, dict]:
-    """Record every preset, each in a fresh process, and rewrite the manifest."""
+    """Record every preset (``record_preset``) and rewrite the manifest."""
     from ..models import PRESETS
     networks = {}
     for name in sorted(PRESETS):
-        out = subprocess.run([sys.executable, "-m", "fastlenet.kernels.numba_warmup", "--record-one", name], check=True,
-                             capture_output=True, text=True).stdout
-        doc = json.loads(out.strip().splitlines()[-1])
+        doc = record_preset(name)
         networks[doc["key"]] = {"name": doc["name"], "kernels": doc["kernels"]}
     write_manifest(networks, path)
     return networks
