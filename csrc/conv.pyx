@@ -503,6 +503,22 @@ cdef inline void _expand(const floating* dpy, const int* arg, Geometry g, floati
         fl_expand_pool2_grad_f64(dpy, arg, g.ph, g.pw, g.oh, g.ow, out, ldrow, end)
 
 
+cdef inline void _dw_columns(const floating* xp, Geometry g, const floating* dzr,
+                             floating* dwv) noexcept nogil:
+    """dwv (F, K*LB) += per-lane dW sums of one sample from its padded input xp and the
+    row-padded dz (F, OH, OWr): the output columns along the lanes (KW 3 or 5, stride 1)."""
+    if g.kw == 3:
+        if floating is float:
+            fl_dw_lanes_k3_f32(xp, g.c, g.hs, g.ws, g.kh, dzr, g.f, g.oh, g.owr, dwv)
+        else:
+            fl_dw_lanes_k3_f64(xp, g.c, g.hs, g.ws, g.kh, dzr, g.f, g.oh, g.owr, dwv)
+    else:
+        if floating is float:
+            fl_dw_lanes_f3k5_f32(xp, g.c, g.hs, g.ws, g.kh, dzr, g.f, g.oh, g.owr, dwv)
+        else:
+            fl_dw_lanes_f3k5_f64(xp, g.c, g.hs, g.ws, g.kh, dzr, g.f, g.oh, g.owr, dwv)
+
+
 cdef inline void _dw_direct(const floating* xp, Geometry g, const floating* dzt,
                             floating* dwt) noexcept nogil:
     """dwt (K, Fq) += dW^T of one sample from its padded input xp and dzt (L, Fq)."""
@@ -590,18 +606,8 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
         _gradient_layouts(dy, dpy, arg, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr, db)
         if g.dw != DW_GEMM_IM2COL:
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
-        if g.dw == DW_DIRECT_COLUMN_LANES and g.kw == 3:
-            if floating is float:
-                fl_dw_lanes_k3_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh, g.owr, &dw[0, 0])
-            else:
-                fl_dw_lanes_k3_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh, g.owr, &dw[0, 0])
-        elif g.dw == DW_DIRECT_COLUMN_LANES:
-            if floating is float:
-                fl_dw_lanes_f3k5_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh,
-                                     g.owr, &dw[0, 0])
-            else:
-                fl_dw_lanes_f3k5_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, &dzr[0, 0, 0], g.f, g.oh,
-                                     g.owr, &dw[0, 0])
+        if g.dw == DW_DIRECT_COLUMN_LANES:
+            _dw_columns(&xp[0, 0, 0], g, &dzr[0, 0, 0], &dw[0, 0])
         elif g.dw == DW_DIRECT_FILTER_LANES:
             _dw_direct(&xp[0, 0, 0], g, &dzt[0, 0], &dw[0, 0])
         elif g.dw == DW_GEMM_IM2ROW:

@@ -209,7 +209,7 @@ def _start_compiling(s: dict, log):
     entries = numba_warmup.network_kernels(spec)
     if not (numba_warmup.uncompiled(entries) if entries is not None else not numba_backend.cache_is_warm()):
         return None
-    helper = numba_warmup.start_helper(spec)
+    helper = numba_warmup.start_helper(spec) if entries is not None else None
     log("note: first run of the numba backend on this network: compiling the kernels it uses "
         f"({'about 6 s, on two processes' if helper else '5-15 s'}; once, cached for the next runs)")
     return helper

@@ -217,11 +217,12 @@ def test_a_cold_numba_cache_is_announced_with_its_helper(monkeypatch):
     said.clear()
     assert train._start_compiling(_settings("--backend", "numba"), said.append) is None
     assert "(5-15 s; once" in said[0]
-    monkeypatch.setattr(numba_warmup, "uncompiled", lambda entries: False)       # all cached: silent
+    monkeypatch.setattr(numba_warmup, "start_helper", lambda spec: started.append(spec) or "helper")
+    monkeypatch.setattr(numba_warmup, "uncompiled", lambda entries: False)       # all cached: silent, no helper
     said.clear()
     assert train._start_compiling(_settings("--backend", "numba"), said.append) is None
     assert train._start_compiling(_settings("--backend", "cython"), said.append) is None
-    assert said == []
+    assert said == [] and len(started) == 1
 
 
 def test_a_network_without_recorded_kernels_goes_by_the_cache_folder(tmp_path, monkeypatch):

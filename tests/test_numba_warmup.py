@@ -140,11 +140,11 @@ def test_the_helper_stops_when_its_parent_is_gone():
     assert w.compile_from_far_end(entries, parent=os.getppid()) == 1
 
 
-def test_no_helper_on_one_cpu_when_switched_off_or_when_all_is_cached(tmp_path, monkeypatch):
+def test_no_helper_on_one_cpu_beside_busy_ones_or_when_switched_off(tmp_path, monkeypatch):
+    # (all kernels cached: the caller starts none, tests/test_cli.py)
     spec, path = _manifest(tmp_path, [ROUND16])
     started = []
     monkeypatch.setattr(w.subprocess, "Popen", lambda *a, **k: started.append(a) or "proc")
-    monkeypatch.setattr(w, "uncompiled", lambda entries: True)
     monkeypatch.setattr(kernels, "usable_cpus", lambda: 2)
     monkeypatch.setattr(governor, "runnable_tasks", lambda: 1)                 # only the reader runs
     assert w.start_helper(spec, path) == "proc" and started[0][0][-1] == w.spec_key(spec)
@@ -161,8 +161,6 @@ def test_no_helper_on_one_cpu_when_switched_off_or_when_all_is_cached(tmp_path, 
     monkeypatch.delenv("FASTLENET_NUMBA_HELPER")
     monkeypatch.setattr(governor, "runnable_tasks", lambda: None)              # no /proc/loadavg
     assert w.free_cpus() == 2
-    monkeypatch.setattr(w, "uncompiled", lambda entries: False)
-    assert w.start_helper(spec, path) is None
     assert len(started) == 2
 
 

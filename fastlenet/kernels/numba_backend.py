@@ -246,23 +246,14 @@ def _masked_grad(dy, y, relu, g, db):
 
 
 @njit(**_SERIAL)
-def _linear_dw_rows(xt, gt, k0, k1, offs, dw):
-    """dw[k0:k1] (rows, U) = xt[k0:k1] (rows, N) @ gt (U, N)^T: summed over the batch by the
-    dot-product tiles (gemm_nt; offs = row_offsets(U, N))."""
-    for k in range(k0, k1):
-        for j in range(dw.shape[1]):
-            dw[k, j] = 0
-    gemm_nt(xt[k0:k1], gt.ravel(), offs, dw[k0:k1])
-
-
-@njit(**_SERIAL)
-def _linear_dx_rows(g, w, lo, hi, offs, dx):
-    """dx[lo:hi] (rows, D) = g[lo:hi] (rows, U) @ w (D, U)^T by the dot-product tiles
-    (gemm_nt; offs = row_offsets(D, U))."""
+def _product_rows(a, bt, lo, hi, offs, out):
+    """out[lo:hi] (rows, M) = a[lo:hi] (rows, K) @ bt (M, K)^T by the dot-product tiles
+    (gemm_nt; offs = row_offsets(M, K)): rows of dW (a = x^T, bt = dy'^T: summed over the
+    batch) or of dx (a = dy', bt = w)."""
     for r in range(lo, hi):
-        for k in range(dx.shape[1]):
-            dx[r, k] = 0
-    gemm_nt(g[lo:hi], w.ravel(), offs, dx[lo:hi])
+        for j in range(out.shape[1]):
+            out[r, j] = 0
+    gemm_nt(a[lo:hi], bt.ravel(), offs, out[lo:hi])
 
 
 def _linear_backward(dy, x, w, y, relu, need_dx, dw, db, out=None):
@@ -281,10 +272,10 @@ def _linear_backward(dy, x, w, y, relu, need_dx, dw, db, out=None):
 
     def run_block(q, t):
         if q < dw_blocks:
-            _linear_dw_rows(xt, gt, q * DW_ROWS, min(d, q * DW_ROWS + DW_ROWS), g_offs, dw)
+            _product_rows(xt, gt, q * DW_ROWS, min(d, q * DW_ROWS + DW_ROWS), g_offs, dw)
         else:
             lo = (q - dw_blocks) * ROWS
-            _linear_dx_rows(g, wc, lo, min(n, lo + ROWS), w_offs, dx)
+            _product_rows(g, wc, lo, min(n, lo + ROWS), w_offs, dx)
 
     run_blocks(run_block, dw_blocks + dx_blocks, _dense_threads(n, d, w.shape[1]))
     return dx

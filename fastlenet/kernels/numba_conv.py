@@ -344,12 +344,11 @@ def dx_col2im_s1(dzb, wtr, kh, kw, p, oh, ow, lo, hi, dx):
 
 
 @njit(**SERIAL)
-def _dx_sample_flipped(dz, wf, kh, kw, p, oh, ow, dzn, rows, offs, dxs):
+def _dx_sample_flipped(dz, wf, kh, kw, p, oh, ow, h, w, dzn, rows, offs, dxs):
     """dxs (C, H*W) of one sample, stride 1: the full convolution of dz (F, L) with the
     flipped weights wf (C, Kp), by the forward's GEMM: dzn (HF*WF, F) dz channels last with
     KH-1 rows and KW-1 columns of zeros around it, rows (H*W, Kp) the window of each dx
     pixel, which starts p rows and columns into dzn."""
-    h, w = (oh + kh - 1) - 2 * p, (ow + kw - 1) - 2 * p
     wsf = ow + 2 * (kw - 1)
     pad_nhwc(dz, oh, ow, kh - 1, kw - 1, wsf, dzn)
     rows_nhwc(dzn[p * wsf + p:], kh, kw, 1, wsf, h, w, rows)
@@ -369,7 +368,7 @@ def dx_flipped_conv_s1(dzb, wf, kh, kw, p, oh, ow, lo, hi, dx3):
     rows = np.zeros((h * w, wf.shape[1]), dtype=dx3.dtype)
     offs = row_offsets(h * w, wf.shape[1])
     for n_ in range(lo, hi):
-        _dx_sample_flipped(dzb[n_ - lo], wf, kh, kw, p, oh, ow, dzn, rows, offs, dx3[n_])
+        _dx_sample_flipped(dzb[n_ - lo], wf, kh, kw, p, oh, ow, h, w, dzn, rows, offs, dx3[n_])
 
 
 def flipped_weights(w):

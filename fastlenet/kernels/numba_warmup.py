@@ -283,15 +283,13 @@ def free_cpus(samples: int = 5, interval: float = 0.01) -> int:
 
 
 def start_helper(spec: dict, path: Path = MANIFEST) -> Optional[subprocess.Popen]:
-    """The helper process for the network of model file ``spec``, or None when it would not
-    help: no current recorded kernels for it, all of them cached already, fewer than two free
-    CPUs (``free_cpus``; ``FASTLENET_NUMBA_HELPER=1`` skips that test), or
-    ``FASTLENET_NUMBA_HELPER=0``. The caller ends it when done (``stop_helper``)."""
+    """The helper process for the network of model file ``spec``, whose recorded kernels
+    (``network_kernels``) the caller found in ``path`` and not all cached (``uncompiled``);
+    None when it would not help: fewer than two free CPUs (``free_cpus``;
+    ``FASTLENET_NUMBA_HELPER=1`` skips that test), or ``FASTLENET_NUMBA_HELPER=0``. The
+    caller ends it when done (``stop_helper``)."""
     wanted = os.environ.get("FASTLENET_NUMBA_HELPER", "auto")
     if wanted == "0" or (wanted != "1" and free_cpus() < 2):
-        return None
-    entries = network_kernels(spec, path)
-    if entries is None or not uncompiled(entries):
         return None
     return subprocess.Popen([sys.executable, "-m", "fastlenet.kernels.numba_warmup", "--manifest", str(path),
                              "--parent", str(os.getpid()), spec_key(spec)],

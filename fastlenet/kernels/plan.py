@@ -200,11 +200,9 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
     # 16.10; 64 -> 8 on 10x10 3.12 / 4.78, 32 -> 8 on 16x16 3.69 / 4.01; batch 256,
     # 1 -> 6 on 28x28 1.82 / 1.12)
     if kw in DIRECT_DW_WIDTHS:
-        if stride == 1 and kw == 5 and _fills_more_lanes(ow, f, lanes):
-            return "direct_column_lanes"
-        if stride == 1 and kw == 3 and c <= COLUMN_DW3_MAX_C and not _fills_more_lanes(f, ow, lanes):
-            return "direct_column_lanes"
-        return "direct_filter_lanes"
+        columns = _fills_more_lanes(ow, f, lanes) if kw == 5 else \
+            c <= COLUMN_DW3_MAX_C and not _fills_more_lanes(f, ow, lanes)
+        return "direct_column_lanes" if stride == 1 and columns else "direct_filter_lanes"
     return "gemm_im2row" if oh * ow < IM2ROW_RATIO * c * kh * kw else "gemm_im2col"
 
 
@@ -214,7 +212,7 @@ def _dx_path(c: int, kh: int, kw: int, stride: int, pad: int, l: int, lanes: int
     if rules == "dots":
         return "flipped_conv_s1" if c >= DOTS_MIN_DX_C else "col2im_s1"
     # a 1x1 conv's dx is the GEMM's output itself (64 -> 128 on 16x16, batch 128, 2 threads,
-    # cython: backward 9.4 -> 8.6 ms, no fold or crop)
+    # cython: backward 9.4 -> 8.4 ms, no fold or crop)
     if kh == kw == 1 and pad == 0 and c % GEMM_ROWS == 0 and l % lanes == 0:
         return "gemm_1x1"
     return "col2im_s1"
@@ -232,7 +230,8 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules) -> Co
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes), pool_grad,
-                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes, rules), _dx_path(c, kh, kw, stride, pad, oh * ow, lanes, rules), lanes)
+                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes, rules),
+                    _dx_path(c, kh, kw, stride, pad, oh * ow, lanes, rules), lanes)
 
 
 def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None, lanes: int = LANES,
