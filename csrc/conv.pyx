@@ -46,6 +46,7 @@ cdef enum:
     FWD_IM2COL_GEMM = 0
     FWD_DIRECT = 1
     FWD_DIRECT_FILTER_LANES = 2
+    FWD_WINOGRAD = 3
 cdef enum:
     POOL_NONE = 0
     POOL_AFTER_CONV = 1
@@ -67,19 +68,21 @@ cdef enum:
     DX_COL2IM_S1 = 1
     DX_FLIPPED_CONV_S1 = 2   # the Numba backend's ("dots" plan rules); not built here
     DX_GEMM_1X1 = 3
+    DX_WINOGRAD = 4
 cdef enum:
     MIN_DIRECT_OW = 8    # plan.MIN_DIRECT_OW
     MAX_DIRECT_K = 512   # plan.MAX_DIRECT_K
     MAX_FLANES_K = 2304  # plan.MAX_FLANES_K
     FLANES_TILE = 5      # plan.FLANES_TILE: pooled columns per filter-lanes tile
+    WINOGRAD_TILES = 64  # Winograd tiles per pass, about (whole tile rows): V and M stay in L2
 
 #: the names behind the codes, for tests/test_plan.py
 PLAN_NAMES = {
-    "forward": ("im2col_gemm", "direct", "direct_filter_lanes"),
+    "forward": ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3"),
     "pool": (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes"),
     "pool_grad": (None, "route", "expand_2x2"),
     "dw": ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes"),
-    "dx": ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1"),
+    "dx": ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3"),
 }
 LANES = LB
 
@@ -185,6 +188,8 @@ cdef struct Geometry:
     Py_ssize_t pool_fb             # filters per register tile of the in-tile pool (0: no tile)
     Py_ssize_t fq                  # F rounded up to LB: the lanes of the transposed dz
     Py_ssize_t owr                 # OW rounded up to LB: the row stride of the row-padded dz
+    Py_ssize_t wtr, wpp            # Winograd forward: tile rows and tiles (Lanes-padded) per pass
+    Py_ssize_t xtr, xpp, zhs, zws  # Winograd dx: the same, and the plane of dz padded by 2 - p
 
 
 cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t f,
@@ -209,8 +214,31 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
         g.ws = max(g.ws, 2 * _round_up(g.pw, FLANES_TILE) + g.kw - 1)
     if g.fwd == FWD_DIRECT_FILTER_LANES:  # ... and the last tile of FL_FLANES_COLS conv columns
         g.ws = max(g.ws, _round_up(ow, FL_FLANES_COLS) + g.kw - 1)
+    if g.fwd == FWD_WINOGRAD:             # ... and the Winograd tiles' vector rows
+        g.hs, g.ws = max(g.hs, _winograd_rows(oh)), max(g.ws, _winograd_cols(ow))
+    _winograd_passes(oh, ow, &g.wtr, &g.wpp)
+    _winograd_passes(h, w, &g.xtr, &g.xpp)           # dx: a conv with output H x W
+    g.zhs, g.zws = _winograd_rows(h), _winograd_cols(w)    # >= OH + 2(2 - p) = H + 2, W + 2
     _check_plan(g)
     return g
+
+
+cdef inline Py_ssize_t _winograd_rows(Py_ssize_t oh) noexcept nogil:
+    """Rows of the padded plane a Winograd conv with OH output rows reads: 2 TH + 2."""
+    return 2 * ((oh + 1) // 2) + 2
+
+
+cdef inline Py_ssize_t _winograd_cols(Py_ssize_t ow) noexcept nogil:
+    """Columns of the padded plane it reads: 2 round_up(TW, LB) + 2 (whole vector rows)."""
+    return 2 * _round_up((ow + 1) // 2, LB) + 2
+
+
+cdef void _winograd_passes(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t* tr, Py_ssize_t* pp) noexcept:
+    """Tile rows per pass of a Winograd conv with output OH x OW (about WINOGRAD_TILES
+    tiles, at least one row), and the tiles of a pass rounded up to whole vectors."""
+    cdef Py_ssize_t th = (oh + 1) // 2, tw = (ow + 1) // 2
+    tr[0] = min(th, max(1, WINOGRAD_TILES // tw))
+    pp[0] = _round_up(tr[0] * tw, LB)     # the workspaces' rows: pp + LB (csrc/winograd.h)
 
 
 cdef _check_plan(Geometry g):
@@ -239,6 +267,10 @@ cdef _check_plan(Geometry g):
                                     and g.lp == g.l):
         bad.append("dx 'gemm_1x1' needs a 1x1 kernel, stride 1, no padding, C a multiple of 4 and "
                    "OH*OW of the lanes")
+    if g.fwd == FWD_WINOGRAD and not (g.kh == 3 and g.kw == 3 and g.s == 1):
+        bad.append("forward 'winograd_f2x2_3x3' needs a 3x3 kernel and stride 1")
+    if g.dx == DX_WINOGRAD and not (g.kh == 3 and g.kw == 3 and g.s == 1 and g.p <= 2):
+        bad.append("dx 'winograd_f2x2_3x3' needs a 3x3 kernel, stride 1 and pad <= 2")
     if g.dx == DX_FLIPPED_CONV_S1:
         bad.append("dx 'flipped_conv_s1' is a Numba path, not built in this backend")
     if bad:
@@ -299,8 +331,8 @@ cdef inline void _conv_one(const floating[:, :, :, ::1] x, Py_ssize_t n, const f
         else:
             fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
                                       &z[0, 0], g.lp, g.oh, g.ow)
-    elif g.fwd == FWD_DIRECT:
-        _direct_conv_into(&x[n, 0, 0, 0], g, xp, wd, bias, &z[0, 0], g.lp)
+    elif g.fwd == FWD_DIRECT or g.fwd == FWD_WINOGRAD:
+        _conv_into(&x[n, 0, 0, 0], g, xp, wd, bias, cols, &z[0, 0], g.lp)
     else:
         _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
         _gemm_nn(&wp[0, 0], g.kp, 1, &cols[0, 0], g.lp, &z[0, 0], g.lp, g.fp, g.kp, g.lp, bias, False)
@@ -308,23 +340,39 @@ cdef inline void _conv_one(const floating[:, :, :, ::1] x, Py_ssize_t n, const f
 
 cdef inline bint _writes_in_place(Geometry g) noexcept nogil:
     """Whether a plain convolution's forward writes y[n] (F, L) itself, not a workspace it
-    then copies (_direct_conv_into): the direct kernel, which stores only the real filters
-    and columns (3 -> 32 on 32x32, 2 threads: 2.4 -> 1.8 ms).  The other kernels write
-    padded tiles, or ran slower straight into y (the filter-lanes kernel's per-filter
-    stores: 64 -> 64 on 8x8 3.1 -> 3.6 ms)."""
-    return g.fwd == FWD_DIRECT
+    then copies (_conv_into): the direct and Winograd kernels, which store only the real
+    filters and columns (direct 3 -> 32 on 32x32, 2 threads: 2.4 -> 1.8 ms).  The other
+    kernels write padded tiles, or ran slower straight into y (the filter-lanes kernel's
+    per-filter stores: 64 -> 64 on 8x8 3.1 -> 3.6 ms)."""
+    return g.fwd == FWD_DIRECT or g.fwd == FWD_WINOGRAD
 
 
-cdef inline void _direct_conv_into(const floating* xs, Geometry g, floating[:, :, ::1] xp,
-                                   const floating* wd, const floating* bias, floating* z,
-                                   Py_ssize_t ldz) noexcept nogil:
-    """z (F8 rows of stride ldz) = conv(xs) + b by the direct kernel: the workspace (ldz = Lp),
-    or y[n] itself (ldz = L, where _writes_in_place)."""
+cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] xp,
+                            const floating* wd, const floating* bias, floating[:, ::1] vm,
+                            floating* z, Py_ssize_t ldz) noexcept nogil:
+    """z (F rows of stride ldz) = conv(xs) + b by the direct or the Winograd kernel (wd its
+    weights; vm the Winograd V and M workspace): the workspace (ldz = Lp), or y[n] itself
+    (ldz = L, where _writes_in_place)."""
     _pad_copy(xs, g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
-    if floating is float:
+    if g.fwd == FWD_WINOGRAD:
+        _winograd(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, bias, g.oh, g.ow, g.wtr, g.wpp, vm, z, ldz)
+    elif floating is float:
         fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
     else:
         fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
+
+
+cdef inline void _winograd(const floating* xp, Py_ssize_t c, Py_ssize_t hs, Py_ssize_t ws,
+                           const floating* u, Py_ssize_t f, const floating* bias, Py_ssize_t oh,
+                           Py_ssize_t ow, Py_ssize_t tr, Py_ssize_t pp, floating[:, ::1] vm,
+                           floating* out, Py_ssize_t ldo) noexcept nogil:
+    """out (F planes of stride ldo, rows of OW) = conv3x3(xp (C, HS, WS)) + bias by Winograd
+    F(2x2, 3x3) with the transformed filters u (16, F, C); vm holds V (16 C, PP + LB) then
+    M (16 F, PP + LB)."""
+    if floating is float:
+        fl_winograd_f2k3_f32(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], &vm[16 * c, 0], out, ldo)
+    else:
+        fl_winograd_f2k3_f64(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], &vm[16 * c, 0], out, ldo)
 
 
 cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* yf, int* af) noexcept nogil:
@@ -371,7 +419,7 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
             _direct_conv_pool2(&xp[0, 0, 0], g, wd, bias, &py[n, 0, 0, 0], &arg[n, 0, 0, 0])
             continue
         if in_place:
-            _direct_conv_into(&x[n, 0, 0, 0], g, xp, wd, bias, &y[n, 0, 0], g.l)
+            _conv_into(&x[n, 0, 0, 0], g, xp, wd, bias, cols, &y[n, 0, 0], g.l)
             continue
         _conv_one(x, n, wp, bias, g, cols, xp, wd, z)
         if g.pool == POOL_NONE:
@@ -387,6 +435,11 @@ cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py
     """(W padded (Fp, Kp), regrouped weights (Fpad/blk, K, blk), bias (max(Fp, Fpad),),
     padded input planes, im2col columns, conv output); padding zero."""
     one = np.zeros((1, 1), dtype=dtype)
+    if g.fwd == FWD_WINOGRAD:     # U (16, F, C); V and M (16 (C + F), PP) per thread
+        return (one, aligned_zeros((16, g.f, g.c), dtype), np.zeros(g.f, dtype=dtype),
+                aligned_zeros((chunks, g.c, g.hs, g.ws), dtype),        # borders stay zero
+                aligned_zeros((chunks, 16 * (g.c + g.f), g.wpp + LB), dtype),
+                aligned_empty(_dims(chunks, g.f, g.lp) if g.size else _dims(chunks, 1, 1), dtype))
     if g.fwd != FWD_IM2COL_GEMM:
         return (one, aligned_zeros((fpad // blk, g.k, blk), dtype),
                 np.zeros(max(g.fp, fpad), dtype=dtype),
@@ -404,8 +457,12 @@ cdef void _layout_weights(const floating* wf, const floating[::1] b, Geometry g,
     """The bias, and the weights w (F, K) in the layout the plan's forward reads: regrouped
     (Fpad/blk, K, blk) for the direct kernels, padded (Fp, Kp) for the GEMM."""
     cdef Py_ssize_t f, k
+    if g.fwd == FWD_WINOGRAD:
+        _winograd_filters(wf, g.f, g.c, False, &wd[0])
     for f in range(g.f):
         bias[f] = b[f]
+        if g.fwd == FWD_WINOGRAD:
+            continue
         if g.fwd != FWD_IM2COL_GEMM:
             for k in range(g.k):
                 wd[((f // blk) * g.k + k) * blk + f % blk] = wf[f * g.k + k]
@@ -586,6 +643,17 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
         db[f] += acc
 
 
+cdef inline void _winograd_dx(const floating[:, ::1] dz, Geometry g, floating[:, :, ::1] dzp,
+                              const floating[:, ::1] u, floating[:, ::1] vm, floating* dx) noexcept nogil:
+    """dx (C, H, W) of one sample = dz (F, OH, OW) (rows of stride Lp) padded by 2 - p into
+    dzp (F, ZHS, ZWS), convolved by Winograd with u (16, C, F): the rotated filters."""
+    cdef Py_ssize_t f
+    for f in range(g.f):
+        _pad_copy(&dz[f, 0], 1, g.oh, g.ow, 2 - g.p, &dzp[f, 0, 0], g.zhs, g.zws)
+    _winograd(&dzp[0, 0, 0], g.f, g.zhs, g.zws, &u[0, 0], g.c, NULL, g.h, g.w, g.xtr, g.xpp, vm,
+              dx, g.h * g.w)
+
+
 cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
                           const int[:, :, :, ::1] arg, const floating[:, :, :, ::1] x,
                           const floating[:, ::1] wpt, Geometry g, Py_ssize_t start, Py_ssize_t stop,
@@ -620,6 +688,9 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
             _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, rows)
             _gemm_nt_acc(&dz[0, 0], g.lp, &rows[0, 0], g.lp, &dw[0, 0], g.kq, g.fp, g.kq, g.lp)
         if not need_dx:
+            continue
+        if g.dx == DX_WINOGRAD:
+            _winograd_dx(dz, g, dxp, wpt, dcols, &dx[n, 0, 0, 0])
             continue
         if g.dx == DX_GEMM_1X1:     # dx[n] (C, L) = W^T dz: a 1x1 conv's col2im is the identity
             _gemm_nn(&wpt[0, 0], g.fp, 1, &dz[0, 0], g.lp, &dx[n, 0, 0, 0], g.l, g.kp, g.fp, g.lp, NULL, False)
@@ -660,7 +731,12 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks
     # outside the rows); the padded planes' borders stay zero
     dcols_ws = aligned_zeros(_dims(chunks, g.kp + 3, g.lp) if need_dx else none3, dtype)
     dxp_ws = aligned_zeros(_dims(chunks, g.c, g.hs, g.ws) if need_dx else _dims(chunks, 1, 1, 1), dtype)
-    return (aligned_zeros((g.kp, g.fp), dtype), rows_ws,
+    wpt_ws = aligned_zeros((g.kp, g.fp), dtype)
+    if need_dx and g.dx == DX_WINOGRAD:   # V and M per thread; dz padded; U (16 C, F)
+        dcols_ws = aligned_zeros((chunks, 16 * (g.f + g.c), g.xpp + LB), dtype)
+        dxp_ws = aligned_zeros((chunks, g.f, g.zhs, g.zws), dtype)
+        wpt_ws = aligned_zeros((16 * g.c, g.f), dtype)
+    return (wpt_ws, rows_ws,
             aligned_zeros((chunks, g.fp, g.lp), dtype), dzt_ws, dzr_ws, dcols_ws,
             aligned_zeros((chunks, g.c, g.hs, g.ws), dtype), dxp_ws,
             dw_part, aligned_zeros((blocks, g.f), dtype))
@@ -704,7 +780,10 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     cdef floating[:, :, :, ::1] dx = dx_out
     cdef floating[:, :, :, ::1] dw = dw_out
     cdef floating[::1] db = db_out
-    _transpose(&w[0, 0, 0, 0], g.k, g.f, g.k, &wpt[0, 0], g.fp)   # W^T padded (Kp, Fp): dx's A
+    if need_dx and g.dx == DX_WINOGRAD:     # the rotated filters, transformed (16, C, F)
+        _winograd_filters(&w[0, 0, 0, 0], g.f, g.c, True, &wpt[0, 0])
+    else:
+        _transpose(&w[0, 0, 0, 0], g.k, g.f, g.k, &wpt[0, 0], g.fp)   # W^T padded (Kp, Fp): dx's A
     for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):
         tid = openmp.omp_get_thread_num()
         # each block accumulates into its own dW/db partial, summed in block order below:

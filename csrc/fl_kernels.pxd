@@ -100,6 +100,16 @@ cdef extern from "dw.h" nogil:
     void fl_dw_direct_k3_f64(const double* xp, long C, long HS, long WS, long KH, long s,
                              const double* dzt, long ldt, long OH, long OW, double* dwt)
 
+cdef extern from "winograd.h" nogil:
+    void fl_winograd_filters_f32(const float* w, long F, long C, int flip, float* U)
+    void fl_winograd_filters_f64(const double* w, long F, long C, int flip, double* U)
+    void fl_winograd_f2k3_f32(const float* xp, long C, long HS, long WS, const float* U, long F,
+                              const float* bias, long OH, long OW, long TR, long P, float* V, float* M,
+                              float* out, long ldo)
+    void fl_winograd_f2k3_f64(const double* xp, long C, long HS, long WS, const double* U, long F,
+                              const double* bias, long OH, long OW, long TR, long P, double* V, double* M,
+                              double* out, long ldo)
+
 cdef extern from "pool_grad.h" nogil:
     float fl_route_pool_grad_f32(const float* dpy, const int* arg, long PH, long PW, long OW,
                                  long size, long ps, float* out, long ystride, long xstride)
@@ -153,6 +163,16 @@ cdef inline void _gemm_nt_acc(const floating* A, Py_ssize_t lda, const floating*
         fl_gemm_nt_acc_f32(A, lda, B, ldb, C, ldc, M, N, Lp)
     else:
         fl_gemm_nt_acc_f64(A, lda, B, ldb, C, ldc, M, N, Lp)
+
+
+cdef inline void _winograd_filters(const floating* w, Py_ssize_t f, Py_ssize_t c, bint flip,
+                                   floating* u) noexcept nogil:
+    """u (16, F, C) = the Winograd F(2x2, 3x3) transform of w (F, C, 3, 3); with flip,
+    u (16, C, F) of the dx convolution (w[f, c] rotated by 180 degrees)."""
+    if floating is float:
+        fl_winograd_filters_f32(w, f, c, flip, u)
+    else:
+        fl_winograd_filters_f64(w, f, c, flip, u)
 
 
 cdef inline void _pad_copy(const floating* x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t p,

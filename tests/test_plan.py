@@ -50,6 +50,27 @@ CASES = [
     (((2, 3, 11, 11), (12, 3, 3, 3), 2, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im")),
     # a 1x1 conv with 6 channels (not whole GEMM row blocks) on 10x10: dx folded as usual
     (((2, 6, 10, 10), (4, 6, 1, 1), 1, 0, None), ("im2col_gemm", "gemm_im2col", "col2im_s1")),
+    # Winograd F(2x2, 3x3), forward and dx: 32 channels on 8x8 (rows of 4 tiles, gathered
+    # tile by tile; one pass of 4 tile rows)
+    (((2, 32, 8, 8), (32, 32, 3, 3), 1, 1, None),
+     ("winograd_f2x2_3x3", "direct_filter_lanes", "winograd_f2x2_3x3")),
+    # ... rows of 16 tiles along the lanes, odd output (31 columns: a last half tile), 8
+    # channels in; 33 rows: passes of 4 tile rows, the last one short
+    (((2, 8, 33, 31), (16, 8, 3, 3), 1, 1, None),
+     ("winograd_f2x2_3x3", "direct_filter_lanes", "winograd_f2x2_3x3")),
+    # ... before an overlapping 3x3/2 pool, odd 9x9 output (a last half tile row)
+    (((2, 32, 9, 9), (32, 32, 3, 3), 1, 1, (3, 2)),
+     ("winograd_f2x2_3x3", "after_conv", "route", "direct_filter_lanes", "winograd_f2x2_3x3")),
+    # ... unpadded (the dx pads dz by 2), rows of 9 and 10 tiles, 2x2 pool
+    (((2, 16, 20, 20), (16, 16, 3, 3), 1, 0, (2, 2)),
+     ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "winograd_f2x2_3x3")),
+    # ... pad 3: the forward still, the dx not (it would pad dz by -1)
+    (((1, 16, 30, 30), (16, 16, 3, 3), 1, 3, None),
+     ("winograd_f2x2_3x3", "direct_filter_lanes", "col2im_s1")),
+    # 12 channels on rows of 8 tiles (half the lanes): too few for Winograd
+    (((2, 12, 16, 16), (16, 12, 3, 3), 1, 1, None), ("direct", "direct_column_lanes", "col2im_s1")),
+    # 64 channels on 4x4: too narrow for Winograd (and for the direct conv)
+    (((2, 64, 4, 4), (64, 64, 3, 3), 1, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im_s1")),
 ]
 IDS = [",".join(names) for _, names in CASES]
 # the same cases planned for 8-lane rows (an AVX2 build of the Cython backend): where
@@ -59,6 +80,7 @@ LANES8 = {
     2: ("direct", "tile_f6", "expand_2x2", "direct_filter_lanes", "col2im_s1"),
     8: ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1"),   # 8 filters fill 8 lanes
     12: ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1"),  # 8 filters, 20 columns
+    20: ("winograd_f2x2_3x3", "direct_column_lanes", "winograd_f2x2_3x3"),   # 8 tiles fill 8 lanes
 }
 CASES_8 = [(args, LANES8.get(i, names)) for i, (args, names) in enumerate(CASES)] + [
     (((2, 2, 12, 12), (8, 2, 5, 5), 1, 0, (2, 2)),
@@ -151,12 +173,32 @@ def test_a_plan_that_does_not_fit_its_geometry_is_refused():
                                  np.ones((4, 8, 1, 1), np.float32), 1, 1, True, one)
 
 
+@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
+def test_a_winograd_plan_off_its_geometry_is_refused():
+    from fastlenet.kernels import _cy_conv
+    x = np.ones((2, 32, 8, 8), np.float32)
+    wino = plan.conv2d(x.shape, (32, 32, 3, 3), 1, 1).codes
+    assert plan.FORWARD[wino[0]] == plan.DX[wino[4]] == "winograd_f2x2_3x3"
+    w5 = np.ones((32, 32, 5, 5), np.float32)
+    with pytest.raises(ValueError, match="forward 'winograd_f2x2_3x3' needs a 3x3 kernel"):
+        _cy_conv.conv2d_forward(x, w5, np.zeros(32, np.float32), 1, 2, 8, 8, wino)
+    w3 = np.ones((32, 32, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="dx 'winograd_f2x2_3x3' needs a 3x3 kernel, stride 1 and pad <= 2"):
+        _cy_conv.conv2d_backward(np.ones((2, 32, 12, 12), np.float32), x, w3, 1, 3, True, wino)
+
+
 @pytest.mark.skipif("numba" not in COMPILED, reason="numba is not installed")
-def test_the_numba_backend_refuses_the_cython_1x1_dx_by_name():
+@pytest.mark.parametrize("path", ["gemm_1x1", "winograd_f2x2_3x3"])
+def test_the_numba_backend_refuses_the_cython_only_paths_by_name(path):
     from fastlenet.kernels import numba_conv
     w = np.ones((4, 8, 1, 1), np.float32)
-    with pytest.raises(ValueError, match="gemm_1x1"):
-        numba_conv._dx_block("gemm_1x1", None, w, 1, 0, 16, 16, None)
+    with pytest.raises(ValueError, match=path):
+        numba_conv._dx_block(path, None, w, 1, 0, 16, 16, None)
+    if path == "winograd_f2x2_3x3":
+        x = np.ones((2, 32, 8, 8), np.float32)
+        with pytest.raises(ValueError, match=path):
+            numba_conv.conv_forward(x, np.ones((32, 32, 3, 3), np.float32), np.zeros(32, np.float32),
+                                    1, 1, 8, 8, path=path)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -199,8 +199,14 @@ def tiled_weights(w, b, ow, fq):
     return wt.reshape(k, ow * fq), bt.reshape(ow * fq)
 
 
+#: plan paths only the Cython build has (the "lanes" rules; PLAN_RULES never plans them here)
+CYTHON_ONLY = ("gemm_1x1", "winograd_f2x2_3x3")
+
+
 def _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg):
     """run(lo, hi): the forward path's kernel on samples lo..hi."""
+    if path in CYTHON_ONLY:
+        raise ValueError(f"forward {path!r} is a Cython path (\"lanes\" plan rules), not built in this backend")
     if path == "im2col_gemm":
         (n, c_, h, wd), (kh, kw) = x.shape, w.shape[2:]
         x3, wk = x.reshape(n, c_, h * wd), nhwc_weights(w)
@@ -408,8 +414,8 @@ def _dw_block(path, g4, arg, fused, x, w, stride, pad, oh, ow, dw_part, db_part)
 def _dx_block(path, x, w, stride, pad, oh, ow, dx):
     """run(lo, hi, dzb): the plan's dx path on samples lo..hi."""
     f_, c_, kh, kw = w.shape
-    if path == "gemm_1x1":
-        raise ValueError("dx 'gemm_1x1' is a Cython path (\"lanes\" plan rules), not built in this backend")
+    if path in CYTHON_ONLY:
+        raise ValueError(f"dx {path!r} is a Cython path (\"lanes\" plan rules), not built in this backend")
     if path == "flipped_conv_s1":
         wf, dx3 = flipped_weights(w), dx.reshape(dx.shape[0], c_, -1)
         return lambda lo, hi, dzb: dx_flipped_conv_s1(dzb, wf, kh, kw, pad, oh, ow, lo, hi, dx3)

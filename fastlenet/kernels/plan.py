@@ -22,6 +22,10 @@ forward
     ``im2col_gemm`` -- unfold the windows (im2col), then one GEMM per sample (any geometry;
                        chosen for stride > 1, narrow rows, 1x1 kernels and K > MAX_FLANES_K;
                        Numba: im2row from a channels-last copy, from DOTS_MIN_K taps on)
+    ``winograd_f2x2_3x3`` -- 4x4 input tiles transformed, 16 GEMMs over the channels, 2x2
+                       outputs per tile back (csrc/winograd.h): 2.25x fewer multiplies (3x3,
+                       stride 1, channels in and out from WINOGRAD_MIN_C, by how many lanes
+                       the output rows fill; "lanes" rules: the Cython build)
 pool (with a fused conv -> ReLU -> max pool only)
     ``tile_filter_lanes`` -- the 2x2/2 pool on the accumulators of the filter-lanes
                              direct kernel (forward ``direct_filter_lanes``)
@@ -52,6 +56,9 @@ dx (the input gradient)
     ``gemm_1x1``  -- W^T dz written straight into dx: a 1x1, stride-1, unpadded conv, whose
                      col2im is the identity, with C a multiple of GEMM_ROWS and OH*OW of the
                      lanes (the GEMM's whole tiles; "lanes" rules: the Cython build)
+    ``winograd_f2x2_3x3`` -- dx as the forward's Winograd convolution of dz, padded by 2 - p,
+                     with the filters rotated and transposed (pad <= 2; the forward's rule
+                     with F channels in and C out)
 """
 from __future__ import annotations
 
@@ -89,11 +96,11 @@ FLANES_TILE = 5
 DIRECT_DW_WIDTHS = (3, 5)
 COLUMN_DW3_MAX_C = 16
 
-FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes")
+FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3")
 POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes")
 POOL_GRAD = (None, "route", "expand_2x2")
 DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes")
-DX = ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1")
+DX = ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3")
 #: the rule sets a backend plans with: "lanes", the Cython kernels' (register tiles along
 #: the vector lanes: the rules below); "dots", the Numba backend's, whose register tiles
 #: are 4 x 4 blocks of dot products (``_numba_loops.gemm_nt``): its forward is im2col_gemm
@@ -111,6 +118,33 @@ DOTS_MIN_K = 64
 DOTS_MIN_DX_C = 32
 #: rows per block of the Cython GEMM (csrc FL_MB): the gemm_1x1 dx writes C rows in whole blocks
 GEMM_ROWS = 4
+#: the fewest channels in and out of a Winograd F(2x2, 3x3) convolution (forward: C in,
+#: F out; dx: F in, C out), by how many lanes its output rows fill (csrc/winograd.h takes
+#: the tile columns of a row along the lanes, or gathers tiles one by one from rows of
+#: fewer than LANES / 2 tiles): its transforms cost per channel what its 16 GEMMs save per
+#: channel pair.  Measured (cython, 2 threads, AVX-512 on Zen 4, medians, ms, the path
+#: before -> Winograd, forward / backward with dx): rows of >= LANES tiles: 8 -> 16 on
+#: 32x32 1.61 -> 1.51 / 4.75 -> 3.87, 16 -> 16 3.04 -> 2.35, 32 -> 32 11.81 -> 8.50 /
+#: 29.86 -> 23.15; rows of LANES / 2 tiles (16x16): 12 -> 16 0.61 -> 0.68 (loses),
+#: 16 -> 32 1.47 -> 1.37, 32 -> 16 1.48 -> 1.42 / 3.97 -> 3.16, 32 -> 64 5.80 -> 4.84;
+#: narrower rows: 16 -> 16 on 8x8 0.26 -> 0.40 and on 12x12 1.03 -> 1.71 (lose), 32 on
+#: 6x6 1.29 -> 0.87 / 1.35 -> 1.47 (dx loses), 64 on 8x8 3.22 -> 2.52 / 6.55 -> 5.87,
+#: 64 on 4x4 1.57 -> 2.26 (loses)
+WINOGRAD_MIN_C = {"full rows": 8, "half rows": 16, "narrow rows": 32}
+#: ... and the narrowest output a narrow-row Winograd conv takes
+WINOGRAD_MIN_OW = 8
+
+
+def _winograd(c_in: int, c_out: int, kh: int, kw: int, stride: int, ow: int, lanes: int,
+              rules: str) -> bool:
+    """Whether a convolution of c_in -> c_out channels with output rows of ``ow`` runs as
+    Winograd F(2x2, 3x3) (see WINOGRAD_MIN_C)."""
+    if rules != "lanes" or (kh, kw, stride) != (3, 3, 1):
+        return False
+    tiles = (ow + 1) // 2                      # tile columns per output row
+    if 2 * tiles < lanes:
+        return ow >= WINOGRAD_MIN_OW and min(c_in, c_out) >= WINOGRAD_MIN_C["narrow rows"]
+    return min(c_in, c_out) >= WINOGRAD_MIN_C["full rows" if tiles >= lanes else "half rows"]
 
 
 def round_up(v: int, m: int) -> int:
@@ -206,9 +240,12 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
     return "gemm_im2row" if oh * ow < IM2ROW_RATIO * c * kh * kw else "gemm_im2col"
 
 
-def _dx_path(c: int, kh: int, kw: int, stride: int, pad: int, l: int, lanes: int, rules: str) -> str:
+def _dx_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, w: int, l: int, lanes: int,
+             rules: str) -> str:
     if stride != 1:
         return "col2im"
+    if pad <= 2 and _winograd(f, c, kh, kw, stride, w, lanes, rules):   # a conv with W columns out
+        return "winograd_f2x2_3x3"
     if rules == "dots":
         return "flipped_conv_s1" if c >= DOTS_MIN_DX_C else "col2im_s1"
     # a 1x1 conv's dx is the GEMM's output itself (64 -> 128 on 16x16, batch 128, 2 threads,
@@ -225,13 +262,15 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules) -> Co
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
     if rules == "dots" and c * kh * kw >= DOTS_MIN_K:
         forward = "im2col_gemm"
+    elif _winograd(c, f, kh, kw, stride, ow, lanes, rules):
+        forward = "winograd_f2x2_3x3"
     else:
         forward = _forward_path(c, f, kh, kw, stride, ow, lanes, max_flanes_k)
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes), pool_grad,
                     _dw_path(c, f, kh, kw, stride, oh, ow, lanes, rules),
-                    _dx_path(c, kh, kw, stride, pad, oh * ow, lanes, rules), lanes)
+                    _dx_path(c, f, kh, kw, stride, pad, w, oh * ow, lanes, rules), lanes)
 
 
 def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None, lanes: int = LANES,

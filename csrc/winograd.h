@@ -1,0 +1,239 @@
+#ifndef FASTLENET_WINOGRAD_H
+#define FASTLENET_WINOGRAD_H
+#include "fl_common.h"
+#include "gemm.h"
+
+/* Winograd F(2x2, 3x3): a stride-1 3x3 convolution of one zero-padded sample as 16
+ * GEMMs over 4x4 input tiles (the plan's forward and dx 'winograd_f2x2_3x3').
+ *
+ * Dimension legend: C input channels, F output channels (filters), HS x WS the padded
+ * input plane, OH x OW the conv output, TH x TW its tiles of 2x2 outputs (OH, OW
+ * rounded up, halved), TR tile rows per pass, P = round_up(TR * TW, LB) tiles per pass
+ * (row stride P + LB), xi = 4*i + j the 16 positions of a 4x4 tile; tile p of a pass is
+ * tile row ty0 + p / TW, column p % TW, and LB tile columns of one row share a vector.
+ *
+ * With d the 4x4 input tile at (2ty, 2tx) of a channel and g a 3x3 filter,
+ *   Y = A^T [ (G g G^T) . (B^T d B) ] A                   (Lavin & Gray, 2015)
+ * gives the tile's 2x2 outputs with 16 multiplies per channel instead of 36:
+ *   U[xi, f, c] = (G g[f, c] G^T)[xi]   filters, transformed once per call
+ *   V[xi, c, p] = (B^T d[c, p] B)[xi]    input tiles, tile columns along the lanes
+ *   M[xi] = U[xi] @ V[xi]                (F, P): 16 GEMMs (gemm.h), 2.25x fewer flops
+ *   y[f, tile p] = A^T M[., f, p] A + bias[f]
+ * Rounding differs from the direct sum (transforms add and subtract tile values before
+ * the products): within the contract's float32 tolerance, not the same bits.
+ */
+/* Shuffle lanes of two LB-lane vectors a, b (b's lanes numbered LB ..): even and odd
+ * lanes of their concatenation, and the first / second halves of a and b interleaved. */
+#if FL_LB == 16
+#define FL_EVEN_LANES 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define FL_ODD_LANES 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define FL_ZIP_LO_LANES 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define FL_ZIP_HI_LANES 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#elif FL_LB == 8
+#define FL_EVEN_LANES 0, 2, 4, 6, 8, 10, 12, 14
+#define FL_ODD_LANES 1, 3, 5, 7, 9, 11, 13, 15
+#define FL_ZIP_LO_LANES 0, 8, 1, 9, 2, 10, 3, 11
+#define FL_ZIP_HI_LANES 4, 12, 5, 13, 6, 14, 7, 15
+#else
+#define FL_EVEN_LANES 0, 2, 4, 6
+#define FL_ODD_LANES 1, 3, 5, 7
+#define FL_ZIP_LO_LANES 0, 4, 1, 5
+#define FL_ZIP_HI_LANES 2, 6, 3, 7
+#endif
+
+#define FL_DEFINE_WINOGRAD(T, SUFFIX)                                                          \
+/* U (16, F, C) from w (F, C, 3, 3); with flip, U (16, C, F) of the dx convolution: its     \
+ * filter c over input channel f is w[f, c] rotated by 180 degrees. */                       \
+static void fl_winograd_filters_##SUFFIX(const T *w, long F, long C, int flip, T *U) {       \
+    long rows = flip ? C : F, cols = flip ? F : C;                                            \
+    for (long f = 0; f < F; f++)                                                              \
+        for (long c = 0; c < C; c++) {                                                        \
+            const T *g = w + (f * C + c) * 9;                                                 \
+            T k[3][3], t[4][3];                                                               \
+            for (int i = 0; i < 3; i++)                                                       \
+                for (int j = 0; j < 3; j++) k[i][j] = flip ? g[(2 - i) * 3 + 2 - j] : g[i * 3 + j]; \
+            for (int j = 0; j < 3; j++) {          /* G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 */ \
+                t[0][j] = k[0][j];                                                            \
+                t[1][j] = (k[0][j] + k[1][j] + k[2][j]) * (T)0.5;                             \
+                t[2][j] = (k[0][j] - k[1][j] + k[2][j]) * (T)0.5;                             \
+                t[3][j] = k[2][j];                                                            \
+            }                                                                                 \
+            long row = flip ? c : f, col = flip ? f : c;                                      \
+            for (int i = 0; i < 4; i++) {          /* (G g) G^T, the same along the columns */ \
+                T u[4] = {t[i][0], (t[i][0] + t[i][1] + t[i][2]) * (T)0.5,                    \
+                          (t[i][0] - t[i][1] + t[i][2]) * (T)0.5, t[i][2]};                   \
+                for (int j = 0; j < 4; j++) U[((i * 4 + j) * rows + row) * cols + col] = u[j]; \
+            }                                                                                 \
+        }                                                                                     \
+}                                                                                             \
+/* V[xi] = (B^T d B)[xi] for the 16 vectors v[4i + j] = d[i, j] of LB tiles (stored at    \
+ * V + xi ldv): rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), then the same along columns. */ \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_bt_d_b_##SUFFIX(const fl_vec_##SUFFIX v[16], T *V, long ldv) {                   \
+    fl_vec_##SUFFIX t[16];                                                                    \
+    for (int j = 0; j < 4; j++) {                                                             \
+        t[0 + j] = v[0 + j] - v[8 + j];                                                       \
+        t[4 + j] = v[4 + j] + v[8 + j];                                                       \
+        t[8 + j] = v[8 + j] - v[4 + j];                                                       \
+        t[12 + j] = v[4 + j] - v[12 + j];                                                     \
+    }                                                                                         \
+    for (int i = 0; i < 4; i++) {                                                             \
+        const fl_vec_##SUFFIX *q = t + 4 * i;                                                 \
+        fl_store_##SUFFIX(V + (4 * i + 0) * ldv, q[0] - q[2]);                                \
+        fl_store_##SUFFIX(V + (4 * i + 1) * ldv, q[1] + q[2]);                                \
+        fl_store_##SUFFIX(V + (4 * i + 2) * ldv, q[2] - q[1]);                                \
+        fl_store_##SUFFIX(V + (4 * i + 3) * ldv, q[1] - q[3]);                                \
+    }                                                                                         \
+}                                                                                             \
+/* y[2a + b] = (A^T M A)[a, b] + bias for LB tiles, M[xi] at M + xi ldm: rows (m0 + m1 + m2, \
+ * m1 - m2 - m3), then the same along the columns. */                                       \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_at_m_a_##SUFFIX(const T *M, long ldm, T b, fl_vec_##SUFFIX y[4]) {              \
+    fl_vec_##SUFFIX m[16], s[8];                                                              \
+    for (int k = 0; k < 16; k++) m[k] = fl_load_##SUFFIX(M + k * ldm);                        \
+    for (int j = 0; j < 4; j++) {                                                             \
+        s[j] = m[j] + m[4 + j] + m[8 + j];                                                    \
+        s[4 + j] = m[4 + j] - m[8 + j] - m[12 + j];                                           \
+    }                                                                                         \
+    for (int a = 0; a < 2; a++) {                                                             \
+        const fl_vec_##SUFFIX *r = s + 4 * a;                                                 \
+        y[2 * a] = r[0] + r[1] + r[2] + b;                                                    \
+        y[2 * a + 1] = r[1] - r[2] - r[3] + b;                                                \
+    }                                                                                         \
+}                                                                                             \
+/* V[xi, c, pb + q] for the tiles tx0 + q of tile row ty of channel plane xc, along the     \
+ * lanes: rows 2ty .. 2ty+3 are read as whole vectors from column 2 tx0 and split into     \
+ * their even and odd columns (d[., j] for tile column tx is input column 2 tx + j), then  \
+ * B^T d B runs on whole vectors: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), then the     \
+ * same along the columns.  Lanes past the row's last tile hold the next row's values     \
+ * (or the padding's); the caller stores rows in order, so the next row overwrites them.  \
+ * Reads columns up to 2 tx0 + 2 LB + 1. */                                                  \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_input_vec_##SUFFIX(const T *xc, long WS, long ty, long tx0, T *V, long ldv) {   \
+    typedef fl_vec_##SUFFIX VT;                                                               \
+    VT v[16];                                                                                 \
+    const T *r = xc + 2 * ty * WS + 2 * tx0;                                                  \
+    for (int i = 0; i < 4; i++, r += WS) {                                                    \
+        VT a = fl_load_##SUFFIX(r), b = fl_load_##SUFFIX(r + FL_LB);                          \
+        VT a2 = fl_load_##SUFFIX(r + 2), b2 = fl_load_##SUFFIX(r + 2 + FL_LB);                \
+        v[4 * i + 0] = __builtin_shufflevector(a, b, FL_EVEN_LANES);                          \
+        v[4 * i + 1] = __builtin_shufflevector(a, b, FL_ODD_LANES);                           \
+        v[4 * i + 2] = __builtin_shufflevector(a2, b2, FL_EVEN_LANES);                        \
+        v[4 * i + 3] = __builtin_shufflevector(a2, b2, FL_ODD_LANES);                         \
+    }                                                                                         \
+    fl_winograd_bt_d_b_##SUFFIX(v, V, ldv);                                                   \
+}                                                                                             \
+/* Output columns 2 tx0 .. of row o (n of them, at most 2 LB) from the tiles' column       \
+ * outputs c0 (column 2 tx) and c1 (2 tx + 1), interleaved. */                               \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_store_row_##SUFFIX(T *o, fl_vec_##SUFFIX c0, fl_vec_##SUFFIX c1, long n) {       \
+    fl_vec_##SUFFIX lo = __builtin_shufflevector(c0, c1, FL_ZIP_LO_LANES);                    \
+    fl_vec_##SUFFIX hi = __builtin_shufflevector(c0, c1, FL_ZIP_HI_LANES);                    \
+    if (n >= 2 * FL_LB) {                                                                     \
+        fl_store_##SUFFIX(o, lo);                                                             \
+        fl_store_##SUFFIX(o + FL_LB, hi);                                                     \
+        return;                                                                               \
+    }                                                                                         \
+    T buf[2 * FL_LB];                                                                         \
+    fl_store_##SUFFIX(buf, lo);                                                               \
+    fl_store_##SUFFIX(buf + FL_LB, hi);                                                       \
+    for (long k = 0; k < n; k++) o[k] = buf[k];                                               \
+}                                                                                             \
+/* out[2ty + a, 2tx + b] = (A^T M[., p] A)[a, b] + bias for the tiles tx0 + q of tile row   \
+ * ty along the lanes (M[xi, p] at M + xi ldm + p, from tile pb): rows (m0 + m1 + m2,      \
+ * m1 - m2 - m3), then the columns; only outputs inside OH x OW are stored. */              \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_output_vec_##SUFFIX(const T *M, long ldm, T b, long ty, long tx0, T *out,        \
+                                long OH, long OW) {                                           \
+    fl_vec_##SUFFIX y[4];                                                                     \
+    fl_winograd_at_m_a_##SUFFIX(M, ldm, b, y);                                                \
+    long n = OW - 2 * tx0 < 2 * FL_LB ? OW - 2 * tx0 : 2 * FL_LB;                             \
+    fl_winograd_store_row_##SUFFIX(out + 2 * ty * OW + 2 * tx0, y[0], y[1], n);               \
+    if (2 * ty + 1 < OH)                                                                      \
+        fl_winograd_store_row_##SUFFIX(out + (2 * ty + 1) * OW + 2 * tx0, y[2], y[3], n);     \
+}                                                                                             \
+/* The same for narrow rows (TW < LB / 2, e.g. 8x8 outputs: whole vector rows would leave   \
+ * most lanes idle): V[xi, c, p0 + q] for the LB tiles p0 + q of a pass, tile row          \
+ * ty0 + (p0 + q) / TW, gathered value by value; lanes past the pass's nt tiles zero. */    \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_gather_vec_##SUFFIX(const T *xc, long WS, long TW, long ty0, long p0, long nt,   \
+                                T *V, long ldv) {                                             \
+    T d[16][FL_LB];                                                                           \
+    long ty = ty0 + p0 / TW, tx = p0 % TW;                                                    \
+    for (int q = 0; q < FL_LB; q++) {                                                         \
+        if (p0 + q < nt) {                                                                    \
+            const T *s = xc + 2 * ty * WS + 2 * tx;                                           \
+            for (int i = 0; i < 4; i++)                                                       \
+                for (int j = 0; j < 4; j++) d[i * 4 + j][q] = s[i * WS + j];                  \
+        } else                                                                                \
+            for (int k = 0; k < 16; k++) d[k][q] = 0;                                         \
+        if (++tx == TW) { tx = 0; ty++; }                                                     \
+    }                                                                                         \
+    fl_vec_##SUFFIX v[16];                                                                    \
+    for (int k = 0; k < 16; k++) v[k] = fl_load_##SUFFIX(d[k]);                               \
+    fl_winograd_bt_d_b_##SUFFIX(v, V, ldv);                                                   \
+}                                                                                             \
+/* ... and its outputs, tile by tile: out[2ty + a, 2tx + b] for the LB tiles p0 + q of a    \
+ * pass (M[xi, p] at M + xi ldm + p, from tile p0) that are among its nt tiles. */          \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_scatter_vec_##SUFFIX(const T *M, long ldm, T b, long TW, long ty0, long p0,      \
+                                 long nt, T *out, long OH, long OW) {                        \
+    fl_vec_##SUFFIX y[4];                                                                     \
+    fl_winograd_at_m_a_##SUFFIX(M, ldm, b, y);                                                \
+    T yv[4][FL_LB];                                                                           \
+    for (int k = 0; k < 4; k++) fl_store_##SUFFIX(yv[k], y[k]);                               \
+    long ty = ty0 + p0 / TW, tx = p0 % TW;                                                    \
+    for (int q = 0; q < FL_LB && p0 + q < nt; q++) {                                          \
+        long oy = 2 * ty, ox = 2 * tx;                                                        \
+        T *o = out + oy * OW + ox;                                                            \
+        int right = ox + 1 < OW, below = oy + 1 < OH;                                         \
+        o[0] = yv[0][q];                                                                      \
+        if (right) o[1] = yv[1][q];                                                           \
+        if (below) { o[OW] = yv[2][q]; if (right) o[OW + 1] = yv[3][q]; }                     \
+        if (++tx == TW) { tx = 0; ty++; }                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* out (F planes of stride ldo, rows of OW) = conv3x3(xp) + bias (bias may be NULL) for     \
+ * one sample: xp (C, HS, WS) zero-padded, HS >= 2 TH + 2 and WS >= 2 round_up(TW, LB) + 2 \
+ * (the tiles' vector rows read past the output's edge); U (16, F, C) from                 \
+ * fl_winograd_filters; V (16, C, P + LB) and M (16, F, P + LB) workspaces with            \
+ * P = round_up(TR * TW, LB) (a row's last vector spills up to LB - 1 lanes past the      \
+ * pass).  Passes of TR tile rows keep V and M in L2 while the 16 GEMMs stream them. */      \
+static void fl_winograd_f2k3_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,     \
+                                      long F, const T *bias, long OH, long OW, long TR,      \
+                                      long P, T *V, T *M, T *out, long ldo) {               \
+    long TH = (OH + 1) / 2, TW = (OW + 1) / 2, ldp = P + FL_LB;                               \
+    int narrow = 2 * TW < FL_LB;            /* gathered tile by tile: see _gather_vec */      \
+    for (long ty0 = 0; ty0 < TH; ty0 += TR) {                                                 \
+        long ty1 = TH - ty0 < TR ? TH : ty0 + TR;                                             \
+        long nt = (ty1 - ty0) * TW;                                                           \
+        for (long c = 0; c < C; c++)                                                          \
+            if (narrow)                                                                       \
+                for (long p0 = 0; p0 < P; p0 += FL_LB)                                        \
+                    fl_winograd_gather_vec_##SUFFIX(xp + c * HS * WS, WS, TW, ty0, p0, nt,    \
+                                                    V + c * ldp + p0, C * ldp);               \
+            else                                                                              \
+                for (long ty = ty0; ty < ty1; ty++)                                           \
+                    for (long tx0 = 0; tx0 < TW; tx0 += FL_LB)                                \
+                        fl_winograd_input_vec_##SUFFIX(xp + c * HS * WS, WS, ty, tx0,         \
+                            V + c * ldp + (ty - ty0) * TW + tx0, C * ldp);                    \
+        for (int xi = 0; xi < 16; xi++)                                                       \
+            fl_gemm_nn_##SUFFIX(U + xi * F * C, C, 1, V + xi * C * ldp, ldp, M + xi * F * ldp, \
+                                ldp, F, C, P, NULL, 0);                                       \
+        for (long f = 0; f < F; f++)                                                          \
+            if (narrow)                                                                       \
+                for (long p0 = 0; p0 < nt; p0 += FL_LB)                                       \
+                    fl_winograd_scatter_vec_##SUFFIX(M + f * ldp + p0, F * ldp,               \
+                        bias ? bias[f] : 0, TW, ty0, p0, nt, out + f * ldo, OH, OW);          \
+            else                                                                              \
+                for (long ty = ty0; ty < ty1; ty++)                                           \
+                    for (long tx0 = 0; tx0 < TW; tx0 += FL_LB)                                \
+                        fl_winograd_output_vec_##SUFFIX(M + f * ldp + (ty - ty0) * TW + tx0,  \
+                            F * ldp, bias ? bias[f] : 0, ty, tx0, out + f * ldo, OH, OW);     \
+    }                                                                                         \
+}
+
+FL_DEFINE_WINOGRAD(float, f32)
+FL_DEFINE_WINOGRAD(double, f64)
+
+#endif
