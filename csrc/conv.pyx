@@ -321,7 +321,8 @@ cdef inline void _direct_conv_pool2(const floating* xp, Geometry g, const floati
 
 cdef inline void _conv_one(const floating[:, :, :, ::1] x, Py_ssize_t n, const floating[:, ::1] wp,
                            const floating* bias, Geometry g, floating[:, ::1] cols,
-                           floating[:, :, ::1] xp, const floating* wd, floating[:, ::1] z) noexcept nogil:
+                           floating[:, :, ::1] xp, const floating* wd, const floating* w,
+                           floating[:, ::1] z) noexcept nogil:
     """z (F, L) (row stride Lp) = W @ x[n] + b, by the plan's forward path."""
     if g.fwd == FWD_DIRECT_FILTER_LANES:
         _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
@@ -332,7 +333,7 @@ cdef inline void _conv_one(const floating[:, :, :, ::1] x, Py_ssize_t n, const f
             fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
                                       &z[0, 0], g.lp, g.oh, g.ow)
     elif g.fwd == FWD_DIRECT or g.fwd == FWD_WINOGRAD:
-        _conv_into(&x[n, 0, 0, 0], g, xp, wd, bias, cols, &z[0, 0], g.lp)
+        _conv_into(&x[n, 0, 0, 0], g, xp, wd, w, bias, cols, &z[0, 0], g.lp)
     else:
         _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
         _gemm_nn(&wp[0, 0], g.kp, 1, &cols[0, 0], g.lp, &z[0, 0], g.lp, g.fp, g.kp, g.lp, bias, False)
@@ -348,14 +349,15 @@ cdef inline bint _writes_in_place(Geometry g) noexcept nogil:
 
 
 cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] xp,
-                            const floating* wd, const floating* bias, floating[:, ::1] vm,
-                            floating* z, Py_ssize_t ldz) noexcept nogil:
-    """z (F rows of stride ldz) = conv(xs) + b by the direct or the Winograd kernel (wd its
-    weights; vm the Winograd V and M workspace): the workspace (ldz = Lp), or y[n] itself
-    (ldz = L, where _writes_in_place)."""
+                            const floating* wd, const floating* w, const floating* bias,
+                            floating[:, ::1] vm, floating* z, Py_ssize_t ldz) noexcept nogil:
+    """z (F rows of stride ldz) = conv(xs) + b by the direct or the Winograd kernel (wd their
+    weights, w the layer's (F, C, KH, KW); vm the Winograd V and M workspace): the workspace
+    (ldz = Lp), or y[n] itself (ldz = L, where _writes_in_place)."""
     _pad_copy(xs, g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
     if g.fwd == FWD_WINOGRAD:
-        _winograd(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, bias, g.oh, g.ow, g.wtr, g.wpp, vm, z, ldz)
+        _winograd(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, w, False, g.f, bias, g.oh, g.ow, g.wtr, g.wpp,
+                  vm, z, ldz)
     elif floating is float:
         fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
     else:
@@ -363,16 +365,25 @@ cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] 
 
 
 cdef inline void _winograd(const floating* xp, Py_ssize_t c, Py_ssize_t hs, Py_ssize_t ws,
-                           const floating* u, Py_ssize_t f, const floating* bias, Py_ssize_t oh,
-                           Py_ssize_t ow, Py_ssize_t tr, Py_ssize_t pp, floating[:, ::1] vm,
-                           floating* out, Py_ssize_t ldo) noexcept nogil:
+                           const floating* u, const floating* w, bint flip, Py_ssize_t f,
+                           const floating* bias, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t tr,
+                           Py_ssize_t pp, floating[:, ::1] vm, floating* out, Py_ssize_t ldo) noexcept nogil:
     """out (F planes of stride ldo, rows of OW) = conv3x3(xp (C, HS, WS)) + bias by Winograd
     F(2x2, 3x3) with the transformed filters u (16, F, C); vm holds V (16 C, PP + LB) then
-    M (16 F, PP + LB)."""
+    M (16 F, PP + LB).  Where a result is not finite, the sample is computed again as plain
+    sums from the weights w (F, C, 3, 3), or rotated (C, F, 3, 3) with flip: NaN and Inf
+    then reach the outputs they reach in the reference."""
+    cdef int nonfinite
     if floating is float:
-        fl_winograd_f2k3_f32(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], &vm[16 * c, 0], out, ldo)
+        nonfinite = fl_winograd_f2k3_f32(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0],
+                                         &vm[16 * c, 0], out, ldo)
+        if nonfinite:
+            fl_conv3x3_exact_f32(xp, c, hs, ws, w, flip, f, bias, oh, ow, out, ldo)
     else:
-        fl_winograd_f2k3_f64(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], &vm[16 * c, 0], out, ldo)
+        nonfinite = fl_winograd_f2k3_f64(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0],
+                                         &vm[16 * c, 0], out, ldo)
+        if nonfinite:
+            fl_conv3x3_exact_f64(xp, c, hs, ws, w, flip, f, bias, oh, ow, out, ldo)
 
 
 cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* yf, int* af) noexcept nogil:
@@ -407,10 +418,11 @@ cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* y
 cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] wp,
                          const floating* bias, Geometry g, Py_ssize_t start, Py_ssize_t stop,
                          floating[:, ::1] cols, floating[:, :, ::1] xp, const floating* wd,
-                         floating[:, ::1] z, floating[:, :, ::1] y, floating[:, :, :, ::1] py,
-                         int[:, :, :, ::1] arg) noexcept nogil:
+                         const floating* w, floating[:, ::1] z, floating[:, :, ::1] y,
+                         floating[:, :, :, ::1] py, int[:, :, :, ::1] arg) noexcept nogil:
     """For n in [start, stop): y[n] = conv(x[n]) (no pool), or py[n], arg[n] =
-    maxpool(relu(conv(x[n]))) on the plan's pool path."""
+    maxpool(relu(conv(x[n]))) on the plan's pool path (wd: the weights in its layout, w the
+    layer's own)."""
     cdef Py_ssize_t n, f, l
     cdef bint in_place = g.pool == POOL_NONE and _writes_in_place(g)
     for n in range(start, stop):
@@ -419,9 +431,9 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
             _direct_conv_pool2(&xp[0, 0, 0], g, wd, bias, &py[n, 0, 0, 0], &arg[n, 0, 0, 0])
             continue
         if in_place:
-            _conv_into(&x[n, 0, 0, 0], g, xp, wd, bias, cols, &y[n, 0, 0], g.l)
+            _conv_into(&x[n, 0, 0, 0], g, xp, wd, w, bias, cols, &y[n, 0, 0], g.l)
             continue
-        _conv_one(x, n, wp, bias, g, cols, xp, wd, z)
+        _conv_one(x, n, wp, bias, g, cols, xp, wd, w, z)
         if g.pool == POOL_NONE:
             for f in range(g.f):
                 for l in range(g.l):
@@ -509,7 +521,7 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):
         tid = openmp.omp_get_thread_num()
         _forward_chunk(x, wp, &bias[0], g, q * SB, min(g.n, (q + 1) * SB),
-                       cols[tid], xp[tid], &wd[0], z[tid], y, py, arg)
+                       cols[tid], xp[tid], &wd[0], &w[0, 0, 0, 0], z[tid], y, py, arg)
     if size:
         return py_out, arg_out
     return y_full
@@ -644,20 +656,22 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
 
 
 cdef inline void _winograd_dx(const floating[:, ::1] dz, Geometry g, floating[:, :, ::1] dzp,
-                              const floating[:, ::1] u, floating[:, ::1] vm, floating* dx) noexcept nogil:
+                              const floating[:, ::1] u, const floating* w, floating[:, ::1] vm,
+                              floating* dx) noexcept nogil:
     """dx (C, H, W) of one sample = dz (F, OH, OW) (rows of stride Lp) padded by 2 - p into
-    dzp (F, ZHS, ZWS), convolved by Winograd with u (16, C, F): the rotated filters."""
+    dzp (F, ZHS, ZWS), convolved by Winograd with u (16, C, F): the rotated filters (of the
+    layer's w (F, C, 3, 3))."""
     cdef Py_ssize_t f
     for f in range(g.f):
         _pad_copy(&dz[f, 0], 1, g.oh, g.ow, 2 - g.p, &dzp[f, 0, 0], g.zhs, g.zws)
-    _winograd(&dzp[0, 0, 0], g.f, g.zhs, g.zws, &u[0, 0], g.c, NULL, g.h, g.w, g.xtr, g.xpp, vm,
-              dx, g.h * g.w)
+    _winograd(&dzp[0, 0, 0], g.f, g.zhs, g.zws, &u[0, 0], w, True, g.c, NULL, g.h, g.w, g.xtr,
+              g.xpp, vm, dx, g.h * g.w)
 
 
 cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
                           const int[:, :, :, ::1] arg, const floating[:, :, :, ::1] x,
-                          const floating[:, ::1] wpt, Geometry g, Py_ssize_t start, Py_ssize_t stop,
-                          bint need_dx, bint fused, floating[:, ::1] rows, floating[:, ::1] dz,
+                          const floating[:, ::1] wpt, const floating* w, Geometry g, Py_ssize_t start,
+                          Py_ssize_t stop, bint need_dx, bint fused, floating[:, ::1] rows, floating[:, ::1] dz,
                           floating[:, ::1] dzt, floating[:, :, ::1] dzr, floating[:, ::1] dcols,
                           floating[:, :, ::1] xp, floating[:, :, ::1] dxp, floating[:, ::1] dw,
                           floating[::1] db, floating[:, :, :, ::1] dx) noexcept nogil:
@@ -690,7 +704,7 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
         if not need_dx:
             continue
         if g.dx == DX_WINOGRAD:
-            _winograd_dx(dz, g, dxp, wpt, dcols, &dx[n, 0, 0, 0])
+            _winograd_dx(dz, g, dxp, wpt, w, dcols, &dx[n, 0, 0, 0])
             continue
         if g.dx == DX_GEMM_1X1:     # dx[n] (C, L) = W^T dz: a 1x1 conv's col2im is the identity
             _gemm_nn(&wpt[0, 0], g.fp, 1, &dz[0, 0], g.lp, &dx[n, 0, 0, 0], g.l, g.kp, g.fp, g.lp, NULL, False)
@@ -790,7 +804,7 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
         # the result does not depend on which thread ran a block
         memset(&dwp[q, 0, 0], 0, dwp.shape[1] * dwp.shape[2] * sizeof(floating))
         memset(&dbp[q, 0], 0, dbp.shape[1] * sizeof(floating))
-        _backward_chunk(dy, grad, arg_in, x, wpt, g, q * SB, min(g.n, (q + 1) * SB), need_dx, fused,
+        _backward_chunk(dy, grad, arg_in, x, wpt, &w[0, 0, 0, 0], g, q * SB, min(g.n, (q + 1) * SB), need_dx, fused,
                         rows[tid], dz[tid], dzt[tid], dzr[tid], dcols[tid], xp[tid], dxp[tid],
                         dwp[q], dbp[q], dx)
     _sum_blocks(g, dwp, dbp, &dw[0, 0, 0, 0], &db[0])

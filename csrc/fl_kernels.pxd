@@ -103,12 +103,16 @@ cdef extern from "dw.h" nogil:
 cdef extern from "winograd.h" nogil:
     void fl_winograd_filters_f32(const float* w, long F, long C, int flip, float* U)
     void fl_winograd_filters_f64(const double* w, long F, long C, int flip, double* U)
-    void fl_winograd_f2k3_f32(const float* xp, long C, long HS, long WS, const float* U, long F,
-                              const float* bias, long OH, long OW, long TR, long P, float* V, float* M,
-                              float* out, long ldo)
-    void fl_winograd_f2k3_f64(const double* xp, long C, long HS, long WS, const double* U, long F,
-                              const double* bias, long OH, long OW, long TR, long P, double* V, double* M,
-                              double* out, long ldo)
+    int fl_winograd_f2k3_f32(const float* xp, long C, long HS, long WS, const float* U, long F,
+                             const float* bias, long OH, long OW, long TR, long P, float* V, float* M,
+                             float* out, long ldo)
+    int fl_winograd_f2k3_f64(const double* xp, long C, long HS, long WS, const double* U, long F,
+                             const double* bias, long OH, long OW, long TR, long P, double* V, double* M,
+                             double* out, long ldo)
+    void fl_conv3x3_exact_f32(const float* xp, long C, long HS, long WS, const float* w, int flip, long F,
+                              const float* bias, long OH, long OW, float* out, long ldo)
+    void fl_conv3x3_exact_f64(const double* xp, long C, long HS, long WS, const double* w, int flip, long F,
+                              const double* bias, long OH, long OW, double* out, long ldo)
 
 cdef extern from "pool_grad.h" nogil:
     float fl_route_pool_grad_f32(const float* dpy, const int* arg, long PH, long PW, long OW,

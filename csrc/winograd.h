@@ -20,7 +20,9 @@
  *   M[xi] = U[xi] @ V[xi]                (F, P): 16 GEMMs (gemm.h), 2.25x fewer flops
  *   y[f, tile p] = A^T M[., f, p] A + bias[f]
  * Rounding differs from the direct sum (transforms add and subtract tile values before
- * the products): within the contract's float32 tolerance, not the same bits.
+ * the products): within the contract's float32 tolerance, not the same bits.  A sample
+ * whose result is not finite is computed again as plain sums (fl_conv3x3_exact), so NaN
+ * and Inf reach exactly the outputs they reach in the reference.
  */
 /* Shuffle lanes of two LB-lane vectors a, b (b's lanes numbered LB ..): even and odd
  * lanes of their concatenation, and the first / second halves of a and b interleaved. */
@@ -40,6 +42,10 @@
 #define FL_ZIP_LO_LANES 0, 4, 1, 5
 #define FL_ZIP_HI_LANES 2, 6, 3, 7
 #endif
+
+/* the exponent bits of a float / double: all set for Inf and NaN */
+#define FL_EXPONENT_BITS_f32 0x7f800000
+#define FL_EXPONENT_BITS_f64 0x7ff0000000000000L
 
 #define FL_DEFINE_WINOGRAD(T, SUFFIX)                                                          \
 /* U (16, F, C) from w (F, C, 3, 3); with flip, U (16, C, F) of the dx convolution: its     \
@@ -101,6 +107,14 @@ fl_winograd_at_m_a_##SUFFIX(const T *M, long ldm, T b, fl_vec_##SUFFIX y[4]) {  
         y[2 * a + 1] = r[1] - r[2] - r[3] + b;                                                \
     }                                                                                         \
 }                                                                                             \
+/* All ones in every lane where one of the four outputs y is not finite (its exponent bits  \
+ * all set: integer tests, which -fassociative-math cannot reorder), else zero. */         \
+static inline __attribute__((always_inline)) fl_ivec_##SUFFIX                                \
+fl_winograd_nonfinite_##SUFFIX(const fl_vec_##SUFFIX y[4]) {                                 \
+    fl_ivec_##SUFFIX bad = {0}, mask = bad + FL_EXPONENT_BITS_##SUFFIX;                       \
+    for (int k = 0; k < 4; k++) bad |= (((fl_ivec_##SUFFIX)y[k]) & mask) == mask;            \
+    return bad;                                                                               \
+}                                                                                             \
 /* V[xi, c, pb + q] for the tiles tx0 + q of tile row ty of channel plane xc, along the     \
  * lanes: rows 2ty .. 2ty+3 are read as whole vectors from column 2 tx0 and split into     \
  * their even and odd columns (d[., j] for tile column tx is input column 2 tx + j), then  \
@@ -142,7 +156,7 @@ fl_winograd_store_row_##SUFFIX(T *o, fl_vec_##SUFFIX c0, fl_vec_##SUFFIX c1, lon
 /* out[2ty + a, 2tx + b] = (A^T M[., p] A)[a, b] + bias for the tiles tx0 + q of tile row   \
  * ty along the lanes (M[xi, p] at M + xi ldm + p, from tile pb): rows (m0 + m1 + m2,      \
  * m1 - m2 - m3), then the columns; only outputs inside OH x OW are stored. */              \
-static inline __attribute__((always_inline)) void                                            \
+static inline __attribute__((always_inline)) fl_ivec_##SUFFIX                                \
 fl_winograd_output_vec_##SUFFIX(const T *M, long ldm, T b, long ty, long tx0, T *out,        \
                                 long OH, long OW) {                                           \
     fl_vec_##SUFFIX y[4];                                                                     \
@@ -151,6 +165,7 @@ fl_winograd_output_vec_##SUFFIX(const T *M, long ldm, T b, long ty, long tx0, T 
     fl_winograd_store_row_##SUFFIX(out + 2 * ty * OW + 2 * tx0, y[0], y[1], n);               \
     if (2 * ty + 1 < OH)                                                                      \
         fl_winograd_store_row_##SUFFIX(out + (2 * ty + 1) * OW + 2 * tx0, y[2], y[3], n);     \
+    return fl_winograd_nonfinite_##SUFFIX(y);                                                 \
 }                                                                                             \
 /* The same for narrow rows (TW < LB / 2, e.g. 8x8 outputs: whole vector rows would leave   \
  * most lanes idle): V[xi, c, p0 + q] for the LB tiles p0 + q of a pass, tile row          \
@@ -175,7 +190,7 @@ fl_winograd_gather_vec_##SUFFIX(const T *xc, long WS, long TW, long ty0, long p0
 }                                                                                             \
 /* ... and its outputs, tile by tile: out[2ty + a, 2tx + b] for the LB tiles p0 + q of a    \
  * pass (M[xi, p] at M + xi ldm + p, from tile p0) that are among its nt tiles. */          \
-static inline __attribute__((always_inline)) void                                            \
+static inline __attribute__((always_inline)) fl_ivec_##SUFFIX                                \
 fl_winograd_scatter_vec_##SUFFIX(const T *M, long ldm, T b, long TW, long ty0, long p0,      \
                                  long nt, T *out, long OH, long OW) {                        \
     fl_vec_##SUFFIX y[4];                                                                     \
@@ -192,6 +207,7 @@ fl_winograd_scatter_vec_##SUFFIX(const T *M, long ldm, T b, long TW, long ty0, l
         if (below) { o[OW] = yv[2][q]; if (right) o[OW + 1] = yv[3][q]; }                     \
         if (++tx == TW) { tx = 0; ty++; }                                                     \
     }                                                                                         \
+    return fl_winograd_nonfinite_##SUFFIX(y);                                                 \
 }                                                                                             \
 /* out (F planes of stride ldo, rows of OW) = conv3x3(xp) + bias (bias may be NULL) for     \
  * one sample: xp (C, HS, WS) zero-padded, HS >= 2 TH + 2 and WS >= 2 round_up(TW, LB) + 2 \
@@ -199,10 +215,11 @@ fl_winograd_scatter_vec_##SUFFIX(const T *M, long ldm, T b, long TW, long ty0, l
  * fl_winograd_filters; V (16, C, P + LB) and M (16, F, P + LB) workspaces with            \
  * P = round_up(TR * TW, LB) (a row's last vector spills up to LB - 1 lanes past the      \
  * pass).  Passes of TR tile rows keep V and M in L2 while the 16 GEMMs stream them. */      \
-static void fl_winograd_f2k3_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,     \
-                                      long F, const T *bias, long OH, long OW, long TR,      \
-                                      long P, T *V, T *M, T *out, long ldo) {               \
+static int fl_winograd_f2k3_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,      \
+                                     long F, const T *bias, long OH, long OW, long TR,       \
+                                     long P, T *V, T *M, T *out, long ldo) {                \
     long TH = (OH + 1) / 2, TW = (OW + 1) / 2, ldp = P + FL_LB;                               \
+    fl_ivec_##SUFFIX check = {0};            /* lanes where an output was not finite */       \
     int narrow = 2 * TW < FL_LB;            /* gathered tile by tile: see _gather_vec */      \
     for (long ty0 = 0; ty0 < TH; ty0 += TR) {                                                 \
         long ty1 = TH - ty0 < TR ? TH : ty0 + TR;                                             \
@@ -223,14 +240,39 @@ static void fl_winograd_f2k3_##SUFFIX(const T *xp, long C, long HS, long WS, con
         for (long f = 0; f < F; f++)                                                          \
             if (narrow)                                                                       \
                 for (long p0 = 0; p0 < nt; p0 += FL_LB)                                       \
-                    fl_winograd_scatter_vec_##SUFFIX(M + f * ldp + p0, F * ldp,               \
+                    check |= fl_winograd_scatter_vec_##SUFFIX(M + f * ldp + p0, F * ldp,      \
                         bias ? bias[f] : 0, TW, ty0, p0, nt, out + f * ldo, OH, OW);          \
             else                                                                              \
                 for (long ty = ty0; ty < ty1; ty++)                                           \
                     for (long tx0 = 0; tx0 < TW; tx0 += FL_LB)                                \
-                        fl_winograd_output_vec_##SUFFIX(M + f * ldp + (ty - ty0) * TW + tx0,  \
+                        check |= fl_winograd_output_vec_##SUFFIX(M + f * ldp + (ty - ty0) * TW + tx0, \
                             F * ldp, bias ? bias[f] : 0, ty, tx0, out + f * ldo, OH, OW);     \
     }                                                                                         \
+    for (int q = 0; q < FL_LB; q++)                                                           \
+        if (check[q]) return 1;                                                               \
+    return 0;                                                                                 \
+}                                                                                             \
+/* The same convolution as plain sums in the reference's order (c, i, j), for a sample      \
+ * whose Winograd result is not finite: a NaN or Inf there would reach, through the         \
+ * transforms, outputs of its 4x4 tiles that do not depend on it (Inf - Inf).  w is        \
+ * (F, C, 3, 3); with flip, the dx convolution's: its filter f over input channel c is     \
+ * w[c, f] rotated by 180 degrees (w (C, F, 3, 3)). */                                       \
+static void fl_conv3x3_exact_##SUFFIX(const T *xp, long C, long HS, long WS, const T *w,      \
+                                      int flip, long F, const T *bias, long OH, long OW,      \
+                                      T *out, long ldo) {                                     \
+    for (long f = 0; f < F; f++)                                                              \
+        for (long oy = 0; oy < OH; oy++)                                                      \
+            for (long ox = 0; ox < OW; ox++) {                                                \
+                T acc = bias ? bias[f] : 0;                                                   \
+                for (long c = 0; c < C; c++)                                                  \
+                    for (int i = 0; i < 3; i++)                                               \
+                        for (int j = 0; j < 3; j++) {                                         \
+                            T wv = flip ? w[((c * F + f) * 3 + 2 - i) * 3 + 2 - j]            \
+                                        : w[((f * C + c) * 3 + i) * 3 + j];                   \
+                            acc += wv * xp[(c * HS + oy + i) * WS + ox + j];                  \
+                        }                                                                     \
+                out[f * ldo + oy * OW + ox] = acc;                                            \
+            }                                                                                 \
 }
 
 FL_DEFINE_WINOGRAD(float, f32)

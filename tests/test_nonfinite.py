@@ -66,6 +66,36 @@ def test_fused_conv_relu_pool_propagates_nan_like_the_reference(name, geometry, 
     assert np.array_equal(arg, want_arg)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize("geometry", [
+    ((2, 32, 8, 8), (32, 32, 3, 3)),          # Winograd (cython), tiles gathered one by one
+    ((2, 8, 33, 31), (16, 8, 3, 3)),          # Winograd, tile columns along the lanes
+], ids=["narrow", "wide"])
+def test_a_winograd_conv_puts_nan_and_inf_where_the_reference_does(name, geometry, dtype):
+    """Through Winograd's transforms one Inf would turn outputs of its 4x4 tiles that do not
+    depend on it into NaN (Inf - Inf): such a sample is computed again as plain sums."""
+    x_shape, w_shape = geometry
+    if name == "cython":
+        assert backend(name).plan_conv2d(x_shape, w_shape, 1, 1).names[0] == "winograd_f2x2_3x3"
+    x = planted(x_shape, [(0, 3 % x_shape[1], 4, 4)], np.inf, dtype=dtype)
+    x[1, 0, 2, 5] = np.nan
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    with np.errstate(invalid="ignore"):
+        want = ref.conv2d_forward(x, w, b, 1, 1)
+        dz = rng.standard_normal(want.shape).astype(dtype)
+        dz[0, 1, 3, 3] = -np.inf
+        want_dx = ref.conv2d_backward(dz, x, w, 1, 1)[0]
+    assert np.isinf(want).any() and np.isnan(want).any()
+    y = backend(name).conv2d_forward(x, w, b, 1, 1)
+    dx = backend(name).conv2d_backward(dz, x, w, 1, 1)[0]
+    for what, got, ref_ in (("y", y, want), ("dx", dx, want_dx)):
+        assert np.array_equal(np.isinf(got), np.isinf(ref_)), f"{what}: Inf in different places"
+        same_with_nan(what, got, ref_)
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_a_nan_image_gives_nan_logits_on_every_backend(name):
     from fastlenet import models
