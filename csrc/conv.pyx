@@ -63,6 +63,7 @@ cdef enum:
     DW_GEMM_IM2ROW = 1
     DW_DIRECT_FILTER_LANES = 2
     DW_DIRECT_COLUMN_LANES = 3
+    DW_WINOGRAD = 4
 cdef enum:
     DX_COL2IM = 0
     DX_COL2IM_S1 = 1
@@ -75,13 +76,14 @@ cdef enum:
     MAX_FLANES_K = 2304  # plan.MAX_FLANES_K
     FLANES_TILE = 5      # plan.FLANES_TILE: pooled columns per filter-lanes tile
     WINOGRAD_TILES = 64  # Winograd tiles per pass, about (whole tile rows): V and M stay in L2
+    WINOGRAD_DW_COLUMNS = 128  # Winograd dW: tile columns per GEMM, about (whole samples side by side)
 
 #: the names behind the codes, for tests/test_plan.py
 PLAN_NAMES = {
     "forward": ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3"),
     "pool": (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes"),
     "pool_grad": (None, "route", "expand_2x2"),
-    "dw": ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes"),
+    "dw": ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes", "winograd_f2x2_3x3"),
     "dx": ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3"),
 }
 LANES = LB
@@ -190,6 +192,9 @@ cdef struct Geometry:
     Py_ssize_t owr                 # OW rounded up to LB: the row stride of the row-padded dz
     Py_ssize_t wtr, wpp            # Winograd forward: tile rows and tiles (Lanes-padded) per pass
     Py_ssize_t xtr, xpp, zhs, zws  # Winograd dx: the same, and the plane of dz padded by 2 - p
+    Py_ssize_t cq, zrows           # Winograd dW: C rounded up to MB; rows of the row-padded dz
+    Py_ssize_t dwps, dwg, dwcols   # ... tile columns per sample (whole vectors), samples per GEMM
+                                   # (0: passes of tile rows), tile columns of its workspaces
 
 
 cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t f,
@@ -214,10 +219,14 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
         g.ws = max(g.ws, 2 * _round_up(g.pw, FLANES_TILE) + g.kw - 1)
     if g.fwd == FWD_DIRECT_FILTER_LANES:  # ... and the last tile of FL_FLANES_COLS conv columns
         g.ws = max(g.ws, _round_up(ow, FL_FLANES_COLS) + g.kw - 1)
-    if g.fwd == FWD_WINOGRAD:             # ... and the Winograd tiles' vector rows
+    if g.fwd == FWD_WINOGRAD or g.dw == DW_WINOGRAD:   # ... and the Winograd tiles' vector rows
         g.hs, g.ws = max(g.hs, _winograd_rows(oh)), max(g.ws, _winograd_cols(ow))
+    g.cq, g.zrows = _round_up(c, MB), oh
+    if g.dw == DW_WINOGRAD:               # dz tiles of 2x2 read as whole vector rows
+        g.zrows, g.owr = 2 * ((oh + 1) // 2), max(g.owr, _winograd_cols(ow) - 2)
     _winograd_passes(oh, ow, &g.wtr, &g.wpp)
     _winograd_passes(h, w, &g.xtr, &g.xpp)           # dx: a conv with output H x W
+    _winograd_dw_groups(&g)
     g.zhs, g.zws = _winograd_rows(h), _winograd_cols(w)    # >= OH + 2(2 - p) = H + 2, W + 2
     _check_plan(g)
     return g
@@ -231,6 +240,20 @@ cdef inline Py_ssize_t _winograd_rows(Py_ssize_t oh) noexcept nogil:
 cdef inline Py_ssize_t _winograd_cols(Py_ssize_t ow) noexcept nogil:
     """Columns of the padded plane it reads: 2 round_up(TW, LB) + 2 (whole vector rows)."""
     return 2 * _round_up((ow + 1) // 2, LB) + 2
+
+
+cdef void _winograd_dw_groups(Geometry* g) noexcept:
+    """How the Winograd dW sums its GEMMs: over WINOGRAD_DW_COLUMNS tile columns or so, of
+    whole samples side by side where one sample's tiles fit one pass (its dot-product GEMM
+    sums lanes once per tile of the product: 16 columns of an 8x8 output alone would waste
+    most of it), else over each pass of tile rows."""
+    cdef Py_ssize_t th = (g.oh + 1) // 2, tw = (g.ow + 1) // 2
+    g.dwps = _round_up(th * tw, LB)
+    if th <= g.wtr:
+        g.dwg = min(SB, max(1, WINOGRAD_DW_COLUMNS // g.dwps))
+        g.dwcols = g.dwg * g.dwps
+    else:
+        g.dwg, g.dwcols = 0, g.wpp
 
 
 cdef void _winograd_passes(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t* tr, Py_ssize_t* pp) noexcept:
@@ -271,6 +294,8 @@ cdef _check_plan(Geometry g):
         bad.append("forward 'winograd_f2x2_3x3' needs a 3x3 kernel and stride 1")
     if g.dx == DX_WINOGRAD and not (g.kh == 3 and g.kw == 3 and g.s == 1 and g.p <= 2):
         bad.append("dx 'winograd_f2x2_3x3' needs a 3x3 kernel, stride 1 and pad <= 2")
+    if g.dw == DW_WINOGRAD and not (g.kh == 3 and g.kw == 3 and g.s == 1):
+        bad.append("dw 'winograd_f2x2_3x3' needs a 3x3 kernel and stride 1")
     if g.dx == DX_FLIPPED_CONV_S1:
         bad.append("dx 'flipped_conv_s1' is a Numba path, not built in this backend")
     if bad:
@@ -588,6 +613,50 @@ cdef inline void _dw_columns(const floating* xp, Geometry g, const floating* dzr
             fl_dw_lanes_f3k5_f64(xp, g.c, g.hs, g.ws, g.kh, dzr, g.f, g.oh, g.owr, dwv)
 
 
+cdef inline int _winograd_dw(const floating* xp, Geometry g, const floating* dzr, floating[:, ::1] vm,
+                             floating* du, int k, bint last) noexcept nogil:
+    """du (16, Fp, Cq) += the Winograd weight gradient (before its filter-domain transform,
+    _sum_winograd_dw) of one sample, from its padded input xp and the row-padded dz (F, ZROWS,
+    OWr): its tiles go to columns k * DWPS.. of vm (V (16 Cq, DWCOLS + LB), then the gradient
+    tiles (16 Fp, DWCOLS + LB)), and the GEMMs run once DWG samples (or the ``last``) are
+    there; -> the samples waiting.  Large samples: tiles and GEMMs per pass of tile rows."""
+    cdef Py_ssize_t th = (g.oh + 1) // 2, tw = (g.ow + 1) // 2, ty0, ty1, ldp = g.dwcols + LB
+    cdef floating* v = &vm[0, 0]
+    cdef floating* mq = &vm[16 * g.cq, 0]
+    if g.dwg:
+        _winograd_dw_tiles(xp, g, dzr, 0, th, v + k * g.dwps, mq + k * g.dwps, ldp)
+        k += 1
+        if k == g.dwg or last:
+            _winograd_dw_gemms(g, v, mq, ldp, k * g.dwps, du)
+            k = 0
+        return k
+    ty0 = 0
+    while ty0 < th:
+        ty1 = min(th, ty0 + g.wtr)
+        _winograd_dw_tiles(xp, g, dzr, ty0, ty1, v, mq, ldp)
+        _winograd_dw_gemms(g, v, mq, ldp, _round_up((ty1 - ty0) * tw, LB), du)
+        ty0 = ty1
+    return 0
+
+
+cdef inline void _winograd_dw_tiles(const floating* xp, Geometry g, const floating* dzr, Py_ssize_t ty0,
+                                    Py_ssize_t ty1, floating* v, floating* mq, Py_ssize_t ldp) noexcept nogil:
+    if floating is float:
+        fl_winograd_dw_tiles_f32(xp, g.c, g.hs, g.ws, dzr, g.f, g.owr, g.oh, g.ow, ty0, ty1,
+                                 v, g.cq * ldp, mq, g.fp * ldp, ldp)
+    else:
+        fl_winograd_dw_tiles_f64(xp, g.c, g.hs, g.ws, dzr, g.f, g.owr, g.oh, g.ow, ty0, ty1,
+                                 v, g.cq * ldp, mq, g.fp * ldp, ldp)
+
+
+cdef inline void _winograd_dw_gemms(Geometry g, const floating* v, const floating* mq, Py_ssize_t ldp,
+                                    Py_ssize_t cols, floating* du) noexcept nogil:
+    if floating is float:
+        fl_winograd_dw_gemms_f32(v, g.cq * ldp, mq, g.fp * ldp, ldp, g.cq, g.fp, cols, du)
+    else:
+        fl_winograd_dw_gemms_f64(v, g.cq * ldp, mq, g.fp * ldp, ldp, g.cq, g.fp, cols, du)
+
+
 cdef inline void _dw_direct(const floating* xp, Geometry g, const floating* dzt,
                             floating* dwt) noexcept nogil:
     """dwt (K, Fq) += dW^T of one sample from its padded input xp and dzt (L, Fq)."""
@@ -683,13 +752,17 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
     L, F and OW) is zero and never written."""
     cdef Py_ssize_t n, l, c, yy
     cdef bint want_dz = need_dx or g.dw == DW_GEMM_IM2COL or g.dw == DW_GEMM_IM2ROW
-    cdef bint want_dzt = g.dw == DW_DIRECT_FILTER_LANES, want_dzr = g.dw == DW_DIRECT_COLUMN_LANES
+    cdef bint want_dzt = g.dw == DW_DIRECT_FILTER_LANES
+    cdef int waiting = 0          # Winograd dW: samples whose tiles wait for their GEMMs
+    cdef bint want_dzr = g.dw == DW_DIRECT_COLUMN_LANES or g.dw == DW_WINOGRAD
     for n in range(start, stop):
         _gradient_layouts(dy, dpy, arg, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr, db)
         if g.dw != DW_GEMM_IM2COL:
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
         if g.dw == DW_DIRECT_COLUMN_LANES:
             _dw_columns(&xp[0, 0, 0], g, &dzr[0, 0, 0], &dw[0, 0])
+        elif g.dw == DW_WINOGRAD:
+            waiting = _winograd_dw(&xp[0, 0, 0], g, &dzr[0, 0, 0], rows, &dw[0, 0], waiting, n == stop - 1)
         elif g.dw == DW_DIRECT_FILTER_LANES:
             _dw_direct(&xp[0, 0, 0], g, &dzt[0, 0], &dw[0, 0])
         elif g.dw == DW_GEMM_IM2ROW:
@@ -734,6 +807,10 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks
     if g.dw == DW_DIRECT_COLUMN_LANES:    # row-padded dz; per-lane partial sums (F, K*LB)
         dzr_ws = aligned_zeros((chunks, g.f, g.oh, g.owr), dtype)
         dw_part = aligned_zeros((blocks, g.f, g.k * LB), dtype)
+    elif g.dw == DW_WINOGRAD:             # row-padded dz; V and gradient tiles; dU (16 Fp, Cq)
+        dzr_ws = aligned_zeros((chunks, g.f, g.zrows, g.owr), dtype)
+        rows_ws = aligned_zeros((chunks, 16 * (g.cq + g.fp), g.dwcols + LB), dtype)
+        dw_part = aligned_zeros((blocks, 16 * g.fp, g.cq), dtype)
     elif g.dw == DW_DIRECT_FILTER_LANES:  # transposed (K, Fq)
         dzt_ws = aligned_zeros((chunks, g.l, g.fq), dtype)
         dw_part = aligned_zeros((blocks, g.k, g.fq), dtype)
@@ -808,7 +885,26 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
                         rows[tid], dz[tid], dzt[tid], dzr[tid], dcols[tid], xp[tid], dxp[tid],
                         dwp[q], dbp[q], dx)
     _sum_blocks(g, dwp, dbp, &dw[0, 0, 0, 0], &db[0])
+    if g.dw == DW_WINOGRAD:
+        _sum_winograd_dw(g, dwp, &dw[0, 0, 0, 0])
+        if not np.isfinite(dw_out).all():   # NaN / Inf where the reference puts them: plain sums
+            _backward(grad, arg_in, x, w, stride, pad, oh, ow, codes[:3] + (DW_DIRECT_FILTER_LANES,) + codes[4:],
+                      size, pstride, False, None, dw_out, db_out)
     return (dx_out if need_dx else None), dw_out, db_out
+
+
+cdef void _sum_winograd_dw(Geometry g, floating[:, :, ::1] dwp, floating* dw) noexcept nogil:
+    """dw (F, C, 3, 3) from the per-block Winograd partials dwp (blocks, 16 Fp, Cq): summed in
+    block order into the first, then transformed to the filter domain."""
+    cdef Py_ssize_t q, i, j
+    for q in range(1, dwp.shape[0]):
+        for i in range(dwp.shape[1]):
+            for j in range(dwp.shape[2]):
+                dwp[0, i, j] += dwp[q, i, j]
+    if floating is float:
+        fl_winograd_dw_filters_f32(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
+    else:
+        fl_winograd_dw_filters_f64(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
 
 
 cdef void _sum_blocks(Geometry g, const floating[:, :, ::1] dwp, const floating[:, ::1] dbp,
@@ -823,6 +919,8 @@ cdef void _sum_blocks(Geometry g, const floating[:, :, ::1] dwp, const floating[
         for q in range(dbp.shape[0]):
             acc = acc + dbp[q, f]
         db[f] = acc
+        if g.dw == DW_WINOGRAD:       # _sum_winograd_dw
+            continue
         for k in range(g.k):
             acc = 0
             if g.dw == DW_DIRECT_COLUMN_LANES:

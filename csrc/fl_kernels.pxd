@@ -109,6 +109,18 @@ cdef extern from "winograd.h" nogil:
     int fl_winograd_f2k3_f64(const double* xp, long C, long HS, long WS, const double* U, long F,
                              const double* bias, long OH, long OW, long TR, long P, double* V, double* M,
                              double* out, long ldo)
+    void fl_winograd_dw_tiles_f32(const float* xp, long C, long HS, long WS, const float* dzq, long F, long WQ,
+                                  long OH, long OW, long ty0, long ty1, float* V, long ldv, float* Mq,
+                                  long ldm, long ldp)
+    void fl_winograd_dw_tiles_f64(const double* xp, long C, long HS, long WS, const double* dzq, long F,
+                                  long WQ, long OH, long OW, long ty0, long ty1, double* V, long ldv,
+                                  double* Mq, long ldm, long ldp)
+    void fl_winograd_dw_gemms_f32(const float* V, long ldv, const float* Mq, long ldm, long ldp, long Cp,
+                                  long Fp, long Lp, float* dU)
+    void fl_winograd_dw_gemms_f64(const double* V, long ldv, const double* Mq, long ldm, long ldp, long Cp,
+                                  long Fp, long Lp, double* dU)
+    void fl_winograd_dw_filters_f32(const float* dU, long F, long C, long Fp, long Cp, float* dw)
+    void fl_winograd_dw_filters_f64(const double* dU, long F, long C, long Fp, long Cp, double* dw)
     void fl_conv3x3_exact_f32(const float* xp, long C, long HS, long WS, const float* w, int flip, long F,
                               const float* bias, long OH, long OW, float* out, long ldo)
     void fl_conv3x3_exact_f64(const double* xp, long C, long HS, long WS, const double* w, int flip, long F,

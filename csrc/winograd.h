@@ -107,6 +107,22 @@ fl_winograd_at_m_a_##SUFFIX(const T *M, long ldm, T b, fl_vec_##SUFFIX y[4]) {  
         y[2 * a + 1] = r[1] - r[2] - r[3] + b;                                                \
     }                                                                                         \
 }                                                                                             \
+/* Mq[xi] = (A g A^T)[xi] for the 2x2 tiles g of LB tiles (stored at Mq + xi ldm): each    \
+ * column (g0, g1) -> (g0, g0 + g1, g0 - g1, -g1), then each row the same. */              \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_a_g_at_##SUFFIX(fl_vec_##SUFFIX g[2][2], fl_vec_##SUFFIX r[4][2], T *Mq,        \
+                            long ldm) {                                                       \
+    for (int b = 0; b < 2; b++) {                                                             \
+        r[0][b] = g[0][b]; r[1][b] = g[0][b] + g[1][b];                                       \
+        r[2][b] = g[0][b] - g[1][b]; r[3][b] = -g[1][b];                                      \
+    }                                                                                         \
+    for (int i = 0; i < 4; i++) {                                                             \
+        fl_store_##SUFFIX(Mq + (4 * i + 0) * ldm, r[i][0]);                                   \
+        fl_store_##SUFFIX(Mq + (4 * i + 1) * ldm, r[i][0] + r[i][1]);                         \
+        fl_store_##SUFFIX(Mq + (4 * i + 2) * ldm, r[i][0] - r[i][1]);                         \
+        fl_store_##SUFFIX(Mq + (4 * i + 3) * ldm, -r[i][1]);                                  \
+    }                                                                                         \
+}                                                                                             \
 /* All ones in every lane where one of the four outputs y is not finite (its exponent bits  \
  * all set: integer tests, which -fassociative-math cannot reorder), else zero. */         \
 static inline __attribute__((always_inline)) fl_ivec_##SUFFIX                                \
@@ -209,6 +225,115 @@ fl_winograd_scatter_vec_##SUFFIX(const T *M, long ldm, T b, long TW, long ty0, l
     }                                                                                         \
     return fl_winograd_nonfinite_##SUFFIX(y);                                                 \
 }                                                                                             \
+/* V[xi, c, p] (at V + xi ldv + c ldp + p) for every channel c and the P (a multiple of LB) \
+ * tile columns of tile rows ty0 .. ty1-1: whole vector rows, or tile by tile where rows    \
+ * are narrow (lanes past the nt tiles zero). */                                             \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_input_pass_##SUFFIX(const T *xp, long C, long HS, long WS, long TW, long ty0,    \
+                                long ty1, long P, int narrow, T *V, long ldv, long ldp) {     \
+    long nt = (ty1 - ty0) * TW;                                                               \
+    for (long c = 0; c < C; c++)                                                              \
+        if (narrow)                                                                           \
+            for (long p0 = 0; p0 < P; p0 += FL_LB)                                            \
+                fl_winograd_gather_vec_##SUFFIX(xp + c * HS * WS, WS, TW, ty0, p0, nt,        \
+                                                V + c * ldp + p0, ldv);                       \
+        else                                                                                  \
+            for (long ty = ty0; ty < ty1; ty++)                                               \
+                for (long tx0 = 0; tx0 < TW; tx0 += FL_LB)                                    \
+                    fl_winograd_input_vec_##SUFFIX(xp + c * HS * WS, WS, ty, tx0,             \
+                                                   V + c * ldp + (ty - ty0) * TW + tx0, ldv); \
+}                                                                                             \
+/* Mq[xi, f, pb + q] = (A g A^T)[xi] for the 2x2 gradient tiles g of one plane dzq (rows    \
+ * of stride WQ, zero past OH x OW), tiles tx0 + q of tile row ty along the lanes (A g: g0, \
+ * g0 + g1, g0 - g1, -g1, along rows and columns).  Lanes past the row's last tile: see     \
+ * fl_winograd_input_vec. */                                                                 \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_grad_vec_##SUFFIX(const T *dzq, long WQ, long ty, long tx0, T *Mq, long ldm) {   \
+    fl_vec_##SUFFIX g[2][2], r[4][2];                                                         \
+    for (int a = 0; a < 2; a++) {                                                             \
+        const T *row = dzq + (2 * ty + a) * WQ + 2 * tx0;                                     \
+        fl_vec_##SUFFIX lo = fl_load_##SUFFIX(row), hi = fl_load_##SUFFIX(row + FL_LB);       \
+        g[a][0] = __builtin_shufflevector(lo, hi, FL_EVEN_LANES);                             \
+        g[a][1] = __builtin_shufflevector(lo, hi, FL_ODD_LANES);                              \
+    }                                                                                         \
+    fl_winograd_a_g_at_##SUFFIX(g, r, Mq, ldm);                                               \
+}                                                                                             \
+/* ... the same for narrow rows, tile by tile: the LB tiles p0 + q of a pass (lanes past   \
+ * its nt tiles zero). */                                                                    \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_grad_gather_##SUFFIX(const T *dzq, long WQ, long TW, long ty0, long p0, long nt, \
+                                 T *Mq, long ldm) {                                          \
+    T d[4][FL_LB];                                                                            \
+    long ty = ty0 + p0 / TW, tx = p0 % TW;                                                    \
+    for (int q = 0; q < FL_LB; q++) {                                                         \
+        const T *s = dzq + 2 * ty * WQ + 2 * tx;                                              \
+        int real = p0 + q < nt;                                                               \
+        d[0][q] = real ? s[0] : 0; d[1][q] = real ? s[1] : 0;                                 \
+        d[2][q] = real ? s[WQ] : 0; d[3][q] = real ? s[WQ + 1] : 0;                           \
+        if (++tx == TW) { tx = 0; ty++; }                                                     \
+    }                                                                                         \
+    fl_vec_##SUFFIX g[2][2], r[4][2];                                                         \
+    for (int k = 0; k < 4; k++) g[k / 2][k % 2] = fl_load_##SUFFIX(d[k]);                     \
+    fl_winograd_a_g_at_##SUFFIX(g, r, Mq, ldm);                                               \
+}                                                                                             \
+/* The Winograd weight gradient's operands for the tiles of tile rows ty0 .. ty1-1 of one    \
+ * sample, into columns from 0 of V (16, Cp, ldv / Cp) (xi stride ldv, channel stride ldp) \
+ * and Mq (16, Fp, .) (xi stride ldm): V[xi, c, p] = (B^T d B)[xi] of the input tiles, as   \
+ * the forward; Mq[xi, f, p] = (A g A^T)[xi] of the 2x2 output-gradient tiles.  xp (C, HS, \
+ * WS) is the padded input as the forward reads it; dzq (F, 2 TH, WQ) the output gradient,  \
+ * zero past OH x OW, WQ >= 2 round_up(TW, LB).  Mq's lanes from the pass's nt tiles up to  \
+ * the next multiple of LB are zero, so V's spare lanes add nothing. */                      \
+static void fl_winograd_dw_tiles_##SUFFIX(const T *xp, long C, long HS, long WS, const T *dzq, \
+                                          long F, long WQ, long OH, long OW, long ty0,         \
+                                          long ty1, T *V, long ldv, T *Mq, long ldm, long ldp) { \
+    long TH = (OH + 1) / 2, TW = (OW + 1) / 2, nt = (ty1 - ty0) * TW;                         \
+    long P = (nt + FL_LB - 1) / FL_LB * FL_LB;                                                \
+    int narrow = 2 * TW < FL_LB;                                                              \
+    fl_winograd_input_pass_##SUFFIX(xp, C, HS, WS, TW, ty0, ty1, P, narrow, V, ldv, ldp);      \
+    for (long f = 0; f < F; f++) {                                                            \
+        const T *plane = dzq + f * 2 * TH * WQ;                                               \
+        T *mf = Mq + f * ldp;                                                                 \
+        if (narrow) {                                                                         \
+            for (long p0 = 0; p0 < P; p0 += FL_LB)                                            \
+                fl_winograd_grad_gather_##SUFFIX(plane, WQ, TW, ty0, p0, nt, mf + p0, ldm);   \
+            continue;                                                                         \
+        }                                                                                     \
+        for (long ty = ty0; ty < ty1; ty++)                                                   \
+            for (long tx0 = 0; tx0 < TW; tx0 += FL_LB)                                        \
+                fl_winograd_grad_vec_##SUFFIX(plane, WQ, ty, tx0, mf + (ty - ty0) * TW + tx0, ldm); \
+        for (int xi = 0; xi < 16; xi++)                                                       \
+            memset(mf + xi * ldm + nt, 0, (P - nt) * sizeof(T));                              \
+    }                                                                                         \
+}                                                                                             \
+/* dU[xi] (Fp, Cp) += Mq[xi] (Fp, Lp) @ V[xi] (Cp, Lp)^T for the 16 positions xi: the      \
+ * weight gradient summed over Lp tile columns (rows of stride ldp, xi strides ldv, ldm). */ \
+static void fl_winograd_dw_gemms_##SUFFIX(const T *V, long ldv, const T *Mq, long ldm,        \
+                                          long ldp, long Cp, long Fp, long Lp, T *dU) {       \
+    for (int xi = 0; xi < 16; xi++)                                                           \
+        fl_gemm_nt_acc_##SUFFIX(Mq + xi * ldm, ldp, V + xi * ldv, ldp, dU + xi * Fp * Cp, Cp,  \
+                                Fp, Cp, Lp);                                                  \
+}                                                                                             \
+/* dw (F, C, 3, 3) = G^T dU[., f, c] G from dU (16, Fp, Cp): the weight gradient in the     \
+ * filter domain (G^T rows: (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0), (0, 1/2, 1/2, 1)). */      \
+static void fl_winograd_dw_filters_##SUFFIX(const T *dU, long F, long C, long Fp, long Cp,    \
+                                            T *dw) {                                          \
+    for (long f = 0; f < F; f++)                                                              \
+        for (long c = 0; c < C; c++) {                                                        \
+            T u[4][4], t[3][4];                                                               \
+            for (int k = 0; k < 16; k++) u[k / 4][k % 4] = dU[(k * Fp + f) * Cp + c];         \
+            for (int j = 0; j < 4; j++) {                                                     \
+                t[0][j] = u[0][j] + (u[1][j] + u[2][j]) * (T)0.5;                             \
+                t[1][j] = (u[1][j] - u[2][j]) * (T)0.5;                                       \
+                t[2][j] = (u[1][j] + u[2][j]) * (T)0.5 + u[3][j];                             \
+            }                                                                                 \
+            T *o = dw + (f * C + c) * 9;                                                      \
+            for (int i = 0; i < 3; i++) {                                                     \
+                o[i * 3 + 0] = t[i][0] + (t[i][1] + t[i][2]) * (T)0.5;                        \
+                o[i * 3 + 1] = (t[i][1] - t[i][2]) * (T)0.5;                                  \
+                o[i * 3 + 2] = (t[i][1] + t[i][2]) * (T)0.5 + t[i][3];                        \
+            }                                                                                 \
+        }                                                                                     \
+}                                                                                             \
 /* out (F planes of stride ldo, rows of OW) = conv3x3(xp) + bias (bias may be NULL) for     \
  * one sample: xp (C, HS, WS) zero-padded, HS >= 2 TH + 2 and WS >= 2 round_up(TW, LB) + 2 \
  * (the tiles' vector rows read past the output's edge); U (16, F, C) from                 \
@@ -224,16 +349,8 @@ static int fl_winograd_f2k3_##SUFFIX(const T *xp, long C, long HS, long WS, cons
     for (long ty0 = 0; ty0 < TH; ty0 += TR) {                                                 \
         long ty1 = TH - ty0 < TR ? TH : ty0 + TR;                                             \
         long nt = (ty1 - ty0) * TW;                                                           \
-        for (long c = 0; c < C; c++)                                                          \
-            if (narrow)                                                                       \
-                for (long p0 = 0; p0 < P; p0 += FL_LB)                                        \
-                    fl_winograd_gather_vec_##SUFFIX(xp + c * HS * WS, WS, TW, ty0, p0, nt,    \
-                                                    V + c * ldp + p0, C * ldp);               \
-            else                                                                              \
-                for (long ty = ty0; ty < ty1; ty++)                                           \
-                    for (long tx0 = 0; tx0 < TW; tx0 += FL_LB)                                \
-                        fl_winograd_input_vec_##SUFFIX(xp + c * HS * WS, WS, ty, tx0,         \
-                            V + c * ldp + (ty - ty0) * TW + tx0, C * ldp);                    \
+        fl_winograd_input_pass_##SUFFIX(xp, C, HS, WS, TW, ty0, ty1, P, narrow, V, C * ldp,    \
+                                        ldp);                                                 \
         for (int xi = 0; xi < 16; xi++)                                                       \
             fl_gemm_nn_##SUFFIX(U + xi * F * C, C, 1, V + xi * C * ldp, ldp, M + xi * F * ldp, \
                                 ldp, F, C, P, NULL, 0);                                       \

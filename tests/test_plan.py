@@ -55,18 +55,23 @@ CASES = [
     (((2, 32, 8, 8), (32, 32, 3, 3), 1, 1, None),
      ("winograd_f2x2_3x3", "direct_filter_lanes", "winograd_f2x2_3x3")),
     # ... rows of 16 tiles along the lanes, odd output (31 columns: a last half tile), 8
-    # channels in; 33 rows: passes of 4 tile rows, the last one short
+    # channels in; 33 rows: passes of 4 tile rows, the last one short; the dW too (rows of
+    # a whole vector of tiles), its GEMMs per pass
     (((2, 8, 33, 31), (16, 8, 3, 3), 1, 1, None),
-     ("winograd_f2x2_3x3", "direct_filter_lanes", "winograd_f2x2_3x3")),
+     ("winograd_f2x2_3x3", "winograd_f2x2_3x3", "winograd_f2x2_3x3")),
+    # ... the dW with 9 channels and 10 filters (not multiples of the GEMM's 4: zero rows),
+    # 17 samples (a second block of one), pad 0, 2 x 2 pool
+    (((17, 9, 34, 34), (10, 9, 3, 3), 1, 0, (2, 2)),
+     ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "winograd_f2x2_3x3", "winograd_f2x2_3x3")),
     # ... before an overlapping 3x3/2 pool, odd 9x9 output (a last half tile row)
     (((2, 32, 9, 9), (32, 32, 3, 3), 1, 1, (3, 2)),
      ("winograd_f2x2_3x3", "after_conv", "route", "direct_filter_lanes", "winograd_f2x2_3x3")),
     # ... unpadded (the dx pads dz by 2), rows of 9 and 10 tiles, 2x2 pool
     (((2, 16, 20, 20), (16, 16, 3, 3), 1, 0, (2, 2)),
      ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "winograd_f2x2_3x3")),
-    # ... pad 3: the forward still, the dx not (it would pad dz by -1)
+    # ... pad 3: the forward and dW still, the dx not (it would pad dz by -1)
     (((1, 16, 30, 30), (16, 16, 3, 3), 1, 3, None),
-     ("winograd_f2x2_3x3", "direct_filter_lanes", "col2im_s1")),
+     ("winograd_f2x2_3x3", "winograd_f2x2_3x3", "col2im_s1")),
     # 12 channels on rows of 8 tiles (half the lanes): too few for Winograd
     (((2, 12, 16, 16), (16, 12, 3, 3), 1, 1, None), ("direct", "direct_column_lanes", "col2im_s1")),
     # 64 channels on 4x4: too narrow for Winograd (and for the direct conv)
@@ -80,7 +85,9 @@ LANES8 = {
     2: ("direct", "tile_f6", "expand_2x2", "direct_filter_lanes", "col2im_s1"),
     8: ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1"),   # 8 filters fill 8 lanes
     12: ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1"),  # 8 filters, 20 columns
-    20: ("winograd_f2x2_3x3", "direct_column_lanes", "winograd_f2x2_3x3"),   # 8 tiles fill 8 lanes
+    # rows of 10 and 8 tiles fill 8 lanes: the Winograd dW, whole samples summed together
+    19: ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "winograd_f2x2_3x3", "winograd_f2x2_3x3"),
+    21: ("winograd_f2x2_3x3", "winograd_f2x2_3x3", "winograd_f2x2_3x3"),
 }
 CASES_8 = [(args, LANES8.get(i, names)) for i, (args, names) in enumerate(CASES)] + [
     (((2, 2, 12, 12), (8, 2, 5, 5), 1, 0, (2, 2)),
@@ -185,6 +192,29 @@ def test_a_winograd_plan_off_its_geometry_is_refused():
     w3 = np.ones((32, 32, 3, 3), np.float32)
     with pytest.raises(ValueError, match="dx 'winograd_f2x2_3x3' needs a 3x3 kernel, stride 1 and pad <= 2"):
         _cy_conv.conv2d_backward(np.ones((2, 32, 12, 12), np.float32), x, w3, 1, 3, True, wino)
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, pad", [
+    ((17, 32, 8, 8), (33, 32, 3, 3), 1),      # rows of 4 tiles, gathered; 8 samples per GEMM
+    ((19, 9, 16, 15), (12, 9, 3, 3), 0),      # rows of 7 tiles; 14 rows; 2 samples per GEMM
+])
+def test_the_winograd_dw_of_whole_samples_summed_together_matches_the_reference(x_shape, w_shape, pad, dtype):
+    """Forced (an 8-lane build plans it on rows of 8 tiles; a 16-lane one on none): samples
+    whose tiles fit one pass are transformed side by side and summed by one set of GEMMs."""
+    from fastlenet.kernels import _cy_conv
+    codes = plan.conv2d(x_shape, w_shape, 1, pad, lanes=_cy_conv.LANES).codes
+    codes = codes[:3] + (plan.DW.index("winograd_f2x2_3x3"),) + codes[4:]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    dz = rng.standard_normal(ref.conv2d_forward(x, w, np.zeros(w_shape[0], dtype), 1, pad).shape).astype(dtype)
+    got = _cy_conv.conv2d_backward(dz, x, w, 1, pad, False, codes)
+    want = ref.conv2d_backward(dz, x, w, 1, pad)
+    assert got[0] is None
+    assert_close("dw", got[1], want[1])
+    assert_close("db", got[2], want[2])
 
 
 @pytest.mark.skipif("numba" not in COMPILED, reason="numba is not installed")

@@ -47,6 +47,9 @@ dw (the weight gradient)
                                filters fill more; Numba: any kernel, see RULES)
     ``gemm_im2row``  -- im2row copy + GEMM (long L, short K: a first layer)
     ``gemm_im2col``  -- im2col copy + GEMM reduced over L
+    ``winograd_f2x2_3x3`` -- the tile products of the input's and dz's Winograd transforms
+                     summed over tiles (16 GEMMs), then taken back to 3x3 (the forward's
+                     rule, on output rows of at least LANES tiles: WINOGRAD_DW)
 dx (the input gradient)
     ``col2im_s1`` -- W^T dz, folded into padded planes with whole vectors (stride 1)
     ``col2im``    -- W^T dz, folded element by element (any stride)
@@ -99,7 +102,7 @@ COLUMN_DW3_MAX_C = 16
 FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3")
 POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes")
 POOL_GRAD = (None, "route", "expand_2x2")
-DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes")
+DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes", "winograd_f2x2_3x3")
 DX = ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3")
 #: the rule sets a backend plans with: "lanes", the Cython kernels' (register tiles along
 #: the vector lanes: the rules below); "dots", the Numba backend's, whose register tiles
@@ -133,6 +136,16 @@ GEMM_ROWS = 4
 WINOGRAD_MIN_C = {"full rows": 8, "half rows": 16, "narrow rows": 32}
 #: ... and the narrowest output a narrow-row Winograd conv takes
 WINOGRAD_MIN_OW = 8
+#: The Winograd dW (tile products summed over the tiles of about 128 tile columns by the
+#: dot-product GEMM, csrc/winograd.h) is planned where the forward's rule holds and the
+#: output rows fill whole vectors of tiles (LANES tile columns: 32 outputs or more).
+#: Measured (cython, 2 threads, batch 128, medians, ms, filter lanes / column lanes /
+#: Winograd, rows of 16 tiles): 16 -> 16 on 32x32 4.91 / 5.80 / 4.06, 32 -> 32 15.12 /
+#: 21.93 / 12.82, 8 -> 16 3.48 / 3.13 / 3.01 (3 -> 32: 4.55 / 2.92 / 3.30, too few
+#: channels); on 16x16 and 8x8 (rows of 8 and 4 tiles) it lost or tied: 32 -> 64 on 16x16
+#: 7.27 / - / 7.57, 16 -> 32 1.91 / - / 2.01, 64 -> 64 on 8x8 3.94 / - / 4.44 (3.76-4.53
+#: / 3.91-4.88 over four runs), 32 -> 32 on 8x8 0.95 / - / 1.13
+WINOGRAD_DW = "rows of whole vectors of tiles"
 
 
 def _winograd(c_in: int, c_out: int, kh: int, kw: int, stride: int, ow: int, lanes: int,
@@ -233,6 +246,8 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
     # 32x32 6.64 / 4.92, 1 -> 32 4.75 / 2.35, 8 -> 32 10.67 / 9.51, 16 -> 32 16.17 /
     # 16.10; 64 -> 8 on 10x10 3.12 / 4.78, 32 -> 8 on 16x16 3.69 / 4.01; batch 256,
     # 1 -> 6 on 28x28 1.82 / 1.12)
+    if _winograd(c, f, kh, kw, stride, ow, lanes, rules) and (ow + 1) // 2 >= lanes:
+        return "winograd_f2x2_3x3"     # rows of whole vectors of tiles only: WINOGRAD_DW
     if kw in DIRECT_DW_WIDTHS:
         columns = _fills_more_lanes(ow, f, lanes) if kw == 5 else \
             c <= COLUMN_DW3_MAX_C and not _fills_more_lanes(f, ow, lanes)
