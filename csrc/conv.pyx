@@ -218,7 +218,7 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
     if g.pool == POOL_TILE_FLANES:      # the last tile of FLANES_TILE pooled columns reads this far
         g.ws = max(g.ws, 2 * _round_up(g.pw, FLANES_TILE) + g.kw - 1)
     if g.fwd == FWD_DIRECT_FILTER_LANES:  # ... and the last tile of FL_FLANES_COLS conv columns
-        g.ws = max(g.ws, _round_up(ow, FL_FLANES_COLS) + g.kw - 1)
+        g.ws = max(g.ws, s * (_round_up(ow, FL_FLANES_COLS) - 1) + g.kw)
     if g.fwd == FWD_WINOGRAD or g.dw == DW_WINOGRAD:   # ... and the Winograd tiles' vector rows
         g.hs, g.ws = max(g.hs, _winograd_rows(oh)), max(g.ws, _winograd_cols(ow))
     g.cq, g.zrows = _round_up(c, MB), oh
@@ -269,8 +269,8 @@ cdef _check_plan(Geometry g):
     cdef list bad = []
     if g.fwd == FWD_DIRECT and (g.s != 1 or g.ow < MIN_DIRECT_OW or g.k > MAX_DIRECT_K):
         bad.append("forward 'direct' needs stride 1, OW >= 8, K <= 512")
-    if g.fwd == FWD_DIRECT_FILTER_LANES and (g.s != 1 or g.ow < MIN_DIRECT_OW or g.k > MAX_FLANES_K):
-        bad.append("forward 'direct_filter_lanes' needs stride 1, OW >= 8, K <= 2304")
+    if g.fwd == FWD_DIRECT_FILTER_LANES and (g.s > 2 or g.ow < MIN_DIRECT_OW or g.k > MAX_FLANES_K):
+        bad.append("forward 'direct_filter_lanes' needs stride 1 or 2, OW >= 8, K <= 2304")
     if g.pool_fb and not (g.size == 2 and g.ps == 2 and
                           g.fwd == (FWD_DIRECT_FILTER_LANES if g.pool == POOL_TILE_FLANES else FWD_DIRECT)):
         bad.append("an in-tile pool needs its direct forward and a 2x2/2 pool")
@@ -352,10 +352,10 @@ cdef inline void _conv_one(const floating[:, :, :, ::1] x, Py_ssize_t n, const f
     if g.fwd == FWD_DIRECT_FILTER_LANES:
         _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
         if floating is float:
-            fl_direct_conv_flanes_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
+            fl_direct_conv_flanes_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, g.f, g.fq, g.kh, g.kw, bias,
                                       &z[0, 0], g.lp, g.oh, g.ow)
         else:
-            fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
+            fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, g.f, g.fq, g.kh, g.kw, bias,
                                       &z[0, 0], g.lp, g.oh, g.ow)
     elif g.fwd == FWD_DIRECT or g.fwd == FWD_WINOGRAD:
         _conv_into(&x[n, 0, 0, 0], g, xp, wd, w, bias, cols, &z[0, 0], g.lp)

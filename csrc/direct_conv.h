@@ -262,21 +262,23 @@ static void fl_direct_conv_pool2_flanes##PC##_##SUFFIX(                         
     }                                                                                         \
 }
 
-/* Direct stride-1 convolution of one sample with the filters along the vector lanes (the
- * plan's forward 'direct_filter_lanes'), for layers whose filters fill more lanes than
- * their output columns (LeNet C3 unfused: 16 filters, 10 columns; 64 filters on 8x8):
- *   z[f, oy*OW + ox] = bias[f] + sum_{c,i,j} w[f,c,i,j] * xp[c, oy+i, ox+j]
- * as fl_direct_conv computes it (the same sums in the same order), with
+/* Direct convolution of one sample at stride s (1 or 2) with the filters along the vector
+ * lanes (the plan's forward 'direct_filter_lanes'), for layers whose filters fill more lanes
+ * than their output columns (LeNet C3 unfused: 16 filters, 10 columns; 64 filters on 8x8),
+ * and stride-2 layers of many filters (no im2col copy):
+ *   z[f, oy*OW + ox] = bias[f] + sum_{c,i,j} w[f,c,i,j] * xp[c, oy*s + i, ox*s + j]
+ * as fl_direct_conv computes it at stride 1 (the same sums in the same order), with
  *   wq (Fq/LB, C*KH*KW, LB): the weights in blocks of LB filters, contiguous per tap
  *   (Fq a multiple of LB, zero past F); bias (Fq,);
- *   xp (C, HS, WS) with WS >= round_up(OW, FL_FLANES_COLS) + KW - 1.
+ *   xp (C, HS, WS) with WS >= s (round_up(OW, FL_FLANES_COLS) - 1) + KW.
  * The register tile is R conv rows x Q conv columns of LB filters (R = FL_DIRECT_ROWS_<T>,
  * 1 for the rows left over; Q = OW for rows of 9 to 12, else FL_FLANES_COLS): each weight
  * vector loaded feeds R * Q multiply-adds against broadcast inputs.  z rows of stride ldz.
  * Every output is the same sum in the same order whatever the tile. */
 #define FL_FLANES_COLS 8
-#define FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, R, Q)                                         \
-static inline __attribute__((always_inline)) void fl_direct_flanes_tile_r##R##q##Q##_##SUFFIX( \
+#define FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, R, Q, S)                                      \
+static inline __attribute__((always_inline)) void                                            \
+fl_direct_flanes_tile_r##R##q##Q##s##S##_##SUFFIX(                                            \
         const T *xp, long C, long HS, long WS, const T *wb, long KH, long KW,                 \
         fl_vec_##SUFFIX b0, long nf, T *z, long ldz, long oy, long OW, long ox0) {            \
     fl_vec_##SUFFIX acc[R][Q];                                                                \
@@ -285,14 +287,14 @@ static inline __attribute__((always_inline)) void fl_direct_flanes_tile_r##R##q#
     const T *wt = wb;                                                                         \
     for (long c = 0; c < C; c++)                                                              \
         for (long i = 0; i < KH; i++) {                                                       \
-            const T *row = xp + (c * HS + oy + i) * WS + ox0;                                 \
+            const T *row = xp + (c * HS + oy * S + i) * WS + ox0 * S;                         \
             for (long j = 0; j < KW; j++, wt += FL_LB) {                                      \
                 fl_vec_##SUFFIX wv = fl_load_##SUFFIX(wt);                                    \
                 FL_IN_REGISTER_##SUFFIX(wv);                                                  \
                 const T *x0 = row + j;                                                        \
                 FL_OPAQUE(x0);                                                                \
                 for (int r = 0; r < R; r++)                                                   \
-                    for (int q = 0; q < Q; q++) acc[r][q] += x0[r * WS + q] * wv;             \
+                    for (int q = 0; q < Q; q++) acc[r][q] += x0[r * S * WS + q * S] * wv;     \
             }                                                                                 \
         }                                                                                     \
     long nq = OW - ox0 < Q ? OW - ox0 : Q;                                                    \
@@ -302,29 +304,31 @@ static inline __attribute__((always_inline)) void fl_direct_flanes_tile_r##R##q#
             for (long q = 0; q < nq; q++) zr[q] = acc[r][q][f];                               \
         }                                                                                     \
 }
-/* The rows of one block of LB filters with tiles of Q columns: R rows at a time, then one. */
-#define FL_FLANES_ROWS(SUFFIX, Q)                                                             \
+/* The rows of one block of LB filters with tiles of Q columns at stride S: R rows at a time,
+ * then one. */
+#define FL_FLANES_ROWS(SUFFIX, Q, S)                                                          \
     for (; oy + FL_DIRECT_ROWS_##SUFFIX <= OH; oy += FL_DIRECT_ROWS_##SUFFIX)                 \
         for (long ox0 = 0; ox0 < OW; ox0 += Q)                                                \
-            FL_DIRECT_FLANES_TILE_CALL(SUFFIX, FL_DIRECT_ROWS_##SUFFIX, Q)(                   \
+            FL_DIRECT_FLANES_TILE_CALL(SUFFIX, FL_DIRECT_ROWS_##SUFFIX, Q, S)(                \
                 xp, C, HS, WS, wb, KH, KW, b0, nf, zb, ldz, oy, OW, ox0);                     \
     for (; oy < OH; oy++)                                                                     \
         for (long ox0 = 0; ox0 < OW; ox0 += Q)                                                \
-            FL_DIRECT_FLANES_TILE_CALL(SUFFIX, 1, Q)(xp, C, HS, WS, wb, KH, KW, b0, nf, zb,   \
-                                                     ldz, oy, OW, ox0);
+            FL_DIRECT_FLANES_TILE_CALL(SUFFIX, 1, Q, S)(xp, C, HS, WS, wb, KH, KW, b0, nf, zb, \
+                                                        ldz, oy, OW, ox0);
 /* Rows of 9 to 12 outputs take one tile of exactly that many columns (LeNet C3 unfused,
  * 10; lenet5-bn's C3, 12), which the 8-column tiles would fill to 10/16 or 12/16. */
-#define FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, Q)                                           \
-FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, 1, Q)                                                 \
-FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, 2, Q)
+#define FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, Q, S)                                        \
+FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, 1, Q, S)                                              \
+FL_DEFINE_DIRECT_FLANES_TILE(T, SUFFIX, 2, Q, S)
 #define FL_DEFINE_DIRECT_FLANES(T, SUFFIX)                                                    \
-FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 8)                                                   \
-FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 9)                                                   \
-FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 10)                                                  \
-FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 11)                                                  \
-FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 12)                                                  \
+FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 8, 1)                                                \
+FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 8, 2)                                                \
+FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 9, 1)                                                 \
+FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 10, 1)                                                \
+FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 11, 1)                                                \
+FL_DEFINE_DIRECT_FLANES_TILES(T, SUFFIX, 12, 1)                                                \
 static __attribute__((noinline)) void fl_direct_conv_flanes_##SUFFIX(const T *xp, long C, long HS, \
-                                           long WS,                                           \
+                                           long WS, long s,                                   \
                                            const T *wq, long F, long Fq, long KH, long KW,    \
                                            const T *bias, T *z, long ldz, long OH, long OW) { \
     long taps = C * KH * KW;                                                                  \
@@ -334,17 +338,21 @@ static __attribute__((noinline)) void fl_direct_conv_flanes_##SUFFIX(const T *xp
         long nf = F - fb < FL_LB ? F - fb : FL_LB;                                            \
         T *zb = z + fb * ldz;                                                                 \
         long oy = 0;                                                                          \
+        if (s == 2) {                                                                         \
+            FL_FLANES_ROWS(SUFFIX, 8, 2)                                                      \
+            continue;                                                                         \
+        }                                                                                     \
         switch (OW) {                                                                         \
-        case 9: FL_FLANES_ROWS(SUFFIX, 9) break;                                              \
-        case 10: FL_FLANES_ROWS(SUFFIX, 10) break;                                            \
-        case 11: FL_FLANES_ROWS(SUFFIX, 11) break;                                            \
-        case 12: FL_FLANES_ROWS(SUFFIX, 12) break;                                            \
-        default: FL_FLANES_ROWS(SUFFIX, 8) break;                                             \
+        case 9: FL_FLANES_ROWS(SUFFIX, 9, 1) break;                                           \
+        case 10: FL_FLANES_ROWS(SUFFIX, 10, 1) break;                                         \
+        case 11: FL_FLANES_ROWS(SUFFIX, 11, 1) break;                                         \
+        case 12: FL_FLANES_ROWS(SUFFIX, 12, 1) break;                                         \
+        default: FL_FLANES_ROWS(SUFFIX, 8, 1) break;                                          \
         }                                                                                     \
     }                                                                                         \
 }
-#define FL_DIRECT_FLANES_TILE_CALL_(SUFFIX, R, Q) fl_direct_flanes_tile_r##R##q##Q##_##SUFFIX
-#define FL_DIRECT_FLANES_TILE_CALL(SUFFIX, R, Q) FL_DIRECT_FLANES_TILE_CALL_(SUFFIX, R, Q)
+#define FL_DIRECT_FLANES_TILE_CALL_(SUFFIX, R, Q, S) fl_direct_flanes_tile_r##R##q##Q##s##S##_##SUFFIX
+#define FL_DIRECT_FLANES_TILE_CALL(SUFFIX, R, Q, S) FL_DIRECT_FLANES_TILE_CALL_(SUFFIX, R, Q, S)
 
 FL_DEFINE_DIRECT_FLANES(float, f32)
 FL_DEFINE_DIRECT_FLANES(double, f64)

@@ -63,9 +63,9 @@ cdef extern from "direct_conv.h" nogil:
                             long KH, long KW, const float* bias, float* z, long ldz, long OH, long OW)
     void fl_direct_conv_f64(const double* xp, long C, long HS, long WS, const double* wd, long F,
                             long KH, long KW, const double* bias, double* z, long ldz, long OH, long OW)
-    void fl_direct_conv_flanes_f32(const float* xp, long C, long HS, long WS, const float* wq, long F,
+    void fl_direct_conv_flanes_f32(const float* xp, long C, long HS, long WS, long s, const float* wq, long F,
             long Fq, long KH, long KW, const float* bias, float* z, long ldz, long OH, long OW)
-    void fl_direct_conv_flanes_f64(const double* xp, long C, long HS, long WS, const double* wq, long F,
+    void fl_direct_conv_flanes_f64(const double* xp, long C, long HS, long WS, long s, const double* wq, long F,
             long Fq, long KH, long KW, const double* bias, double* z, long ldz, long OH, long OW)
     void fl_direct_conv_pool2_f8v1_f32(const float* xp, long C, long HS, long WS, const float* wd,
             long FP, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y, int* arg, long ldy)

@@ -76,6 +76,12 @@ CASES = [
     (((2, 12, 16, 16), (16, 12, 3, 3), 1, 1, None), ("direct", "direct_column_lanes", "col2im_s1")),
     # 64 channels on 4x4: too narrow for Winograd (and for the direct conv)
     (((2, 64, 4, 4), (64, 64, 3, 3), 1, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im_s1")),
+    # stride 2 with 144 taps and 16 filters: filters along the lanes read at stride 2 (odd
+    # 19 x 21 input: 10 x 11 outputs, a last tile of 3 columns), the pool after the stored conv
+    (((3, 16, 19, 21), (16, 16, 3, 3), 2, 1, (2, 2)),
+     ("direct_filter_lanes", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "col2im")),
+    # ... a 5x5 kernel, pad 2, 32 filters (two lane blocks), 17 samples
+    (((17, 8, 24, 23), (32, 8, 5, 5), 2, 2, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im")),
 ]
 IDS = [",".join(names) for _, names in CASES]
 # the same cases planned for 8-lane rows (an AVX2 build of the Cython backend): where

@@ -18,7 +18,8 @@ forward
     ``direct_filter_lanes`` -- the same with the filters along the lanes, where they fill
                        more of them than the columns do (LeNet C3: 16 filters, 10 columns;
                        64 filters on 8x8) or K > MAX_DIRECT_K; stride 1, OW >= 8,
-                       K <= MAX_FLANES_K
+                       K <= MAX_FLANES_K; and at stride 2 from MIN_S2_FLANES_K taps
+                       with at least LANES filters (the "lanes" rules)
     ``im2col_gemm`` -- unfold the windows (im2col), then one GEMM per sample (any geometry;
                        chosen for stride > 1, narrow rows, 1x1 kernels and K > MAX_FLANES_K;
                        Numba: im2row from a channels-last copy, from DOTS_MIN_K taps on)
@@ -89,6 +90,13 @@ MAX_DIRECT_K = 512
 #: on 16x16 26.60 vs 23.49; K 2304 on 8x8 26.50 vs 23.48 (on 4x4, 15.19 vs 23.51: rows
 #: narrower than MIN_DIRECT_OW leave most of a tile's 8 columns idle)
 MAX_FLANES_K = 2304
+#: ... and at stride 2 from this many taps, where the filters fill the lanes (LANES or
+#: more): each weight vector feeds a tile of 2 x 8 outputs read at stride 2, no im2col copy.
+#: Measured (cython, 2 threads, batch 128, medians, ms, im2col_gemm vs filter lanes, 3x3
+#: pad 1 on 32x32 unless said): 32 -> 64 10.01 vs 7.62, 64 -> 128 on 16x16 9.48 vs 7.29,
+#: 16 -> 32 3.34 vs 2.66, 32 -> 16 4.85 vs 2.85, 5x5 16 -> 32 9.49 vs 5.13; fewer taps lose:
+#: 3 -> 32 (K 27) 0.68 vs 0.76, 5 -> 20 on 19x20 (K 45, batch 17) 0.12 vs 0.19
+MIN_S2_FLANES_K = 128
 #: dW through im2row (L, K) when L < IM2ROW_RATIO * K: the product is then reduced
 #: over the short K, not the long L (a first layer: L = 784, K = 25)
 IM2ROW_RATIO = 4
@@ -212,6 +220,9 @@ def _forward_path(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes:
     # else im2col + GEMM
     k = c * kh * kw
     widest = max(max_flanes_k, MAX_DIRECT_K)          # the most taps a direct path takes
+    if (stride == 2 and kh * kw > 1 and ow >= MIN_DIRECT_OW and f >= lanes
+            and MIN_S2_FLANES_K <= k <= max_flanes_k):
+        return "direct_filter_lanes"                  # no im2col copy at stride 2 either
     if stride != 1 or ow < MIN_DIRECT_OW or kh * kw == 1 or k > widest:
         return "im2col_gemm"
     if k <= max_flanes_k and (_fills_more_lanes(f, ow, lanes) or k > MAX_DIRECT_K):
@@ -219,10 +230,10 @@ def _forward_path(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes:
     return "direct"
 
 
-def _pool_kernel(forward: str, ow: int, pool, lanes: int) -> Optional[str]:
+def _pool_kernel(forward: str, ow: int, pool, lanes: int, stride: int) -> Optional[str]:
     if pool is None:
         return None
-    if tuple(pool) == (2, 2):
+    if tuple(pool) == (2, 2) and stride == 1:
         if forward == "direct_filter_lanes":
             return "tile_filter_lanes"      # filters along the lanes (LeNet C3)
         if forward == "direct" and ow <= lanes:
@@ -283,7 +294,7 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules) -> Co
         forward = _forward_path(c, f, kh, kw, stride, ow, lanes, max_flanes_k)
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
-                    _pool_kernel(forward, ow, pool, lanes), pool_grad,
+                    _pool_kernel(forward, ow, pool, lanes, stride), pool_grad,
                     _dw_path(c, f, kh, kw, stride, oh, ow, lanes, rules),
                     _dx_path(c, f, kh, kw, stride, pad, w, oh * ow, lanes, rules), lanes)
 
