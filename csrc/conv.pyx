@@ -13,7 +13,8 @@
 # geometry (the codes passed in; _geometry derives the sizes, _check_plan refuses a
 # plan whose kernels cannot run the geometry): 'direct' convolves the zero-padded
 # input with register tiles (csrc/direct_conv.h), 'im2col_gemm' unfolds it and runs
-# the register-blocked GEMM (csrc/gemm.h); a fused ReLU + max pool runs on the tile's
+# the register-blocked GEMM (csrc/gemm.h), 'winograd_f2x2_3x3' runs 16 GEMMs over its
+# transformed tiles (csrc/winograd.h: forward, dx and dW); a fused ReLU + max pool runs on the tile's
 # accumulators or over the conv output kept in the workspace, and its backward turns
 # the pooled gradient straight into the conv-output gradient (csrc/pool_grad.h); dW
 # comes from the padded input (csrc/dw.h) or a GEMM over im2row/im2col columns.

@@ -183,23 +183,28 @@ fl_winograd_output_vec_##SUFFIX(const T *M, long ldm, T b, long ty, long tx0, T 
         fl_winograd_store_row_##SUFFIX(out + (2 * ty + 1) * OW + 2 * tx0, y[2], y[3], n);     \
     return fl_winograd_nonfinite_##SUFFIX(y);                                                 \
 }                                                                                             \
+/* d[R i + j][q] = src[2 ty + i, 2 tx + j] (rows of stride ld) for the LB tiles p0 + q of a \
+ * pass, tile row ty0 + (p0 + q) / TW, column (p0 + q) % TW: R x R tiles (4 of the input,  \
+ * 2 of dz) gathered value by value; lanes past the pass's nt tiles zero. */                \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_gather_##SUFFIX(const T *src, long ld, long TW, long ty0, long p0, long nt,      \
+                            const int R, T d[][FL_LB]) {                                      \
+    long ty = ty0 + p0 / TW, tx = p0 % TW;                                                    \
+    for (int q = 0; q < FL_LB; q++) {                                                         \
+        const T *s = src + 2 * ty * ld + 2 * tx;                                              \
+        int real = p0 + q < nt;                                                               \
+        for (int i = 0; i < R; i++)                                                           \
+            for (int j = 0; j < R; j++) d[i * R + j][q] = real ? s[i * ld + j] : 0;           \
+        if (++tx == TW) { tx = 0; ty++; }                                                     \
+    }                                                                                         \
+}                                                                                             \
 /* The same for narrow rows (TW < LB / 2, e.g. 8x8 outputs: whole vector rows would leave   \
- * most lanes idle): V[xi, c, p0 + q] for the LB tiles p0 + q of a pass, tile row          \
- * ty0 + (p0 + q) / TW, gathered value by value; lanes past the pass's nt tiles zero. */    \
+ * most lanes idle): V[xi, c, p0 + q] for the LB tiles p0 + q of a pass, gathered. */       \
 static inline __attribute__((always_inline)) void                                            \
 fl_winograd_gather_vec_##SUFFIX(const T *xc, long WS, long TW, long ty0, long p0, long nt,   \
                                 T *V, long ldv) {                                             \
     T d[16][FL_LB];                                                                           \
-    long ty = ty0 + p0 / TW, tx = p0 % TW;                                                    \
-    for (int q = 0; q < FL_LB; q++) {                                                         \
-        if (p0 + q < nt) {                                                                    \
-            const T *s = xc + 2 * ty * WS + 2 * tx;                                           \
-            for (int i = 0; i < 4; i++)                                                       \
-                for (int j = 0; j < 4; j++) d[i * 4 + j][q] = s[i * WS + j];                  \
-        } else                                                                                \
-            for (int k = 0; k < 16; k++) d[k][q] = 0;                                         \
-        if (++tx == TW) { tx = 0; ty++; }                                                     \
-    }                                                                                         \
+    fl_winograd_gather_##SUFFIX(xc, WS, TW, ty0, p0, nt, 4, d);                               \
     fl_vec_##SUFFIX v[16];                                                                    \
     for (int k = 0; k < 16; k++) v[k] = fl_load_##SUFFIX(d[k]);                               \
     fl_winograd_bt_d_b_##SUFFIX(v, V, ldv);                                                   \
@@ -264,14 +269,7 @@ static inline __attribute__((always_inline)) void                               
 fl_winograd_grad_gather_##SUFFIX(const T *dzq, long WQ, long TW, long ty0, long p0, long nt, \
                                  T *Mq, long ldm) {                                          \
     T d[4][FL_LB];                                                                            \
-    long ty = ty0 + p0 / TW, tx = p0 % TW;                                                    \
-    for (int q = 0; q < FL_LB; q++) {                                                         \
-        const T *s = dzq + 2 * ty * WQ + 2 * tx;                                              \
-        int real = p0 + q < nt;                                                               \
-        d[0][q] = real ? s[0] : 0; d[1][q] = real ? s[1] : 0;                                 \
-        d[2][q] = real ? s[WQ] : 0; d[3][q] = real ? s[WQ + 1] : 0;                           \
-        if (++tx == TW) { tx = 0; ty++; }                                                     \
-    }                                                                                         \
+    fl_winograd_gather_##SUFFIX(dzq, WQ, TW, ty0, p0, nt, 2, d);                              \
     fl_vec_##SUFFIX g[2][2], r[4][2];                                                         \
     for (int k = 0; k < 4; k++) g[k / 2][k % 2] = fl_load_##SUFFIX(d[k]);                     \
     fl_winograd_a_g_at_##SUFFIX(g, r, Mq, ldm);                                               \
