@@ -32,6 +32,17 @@ from . import plan as _plan
 from ._fast import FastPaths, checked_fast_paths, writing_into
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _float_itemsize(name: str, dtype) -> int:
+    """The element size of a float32 / float64 dtype (its plans differ); anything else -> TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, not {dtype!r}")
+    return dt.itemsize
 #: dtype of the max-pool argmax: flat index into each (n, c) plane, ``h * W + w``.
 ARG_DTYPE = np.dtype(np.int32)
 #: upper bound for any single size parameter (stride, pad, kernel side); keeps
@@ -202,12 +213,13 @@ class Backend:
         return (x, w) + conv_sizes(x.shape, w.shape, stride, pad, "w", "x")
 
     def plan_conv2d(self, x_shape: Shape4, w_shape: Shape4, stride: int = 1, pad: int = 0,
-                    pool: Optional[Tuple[int, int]] = None) -> _plan.ConvPlan:
-        """The (immutable) plan a compiled backend runs for this convolution, optionally
-        fused with ReLU and a max pool ``pool = (size, stride)``: which forward, pool, dW
-        and dx paths (``plan.ConvPlan.names``).  Both compiled backends run the same plan
-        function, each with its own vector width, filter-lanes crossover and dW rule;
-        the numpy reference computes every geometry one readable way whatever it says."""
+                    pool: Optional[Tuple[int, int]] = None, dtype=np.float32) -> _plan.ConvPlan:
+        """The (immutable) plan a compiled backend runs for this convolution of ``dtype``
+        (float32 or float64), optionally fused with ReLU and a max pool ``pool = (size,
+        stride)``: which forward, pool, dW and dx paths (``plan.ConvPlan.names``).  Both
+        compiled backends run the same plan function, each with its own vector width,
+        filter-lanes crossover and dW rule; the numpy reference computes every geometry
+        one readable way whatever it says."""
         x_shape, w_shape = check_shape4("x_shape", x_shape), check_shape4("w_shape", w_shape)
         stride, pad, oh, ow = conv_sizes(x_shape, w_shape, stride, pad, "w_shape", "x_shape")
         if pool is not None:
@@ -215,7 +227,9 @@ class Backend:
             output_size("max pool (height)", oh, size, ps, 0)
             output_size("max pool (width)", ow, size, ps, 0)
             pool = (size, ps)
-        return _plan.conv2d(x_shape, w_shape, stride, pad, pool, self.lanes, self.max_flanes_k, self.rules)
+        itemsize = _float_itemsize("dtype", dtype)
+        return _plan.conv2d(x_shape, w_shape, stride, pad, pool, self.lanes, self.max_flanes_k, self.rules,
+                            itemsize)
 
     def conv2d_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray,
                        stride: int = 1, pad: int = 0, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -36,25 +36,25 @@ WRITES_OUT = True
 
 
 def _conv2d_forward_impl(x, w, b, stride, pad, oh, ow, out=None):
-    codes = plan.conv2d(x.shape, w.shape, stride, pad, lanes=LANES).codes
+    codes = plan.conv2d(x.shape, w.shape, stride, pad, lanes=LANES, itemsize=x.itemsize).codes
     return _cy_conv.conv2d_forward(x, w, b, stride, pad, oh, ow, codes, out)
 
 
 def _conv2d_backward_impl(dy, x, w, stride, pad, need_dx, out=None, dw_out=None, db_out=None):
-    codes = plan.conv2d(x.shape, w.shape, stride, pad, lanes=LANES).codes
+    codes = plan.conv2d(x.shape, w.shape, stride, pad, lanes=LANES, itemsize=x.itemsize).codes
     return _cy_conv.conv2d_backward(dy, x, w, stride, pad, need_dx, codes, out, dw_out, db_out)
 
 
 def _conv2d_relu_maxpool_forward_impl(x, w, b, stride, pad, oh, ow, size, pool_stride,
                                       out=None, arg_out=None):
-    codes = plan.conv2d(x.shape, w.shape, stride, pad, (size, pool_stride), LANES).codes
+    codes = plan.conv2d(x.shape, w.shape, stride, pad, (size, pool_stride), LANES, itemsize=x.itemsize).codes
     return _cy_conv.conv2d_relu_maxpool_forward(x, w, b, stride, pad, oh, ow, size, pool_stride,
                                                 codes, out, arg_out)
 
 
 def _conv2d_relu_maxpool_backward_impl(dpy, arg, x, w, stride, pad, oh, ow, size, pool_stride,
                                        need_dx, out=None, dw_out=None, db_out=None):
-    codes = plan.conv2d(x.shape, w.shape, stride, pad, (size, pool_stride), LANES).codes
+    codes = plan.conv2d(x.shape, w.shape, stride, pad, (size, pool_stride), LANES, itemsize=x.itemsize).codes
     return _cy_conv.conv2d_relu_maxpool_backward(dpy, arg, x, w, stride, pad, oh, ow, size,
                                                  pool_stride, need_dx, codes, out, dw_out, db_out)
 

@@ -154,6 +154,15 @@ WINOGRAD_MIN_OW = 8
 #: 7.27 / - / 7.57, 16 -> 32 1.91 / - / 2.01, 64 -> 64 on 8x8 3.94 / - / 4.44 (3.76-4.53
 #: / 3.91-4.88 over four runs), 32 -> 32 on 8x8 0.95 / - / 1.13
 WINOGRAD_DW = "rows of whole vectors of tiles"
+#: In float64 (the element size is part of the plan) the direct kernels are slower and the
+#: Winograd GEMM too: measured (cython, 2 threads, batch 128, medians, ms, the float32 path
+#: vs Winograd): forward 64 -> 64 on 8x8 24.15 vs 12.04 (gathered tiles) but 32 -> 64 on
+#: 16x16 29.57 vs 64.35 and 32 -> 32 on 32x32 75.58 vs 124.18 (rows along the lanes; its
+#: GEMM takes 90% of the time); backward with dx 98.26 vs 51.50, 214.92 vs 143.48, 339.73 vs
+#: 179.03; dW alone (filter / column lanes / Winograd) 42.33 / 55.28 / 10.33, 81.76 / 49.82 /
+#: 27.41, 162.23 / 84.64 / 49.71.  So float64 takes the Winograd dx and dW wherever the
+#: channel rule holds, and its forward only on rows of fewer than LANES / 2 tiles
+WINOGRAD_FLOAT64 = "dx and dW by the channel rule; forward on narrow rows"
 
 
 def _winograd(c_in: int, c_out: int, kh: int, kw: int, stride: int, ow: int, lanes: int,
@@ -188,6 +197,7 @@ class ConvPlan:
     dw: str
     dx: str
     lanes: int = LANES                     # the vector width the plan was made for
+    itemsize: int = 4                      # bytes per element: 4 float32, 8 float64
 
     @property
     def codes(self) -> Tuple[int, int, int, int, int]:
@@ -243,7 +253,8 @@ def _pool_kernel(forward: str, ow: int, pool, lanes: int, stride: int) -> Option
     return "after_conv_2x2" if tuple(pool) == (2, 2) else "after_conv"
 
 
-def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, lanes: int, rules: str) -> str:
+def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, lanes: int, rules: str,
+             itemsize: int) -> str:
     if rules == "dots":
         # dot products of dz with shifted windows of the padded planes, 4 filters x 4 taps
         # per register tile, at stride 1 (any kernel); measured in numba_conv.PLAN_RULES
@@ -257,8 +268,8 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
     # 32x32 6.64 / 4.92, 1 -> 32 4.75 / 2.35, 8 -> 32 10.67 / 9.51, 16 -> 32 16.17 /
     # 16.10; 64 -> 8 on 10x10 3.12 / 4.78, 32 -> 8 on 16x16 3.69 / 4.01; batch 256,
     # 1 -> 6 on 28x28 1.82 / 1.12)
-    if _winograd(c, f, kh, kw, stride, ow, lanes, rules) and (ow + 1) // 2 >= lanes:
-        return "winograd_f2x2_3x3"     # rows of whole vectors of tiles only: WINOGRAD_DW
+    if _winograd(c, f, kh, kw, stride, ow, lanes, rules) and ((ow + 1) // 2 >= lanes or itemsize == 8):
+        return "winograd_f2x2_3x3"     # float32: rows of whole vectors of tiles only (WINOGRAD_DW)
     if kw in DIRECT_DW_WIDTHS:
         columns = _fills_more_lanes(ow, f, lanes) if kw == 5 else \
             c <= COLUMN_DW3_MAX_C and not _fills_more_lanes(f, ow, lanes)
@@ -281,34 +292,44 @@ def _dx_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, w: int, l:
     return "col2im_s1"
 
 
+def _winograd_forward(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes: int, rules: str,
+                      itemsize: int) -> bool:
+    """The forward's Winograd rule: float64 only where its tiles are gathered (see
+    WINOGRAD_FLOAT64)."""
+    narrow = 2 * ((ow + 1) // 2) < lanes
+    return _winograd(c, f, kh, kw, stride, ow, lanes, rules) and (itemsize == 4 or narrow)
+
+
 @lru_cache(maxsize=256)
-def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules) -> ConvPlan:
+def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules, itemsize) -> ConvPlan:
     n, c, h, w = x_shape
     f, _, kh, kw = w_shape
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
     if rules == "dots" and c * kh * kw >= DOTS_MIN_K:
         forward = "im2col_gemm"
-    elif _winograd(c, f, kh, kw, stride, ow, lanes, rules):
+    elif _winograd_forward(c, f, kh, kw, stride, ow, lanes, rules, itemsize):
         forward = "winograd_f2x2_3x3"
     else:
         forward = _forward_path(c, f, kh, kw, stride, ow, lanes, max_flanes_k)
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes, stride), pool_grad,
-                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes, rules),
-                    _dx_path(c, f, kh, kw, stride, pad, w, oh * ow, lanes, rules), lanes)
+                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes, rules, itemsize),
+                    _dx_path(c, f, kh, kw, stride, pad, w, oh * ow, lanes, rules), lanes, itemsize)
 
 
 def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None, lanes: int = LANES,
-           max_flanes_k: int = MAX_FLANES_K, rules: str = "lanes") -> ConvPlan:
+           max_flanes_k: int = MAX_FLANES_K, rules: str = "lanes", itemsize: int = 4) -> ConvPlan:
     """The plan of a convolution x (N, C, H, W) * w (F, C, KH, KW), optionally fused with
     ReLU and a max pool ``pool = (size, stride)``, for register rows of ``lanes`` floats,
-    a filter-lanes forward used up to ``max_flanes_k`` taps (the backend's crossover) and
-    the backend's ``rules`` (RULES).
+    a filter-lanes forward used up to ``max_flanes_k`` taps (the backend's crossover), the
+    backend's ``rules`` (RULES) and elements of ``itemsize`` bytes (4 float32, 8 float64).
     Geometry is assumed valid (the public wrappers check it); the same arguments always
     give the same (cached) plan."""
     pool = None if pool is None else (int(pool[0]), int(pool[1]))
     if rules not in RULES:
         raise ValueError(f"rules must be one of {RULES}, not {rules!r}")
+    if itemsize not in (4, 8):
+        raise ValueError(f"itemsize must be 4 (float32) or 8 (float64), not {itemsize!r}")
     return _plan(tuple(map(int, x_shape)), tuple(map(int, w_shape)), int(stride), int(pad), pool,
-                 int(lanes), int(max_flanes_k), rules)
+                 int(lanes), int(max_flanes_k), rules, int(itemsize))
