@@ -1,6 +1,7 @@
 """One backend's public ``conv2d_forward`` and ``conv2d_backward`` on the shape suite's
-layers (float32, the fastest of 9 calls after a warm-up call, ms): a quick before/after
-check of a kernel change beside the full suite (benchmarks/test_bench_shapes.py).
+layers (float32, the fastest of 9 calls after a warm-up call, ms), with the paths its plan
+runs: a quick before/after check of a kernel change beside the full suite
+(benchmarks/test_bench_shapes.py).
 
     python -m benchmarks.conv_shapes numba [--threads 2]
     PYTHONPATH=/tmp/old python benchmarks/conv_shapes.py numba      # another source tree
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     be = kernels.backend(args.backend)
     clock = time.thread_time if args.threads == 1 else time.perf_counter
     print(f"{be.name} backend from {fastlenet.__file__}, {args.threads} thread(s), fastest of 9, ms")
-    print("| layer | forward | backward (dx, dW, db) |\n|---|---|---|")
+    print("| layer | forward | backward (dx, dW, db) | plan (forward, dW, dx) |\n|---|---|---|---|")
     rng = np.random.default_rng(0)
     for name, (c, h, wd, f, k, s, pad) in SHAPES.items():
         n = BATCH.get(name, 128)
@@ -52,7 +53,8 @@ def main(argv=None) -> int:
         dy = be.conv2d_forward(x, w, b, s, pad)
         fwd = fastest_ms(lambda: be.conv2d_forward(x, w, b, s, pad), clock)
         bwd = fastest_ms(lambda: be.conv2d_backward(dy, x, w, s, pad), clock)
-        print(f"| {name}, batch {n} | {fwd:.2f} | {bwd:.2f} |", flush=True)
+        paths = be.plan_conv2d(x.shape, w.shape, s, pad).names if be.name != "numpy" else ("reference",)
+        print(f"| {name}, batch {n} | {fwd:.2f} | {bwd:.2f} | {', '.join(paths)} |", flush=True)
     return 0
 
 
