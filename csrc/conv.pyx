@@ -350,15 +350,7 @@ cdef inline void _conv_one(const floating[:, :, :, ::1] x, Py_ssize_t n, const f
                            floating[:, :, ::1] xp, const floating* wd, const floating* w,
                            floating[:, ::1] z) noexcept nogil:
     """z (F, L) (row stride Lp) = W @ x[n] + b, by the plan's forward path."""
-    if g.fwd == FWD_DIRECT_FILTER_LANES:
-        _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
-        if floating is float:
-            fl_direct_conv_flanes_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, g.f, g.fq, g.kh, g.kw, bias,
-                                      &z[0, 0], g.lp, g.oh, g.ow)
-        else:
-            fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, g.f, g.fq, g.kh, g.kw, bias,
-                                      &z[0, 0], g.lp, g.oh, g.ow)
-    elif g.fwd == FWD_DIRECT or g.fwd == FWD_WINOGRAD:
+    if g.fwd != FWD_IM2COL_GEMM:
         _conv_into(&x[n, 0, 0, 0], g, xp, wd, w, bias, cols, &z[0, 0], g.lp)
     else:
         _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
@@ -377,13 +369,21 @@ cdef inline bint _writes_in_place(Geometry g) noexcept nogil:
 cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] xp,
                             const floating* wd, const floating* w, const floating* bias,
                             floating[:, ::1] vm, floating* z, Py_ssize_t ldz) noexcept nogil:
-    """z (F rows of stride ldz) = conv(xs) + b by the direct or the Winograd kernel (wd their
-    weights, w the layer's (F, C, KH, KW); vm the Winograd V and M workspace): the workspace
-    (ldz = Lp), or y[n] itself (ldz = L, where _writes_in_place)."""
+    """z (F rows of stride ldz) = conv(xs) + b by a kernel reading the padded input: direct,
+    filter lanes or Winograd (wd their weights, w the layer's (F, C, KH, KW); vm the Winograd
+    V and M workspace): the workspace (ldz = Lp), or y[n] itself (ldz = L, where
+    _writes_in_place)."""
     _pad_copy(xs, g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
     if g.fwd == FWD_WINOGRAD:
         _winograd(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, w, False, g.f, bias, g.oh, g.ow, g.wtr, g.wpp,
                   vm, z, ldz)
+    elif g.fwd == FWD_DIRECT_FILTER_LANES:
+        if floating is float:
+            fl_direct_conv_flanes_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, g.f, g.fq, g.kh, g.kw,
+                                      bias, z, ldz, g.oh, g.ow)
+        else:
+            fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, g.f, g.fq, g.kh, g.kw,
+                                      bias, z, ldz, g.oh, g.ow)
     elif floating is float:
         fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
     else:
@@ -492,21 +492,21 @@ cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py
 
 cdef void _layout_weights(const floating* wf, const floating[::1] b, Geometry g, Py_ssize_t blk,
                           floating[:, ::1] wp, floating[::1] wd, floating[::1] bias) noexcept nogil:
-    """The bias, and the weights w (F, K) in the layout the plan's forward reads: regrouped
-    (Fpad/blk, K, blk) for the direct kernels, padded (Fp, Kp) for the GEMM."""
+    """The bias, and the weights w (F, K) in the layout the plan's forward reads: transformed
+    (16, F, C) for Winograd, regrouped (Fpad/blk, K, blk) for the direct kernels, padded
+    (Fp, Kp) for the GEMM."""
     cdef Py_ssize_t f, k
-    if g.fwd == FWD_WINOGRAD:
-        _winograd_filters(wf, g.f, g.c, False, &wd[0])
     for f in range(g.f):
         bias[f] = b[f]
-        if g.fwd == FWD_WINOGRAD:
-            continue
-        if g.fwd != FWD_IM2COL_GEMM:
-            for k in range(g.k):
-                wd[((f // blk) * g.k + k) * blk + f % blk] = wf[f * g.k + k]
-        else:
-            for k in range(g.k):
+    if g.fwd == FWD_WINOGRAD:
+        _winograd_filters(wf, g.f, g.c, False, &wd[0])
+        return
+    for f in range(g.f):
+        for k in range(g.k):
+            if g.fwd == FWD_IM2COL_GEMM:
                 wp[f, k] = wf[f * g.k + k]
+            else:
+                wd[((f // blk) * g.k + k) * blk + f % blk] = wf[f * g.k + k]
 
 
 def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,

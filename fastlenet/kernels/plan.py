@@ -165,16 +165,22 @@ WINOGRAD_DW = "rows of whole vectors of tiles"
 WINOGRAD_FLOAT64 = "dx and dW by the channel rule; forward on narrow rows"
 
 
+def _tile_rows(ow: int, lanes: int) -> str:
+    """How much of a vector a Winograd row of (ow + 1) // 2 tile columns fills: "full rows"
+    (LANES tiles or more), "half rows" (LANES / 2 or more), else "narrow rows" (its tiles
+    are gathered one by one: csrc/winograd.h)."""
+    tiles = (ow + 1) // 2
+    return "full rows" if tiles >= lanes else "half rows" if 2 * tiles >= lanes else "narrow rows"
+
+
 def _winograd(c_in: int, c_out: int, kh: int, kw: int, stride: int, ow: int, lanes: int,
               rules: str) -> bool:
     """Whether a convolution of c_in -> c_out channels with output rows of ``ow`` runs as
     Winograd F(2x2, 3x3) (see WINOGRAD_MIN_C)."""
     if rules != "lanes" or (kh, kw, stride) != (3, 3, 1):
         return False
-    tiles = (ow + 1) // 2                      # tile columns per output row
-    if 2 * tiles < lanes:
-        return ow >= WINOGRAD_MIN_OW and min(c_in, c_out) >= WINOGRAD_MIN_C["narrow rows"]
-    return min(c_in, c_out) >= WINOGRAD_MIN_C["full rows" if tiles >= lanes else "half rows"]
+    rows = _tile_rows(ow, lanes)
+    return (rows != "narrow rows" or ow >= WINOGRAD_MIN_OW) and min(c_in, c_out) >= WINOGRAD_MIN_C[rows]
 
 
 def round_up(v: int, m: int) -> int:
@@ -268,7 +274,8 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
     # 32x32 6.64 / 4.92, 1 -> 32 4.75 / 2.35, 8 -> 32 10.67 / 9.51, 16 -> 32 16.17 /
     # 16.10; 64 -> 8 on 10x10 3.12 / 4.78, 32 -> 8 on 16x16 3.69 / 4.01; batch 256,
     # 1 -> 6 on 28x28 1.82 / 1.12)
-    if _winograd(c, f, kh, kw, stride, ow, lanes, rules) and ((ow + 1) // 2 >= lanes or itemsize == 8):
+    if _winograd(c, f, kh, kw, stride, ow, lanes, rules) and (
+            _tile_rows(ow, lanes) == "full rows" or itemsize == 8):
         return "winograd_f2x2_3x3"     # float32: rows of whole vectors of tiles only (WINOGRAD_DW)
     if kw in DIRECT_DW_WIDTHS:
         columns = _fills_more_lanes(ow, f, lanes) if kw == 5 else \
@@ -296,8 +303,8 @@ def _winograd_forward(c: int, f: int, kh: int, kw: int, stride: int, ow: int, la
                       itemsize: int) -> bool:
     """The forward's Winograd rule: float64 only where its tiles are gathered (see
     WINOGRAD_FLOAT64)."""
-    narrow = 2 * ((ow + 1) // 2) < lanes
-    return _winograd(c, f, kh, kw, stride, ow, lanes, rules) and (itemsize == 4 or narrow)
+    return _winograd(c, f, kh, kw, stride, ow, lanes, rules) and (
+        itemsize == 4 or _tile_rows(ow, lanes) == "narrow rows")
 
 
 @lru_cache(maxsize=256)
