@@ -14,7 +14,8 @@
 # plan whose kernels cannot run the geometry): 'direct' convolves the zero-padded
 # input with register tiles (csrc/direct_conv.h), 'im2col_gemm' unfolds it and runs
 # the register-blocked GEMM (csrc/gemm.h), 'winograd_f2x2_3x3' runs 16 GEMMs over its
-# transformed tiles (csrc/winograd.h: forward, dx and dW); a fused ReLU + max pool runs on the tile's
+# transformed tiles (csrc/winograd.h: forward, dx and dW; 'winograd_f2x2_5x5' 36 GEMMs,
+# forward and dx); a fused ReLU + max pool runs on the tile's
 # accumulators or over the conv output kept in the workspace, and its backward turns
 # the pooled gradient straight into the conv-output gradient (csrc/pool_grad.h); dW
 # comes from the padded input (csrc/dw.h) or a GEMM over im2row/im2col columns.
@@ -48,6 +49,7 @@ cdef enum:
     FWD_DIRECT = 1
     FWD_DIRECT_FILTER_LANES = 2
     FWD_WINOGRAD = 3
+    FWD_WINOGRAD5 = 4
 cdef enum:
     POOL_NONE = 0
     POOL_AFTER_CONV = 1
@@ -71,6 +73,7 @@ cdef enum:
     DX_FLIPPED_CONV_S1 = 2   # the Numba backend's ("dots" plan rules); not built here
     DX_GEMM_1X1 = 3
     DX_WINOGRAD = 4
+    DX_WINOGRAD5 = 5
 cdef enum:
     MIN_DIRECT_OW = 8    # plan.MIN_DIRECT_OW
     MAX_DIRECT_K = 512   # plan.MAX_DIRECT_K
@@ -81,11 +84,11 @@ cdef enum:
 
 #: the names behind the codes, for tests/test_plan.py
 PLAN_NAMES = {
-    "forward": ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3"),
+    "forward": ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3", "winograd_f2x2_5x5"),
     "pool": (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes"),
     "pool_grad": (None, "route", "expand_2x2"),
     "dw": ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes", "winograd_f2x2_3x3"),
-    "dx": ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3"),
+    "dx": ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5"),
 }
 LANES = LB
 
@@ -191,8 +194,9 @@ cdef struct Geometry:
     Py_ssize_t pool_fb             # filters per register tile of the in-tile pool (0: no tile)
     Py_ssize_t fq                  # F rounded up to LB: the lanes of the transposed dz
     Py_ssize_t owr                 # OW rounded up to LB: the row stride of the row-padded dz
+    Py_ssize_t wq                  # Winograd: tile positions (KH + 1)^2 (16 for 3x3, 36 for 5x5)
     Py_ssize_t wtr, wpp            # Winograd forward: tile rows and tiles (Lanes-padded) per pass
-    Py_ssize_t xtr, xpp, zhs, zws  # Winograd dx: the same, and the plane of dz padded by 2 - p
+    Py_ssize_t xtr, xpp, zhs, zws  # Winograd dx: the same, and the plane of dz padded by KH-1 - p
     Py_ssize_t cq, zrows           # Winograd dW: C rounded up to MB; rows of the row-padded dz
     Py_ssize_t dwps, dwg, dwcols   # ... tile columns per sample (whole vectors), samples per GEMM
                                    # (0: passes of tile rows), tile columns of its workspaces
@@ -220,27 +224,36 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
         g.ws = max(g.ws, 2 * _round_up(g.pw, FLANES_TILE) + g.kw - 1)
     if g.fwd == FWD_DIRECT_FILTER_LANES:  # ... and the last tile of FL_FLANES_COLS conv columns
         g.ws = max(g.ws, s * (_round_up(ow, FL_FLANES_COLS) - 1) + g.kw)
-    if g.fwd == FWD_WINOGRAD or g.dw == DW_WINOGRAD:   # ... and the Winograd tiles' vector rows
-        g.hs, g.ws = max(g.hs, _winograd_rows(oh)), max(g.ws, _winograd_cols(ow))
+    if _fwd_winograd(g) or g.dw == DW_WINOGRAD:   # ... and the Winograd tiles' vector rows
+        g.hs, g.ws = max(g.hs, _winograd_rows(oh, kh)), max(g.ws, _winograd_cols(ow, kw))
     g.cq, g.zrows = _round_up(c, MB), oh
     if g.dw == DW_WINOGRAD:               # dz tiles of 2x2 read as whole vector rows
-        g.zrows, g.owr = 2 * ((oh + 1) // 2), max(g.owr, _winograd_cols(ow) - 2)
+        g.zrows, g.owr = 2 * ((oh + 1) // 2), max(g.owr, _winograd_cols(ow, 1))
+    g.wq = (kh + 1) * (kh + 1)
     _winograd_passes(oh, ow, &g.wtr, &g.wpp)
     _winograd_passes(h, w, &g.xtr, &g.xpp)           # dx: a conv with output H x W
     _winograd_dw_groups(&g)
-    g.zhs, g.zws = _winograd_rows(h), _winograd_cols(w)    # >= OH + 2(2 - p) = H + 2, W + 2
+    g.zhs, g.zws = _winograd_rows(h, kh), _winograd_cols(w, kw)  # >= OH + 2(KH-1 - p) = H + KH-1
     _check_plan(g)
     return g
 
 
-cdef inline Py_ssize_t _winograd_rows(Py_ssize_t oh) noexcept nogil:
-    """Rows of the padded plane a Winograd conv with OH output rows reads: 2 TH + 2."""
-    return 2 * ((oh + 1) // 2) + 2
+cdef inline bint _fwd_winograd(Geometry g) noexcept nogil:
+    return g.fwd == FWD_WINOGRAD or g.fwd == FWD_WINOGRAD5
 
 
-cdef inline Py_ssize_t _winograd_cols(Py_ssize_t ow) noexcept nogil:
-    """Columns of the padded plane it reads: 2 round_up(TW, LB) + 2 (whole vector rows)."""
-    return 2 * _round_up((ow + 1) // 2, LB) + 2
+cdef inline bint _dx_winograd(Geometry g) noexcept nogil:
+    return g.dx == DX_WINOGRAD or g.dx == DX_WINOGRAD5
+
+
+cdef inline Py_ssize_t _winograd_rows(Py_ssize_t oh, Py_ssize_t k) noexcept nogil:
+    """Rows of the padded plane a Winograd conv (K x K) with OH output rows reads: 2 TH + K - 1."""
+    return 2 * ((oh + 1) // 2) + k - 1
+
+
+cdef inline Py_ssize_t _winograd_cols(Py_ssize_t ow, Py_ssize_t k) noexcept nogil:
+    """Columns of the padded plane it reads: 2 round_up(TW, LB) + K - 1 (whole vector rows)."""
+    return 2 * _round_up((ow + 1) // 2, LB) + k - 1
 
 
 cdef void _winograd_dw_groups(Geometry* g) noexcept:
@@ -258,10 +271,16 @@ cdef void _winograd_dw_groups(Geometry* g) noexcept:
 
 
 cdef void _winograd_passes(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t* tr, Py_ssize_t* pp) noexcept:
-    """Tile rows per pass of a Winograd conv with output OH x OW (about WINOGRAD_TILES
-    tiles, at least one row), and the tiles of a pass rounded up to whole vectors."""
-    cdef Py_ssize_t th = (oh + 1) // 2, tw = (ow + 1) // 2
-    tr[0] = min(th, max(1, WINOGRAD_TILES // tw))
+    """Tile rows per pass of a Winograd conv with output OH x OW (at most about
+    WINOGRAD_TILES tiles, at least one row; of those, the count whose passes pad the
+    fewest tiles to whole vectors, then the most), and the tiles of a pass rounded up to
+    whole vectors (24x24 outputs: 4 rows of 12 tiles, 3 passes of 48 columns, not 5 rows
+    and passes of 64, 64 and 32 columns)."""
+    cdef Py_ssize_t th = (oh + 1) // 2, tw = (ow + 1) // 2, rows, cols, best = -1
+    for rows in range(1, min(th, max(1, WINOGRAD_TILES // tw)) + 1):
+        cols = (th + rows - 1) // rows * _round_up(rows * tw, LB)   # tile columns over the passes
+        if best < 0 or cols <= best:
+            best, tr[0] = cols, rows
     pp[0] = _round_up(tr[0] * tw, LB)     # the workspaces' rows: pp + LB (csrc/winograd.h)
 
 
@@ -295,6 +314,10 @@ cdef _check_plan(Geometry g):
         bad.append("forward 'winograd_f2x2_3x3' needs a 3x3 kernel and stride 1")
     if g.dx == DX_WINOGRAD and not (g.kh == 3 and g.kw == 3 and g.s == 1 and g.p <= 2):
         bad.append("dx 'winograd_f2x2_3x3' needs a 3x3 kernel, stride 1 and pad <= 2")
+    if g.fwd == FWD_WINOGRAD5 and not (g.kh == 5 and g.kw == 5 and g.s == 1):
+        bad.append("forward 'winograd_f2x2_5x5' needs a 5x5 kernel and stride 1")
+    if g.dx == DX_WINOGRAD5 and not (g.kh == 5 and g.kw == 5 and g.s == 1 and g.p <= 4):
+        bad.append("dx 'winograd_f2x2_5x5' needs a 5x5 kernel, stride 1 and pad <= 4")
     if g.dw == DW_WINOGRAD and not (g.kh == 3 and g.kw == 3 and g.s == 1):
         bad.append("dw 'winograd_f2x2_3x3' needs a 3x3 kernel and stride 1")
     if g.dx == DX_FLIPPED_CONV_S1:
@@ -363,7 +386,7 @@ cdef inline bint _writes_in_place(Geometry g) noexcept nogil:
     filters and columns (direct 3 -> 32 on 32x32, 2 threads: 2.4 -> 1.8 ms).  The other
     kernels write padded tiles, or ran slower straight into y (the filter-lanes kernel's
     per-filter stores: 64 -> 64 on 8x8 3.1 -> 3.6 ms)."""
-    return g.fwd == FWD_DIRECT or g.fwd == FWD_WINOGRAD
+    return g.fwd == FWD_DIRECT or _fwd_winograd(g)
 
 
 cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] xp,
@@ -374,9 +397,9 @@ cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] 
     V and M workspace): the workspace (ldz = Lp), or y[n] itself (ldz = L, where
     _writes_in_place)."""
     _pad_copy(xs, g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
-    if g.fwd == FWD_WINOGRAD:
-        _winograd(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, w, False, g.f, bias, g.oh, g.ow, g.wtr, g.wpp,
-                  vm, z, ldz)
+    if _fwd_winograd(g):
+        _winograd(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, wd, w, False, g.f, bias, g.oh, g.ow, g.wtr,
+                  g.wpp, vm, z, ldz)
     elif g.fwd == FWD_DIRECT_FILTER_LANES:
         if floating is float:
             fl_direct_conv_flanes_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, g.f, g.fq, g.kh, g.kw,
@@ -390,26 +413,31 @@ cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] 
         fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
 
 
-cdef inline void _winograd(const floating* xp, Py_ssize_t c, Py_ssize_t hs, Py_ssize_t ws,
+cdef inline void _winograd(const floating* xp, Py_ssize_t c, Py_ssize_t hs, Py_ssize_t ws, Py_ssize_t k,
                            const floating* u, const floating* w, bint flip, Py_ssize_t f,
                            const floating* bias, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t tr,
                            Py_ssize_t pp, floating[:, ::1] vm, floating* out, Py_ssize_t ldo) noexcept nogil:
-    """out (F planes of stride ldo, rows of OW) = conv3x3(xp (C, HS, WS)) + bias by Winograd
-    F(2x2, 3x3) with the transformed filters u (16, F, C); vm holds V (16 C, PP + LB) then
-    M (16 F, PP + LB).  Where a result is not finite, the sample is computed again as plain
-    sums from the weights w (F, C, 3, 3), or rotated (C, F, 3, 3) with flip: NaN and Inf
-    then reach the outputs they reach in the reference."""
+    """out (F planes of stride ldo, rows of OW) = convKxK(xp (C, HS, WS)) + bias by Winograd
+    F(2x2, KxK), K 3 or 5, with the transformed filters u (Q, F, C), Q = (K + 1)^2; vm holds
+    V (Q C, PP + LB) then M (Q F, PP + LB).  Where a result is not finite, the sample is
+    computed again as plain sums from the weights w (F, C, K, K), or rotated (C, F, K, K)
+    with flip: NaN and Inf then reach the outputs they reach in the reference."""
     cdef int nonfinite
+    cdef floating* m = &vm[(k + 1) * (k + 1) * c, 0]
     if floating is float:
-        nonfinite = fl_winograd_f2k3_f32(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0],
-                                         &vm[16 * c, 0], out, ldo)
+        if k == 3:
+            nonfinite = fl_winograd_f2k3_f32(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
+        else:
+            nonfinite = fl_winograd_f2k5_f32(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
         if nonfinite:
-            fl_conv3x3_exact_f32(xp, c, hs, ws, w, flip, f, bias, oh, ow, out, ldo)
+            fl_conv_exact_f32(xp, c, hs, ws, w, k, flip, f, bias, oh, ow, out, ldo)
     else:
-        nonfinite = fl_winograd_f2k3_f64(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0],
-                                         &vm[16 * c, 0], out, ldo)
+        if k == 3:
+            nonfinite = fl_winograd_f2k3_f64(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
+        else:
+            nonfinite = fl_winograd_f2k5_f64(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
         if nonfinite:
-            fl_conv3x3_exact_f64(xp, c, hs, ws, w, flip, f, bias, oh, ow, out, ldo)
+            fl_conv_exact_f64(xp, c, hs, ws, w, k, flip, f, bias, oh, ow, out, ldo)
 
 
 cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* yf, int* af) noexcept nogil:
@@ -473,10 +501,10 @@ cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py
     """(W padded (Fp, Kp), regrouped weights (Fpad/blk, K, blk), bias (max(Fp, Fpad),),
     padded input planes, im2col columns, conv output); padding zero."""
     one = np.zeros((1, 1), dtype=dtype)
-    if g.fwd == FWD_WINOGRAD:     # U (16, F, C); V and M (16 (C + F), PP) per thread
-        return (one, aligned_zeros((16, g.f, g.c), dtype), np.zeros(g.f, dtype=dtype),
+    if _fwd_winograd(g):          # U (Q, F, C); V and M (Q (C + F), PP) per thread
+        return (one, aligned_zeros((g.wq, g.f, g.c), dtype), np.zeros(g.f, dtype=dtype),
                 aligned_zeros((chunks, g.c, g.hs, g.ws), dtype),        # borders stay zero
-                aligned_zeros((chunks, 16 * (g.c + g.f), g.wpp + LB), dtype),
+                aligned_zeros((chunks, g.wq * (g.c + g.f), g.wpp + LB), dtype),
                 aligned_empty(_dims(chunks, g.f, g.lp) if g.size else _dims(chunks, 1, 1), dtype))
     if g.fwd != FWD_IM2COL_GEMM:
         return (one, aligned_zeros((fpad // blk, g.k, blk), dtype),
@@ -493,13 +521,13 @@ cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py
 cdef void _layout_weights(const floating* wf, const floating[::1] b, Geometry g, Py_ssize_t blk,
                           floating[:, ::1] wp, floating[::1] wd, floating[::1] bias) noexcept nogil:
     """The bias, and the weights w (F, K) in the layout the plan's forward reads: transformed
-    (16, F, C) for Winograd, regrouped (Fpad/blk, K, blk) for the direct kernels, padded
+    (Q, F, C) for Winograd, regrouped (Fpad/blk, K, blk) for the direct kernels, padded
     (Fp, Kp) for the GEMM."""
     cdef Py_ssize_t f, k
     for f in range(g.f):
         bias[f] = b[f]
-    if g.fwd == FWD_WINOGRAD:
-        _winograd_filters(wf, g.f, g.c, False, &wd[0])
+    if _fwd_winograd(g):
+        _winograd_filters(wf, g.f, g.c, g.kh, False, &wd[0])
         return
     for f in range(g.f):
         for k in range(g.k):
@@ -728,14 +756,14 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
 cdef inline void _winograd_dx(const floating[:, ::1] dz, Geometry g, floating[:, :, ::1] dzp,
                               const floating[:, ::1] u, const floating* w, floating[:, ::1] vm,
                               floating* dx) noexcept nogil:
-    """dx (C, H, W) of one sample = dz (F, OH, OW) (rows of stride Lp) padded by 2 - p into
-    dzp (F, ZHS, ZWS), convolved by Winograd with u (16, C, F): the rotated filters (of the
-    layer's w (F, C, 3, 3))."""
+    """dx (C, H, W) of one sample = dz (F, OH, OW) (rows of stride Lp) padded by KH-1 - p into
+    dzp (F, ZHS, ZWS), convolved by Winograd with u (Q, C, F): the rotated filters (of the
+    layer's w (F, C, KH, KW))."""
     cdef Py_ssize_t f
     for f in range(g.f):
-        _pad_copy(&dz[f, 0], 1, g.oh, g.ow, 2 - g.p, &dzp[f, 0, 0], g.zhs, g.zws)
-    _winograd(&dzp[0, 0, 0], g.f, g.zhs, g.zws, &u[0, 0], w, True, g.c, NULL, g.h, g.w, g.xtr,
-              g.xpp, vm, dx, g.h * g.w)
+        _pad_copy(&dz[f, 0], 1, g.oh, g.ow, g.kh - 1 - g.p, &dzp[f, 0, 0], g.zhs, g.zws)
+    _winograd(&dzp[0, 0, 0], g.f, g.zhs, g.zws, g.kh, &u[0, 0], w, True, g.c, NULL, g.h, g.w,
+              g.xtr, g.xpp, vm, dx, g.h * g.w)
 
 
 cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
@@ -777,7 +805,7 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
             _gemm_nt_acc(&dz[0, 0], g.lp, &rows[0, 0], g.lp, &dw[0, 0], g.kq, g.fp, g.kq, g.lp)
         if not need_dx:
             continue
-        if g.dx == DX_WINOGRAD:
+        if _dx_winograd(g):
             _winograd_dx(dz, g, dxp, wpt, w, dcols, &dx[n, 0, 0, 0])
             continue
         if g.dx == DX_GEMM_1X1:     # dx[n] (C, L) = W^T dz: a 1x1 conv's col2im is the identity
@@ -824,10 +852,10 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks
     dcols_ws = aligned_zeros(_dims(chunks, g.kp + 3, g.lp) if need_dx else none3, dtype)
     dxp_ws = aligned_zeros(_dims(chunks, g.c, g.hs, g.ws) if need_dx else _dims(chunks, 1, 1, 1), dtype)
     wpt_ws = aligned_zeros((g.kp, g.fp), dtype)
-    if need_dx and g.dx == DX_WINOGRAD:   # V and M per thread; dz padded; U (16 C, F)
-        dcols_ws = aligned_zeros((chunks, 16 * (g.f + g.c), g.xpp + LB), dtype)
+    if need_dx and _dx_winograd(g):       # V and M per thread; dz padded; U (Q C, F)
+        dcols_ws = aligned_zeros((chunks, g.wq * (g.f + g.c), g.xpp + LB), dtype)
         dxp_ws = aligned_zeros((chunks, g.f, g.zhs, g.zws), dtype)
-        wpt_ws = aligned_zeros((16 * g.c, g.f), dtype)
+        wpt_ws = aligned_zeros((g.wq * g.c, g.f), dtype)
     return (wpt_ws, rows_ws,
             aligned_zeros((chunks, g.fp, g.lp), dtype), dzt_ws, dzr_ws, dcols_ws,
             aligned_zeros((chunks, g.c, g.hs, g.ws), dtype), dxp_ws,
@@ -872,8 +900,8 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     cdef floating[:, :, :, ::1] dx = dx_out
     cdef floating[:, :, :, ::1] dw = dw_out
     cdef floating[::1] db = db_out
-    if need_dx and g.dx == DX_WINOGRAD:     # the rotated filters, transformed (16, C, F)
-        _winograd_filters(&w[0, 0, 0, 0], g.f, g.c, True, &wpt[0, 0])
+    if need_dx and _dx_winograd(g):       # the rotated filters, transformed (Q, C, F)
+        _winograd_filters(&w[0, 0, 0, 0], g.f, g.c, g.kh, True, &wpt[0, 0])
     else:
         _transpose(&w[0, 0, 0, 0], g.k, g.f, g.k, &wpt[0, 0], g.fp)   # W^T padded (Kp, Fp): dx's A
     for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):

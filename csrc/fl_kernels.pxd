@@ -103,10 +103,18 @@ cdef extern from "dw.h" nogil:
 cdef extern from "winograd.h" nogil:
     void fl_winograd_filters_f32(const float* w, long F, long C, int flip, float* U)
     void fl_winograd_filters_f64(const double* w, long F, long C, int flip, double* U)
+    void fl_winograd5_filters_f32(const float* w, long F, long C, int flip, float* U)
+    void fl_winograd5_filters_f64(const double* w, long F, long C, int flip, double* U)
     int fl_winograd_f2k3_f32(const float* xp, long C, long HS, long WS, const float* U, long F,
                              const float* bias, long OH, long OW, long TR, long P, float* V, float* M,
                              float* out, long ldo)
     int fl_winograd_f2k3_f64(const double* xp, long C, long HS, long WS, const double* U, long F,
+                             const double* bias, long OH, long OW, long TR, long P, double* V, double* M,
+                             double* out, long ldo)
+    int fl_winograd_f2k5_f32(const float* xp, long C, long HS, long WS, const float* U, long F,
+                             const float* bias, long OH, long OW, long TR, long P, float* V, float* M,
+                             float* out, long ldo)
+    int fl_winograd_f2k5_f64(const double* xp, long C, long HS, long WS, const double* U, long F,
                              const double* bias, long OH, long OW, long TR, long P, double* V, double* M,
                              double* out, long ldo)
     void fl_winograd_dw_tiles_f32(const float* xp, long C, long HS, long WS, const float* dzq, long F, long WQ,
@@ -121,10 +129,10 @@ cdef extern from "winograd.h" nogil:
                                   long Fp, long Lp, double* dU)
     void fl_winograd_dw_filters_f32(const float* dU, long F, long C, long Fp, long Cp, float* dw)
     void fl_winograd_dw_filters_f64(const double* dU, long F, long C, long Fp, long Cp, double* dw)
-    void fl_conv3x3_exact_f32(const float* xp, long C, long HS, long WS, const float* w, int flip, long F,
-                              const float* bias, long OH, long OW, float* out, long ldo)
-    void fl_conv3x3_exact_f64(const double* xp, long C, long HS, long WS, const double* w, int flip, long F,
-                              const double* bias, long OH, long OW, double* out, long ldo)
+    void fl_conv_exact_f32(const float* xp, long C, long HS, long WS, const float* w, long K, int flip,
+                           long F, const float* bias, long OH, long OW, float* out, long ldo)
+    void fl_conv_exact_f64(const double* xp, long C, long HS, long WS, const double* w, long K, int flip,
+                           long F, const double* bias, long OH, long OW, double* out, long ldo)
 
 cdef extern from "pool_grad.h" nogil:
     float fl_route_pool_grad_f32(const float* dpy, const int* arg, long PH, long PW, long OW,
@@ -181,14 +189,21 @@ cdef inline void _gemm_nt_acc(const floating* A, Py_ssize_t lda, const floating*
         fl_gemm_nt_acc_f64(A, lda, B, ldb, C, ldc, M, N, Lp)
 
 
-cdef inline void _winograd_filters(const floating* w, Py_ssize_t f, Py_ssize_t c, bint flip,
-                                   floating* u) noexcept nogil:
-    """u (16, F, C) = the Winograd F(2x2, 3x3) transform of w (F, C, 3, 3); with flip,
-    u (16, C, F) of the dx convolution (w[f, c] rotated by 180 degrees)."""
+cdef inline void _winograd_filters(const floating* w, Py_ssize_t f, Py_ssize_t c, Py_ssize_t k,
+                                   bint flip, floating* u) noexcept nogil:
+    """u (Q, F, C) = the Winograd F(2x2, KxK) transform of w (F, C, K, K), K 3 or 5 (Q 16 or
+    36 tile positions); with flip, u (Q, C, F) of the dx convolution (w[f, c] rotated by
+    180 degrees)."""
     if floating is float:
-        fl_winograd_filters_f32(w, f, c, flip, u)
+        if k == 3:
+            fl_winograd_filters_f32(w, f, c, flip, u)
+        else:
+            fl_winograd5_filters_f32(w, f, c, flip, u)
     else:
-        fl_winograd_filters_f64(w, f, c, flip, u)
+        if k == 3:
+            fl_winograd_filters_f64(w, f, c, flip, u)
+        else:
+            fl_winograd5_filters_f64(w, f, c, flip, u)
 
 
 cdef inline void _pad_copy(const floating* x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t p,

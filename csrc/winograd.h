@@ -83,12 +83,14 @@ fl_winograd_bt_d_b_##SUFFIX(const fl_vec_##SUFFIX v[16], T *V, long ldv) {      
         t[8 + j] = v[8 + j] - v[4 + j];                                                       \
         t[12 + j] = v[4 + j] - v[12 + j];                                                     \
     }                                                                                         \
+    T *o = V;                                     /* one pointer walks the 16 positions */    \
     for (int i = 0; i < 4; i++) {                                                             \
         const fl_vec_##SUFFIX *q = t + 4 * i;                                                 \
-        fl_store_##SUFFIX(V + (4 * i + 0) * ldv, q[0] - q[2]);                                \
-        fl_store_##SUFFIX(V + (4 * i + 1) * ldv, q[1] + q[2]);                                \
-        fl_store_##SUFFIX(V + (4 * i + 2) * ldv, q[2] - q[1]);                                \
-        fl_store_##SUFFIX(V + (4 * i + 3) * ldv, q[1] - q[3]);                                \
+        fl_vec_##SUFFIX r[4] = {q[0] - q[2], q[1] + q[2], q[2] - q[1], q[1] - q[3]};          \
+        for (int j = 0; j < 4; j++, o += ldv) {                                               \
+            FL_OPAQUE(o);                                                                     \
+            fl_store_##SUFFIX(o, r[j]);                                                       \
+        }                                                                                     \
     }                                                                                         \
 }                                                                                             \
 /* y[2a + b] = (A^T M A)[a, b] + bias for LB tiles, M[xi] at M + xi ldm: rows (m0 + m1 + m2, \
@@ -96,7 +98,11 @@ fl_winograd_bt_d_b_##SUFFIX(const fl_vec_##SUFFIX v[16], T *V, long ldv) {      
 static inline __attribute__((always_inline)) void                                            \
 fl_winograd_at_m_a_##SUFFIX(const T *M, long ldm, T b, fl_vec_##SUFFIX y[4]) {              \
     fl_vec_##SUFFIX m[16], s[8];                                                              \
-    for (int k = 0; k < 16; k++) m[k] = fl_load_##SUFFIX(M + k * ldm);                        \
+    const T *q = M;                               /* one pointer walks the 16 positions */    \
+    for (int k = 0; k < 16; k++, q += ldm) {                                                  \
+        FL_OPAQUE(q);                                                                         \
+        m[k] = fl_load_##SUFFIX(q);                                                           \
+    }                                                                                         \
     for (int j = 0; j < 4; j++) {                                                             \
         s[j] = m[j] + m[4 + j] + m[8 + j];                                                    \
         s[4 + j] = m[4 + j] - m[8 + j] - m[12 + j];                                           \
@@ -121,6 +127,86 @@ fl_winograd_a_g_at_##SUFFIX(fl_vec_##SUFFIX g[2][2], fl_vec_##SUFFIX r[4][2], T 
         fl_store_##SUFFIX(Mq + (4 * i + 1) * ldm, r[i][0] + r[i][1]);                         \
         fl_store_##SUFFIX(Mq + (4 * i + 2) * ldm, r[i][0] - r[i][1]);                         \
         fl_store_##SUFFIX(Mq + (4 * i + 3) * ldm, -r[i][1]);                                  \
+    }                                                                                         \
+}                                                                                             \
+/* F(2x2, 5x5): U (36, F, C) from w (F, C, 5, 5), or with flip (36, C, F) rotated (as     \
+ * fl_winograd_filters), U = G g G^T with G's rows (1/4, 0, 0, 0, 0), -(1, 1, 1, 1, 1)/6,  \
+ * -(1, -1, 1, -1, 1)/6, (1/24, 1/12, 1/6, 1/3, 2/3), (1/24, -1/12, 1/6, -1/3, 2/3),       \
+ * (0, 0, 0, 0, 1) (points 0, 1, -1, 2, -2, infinity), computed in double. */               \
+static void fl_winograd5_g_##SUFFIX(const double g[5], double u[6]) {                         \
+    double even = g[0] + g[2] + g[4], odd = g[1] + g[3];                                      \
+    double e2 = g[0] / 24 + g[2] / 6 + g[4] * 2 / 3, o2 = g[1] / 12 + g[3] / 3;               \
+    u[0] = g[0] / 4; u[1] = -(even + odd) / 6; u[2] = -(even - odd) / 6;                      \
+    u[3] = e2 + o2; u[4] = e2 - o2; u[5] = g[4];                                              \
+}                                                                                             \
+static void fl_winograd5_filters_##SUFFIX(const T *w, long F, long C, int flip, T *U) {      \
+    long rows = flip ? C : F, cols = flip ? F : C;                                            \
+    for (long f = 0; f < F; f++)                                                              \
+        for (long c = 0; c < C; c++) {                                                        \
+            const T *g = w + (f * C + c) * 25;                                                \
+            double k[5][5], t[6][5], col[5], u[6];                                            \
+            for (int i = 0; i < 5; i++)                                                       \
+                for (int j = 0; j < 5; j++) k[i][j] = flip ? g[(4 - i) * 5 + 4 - j] : g[i * 5 + j]; \
+            for (int j = 0; j < 5; j++) {                 /* G g, column by column */         \
+                for (int i = 0; i < 5; i++) col[i] = k[i][j];                                 \
+                fl_winograd5_g_##SUFFIX(col, u);                                              \
+                for (int i = 0; i < 6; i++) t[i][j] = u[i];                                   \
+            }                                                                                 \
+            long row = flip ? c : f, cl = flip ? f : c;                                       \
+            for (int i = 0; i < 6; i++) {                 /* (G g) G^T, row by row */         \
+                fl_winograd5_g_##SUFFIX(t[i], u);                                             \
+                for (int j = 0; j < 6; j++) U[((i * 6 + j) * rows + row) * cols + cl] = (T)u[j]; \
+            }                                                                                 \
+        }                                                                                     \
+}                                                                                             \
+/* B^T d for one line of 6 vectors: (4 d0 - 5 d2 + d4, (d4 - 4 d2) +- (d3 - 4 d1),          \
+ * (d4 - d2) +- 2 (d3 - d1), 4 d1 - 5 d3 + d5). */                                          \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd5_bt_##SUFFIX(fl_vec_##SUFFIX d0, fl_vec_##SUFFIX d1, fl_vec_##SUFFIX d2,          \
+                         fl_vec_##SUFFIX d3, fl_vec_##SUFFIX d4, fl_vec_##SUFFIX d5,          \
+                         fl_vec_##SUFFIX t[6]) {                                              \
+    fl_vec_##SUFFIX a = d4 - (T)4 * d2, b = d3 - (T)4 * d1, e = d4 - d2, o = (T)2 * (d3 - d1); \
+    t[0] = (T)4 * d0 - (T)5 * d2 + d4;                                                        \
+    t[1] = a + b; t[2] = a - b; t[3] = e + o; t[4] = e - o;                                   \
+    t[5] = (T)4 * d1 - (T)5 * d3 + d5;                                                        \
+}                                                                                             \
+/* V[xi] = (B^T d B)[xi] for the 36 vectors v[6i + j] = d[i, j] of LB tiles (V + xi ldv). */ \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd5_bt_d_b_##SUFFIX(const fl_vec_##SUFFIX v[36], T *V, long ldv) {                  \
+    fl_vec_##SUFFIX t[36], r[6];                                                              \
+    for (int j = 0; j < 6; j++) {                 /* along the rows, column by column */      \
+        fl_winograd5_bt_##SUFFIX(v[j], v[6 + j], v[12 + j], v[18 + j], v[24 + j], v[30 + j], r); \
+        for (int i = 0; i < 6; i++) t[6 * i + j] = r[i];                                      \
+    }                                                                                         \
+    T *o = V;                                     /* then along the columns */                \
+    for (int i = 0; i < 6; i++) {                                                             \
+        const fl_vec_##SUFFIX *q = t + 6 * i;                                                 \
+        fl_winograd5_bt_##SUFFIX(q[0], q[1], q[2], q[3], q[4], q[5], r);                      \
+        for (int j = 0; j < 6; j++, o += ldv) {                                               \
+            FL_OPAQUE(o);                                                                     \
+            fl_store_##SUFFIX(o, r[j]);                                                       \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* y[2a + b] = (A^T M A)[a, b] + bias for LB tiles (M[xi] at M + xi ldm): A^T's rows        \
+ * (1, 1, 1, 1, 1, 0) and (0, 1, -1, 2, -2, 1), along each row of M as it is read (one     \
+ * pointer walks the 36 positions: GCC would keep 36 on the stack), then the columns. */  \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd5_at_m_a_##SUFFIX(const T *M, long ldm, T b, fl_vec_##SUFFIX y[4]) {             \
+    fl_vec_##SUFFIX r[2][6], m[6];                                                            \
+    const T *q = M;                                                                           \
+    for (int i = 0; i < 6; i++) {                                                             \
+        for (int j = 0; j < 6; j++, q += ldm) {                                               \
+            FL_OPAQUE(q);                                                                     \
+            m[j] = fl_load_##SUFFIX(q);                                                       \
+        }                                                                                     \
+        r[0][i] = m[0] + (m[1] + m[2]) + (m[3] + m[4]);                                       \
+        r[1][i] = (m[1] - m[2]) + (T)2 * (m[3] - m[4]) + m[5];                                \
+    }                                                                                         \
+    for (int c = 0; c < 2; c++) {                                                             \
+        const fl_vec_##SUFFIX *v = r[c];                                                      \
+        y[c] = v[0] + (v[1] + v[2]) + (v[3] + v[4]) + b;                                      \
+        y[2 + c] = (v[1] - v[2]) + (T)2 * (v[3] - v[4]) + v[5] + b;                           \
     }                                                                                         \
 }                                                                                             \
 /* All ones in every lane where one of the four outputs y is not finite (its exponent bits  \
@@ -153,6 +239,35 @@ fl_winograd_input_vec_##SUFFIX(const T *xc, long WS, long ty, long tx0, T *V, lo
     }                                                                                         \
     fl_winograd_bt_d_b_##SUFFIX(v, V, ldv);                                                   \
 }                                                                                             \
+/* The same for F(2x2, 5x5)'s 6x6 tiles: rows 2ty .. 2ty+5, columns 2 tx + j, j < 6, from  \
+ * vector rows read at 2 tx0, 2 tx0 + 2 and 2 tx0 + 4, each split into even and odd columns; \
+ * each row is transformed along its columns as it is read.  Reads columns up to            \
+ * 2 tx0 + 2 LB + 3. */                                                                       \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd5_input_vec_##SUFFIX(const T *xc, long WS, long ty, long tx0, T *V, long ldv) {  \
+    typedef fl_vec_##SUFFIX VT;                                                               \
+    VT t[36], d[6], r6[6];                                                                    \
+    const T *r = xc + 2 * ty * WS + 2 * tx0;                                                  \
+    for (int i = 0; i < 6; i++, r += WS) {                                                    \
+        for (int h = 0; h < 3; h++) {                                                         \
+            VT a = fl_load_##SUFFIX(r + 2 * h), b = fl_load_##SUFFIX(r + 2 * h + FL_LB);      \
+            d[2 * h] = __builtin_shufflevector(a, b, FL_EVEN_LANES);                          \
+            d[2 * h + 1] = __builtin_shufflevector(a, b, FL_ODD_LANES);                       \
+        }                                                                                     \
+        fl_winograd5_bt_##SUFFIX(d[0], d[1], d[2], d[3], d[4], d[5], r6);                     \
+        for (int j = 0; j < 6; j++) t[6 * i + j] = r6[j];                                     \
+    }                                                                                         \
+    VT u[36];                                                                                 \
+    for (int j = 0; j < 6; j++) {                 /* then along the rows */                   \
+        fl_winograd5_bt_##SUFFIX(t[j], t[6 + j], t[12 + j], t[18 + j], t[24 + j], t[30 + j], r6); \
+        for (int i = 0; i < 6; i++) u[6 * i + j] = r6[i];                                     \
+    }                                                                                         \
+    T *o = V;                                     /* stored in order, one pointer walking */  \
+    for (int k = 0; k < 36; k++, o += ldv) {                                                  \
+        FL_OPAQUE(o);                                                                         \
+        fl_store_##SUFFIX(o, u[k]);                                                           \
+    }                                                                                         \
+}                                                                                             \
 /* Output columns 2 tx0 .. of row o (n of them, at most 2 LB) from the tiles' column       \
  * outputs c0 (column 2 tx) and c1 (2 tx + 1), interleaved. */                               \
 static inline __attribute__((always_inline)) void                                            \
@@ -174,9 +289,10 @@ fl_winograd_store_row_##SUFFIX(T *o, fl_vec_##SUFFIX c0, fl_vec_##SUFFIX c1, lon
  * m1 - m2 - m3), then the columns; only outputs inside OH x OW are stored. */              \
 static inline __attribute__((always_inline)) fl_ivec_##SUFFIX                                \
 fl_winograd_output_vec_##SUFFIX(const T *M, long ldm, T b, long ty, long tx0, T *out,        \
-                                long OH, long OW) {                                           \
+                                long OH, long OW, const int K) {                              \
     fl_vec_##SUFFIX y[4];                                                                     \
-    fl_winograd_at_m_a_##SUFFIX(M, ldm, b, y);                                                \
+    if (K == 3) fl_winograd_at_m_a_##SUFFIX(M, ldm, b, y);                                    \
+    else fl_winograd5_at_m_a_##SUFFIX(M, ldm, b, y);                                          \
     long n = OW - 2 * tx0 < 2 * FL_LB ? OW - 2 * tx0 : 2 * FL_LB;                             \
     fl_winograd_store_row_##SUFFIX(out + 2 * ty * OW + 2 * tx0, y[0], y[1], n);               \
     if (2 * ty + 1 < OH)                                                                      \
@@ -202,20 +318,22 @@ fl_winograd_gather_##SUFFIX(const T *src, long ld, long TW, long ty0, long p0, l
  * most lanes idle): V[xi, c, p0 + q] for the LB tiles p0 + q of a pass, gathered. */       \
 static inline __attribute__((always_inline)) void                                            \
 fl_winograd_gather_vec_##SUFFIX(const T *xc, long WS, long TW, long ty0, long p0, long nt,   \
-                                T *V, long ldv) {                                             \
-    T d[16][FL_LB];                                                                           \
-    fl_winograd_gather_##SUFFIX(xc, WS, TW, ty0, p0, nt, 4, d);                               \
-    fl_vec_##SUFFIX v[16];                                                                    \
-    for (int k = 0; k < 16; k++) v[k] = fl_load_##SUFFIX(d[k]);                               \
-    fl_winograd_bt_d_b_##SUFFIX(v, V, ldv);                                                   \
+                                T *V, long ldv, const int K) {                                \
+    T d[36][FL_LB];                                                                           \
+    fl_winograd_gather_##SUFFIX(xc, WS, TW, ty0, p0, nt, K + 1, d);                           \
+    fl_vec_##SUFFIX v[36];                                                                    \
+    for (int k = 0; k < (K + 1) * (K + 1); k++) v[k] = fl_load_##SUFFIX(d[k]);                \
+    if (K == 3) fl_winograd_bt_d_b_##SUFFIX(v, V, ldv);                                       \
+    else fl_winograd5_bt_d_b_##SUFFIX(v, V, ldv);                                             \
 }                                                                                             \
 /* ... and its outputs, tile by tile: out[2ty + a, 2tx + b] for the LB tiles p0 + q of a    \
  * pass (M[xi, p] at M + xi ldm + p, from tile p0) that are among its nt tiles. */          \
 static inline __attribute__((always_inline)) fl_ivec_##SUFFIX                                \
 fl_winograd_scatter_vec_##SUFFIX(const T *M, long ldm, T b, long TW, long ty0, long p0,      \
-                                 long nt, T *out, long OH, long OW) {                        \
+                                 long nt, T *out, long OH, long OW, const int K) {           \
     fl_vec_##SUFFIX y[4];                                                                     \
-    fl_winograd_at_m_a_##SUFFIX(M, ldm, b, y);                                                \
+    if (K == 3) fl_winograd_at_m_a_##SUFFIX(M, ldm, b, y);                                    \
+    else fl_winograd5_at_m_a_##SUFFIX(M, ldm, b, y);                                          \
     T yv[4][FL_LB];                                                                           \
     for (int k = 0; k < 4; k++) fl_store_##SUFFIX(yv[k], y[k]);                               \
     long ty = ty0 + p0 / TW, tx = p0 % TW;                                                    \
@@ -235,18 +353,23 @@ fl_winograd_scatter_vec_##SUFFIX(const T *M, long ldm, T b, long TW, long ty0, l
  * are narrow (lanes past the nt tiles zero). */                                             \
 static inline __attribute__((always_inline)) void                                            \
 fl_winograd_input_pass_##SUFFIX(const T *xp, long C, long HS, long WS, long TW, long ty0,    \
-                                long ty1, long P, int narrow, T *V, long ldv, long ldp) {     \
+                                long ty1, long P, int narrow, T *V, long ldv, long ldp,       \
+                                const int K) {                                                \
     long nt = (ty1 - ty0) * TW;                                                               \
     for (long c = 0; c < C; c++)                                                              \
         if (narrow)                                                                           \
             for (long p0 = 0; p0 < P; p0 += FL_LB)                                            \
                 fl_winograd_gather_vec_##SUFFIX(xp + c * HS * WS, WS, TW, ty0, p0, nt,        \
-                                                V + c * ldp + p0, ldv);                       \
+                                                V + c * ldp + p0, ldv, K);                    \
         else                                                                                  \
             for (long ty = ty0; ty < ty1; ty++)                                               \
                 for (long tx0 = 0; tx0 < TW; tx0 += FL_LB)                                    \
-                    fl_winograd_input_vec_##SUFFIX(xp + c * HS * WS, WS, ty, tx0,             \
-                                                   V + c * ldp + (ty - ty0) * TW + tx0, ldv); \
+                    if (K == 3)                                                               \
+                        fl_winograd_input_vec_##SUFFIX(xp + c * HS * WS, WS, ty, tx0,         \
+                                                       V + c * ldp + (ty - ty0) * TW + tx0, ldv); \
+                    else                                                                      \
+                        fl_winograd5_input_vec_##SUFFIX(xp + c * HS * WS, WS, ty, tx0,        \
+                                                        V + c * ldp + (ty - ty0) * TW + tx0, ldv); \
 }                                                                                             \
 /* Mq[xi, f, pb + q] = (A g A^T)[xi] for the 2x2 gradient tiles g of one plane dzq (rows    \
  * of stride WQ, zero past OH x OW), tiles tx0 + q of tile row ty along the lanes (A g: g0, \
@@ -287,7 +410,7 @@ static void fl_winograd_dw_tiles_##SUFFIX(const T *xp, long C, long HS, long WS,
     long TH = (OH + 1) / 2, TW = (OW + 1) / 2, nt = (ty1 - ty0) * TW;                         \
     long P = (nt + FL_LB - 1) / FL_LB * FL_LB;                                                \
     int narrow = 2 * TW < FL_LB;                                                              \
-    fl_winograd_input_pass_##SUFFIX(xp, C, HS, WS, TW, ty0, ty1, P, narrow, V, ldv, ldp);      \
+    fl_winograd_input_pass_##SUFFIX(xp, C, HS, WS, TW, ty0, ty1, P, narrow, V, ldv, ldp, 3);   \
     for (long f = 0; f < F; f++) {                                                            \
         const T *plane = dzq + f * 2 * TH * WQ;                                               \
         T *mf = Mq + f * ldp;                                                                 \
@@ -332,58 +455,74 @@ static void fl_winograd_dw_filters_##SUFFIX(const T *dU, long F, long C, long Fp
             }                                                                                 \
         }                                                                                     \
 }                                                                                             \
-/* out (F planes of stride ldo, rows of OW) = conv3x3(xp) + bias (bias may be NULL) for     \
- * one sample: xp (C, HS, WS) zero-padded, HS >= 2 TH + 2 and WS >= 2 round_up(TW, LB) + 2 \
- * (the tiles' vector rows read past the output's edge); U (16, F, C) from                 \
- * fl_winograd_filters; V (16, C, P + LB) and M (16, F, P + LB) workspaces with            \
- * P = round_up(TR * TW, LB) (a row's last vector spills up to LB - 1 lanes past the      \
- * pass).  Passes of TR tile rows keep V and M in L2 while the 16 GEMMs stream them. */      \
-static int fl_winograd_f2k3_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,      \
-                                     long F, const T *bias, long OH, long OW, long TR,       \
-                                     long P, T *V, T *M, T *out, long ldo) {                \
-    long TH = (OH + 1) / 2, TW = (OW + 1) / 2, ldp = P + FL_LB;                               \
+/* out (F planes of stride ldo, rows of OW) = convKxK(xp) + bias (bias may be NULL) for     \
+ * one sample, by F(2x2, KxK), K 3 or 5 (Q = (K + 1)^2 tile positions): xp (C, HS, WS)     \
+ * zero-padded, HS >= 2 TH + K - 1 and WS >= 2 round_up(TW, LB) + K - 1 (the tiles' vector \
+ * rows read past the output's edge); U (Q, F, C) from fl_winograd_filters / 5_filters;     \
+ * V (Q, C, P + LB) and M (Q, F, P + LB) workspaces with P = round_up(TR * TW, LB) (a row's \
+ * last vector spills up to LB - 1 lanes past the pass).  Passes of TR tile rows keep V    \
+ * and M in L2 while the Q GEMMs stream them.  Returns 1 where an output was not finite. */ \
+static inline __attribute__((always_inline)) int                                             \
+fl_winograd_conv_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U, long F,          \
+                          const T *bias, long OH, long OW, long TR, long P, T *V, T *M,       \
+                          T *out, long ldo, const int K) {                                    \
+    long TH = (OH + 1) / 2, TW = (OW + 1) / 2, ldp = P + FL_LB, Q = (K + 1) * (K + 1);        \
+    /* V[xi, c, p] at V + xi vpos + c vrow + p, M[xi, f, p] at M + xi mpos + f mrow + p: by    \
+     * position for 3x3 (the GEMMs' operands contiguous), by channel for 5x5 (a tile's 36    \
+     * values of one channel within 36 (P + LB) floats: 16 -> 32 on 24x24 11.3 -> 8.7 ms) */ \
+    long vpos = K == 3 ? C * ldp : ldp, vrow = K == 3 ? ldp : Q * ldp;                        \
+    long mpos = K == 3 ? F * ldp : ldp, mrow = K == 3 ? ldp : Q * ldp;                        \
     fl_ivec_##SUFFIX check = {0};            /* lanes where an output was not finite */       \
     int narrow = 2 * TW < FL_LB;            /* gathered tile by tile: see _gather_vec */      \
     for (long ty0 = 0; ty0 < TH; ty0 += TR) {                                                 \
         long ty1 = TH - ty0 < TR ? TH : ty0 + TR;                                             \
         long nt = (ty1 - ty0) * TW;                                                           \
-        fl_winograd_input_pass_##SUFFIX(xp, C, HS, WS, TW, ty0, ty1, P, narrow, V, C * ldp,    \
-                                        ldp);                                                 \
-        for (int xi = 0; xi < 16; xi++)                                                       \
-            fl_gemm_nn_##SUFFIX(U + xi * F * C, C, 1, V + xi * C * ldp, ldp, M + xi * F * ldp, \
-                                ldp, F, C, P, NULL, 0);                                       \
+        fl_winograd_input_pass_##SUFFIX(xp, C, HS, WS, TW, ty0, ty1, P, narrow, V, vpos, vrow, K); \
+        for (int xi = 0; xi < Q; xi++)                                                        \
+            fl_gemm_nn_##SUFFIX(U + xi * F * C, C, 1, V + xi * vpos, vrow, M + xi * mpos, mrow,   \
+                                F, C, P, NULL, 0);                                            \
         for (long f = 0; f < F; f++)                                                          \
             if (narrow)                                                                       \
                 for (long p0 = 0; p0 < nt; p0 += FL_LB)                                       \
-                    check |= fl_winograd_scatter_vec_##SUFFIX(M + f * ldp + p0, F * ldp,      \
-                        bias ? bias[f] : 0, TW, ty0, p0, nt, out + f * ldo, OH, OW);          \
+                    check |= fl_winograd_scatter_vec_##SUFFIX(M + f * mrow + p0, mpos,        \
+                        bias ? bias[f] : 0, TW, ty0, p0, nt, out + f * ldo, OH, OW, K);       \
             else                                                                              \
                 for (long ty = ty0; ty < ty1; ty++)                                           \
                     for (long tx0 = 0; tx0 < TW; tx0 += FL_LB)                                \
-                        check |= fl_winograd_output_vec_##SUFFIX(M + f * ldp + (ty - ty0) * TW + tx0, \
-                            F * ldp, bias ? bias[f] : 0, ty, tx0, out + f * ldo, OH, OW);     \
+                        check |= fl_winograd_output_vec_##SUFFIX(M + f * mrow + (ty - ty0) * TW + tx0, \
+                            mpos, bias ? bias[f] : 0, ty, tx0, out + f * ldo, OH, OW, K);     \
     }                                                                                         \
     for (int q = 0; q < FL_LB; q++)                                                           \
         if (check[q]) return 1;                                                               \
     return 0;                                                                                 \
 }                                                                                             \
+static int fl_winograd_f2k3_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,      \
+                                     long F, const T *bias, long OH, long OW, long TR,       \
+                                     long P, T *V, T *M, T *out, long ldo) {                \
+    return fl_winograd_conv_##SUFFIX(xp, C, HS, WS, U, F, bias, OH, OW, TR, P, V, M, out, ldo, 3); \
+}                                                                                             \
+static int fl_winograd_f2k5_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,      \
+                                     long F, const T *bias, long OH, long OW, long TR,       \
+                                     long P, T *V, T *M, T *out, long ldo) {                \
+    return fl_winograd_conv_##SUFFIX(xp, C, HS, WS, U, F, bias, OH, OW, TR, P, V, M, out, ldo, 5); \
+}                                                                                             \
 /* The same convolution as plain sums in the reference's order (c, i, j), for a sample      \
  * whose Winograd result is not finite: a NaN or Inf there would reach, through the         \
- * transforms, outputs of its 4x4 tiles that do not depend on it (Inf - Inf).  w is        \
- * (F, C, 3, 3); with flip, the dx convolution's: its filter f over input channel c is     \
- * w[c, f] rotated by 180 degrees (w (C, F, 3, 3)). */                                       \
-static void fl_conv3x3_exact_##SUFFIX(const T *xp, long C, long HS, long WS, const T *w,      \
-                                      int flip, long F, const T *bias, long OH, long OW,      \
-                                      T *out, long ldo) {                                     \
+ * transforms, outputs of its tiles that do not depend on it (Inf - Inf).  w is            \
+ * (F, C, K, K); with flip, the dx convolution's: its filter f over input channel c is     \
+ * w[c, f] rotated by 180 degrees (w (C, F, K, K)). */                                       \
+static void fl_conv_exact_##SUFFIX(const T *xp, long C, long HS, long WS, const T *w, long K, \
+                                   int flip, long F, const T *bias, long OH, long OW,         \
+                                   T *out, long ldo) {                                        \
     for (long f = 0; f < F; f++)                                                              \
         for (long oy = 0; oy < OH; oy++)                                                      \
             for (long ox = 0; ox < OW; ox++) {                                                \
                 T acc = bias ? bias[f] : 0;                                                   \
                 for (long c = 0; c < C; c++)                                                  \
-                    for (int i = 0; i < 3; i++)                                               \
-                        for (int j = 0; j < 3; j++) {                                         \
-                            T wv = flip ? w[((c * F + f) * 3 + 2 - i) * 3 + 2 - j]            \
-                                        : w[((f * C + c) * 3 + i) * 3 + j];                   \
+                    for (long i = 0; i < K; i++)                                              \
+                        for (long j = 0; j < K; j++) {                                        \
+                            T wv = flip ? w[((c * F + f) * K + K - 1 - i) * K + K - 1 - j]    \
+                                        : w[((f * C + c) * K + i) * K + j];                   \
                             acc += wv * xp[(c * HS + oy + i) * WS + ox + j];                  \
                         }                                                                     \
                 out[f * ldo + oy * OW + ox] = acc;                                            \

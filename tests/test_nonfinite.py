@@ -5,7 +5,7 @@ reference composition does, with no gradient through it (NaN > 0 is false)."""
 import numpy as np
 import pytest
 
-from checks import COMPILED, backend
+from checks import COMPILED, assert_close, backend
 from fastlenet.kernels import reference as ref
 
 BACKENDS = ("numpy",) + COMPILED
@@ -21,7 +21,7 @@ def planted(shape, spots, value, seed=0, dtype=np.float32):
 def same_with_nan(name, got, want):
     assert np.array_equal(np.isnan(got), np.isnan(want)), f"{name}: NaN in different places"
     finite = ~np.isnan(want)
-    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-4, atol=2e-5, err_msg=name)
+    assert_close(name, got[finite], want[finite])     # the contract's tolerance, by dtype
 
 
 # NaN first in its window, last in its window, two NaNs in one window; +Inf and -Inf
@@ -71,14 +71,18 @@ def test_fused_conv_relu_pool_propagates_nan_like_the_reference(name, geometry, 
 @pytest.mark.parametrize("geometry", [
     ((2, 32, 8, 8), (32, 32, 3, 3)),          # Winograd (cython), tiles gathered one by one
     ((2, 8, 33, 31), (16, 8, 3, 3)),          # Winograd, tile columns along the lanes; its dW too
-], ids=["narrow", "wide"])
+    ((2, 64, 10, 10), (64, 64, 5, 5)),        # F(2x2, 5x5), gathered
+    ((2, 16, 17, 19), (16, 16, 5, 5)),        # F(2x2, 5x5), along the lanes
+], ids=["narrow", "wide", "narrow-5x5", "wide-5x5"])
 def test_a_winograd_conv_puts_nan_and_inf_where_the_reference_does(name, geometry, dtype):
-    """Through Winograd's transforms one Inf would turn outputs of its 4x4 tiles that do not
+    """Through Winograd's transforms one Inf would turn outputs of its tiles that do not
     depend on it into NaN (Inf - Inf): such a sample is computed again as plain sums (a dW
     that is not finite, by the direct dW)."""
     x_shape, w_shape = geometry
     if name == "cython":
-        assert backend(name).plan_conv2d(x_shape, w_shape, 1, 1).names[0] == "winograd_f2x2_3x3"
+        paths = backend(name).plan_conv2d(x_shape, w_shape, 1, 1, dtype=dtype)
+        winograd = f"winograd_f2x2_{w_shape[2]}x{w_shape[3]}"
+        assert paths.dx == winograd and (paths.forward == winograd or dtype == np.float64)
     x = planted(x_shape, [(0, 3 % x_shape[1], 4, 4)], np.inf, dtype=dtype)
     x[1, 0, 2, 5] = np.nan
     rng = np.random.default_rng(2)

@@ -82,6 +82,25 @@ CASES = [
      ("direct_filter_lanes", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "col2im")),
     # ... a 5x5 kernel, pad 2, 32 filters (two lane blocks), 17 samples
     (((17, 8, 24, 23), (32, 8, 5, 5), 2, 2, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im")),
+    # Winograd F(2x2, 5x5), forward and dx: the shape suite's 16 -> 32 on 24x24, pad 2 (rows
+    # of 12 tiles along the lanes, passes of 5 tile rows, the last one of 2)
+    (((2, 16, 24, 24), (32, 16, 5, 5), 1, 2, None),
+     ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5")),
+    # ... odd 19 x 23 output (a last half tile row and column), 20 filters (not a multiple of
+    # the GEMM's 4), 3 samples, the 2x2 pool over its stored output
+    (((3, 16, 19, 23), (20, 16, 5, 5), 1, 2, (2, 2)),
+     ("winograd_f2x2_5x5", "after_conv_2x2", "expand_2x2", "direct_column_lanes", "winograd_f2x2_5x5")),
+    # ... unpadded (the dx pads dz by 4), 64 channels on 8x8 (rows of 4 tiles, gathered)
+    (((2, 64, 12, 12), (64, 64, 5, 5), 1, 0, None),
+     ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5")),
+    # ... pad 5: the forward still, the dx not (it would pad dz by -1)
+    (((1, 16, 9, 9), (16, 16, 5, 5), 1, 5, None), ("winograd_f2x2_5x5", "direct_filter_lanes", "col2im_s1")),
+    # ... rows of 20 tiles (a whole vector and a spill), passes of 3 tile rows, an
+    # overlapping 3x3/2 pool
+    (((2, 16, 36, 40), (16, 16, 5, 5), 1, 2, (3, 2)),
+     ("winograd_f2x2_5x5", "after_conv", "route", "direct_filter_lanes", "winograd_f2x2_5x5")),
+    # 32 channels on rows of 6 tiles: too few for a gathered 5x5 Winograd (8 lanes: half rows)
+    (((2, 32, 12, 12), (32, 32, 5, 5), 1, 2, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1")),
 ]
 IDS = [",".join(names) for _, names in CASES]
 # the same cases planned for 8-lane rows (an AVX2 build of the Cython backend): where
@@ -94,6 +113,7 @@ LANES8 = {
     # rows of 10 and 8 tiles fill 8 lanes: the Winograd dW, whole samples summed together
     19: ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "winograd_f2x2_3x3", "winograd_f2x2_3x3"),
     21: ("winograd_f2x2_3x3", "winograd_f2x2_3x3", "winograd_f2x2_3x3"),
+    30: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),   # rows of 6 tiles: half of 8
 }
 CASES_8 = [(args, LANES8.get(i, names)) for i, (args, names) in enumerate(CASES)] + [
     (((2, 2, 12, 12), (8, 2, 5, 5), 1, 0, (2, 2)),
@@ -215,6 +235,13 @@ def test_a_winograd_plan_off_its_geometry_is_refused():
     w3 = np.ones((32, 32, 3, 3), np.float32)
     with pytest.raises(ValueError, match="dx 'winograd_f2x2_3x3' needs a 3x3 kernel, stride 1 and pad <= 2"):
         _cy_conv.conv2d_backward(np.ones((2, 32, 12, 12), np.float32), x, w3, 1, 3, True, wino)
+    x16 = np.ones((2, 32, 16, 16), np.float32)
+    wino5 = plan.conv2d(x16.shape, w5.shape, 1, 2).codes
+    assert plan.FORWARD[wino5[0]] == plan.DX[wino5[4]] == "winograd_f2x2_5x5"
+    with pytest.raises(ValueError, match="forward 'winograd_f2x2_5x5' needs a 5x5 kernel"):
+        _cy_conv.conv2d_forward(x16, w3, np.zeros(32, np.float32), 1, 1, 16, 16, wino5)
+    with pytest.raises(ValueError, match="dx 'winograd_f2x2_5x5' needs a 5x5 kernel, stride 1 and pad <= 4"):
+        _cy_conv.conv2d_backward(np.ones((2, 32, 22, 22), np.float32), x16, w5, 1, 5, True, wino5)
 
 
 @pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
@@ -241,17 +268,17 @@ def test_the_winograd_dw_of_whole_samples_summed_together_matches_the_reference(
 
 
 @pytest.mark.skipif("numba" not in COMPILED, reason="numba is not installed")
-@pytest.mark.parametrize("path", ["gemm_1x1", "winograd_f2x2_3x3"])
+@pytest.mark.parametrize("path", ["gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5"])
 def test_the_numba_backend_refuses_the_cython_only_paths_by_name(path):
     from fastlenet.kernels import numba_conv
     w = np.ones((4, 8, 1, 1), np.float32)
     with pytest.raises(ValueError, match=path):
         numba_conv._dx_block(path, None, w, 1, 0, 16, 16, None)
-    if path == "winograd_f2x2_3x3":
-        x = np.ones((2, 32, 8, 8), np.float32)
+    if path.startswith("winograd"):
+        x, k = np.ones((2, 32, 8, 8), np.float32), int(path[-1])
         with pytest.raises(ValueError, match=path):
-            numba_conv.conv_forward(x, np.ones((32, 32, 3, 3), np.float32), np.zeros(32, np.float32),
-                                    1, 1, 8, 8, path=path)
+            numba_conv.conv_forward(x, np.ones((32, 32, k, k), np.float32), np.zeros(32, np.float32),
+                                    1, k // 2, 8, 8, path=path)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -200,7 +200,7 @@ def tiled_weights(w, b, ow, fq):
 
 
 #: plan paths only the Cython build has (the "lanes" rules; PLAN_RULES never plans them here)
-CYTHON_ONLY = ("gemm_1x1", "winograd_f2x2_3x3")
+CYTHON_ONLY = ("gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5")
 
 
 def _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg):

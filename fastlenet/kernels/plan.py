@@ -27,6 +27,8 @@ forward
                        outputs per tile back (csrc/winograd.h): 2.25x fewer multiplies (3x3,
                        stride 1, channels in and out from WINOGRAD_MIN_C, by how many lanes
                        the output rows fill; "lanes" rules: the Cython build)
+    ``winograd_f2x2_5x5`` -- the same with 6x6 input tiles, 36 GEMMs: 2.78x fewer multiplies
+                       (5x5, stride 1, channels from WINOGRAD5_MIN_C)
 pool (with a fused conv -> ReLU -> max pool only)
     ``tile_filter_lanes`` -- the 2x2/2 pool on the accumulators of the filter-lanes
                              direct kernel (forward ``direct_filter_lanes``)
@@ -63,6 +65,7 @@ dx (the input gradient)
     ``winograd_f2x2_3x3`` -- dx as the forward's Winograd convolution of dz, padded by 2 - p,
                      with the filters rotated and transposed (pad <= 2; the forward's rule
                      with F channels in and C out)
+    ``winograd_f2x2_5x5`` -- the same for 5x5 kernels, dz padded by 4 - p (pad <= 4)
 """
 from __future__ import annotations
 
@@ -107,11 +110,11 @@ FLANES_TILE = 5
 DIRECT_DW_WIDTHS = (3, 5)
 COLUMN_DW3_MAX_C = 16
 
-FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3")
+FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3", "winograd_f2x2_5x5")
 POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes")
 POOL_GRAD = (None, "route", "expand_2x2")
 DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes", "winograd_f2x2_3x3")
-DX = ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3")
+DX = ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5")
 #: the rule sets a backend plans with: "lanes", the Cython kernels' (register tiles along
 #: the vector lanes: the rules below); "dots", the Numba backend's, whose register tiles
 #: are 4 x 4 blocks of dot products (``_numba_loops.gemm_nt``): its forward is im2col_gemm
@@ -142,6 +145,18 @@ GEMM_ROWS = 4
 #: 6x6 1.29 -> 0.87 / 1.35 -> 1.47 (dx loses), 64 on 8x8 3.22 -> 2.52 / 6.55 -> 5.87,
 #: 64 on 4x4 1.57 -> 2.26 (loses)
 WINOGRAD_MIN_C = {"full rows": 8, "half rows": 16, "narrow rows": 32}
+#: ... and of a Winograd F(2x2, 5x5) convolution (6x6 tiles, 36 GEMMs: 2.78x fewer
+#: multiplies than the direct sums, dearer transforms).  Measured (cython, 2 threads, batch
+#: 128 unless said, pad 2, medians, ms, the path before -> Winograd, forward / backward with
+#: the Winograd dx): rows of LANES / 2 tiles or more: 16 -> 32 on 24x24 11.22 -> 8.88 /
+#: 23.14 -> 22.67 (dx alone about 11.3 -> 9.3), 32 -> 64 on 16x16 16.59 -> 10.23 / 37.84 ->
+#: 31.23, 16 -> 16 on 32x32 (batch 64) 5.81 -> 3.29 / 12.26 -> 8.98, 16 -> 16 on 16x16 3.39
+#: -> 2.59 / 6.33 -> 5.43; fewer channels lose: 8 -> 16 on 24x24 2.88 -> 3.26 / 6.46 ->
+#: 6.44, 3 -> 32 on 32x32 4.85 -> 5.53 / 10.91 -> 14.02, LeNet C3 (6 -> 16 on 14x14, batch
+#: 256) 0.85 -> 1.22 / 2.14 -> 4.37; narrower rows: 64 -> 64 on 8x8 8.51 -> 6.36 / 22.81 ->
+#: 18.94, 32 -> 32 on 8x8 2.35 -> 2.61 / 5.74 -> 5.64, 16 -> 32 on 12x12 2.45 -> 2.98 /
+#: 5.63 -> 6.43 (lose)
+WINOGRAD5_MIN_C = {"full rows": 16, "half rows": 16, "narrow rows": 64}
 #: ... and the narrowest output a narrow-row Winograd conv takes
 WINOGRAD_MIN_OW = 8
 #: The Winograd dW (tile products summed over the tiles of about 128 tile columns by the
@@ -161,7 +176,11 @@ WINOGRAD_DW = "rows of whole vectors of tiles"
 #: GEMM takes 90% of the time); backward with dx 98.26 vs 51.50, 214.92 vs 143.48, 339.73 vs
 #: 179.03; dW alone (filter / column lanes / Winograd) 42.33 / 55.28 / 10.33, 81.76 / 49.82 /
 #: 27.41, 162.23 / 84.64 / 49.71.  So float64 takes the Winograd dx and dW wherever the
-#: channel rule holds, and its forward only on rows of fewer than LANES / 2 tiles
+#: channel rule holds, and its forward only on rows of fewer than LANES / 2 tiles.  The 5x5
+#: likewise (forward / backward with the Winograd dx, float64, the path before -> Winograd):
+#: 32 -> 32 on 8x8 20.65 -> 9.40 / 61.49 -> 25.41, 64 -> 64 on 8x8 79.17 -> 32.11 / 237.19
+#: -> 91.08; on wider rows the dx wins (16 -> 32 on 24x24 250.52 -> 164.49, 16 -> 16 on
+#: 16x16 57.29 -> 34.20) and the forward loses (91.84 -> 102.45, 10.74 -> 21.64)
 WINOGRAD_FLOAT64 = "dx and dW by the channel rule; forward on narrow rows"
 
 
@@ -174,13 +193,16 @@ def _tile_rows(ow: int, lanes: int) -> str:
 
 
 def _winograd(c_in: int, c_out: int, kh: int, kw: int, stride: int, ow: int, lanes: int,
-              rules: str) -> bool:
-    """Whether a convolution of c_in -> c_out channels with output rows of ``ow`` runs as
-    Winograd F(2x2, 3x3) (see WINOGRAD_MIN_C)."""
-    if rules != "lanes" or (kh, kw, stride) != (3, 3, 1):
-        return False
+              rules: str) -> Optional[str]:
+    """The Winograd path a convolution of c_in -> c_out channels with output rows of ``ow``
+    runs as, F(2x2, 3x3) or F(2x2, 5x5) (see WINOGRAD_MIN_C, WINOGRAD5_MIN_C), or None."""
+    if rules != "lanes" or stride != 1 or (kh, kw) not in ((3, 3), (5, 5)):
+        return None
     rows = _tile_rows(ow, lanes)
-    return (rows != "narrow rows" or ow >= WINOGRAD_MIN_OW) and min(c_in, c_out) >= WINOGRAD_MIN_C[rows]
+    min_c = (WINOGRAD_MIN_C if kh == 3 else WINOGRAD5_MIN_C)[rows]
+    if (rows == "narrow rows" and ow < WINOGRAD_MIN_OW) or min(c_in, c_out) < min_c:
+        return None
+    return f"winograd_f2x2_{kh}x{kw}"
 
 
 def round_up(v: int, m: int) -> int:
@@ -274,7 +296,7 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
     # 32x32 6.64 / 4.92, 1 -> 32 4.75 / 2.35, 8 -> 32 10.67 / 9.51, 16 -> 32 16.17 /
     # 16.10; 64 -> 8 on 10x10 3.12 / 4.78, 32 -> 8 on 16x16 3.69 / 4.01; batch 256,
     # 1 -> 6 on 28x28 1.82 / 1.12)
-    if _winograd(c, f, kh, kw, stride, ow, lanes, rules) and (
+    if kh == 3 and _winograd(c, f, kh, kw, stride, ow, lanes, rules) and (
             _tile_rows(ow, lanes) == "full rows" or itemsize == 8):
         return "winograd_f2x2_3x3"     # float32: rows of whole vectors of tiles only (WINOGRAD_DW)
     if kw in DIRECT_DW_WIDTHS:
@@ -288,8 +310,9 @@ def _dx_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, w: int, l:
              rules: str) -> str:
     if stride != 1:
         return "col2im"
-    if pad <= 2 and _winograd(f, c, kh, kw, stride, w, lanes, rules):   # a conv with W columns out
-        return "winograd_f2x2_3x3"
+    winograd = _winograd(f, c, kh, kw, stride, w, lanes, rules)   # a conv with W columns out
+    if winograd and pad <= kh - 1:
+        return winograd
     if rules == "dots":
         return "flipped_conv_s1" if c >= DOTS_MIN_DX_C else "col2im_s1"
     # a 1x1 conv's dx is the GEMM's output itself (64 -> 128 on 16x16, batch 128, 2 threads,
@@ -300,11 +323,12 @@ def _dx_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, w: int, l:
 
 
 def _winograd_forward(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes: int, rules: str,
-                      itemsize: int) -> bool:
-    """The forward's Winograd rule: float64 only where its tiles are gathered (see
+                      itemsize: int) -> Optional[str]:
+    """The forward's Winograd path, or None: float64 only where its tiles are gathered (see
     WINOGRAD_FLOAT64)."""
-    return _winograd(c, f, kh, kw, stride, ow, lanes, rules) and (
-        itemsize == 4 or _tile_rows(ow, lanes) == "narrow rows")
+    if itemsize == 8 and _tile_rows(ow, lanes) != "narrow rows":
+        return None
+    return _winograd(c, f, kh, kw, stride, ow, lanes, rules)
 
 
 @lru_cache(maxsize=256)
@@ -314,10 +338,9 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules, items
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
     if rules == "dots" and c * kh * kw >= DOTS_MIN_K:
         forward = "im2col_gemm"
-    elif _winograd_forward(c, f, kh, kw, stride, ow, lanes, rules, itemsize):
-        forward = "winograd_f2x2_3x3"
     else:
-        forward = _forward_path(c, f, kh, kw, stride, ow, lanes, max_flanes_k)
+        forward = (_winograd_forward(c, f, kh, kw, stride, ow, lanes, rules, itemsize)
+                   or _forward_path(c, f, kh, kw, stride, ow, lanes, max_flanes_k))
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes, stride), pool_grad,
