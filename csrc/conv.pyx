@@ -14,8 +14,8 @@
 # plan whose kernels cannot run the geometry): 'direct' convolves the zero-padded
 # input with register tiles (csrc/direct_conv.h), 'im2col_gemm' unfolds it and runs
 # the register-blocked GEMM (csrc/gemm.h), 'winograd_f2x2_3x3' runs 16 GEMMs over its
-# transformed tiles (csrc/winograd.h: forward, dx and dW; 'winograd_f2x2_5x5' 36 GEMMs,
-# forward and dx); a fused ReLU + max pool runs on the tile's
+# transformed tiles (csrc/winograd.h: forward, dx and dW; 'winograd_f2x2_5x5' 36 GEMMs);
+# a fused ReLU + max pool runs on the tile's
 # accumulators or over the conv output kept in the workspace, and its backward turns
 # the pooled gradient straight into the conv-output gradient (csrc/pool_grad.h); dW
 # comes from the padded input (csrc/dw.h) or a GEMM over im2row/im2col columns.
@@ -67,6 +67,7 @@ cdef enum:
     DW_DIRECT_FILTER_LANES = 2
     DW_DIRECT_COLUMN_LANES = 3
     DW_WINOGRAD = 4
+    DW_WINOGRAD5 = 5
 cdef enum:
     DX_COL2IM = 0
     DX_COL2IM_S1 = 1
@@ -87,7 +88,8 @@ PLAN_NAMES = {
     "forward": ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3", "winograd_f2x2_5x5"),
     "pool": (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes"),
     "pool_grad": (None, "route", "expand_2x2"),
-    "dw": ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes", "winograd_f2x2_3x3"),
+    "dw": ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes", "winograd_f2x2_3x3",
+           "winograd_f2x2_5x5"),
     "dx": ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5"),
 }
 LANES = LB
@@ -224,10 +226,10 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
         g.ws = max(g.ws, 2 * _round_up(g.pw, FLANES_TILE) + g.kw - 1)
     if g.fwd == FWD_DIRECT_FILTER_LANES:  # ... and the last tile of FL_FLANES_COLS conv columns
         g.ws = max(g.ws, s * (_round_up(ow, FL_FLANES_COLS) - 1) + g.kw)
-    if _fwd_winograd(g) or g.dw == DW_WINOGRAD:   # ... and the Winograd tiles' vector rows
+    if _fwd_winograd(g) or _dw_winograd(g):       # ... and the Winograd tiles' vector rows
         g.hs, g.ws = max(g.hs, _winograd_rows(oh, kh)), max(g.ws, _winograd_cols(ow, kw))
     g.cq, g.zrows = _round_up(c, MB), oh
-    if g.dw == DW_WINOGRAD:               # dz tiles of 2x2 read as whole vector rows
+    if _dw_winograd(g):                   # dz tiles of 2x2 read as whole vector rows
         g.zrows, g.owr = 2 * ((oh + 1) // 2), max(g.owr, _winograd_cols(ow, 1))
     g.wq = (kh + 1) * (kh + 1)
     _winograd_passes(oh, ow, &g.wtr, &g.wpp)
@@ -244,6 +246,10 @@ cdef inline bint _fwd_winograd(Geometry g) noexcept nogil:
 
 cdef inline bint _dx_winograd(Geometry g) noexcept nogil:
     return g.dx == DX_WINOGRAD or g.dx == DX_WINOGRAD5
+
+
+cdef inline bint _dw_winograd(Geometry g) noexcept nogil:
+    return g.dw == DW_WINOGRAD or g.dw == DW_WINOGRAD5
 
 
 cdef inline Py_ssize_t _winograd_rows(Py_ssize_t oh, Py_ssize_t k) noexcept nogil:
@@ -320,6 +326,8 @@ cdef _check_plan(Geometry g):
         bad.append("dx 'winograd_f2x2_5x5' needs a 5x5 kernel, stride 1 and pad <= 4")
     if g.dw == DW_WINOGRAD and not (g.kh == 3 and g.kw == 3 and g.s == 1):
         bad.append("dw 'winograd_f2x2_3x3' needs a 3x3 kernel and stride 1")
+    if g.dw == DW_WINOGRAD5 and not (g.kh == 5 and g.kw == 5 and g.s == 1):
+        bad.append("dw 'winograd_f2x2_5x5' needs a 5x5 kernel and stride 1")
     if g.dx == DX_FLIPPED_CONV_S1:
         bad.append("dx 'flipped_conv_s1' is a Numba path, not built in this backend")
     if bad:
@@ -644,14 +652,14 @@ cdef inline void _dw_columns(const floating* xp, Geometry g, const floating* dzr
 
 cdef inline int _winograd_dw(const floating* xp, Geometry g, const floating* dzr, floating[:, ::1] vm,
                              floating* du, int k, bint last) noexcept nogil:
-    """du (16, Fp, Cq) += the Winograd weight gradient (before its filter-domain transform,
+    """du (Q, Fp, Cq) += the Winograd weight gradient (before its filter-domain transform,
     _sum_winograd_dw) of one sample, from its padded input xp and the row-padded dz (F, ZROWS,
-    OWr): its tiles go to columns k * DWPS.. of vm (V (16 Cq, DWCOLS + LB), then the gradient
-    tiles (16 Fp, DWCOLS + LB)), and the GEMMs run once DWG samples (or the ``last``) are
+    OWr): its tiles go to columns k * DWPS.. of vm (V (Q Cq, DWCOLS + LB), then the gradient
+    tiles (Q Fp, DWCOLS + LB)), and the GEMMs run once DWG samples (or the ``last``) are
     there; -> the samples waiting.  Large samples: tiles and GEMMs per pass of tile rows."""
     cdef Py_ssize_t th = (g.oh + 1) // 2, tw = (g.ow + 1) // 2, ty0, ty1, ldp = g.dwcols + LB
     cdef floating* v = &vm[0, 0]
-    cdef floating* mq = &vm[16 * g.cq, 0]
+    cdef floating* mq = &vm[g.wq * g.cq, 0]
     if g.dwg:
         _winograd_dw_tiles(xp, g, dzr, 0, th, v + k * g.dwps, mq + k * g.dwps, ldp)
         k += 1
@@ -672,18 +680,18 @@ cdef inline void _winograd_dw_tiles(const floating* xp, Geometry g, const floati
                                     Py_ssize_t ty1, floating* v, floating* mq, Py_ssize_t ldp) noexcept nogil:
     if floating is float:
         fl_winograd_dw_tiles_f32(xp, g.c, g.hs, g.ws, dzr, g.f, g.owr, g.oh, g.ow, ty0, ty1,
-                                 v, g.cq * ldp, mq, g.fp * ldp, ldp)
+                                 v, g.cq * ldp, mq, g.fp * ldp, ldp, g.kh)
     else:
         fl_winograd_dw_tiles_f64(xp, g.c, g.hs, g.ws, dzr, g.f, g.owr, g.oh, g.ow, ty0, ty1,
-                                 v, g.cq * ldp, mq, g.fp * ldp, ldp)
+                                 v, g.cq * ldp, mq, g.fp * ldp, ldp, g.kh)
 
 
 cdef inline void _winograd_dw_gemms(Geometry g, const floating* v, const floating* mq, Py_ssize_t ldp,
                                     Py_ssize_t cols, floating* du) noexcept nogil:
     if floating is float:
-        fl_winograd_dw_gemms_f32(v, g.cq * ldp, mq, g.fp * ldp, ldp, g.cq, g.fp, cols, du)
+        fl_winograd_dw_gemms_f32(v, g.cq * ldp, mq, g.fp * ldp, ldp, g.cq, g.fp, cols, g.wq, du)
     else:
-        fl_winograd_dw_gemms_f64(v, g.cq * ldp, mq, g.fp * ldp, ldp, g.cq, g.fp, cols, du)
+        fl_winograd_dw_gemms_f64(v, g.cq * ldp, mq, g.fp * ldp, ldp, g.cq, g.fp, cols, g.wq, du)
 
 
 cdef inline void _dw_direct(const floating* xp, Geometry g, const floating* dzt,
@@ -783,14 +791,14 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
     cdef bint want_dz = need_dx or g.dw == DW_GEMM_IM2COL or g.dw == DW_GEMM_IM2ROW
     cdef bint want_dzt = g.dw == DW_DIRECT_FILTER_LANES
     cdef int waiting = 0          # Winograd dW: samples whose tiles wait for their GEMMs
-    cdef bint want_dzr = g.dw == DW_DIRECT_COLUMN_LANES or g.dw == DW_WINOGRAD
+    cdef bint want_dzr = g.dw == DW_DIRECT_COLUMN_LANES or _dw_winograd(g)
     for n in range(start, stop):
         _gradient_layouts(dy, dpy, arg, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr, db)
         if g.dw != DW_GEMM_IM2COL:
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
         if g.dw == DW_DIRECT_COLUMN_LANES:
             _dw_columns(&xp[0, 0, 0], g, &dzr[0, 0, 0], &dw[0, 0])
-        elif g.dw == DW_WINOGRAD:
+        elif _dw_winograd(g):
             waiting = _winograd_dw(&xp[0, 0, 0], g, &dzr[0, 0, 0], rows, &dw[0, 0], waiting, n == stop - 1)
         elif g.dw == DW_DIRECT_FILTER_LANES:
             _dw_direct(&xp[0, 0, 0], g, &dzt[0, 0], &dw[0, 0])
@@ -836,10 +844,10 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks
     if g.dw == DW_DIRECT_COLUMN_LANES:    # row-padded dz; per-lane partial sums (F, K*LB)
         dzr_ws = aligned_zeros((chunks, g.f, g.oh, g.owr), dtype)
         dw_part = aligned_zeros((blocks, g.f, g.k * LB), dtype)
-    elif g.dw == DW_WINOGRAD:             # row-padded dz; V and gradient tiles; dU (16 Fp, Cq)
+    elif _dw_winograd(g):                 # row-padded dz; V and gradient tiles; dU (Q Fp, Cq)
         dzr_ws = aligned_zeros((chunks, g.f, g.zrows, g.owr), dtype)
-        rows_ws = aligned_zeros((chunks, 16 * (g.cq + g.fp), g.dwcols + LB), dtype)
-        dw_part = aligned_zeros((blocks, 16 * g.fp, g.cq), dtype)
+        rows_ws = aligned_zeros((chunks, g.wq * (g.cq + g.fp), g.dwcols + LB), dtype)
+        dw_part = aligned_zeros((blocks, g.wq * g.fp, g.cq), dtype)
     elif g.dw == DW_DIRECT_FILTER_LANES:  # transposed (K, Fq)
         dzt_ws = aligned_zeros((chunks, g.l, g.fq), dtype)
         dw_part = aligned_zeros((blocks, g.k, g.fq), dtype)
@@ -914,7 +922,7 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
                         rows[tid], dz[tid], dzt[tid], dzr[tid], dcols[tid], xp[tid], dxp[tid],
                         dwp[q], dbp[q], dx)
     _sum_blocks(g, dwp, dbp, &dw[0, 0, 0, 0], &db[0])
-    if g.dw == DW_WINOGRAD:
+    if _dw_winograd(g):
         _sum_winograd_dw(g, dwp, &dw[0, 0, 0, 0])
         if not np.isfinite(dw_out).all():   # NaN / Inf where the reference puts them: plain sums
             _backward(grad, arg_in, x, w, stride, pad, oh, ow, codes[:3] + (DW_DIRECT_FILTER_LANES,) + codes[4:],
@@ -923,7 +931,7 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
 
 
 cdef void _sum_winograd_dw(Geometry g, floating[:, :, ::1] dwp, floating* dw) noexcept nogil:
-    """dw (F, C, 3, 3) from the per-block Winograd partials dwp (blocks, 16 Fp, Cq): summed in
+    """dw (F, C, K, K) from the per-block Winograd partials dwp (blocks, Q Fp, Cq): summed in
     block order into the first, then transformed to the filter domain."""
     cdef Py_ssize_t q, i, j
     for q in range(1, dwp.shape[0]):
@@ -931,9 +939,15 @@ cdef void _sum_winograd_dw(Geometry g, floating[:, :, ::1] dwp, floating* dw) no
             for j in range(dwp.shape[2]):
                 dwp[0, i, j] += dwp[q, i, j]
     if floating is float:
-        fl_winograd_dw_filters_f32(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
+        if g.kh == 3:
+            fl_winograd_dw_filters_f32(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
+        else:
+            fl_winograd5_dw_filters_f32(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
     else:
-        fl_winograd_dw_filters_f64(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
+        if g.kh == 3:
+            fl_winograd_dw_filters_f64(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
+        else:
+            fl_winograd5_dw_filters_f64(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
 
 
 cdef void _sum_blocks(Geometry g, const floating[:, :, ::1] dwp, const floating[:, ::1] dbp,
@@ -948,7 +962,7 @@ cdef void _sum_blocks(Geometry g, const floating[:, :, ::1] dwp, const floating[
         for q in range(dbp.shape[0]):
             acc = acc + dbp[q, f]
         db[f] = acc
-        if g.dw == DW_WINOGRAD:       # _sum_winograd_dw
+        if _dw_winograd(g):           # _sum_winograd_dw
             continue
         for k in range(g.k):
             acc = 0

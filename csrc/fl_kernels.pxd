@@ -119,16 +119,18 @@ cdef extern from "winograd.h" nogil:
                              double* out, long ldo)
     void fl_winograd_dw_tiles_f32(const float* xp, long C, long HS, long WS, const float* dzq, long F, long WQ,
                                   long OH, long OW, long ty0, long ty1, float* V, long ldv, float* Mq,
-                                  long ldm, long ldp)
+                                  long ldm, long ldp, long K)
     void fl_winograd_dw_tiles_f64(const double* xp, long C, long HS, long WS, const double* dzq, long F,
                                   long WQ, long OH, long OW, long ty0, long ty1, double* V, long ldv,
-                                  double* Mq, long ldm, long ldp)
+                                  double* Mq, long ldm, long ldp, long K)
     void fl_winograd_dw_gemms_f32(const float* V, long ldv, const float* Mq, long ldm, long ldp, long Cp,
-                                  long Fp, long Lp, float* dU)
+                                  long Fp, long Lp, long Q, float* dU)
     void fl_winograd_dw_gemms_f64(const double* V, long ldv, const double* Mq, long ldm, long ldp, long Cp,
-                                  long Fp, long Lp, double* dU)
+                                  long Fp, long Lp, long Q, double* dU)
     void fl_winograd_dw_filters_f32(const float* dU, long F, long C, long Fp, long Cp, float* dw)
     void fl_winograd_dw_filters_f64(const double* dU, long F, long C, long Fp, long Cp, double* dw)
+    void fl_winograd5_dw_filters_f32(const float* dU, long F, long C, long Fp, long Cp, float* dw)
+    void fl_winograd5_dw_filters_f64(const double* dU, long F, long C, long Fp, long Cp, double* dw)
     void fl_conv_exact_f32(const float* xp, long C, long HS, long WS, const float* w, long K, int flip,
                            long F, const float* bias, long OH, long OW, float* out, long ldo)
     void fl_conv_exact_f64(const double* xp, long C, long HS, long WS, const double* w, long K, int flip,

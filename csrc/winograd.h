@@ -209,6 +209,27 @@ fl_winograd5_at_m_a_##SUFFIX(const T *M, long ldm, T b, fl_vec_##SUFFIX y[4]) { 
         y[2 + c] = (v[1] - v[2]) + (T)2 * (v[3] - v[4]) + v[5] + b;                           \
     }                                                                                         \
 }                                                                                             \
+/* Mq[xi] = (A g A^T)[xi] for the 2x2 tiles g of LB tiles, F(2x2, 5x5)'s A: each column   \
+ * (g0, g1) -> (g0, g0 + g1, g0 - g1, g0 + 2 g1, g0 - 2 g1, g1), then each row the same;   \
+ * the 36 stored in order by one walking pointer. */                                         \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd5_a_g_at_##SUFFIX(fl_vec_##SUFFIX g[2][2], T *Mq, long ldm) {                     \
+    fl_vec_##SUFFIX r[6][2];                                                                  \
+    for (int b = 0; b < 2; b++) {                                                             \
+        fl_vec_##SUFFIX g0 = g[0][b], g1 = g[1][b], d = (T)2 * g1;                            \
+        r[0][b] = g0; r[1][b] = g0 + g1; r[2][b] = g0 - g1;                                   \
+        r[3][b] = g0 + d; r[4][b] = g0 - d; r[5][b] = g1;                                     \
+    }                                                                                         \
+    T *o = Mq;                                                                                \
+    for (int i = 0; i < 6; i++) {                                                             \
+        fl_vec_##SUFFIX g0 = r[i][0], g1 = r[i][1], d = (T)2 * g1;                            \
+        fl_vec_##SUFFIX row[6] = {g0, g0 + g1, g0 - g1, g0 + d, g0 - d, g1};                  \
+        for (int j = 0; j < 6; j++, o += ldm) {                                               \
+            FL_OPAQUE(o);                                                                     \
+            fl_store_##SUFFIX(o, row[j]);                                                     \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
 /* All ones in every lane where one of the four outputs y is not finite (its exponent bits  \
  * all set: integer tests, which -fassociative-math cannot reorder), else zero. */         \
 static inline __attribute__((always_inline)) fl_ivec_##SUFFIX                                \
@@ -376,7 +397,8 @@ fl_winograd_input_pass_##SUFFIX(const T *xp, long C, long HS, long WS, long TW, 
  * g0 + g1, g0 - g1, -g1, along rows and columns).  Lanes past the row's last tile: see     \
  * fl_winograd_input_vec. */                                                                 \
 static inline __attribute__((always_inline)) void                                            \
-fl_winograd_grad_vec_##SUFFIX(const T *dzq, long WQ, long ty, long tx0, T *Mq, long ldm) {   \
+fl_winograd_grad_vec_##SUFFIX(const T *dzq, long WQ, long ty, long tx0, T *Mq, long ldm,     \
+                              const int K) {                                                  \
     fl_vec_##SUFFIX g[2][2], r[4][2];                                                         \
     for (int a = 0; a < 2; a++) {                                                             \
         const T *row = dzq + (2 * ty + a) * WQ + 2 * tx0;                                     \
@@ -384,53 +406,68 @@ fl_winograd_grad_vec_##SUFFIX(const T *dzq, long WQ, long ty, long tx0, T *Mq, l
         g[a][0] = __builtin_shufflevector(lo, hi, FL_EVEN_LANES);                             \
         g[a][1] = __builtin_shufflevector(lo, hi, FL_ODD_LANES);                              \
     }                                                                                         \
-    fl_winograd_a_g_at_##SUFFIX(g, r, Mq, ldm);                                               \
+    if (K == 3) fl_winograd_a_g_at_##SUFFIX(g, r, Mq, ldm);                                   \
+    else fl_winograd5_a_g_at_##SUFFIX(g, Mq, ldm);                                            \
 }                                                                                             \
 /* ... the same for narrow rows, tile by tile: the LB tiles p0 + q of a pass (lanes past   \
  * its nt tiles zero). */                                                                    \
 static inline __attribute__((always_inline)) void                                            \
 fl_winograd_grad_gather_##SUFFIX(const T *dzq, long WQ, long TW, long ty0, long p0, long nt, \
-                                 T *Mq, long ldm) {                                          \
+                                 T *Mq, long ldm, const int K) {                             \
     T d[4][FL_LB];                                                                            \
     fl_winograd_gather_##SUFFIX(dzq, WQ, TW, ty0, p0, nt, 2, d);                              \
     fl_vec_##SUFFIX g[2][2], r[4][2];                                                         \
     for (int k = 0; k < 4; k++) g[k / 2][k % 2] = fl_load_##SUFFIX(d[k]);                     \
-    fl_winograd_a_g_at_##SUFFIX(g, r, Mq, ldm);                                               \
+    if (K == 3) fl_winograd_a_g_at_##SUFFIX(g, r, Mq, ldm);                                   \
+    else fl_winograd5_a_g_at_##SUFFIX(g, Mq, ldm);                                            \
 }                                                                                             \
-/* The Winograd weight gradient's operands for the tiles of tile rows ty0 .. ty1-1 of one    \
- * sample, into columns from 0 of V (16, Cp, ldv / Cp) (xi stride ldv, channel stride ldp) \
- * and Mq (16, Fp, .) (xi stride ldm): V[xi, c, p] = (B^T d B)[xi] of the input tiles, as   \
+/* The Winograd weight gradient's operands (F(2x2, KxK), K 3 or 5, Q = (K + 1)^2 positions)  \
+ * for the tiles of tile rows ty0 .. ty1-1 of one sample, into columns from 0 of V (Q, Cp,  \
+ * ldv / Cp) (xi stride ldv, channel stride ldp) and Mq (Q, Fp, .) (xi stride ldm):         \
+ * V[xi, c, p] = (B^T d B)[xi] of the input tiles, as                                        \
  * the forward; Mq[xi, f, p] = (A g A^T)[xi] of the 2x2 output-gradient tiles.  xp (C, HS, \
  * WS) is the padded input as the forward reads it; dzq (F, 2 TH, WQ) the output gradient,  \
  * zero past OH x OW, WQ >= 2 round_up(TW, LB).  Mq's lanes from the pass's nt tiles up to  \
  * the next multiple of LB are zero, so V's spare lanes add nothing. */                      \
-static void fl_winograd_dw_tiles_##SUFFIX(const T *xp, long C, long HS, long WS, const T *dzq, \
-                                          long F, long WQ, long OH, long OW, long ty0,         \
-                                          long ty1, T *V, long ldv, T *Mq, long ldm, long ldp) { \
+static inline __attribute__((always_inline)) void                                            \
+fl_winograd_dw_tiles_k_##SUFFIX(const T *xp, long C, long HS, long WS, const T *dzq, long F,  \
+                                long WQ, long OH, long OW, long ty0, long ty1, T *V, long ldv, \
+                                T *Mq, long ldm, long ldp, const int K) {                     \
     long TH = (OH + 1) / 2, TW = (OW + 1) / 2, nt = (ty1 - ty0) * TW;                         \
     long P = (nt + FL_LB - 1) / FL_LB * FL_LB;                                                \
     int narrow = 2 * TW < FL_LB;                                                              \
-    fl_winograd_input_pass_##SUFFIX(xp, C, HS, WS, TW, ty0, ty1, P, narrow, V, ldv, ldp, 3);   \
+    fl_winograd_input_pass_##SUFFIX(xp, C, HS, WS, TW, ty0, ty1, P, narrow, V, ldv, ldp, K);   \
     for (long f = 0; f < F; f++) {                                                            \
         const T *plane = dzq + f * 2 * TH * WQ;                                               \
         T *mf = Mq + f * ldp;                                                                 \
         if (narrow) {                                                                         \
             for (long p0 = 0; p0 < P; p0 += FL_LB)                                            \
-                fl_winograd_grad_gather_##SUFFIX(plane, WQ, TW, ty0, p0, nt, mf + p0, ldm);   \
+                fl_winograd_grad_gather_##SUFFIX(plane, WQ, TW, ty0, p0, nt, mf + p0, ldm, K); \
             continue;                                                                         \
         }                                                                                     \
         for (long ty = ty0; ty < ty1; ty++)                                                   \
             for (long tx0 = 0; tx0 < TW; tx0 += FL_LB)                                        \
-                fl_winograd_grad_vec_##SUFFIX(plane, WQ, ty, tx0, mf + (ty - ty0) * TW + tx0, ldm); \
-        for (int xi = 0; xi < 16; xi++)                                                       \
+                fl_winograd_grad_vec_##SUFFIX(plane, WQ, ty, tx0, mf + (ty - ty0) * TW + tx0, ldm, K); \
+        for (int xi = 0; xi < (K + 1) * (K + 1); xi++)                                        \
             memset(mf + xi * ldm + nt, 0, (P - nt) * sizeof(T));                              \
     }                                                                                         \
 }                                                                                             \
-/* dU[xi] (Fp, Cp) += Mq[xi] (Fp, Lp) @ V[xi] (Cp, Lp)^T for the 16 positions xi: the      \
+static void fl_winograd_dw_tiles_##SUFFIX(const T *xp, long C, long HS, long WS, const T *dzq, \
+                                          long F, long WQ, long OH, long OW, long ty0,         \
+                                          long ty1, T *V, long ldv, T *Mq, long ldm, long ldp,  \
+                                          long K) {                                           \
+    if (K == 3)                                                                               \
+        fl_winograd_dw_tiles_k_##SUFFIX(xp, C, HS, WS, dzq, F, WQ, OH, OW, ty0, ty1, V, ldv,   \
+                                        Mq, ldm, ldp, 3);                                     \
+    else                                                                                      \
+        fl_winograd_dw_tiles_k_##SUFFIX(xp, C, HS, WS, dzq, F, WQ, OH, OW, ty0, ty1, V, ldv,   \
+                                        Mq, ldm, ldp, 5);                                     \
+}                                                                                             \
+/* dU[xi] (Fp, Cp) += Mq[xi] (Fp, Lp) @ V[xi] (Cp, Lp)^T for the Q positions xi: the       \
  * weight gradient summed over Lp tile columns (rows of stride ldp, xi strides ldv, ldm). */ \
 static void fl_winograd_dw_gemms_##SUFFIX(const T *V, long ldv, const T *Mq, long ldm,        \
-                                          long ldp, long Cp, long Fp, long Lp, T *dU) {       \
-    for (int xi = 0; xi < 16; xi++)                                                           \
+                                          long ldp, long Cp, long Fp, long Lp, long Q, T *dU) { \
+    for (int xi = 0; xi < Q; xi++)                                                            \
         fl_gemm_nt_acc_##SUFFIX(Mq + xi * ldm, ldp, V + xi * ldv, ldp, dU + xi * Fp * Cp, Cp,  \
                                 Fp, Cp, Lp);                                                  \
 }                                                                                             \
@@ -452,6 +489,33 @@ static void fl_winograd_dw_filters_##SUFFIX(const T *dU, long F, long C, long Fp
                 o[i * 3 + 0] = t[i][0] + (t[i][1] + t[i][2]) * (T)0.5;                        \
                 o[i * 3 + 1] = (t[i][1] - t[i][2]) * (T)0.5;                                  \
                 o[i * 3 + 2] = (t[i][1] + t[i][2]) * (T)0.5 + t[i][3];                        \
+            }                                                                                 \
+        }                                                                                     \
+}                                                                                             \
+/* dw (F, C, 5, 5) = G^T dU[., f, c] G from dU (36, Fp, Cp), F(2x2, 5x5)'s G (see          \
+ * fl_winograd5_g), in double: per line u (6) -> (u0/4 - (u1+u2)/6 + (u3+u4)/24,           \
+ * -(u1-u2)/6 + (u3-u4)/12, -(u1+u2)/6 + (u3+u4)/6, -(u1-u2)/6 + (u3-u4)/3,                 \
+ * -(u1+u2)/6 + 2(u3+u4)/3 + u5). */                                                         \
+static void fl_winograd5_gt_##SUFFIX(const double u[6], double o[5]) {                        \
+    double e = u[1] + u[2], d = u[1] - u[2], e2 = u[3] + u[4], d2 = u[3] - u[4];              \
+    o[0] = u[0] / 4 - e / 6 + e2 / 24; o[1] = -d / 6 + d2 / 12; o[2] = (e2 - e) / 6;          \
+    o[3] = -d / 6 + d2 / 3; o[4] = -e / 6 + e2 * 2 / 3 + u[5];                                \
+}                                                                                             \
+static void fl_winograd5_dw_filters_##SUFFIX(const T *dU, long F, long C, long Fp, long Cp,   \
+                                             T *dw) {                                         \
+    for (long f = 0; f < F; f++)                                                              \
+        for (long c = 0; c < C; c++) {                                                        \
+            double u[6][6], t[5][6], col[6], o[5];                                            \
+            for (int k = 0; k < 36; k++) u[k / 6][k % 6] = dU[(k * Fp + f) * Cp + c];         \
+            for (int j = 0; j < 6; j++) {             /* G^T along the rows, column by column */ \
+                for (int i = 0; i < 6; i++) col[i] = u[i][j];                                 \
+                fl_winograd5_gt_##SUFFIX(col, o);                                             \
+                for (int i = 0; i < 5; i++) t[i][j] = o[i];                                   \
+            }                                                                                 \
+            T *out = dw + (f * C + c) * 25;                                                   \
+            for (int i = 0; i < 5; i++) {             /* then along the columns */            \
+                fl_winograd5_gt_##SUFFIX(t[i], o);                                            \
+                for (int j = 0; j < 5; j++) out[i * 5 + j] = (T)o[j];                         \
             }                                                                                 \
         }                                                                                     \
 }                                                                                             \

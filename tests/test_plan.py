@@ -90,16 +90,17 @@ CASES = [
     # the GEMM's 4), 3 samples, the 2x2 pool over its stored output
     (((3, 16, 19, 23), (20, 16, 5, 5), 1, 2, (2, 2)),
      ("winograd_f2x2_5x5", "after_conv_2x2", "expand_2x2", "direct_column_lanes", "winograd_f2x2_5x5")),
-    # ... unpadded (the dx pads dz by 4), 64 channels on 8x8 (rows of 4 tiles, gathered)
-    (((2, 64, 12, 12), (64, 64, 5, 5), 1, 0, None),
-     ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5")),
+    # ... unpadded (the dx pads dz by 4), 64 channels on 8x8 (rows of 4 tiles, gathered), its
+    # dW too (whole samples side by side)
+    (((2, 64, 12, 12), (64, 64, 5, 5), 1, 0, None), ("winograd_f2x2_5x5",) * 3),
     # ... pad 5: the forward still, the dx not (it would pad dz by -1)
     (((1, 16, 9, 9), (16, 16, 5, 5), 1, 5, None), ("winograd_f2x2_5x5", "direct_filter_lanes", "col2im_s1")),
     # ... rows of 20 tiles (a whole vector and a spill), passes of 3 tile rows, an
-    # overlapping 3x3/2 pool
+    # overlapping 3x3/2 pool; the dW too, its GEMMs per pass
     (((2, 16, 36, 40), (16, 16, 5, 5), 1, 2, (3, 2)),
-     ("winograd_f2x2_5x5", "after_conv", "route", "direct_filter_lanes", "winograd_f2x2_5x5")),
-    # 32 channels on rows of 6 tiles: too few for a gathered 5x5 Winograd (8 lanes: half rows)
+     ("winograd_f2x2_5x5", "after_conv", "route", "winograd_f2x2_5x5", "winograd_f2x2_5x5")),
+    # 32 channels on rows of 6 tiles: too few for a gathered 5x5 Winograd (8 lanes: half rows,
+    # no Winograd dW there)
     (((2, 32, 12, 12), (32, 32, 5, 5), 1, 2, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1")),
 ]
 IDS = [",".join(names) for _, names in CASES]
@@ -113,7 +114,12 @@ LANES8 = {
     # rows of 10 and 8 tiles fill 8 lanes: the Winograd dW, whole samples summed together
     19: ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "winograd_f2x2_3x3", "winograd_f2x2_3x3"),
     21: ("winograd_f2x2_3x3", "winograd_f2x2_3x3", "winograd_f2x2_3x3"),
-    30: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),   # rows of 6 tiles: half of 8
+    # rows of 12 tiles fill 8 lanes: the 5x5 Winograd dW; rows of 4 and 6 tiles half of them
+    25: ("winograd_f2x2_5x5",) * 3,
+    26: ("winograd_f2x2_5x5", "after_conv_2x2", "expand_2x2", "winograd_f2x2_5x5", "winograd_f2x2_5x5"),
+    27: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),
+    28: ("winograd_f2x2_5x5", "winograd_f2x2_5x5", "col2im_s1"),
+    30: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),
 }
 CASES_8 = [(args, LANES8.get(i, names)) for i, (args, names) in enumerate(CASES)] + [
     (((2, 2, 12, 12), (8, 2, 5, 5), 1, 0, (2, 2)),
@@ -249,13 +255,15 @@ def test_a_winograd_plan_off_its_geometry_is_refused():
 @pytest.mark.parametrize("x_shape, w_shape, pad", [
     ((17, 32, 8, 8), (33, 32, 3, 3), 1),      # rows of 4 tiles, gathered; 8 samples per GEMM
     ((19, 9, 16, 15), (12, 9, 3, 3), 0),      # rows of 7 tiles; 14 rows; 2 samples per GEMM
+    ((17, 16, 12, 12), (12, 16, 5, 5), 2),    # 5x5: rows of 6 tiles, gathered; 5 samples per GEMM
+    ((5, 8, 21, 20), (9, 8, 5, 5), 1),        # 5x5: rows of 9 tiles, passes of 5 tile rows (not grouped)
 ])
 def test_the_winograd_dw_of_whole_samples_summed_together_matches_the_reference(x_shape, w_shape, pad, dtype):
     """Forced (an 8-lane build plans it on rows of 8 tiles; a 16-lane one on none): samples
     whose tiles fit one pass are transformed side by side and summed by one set of GEMMs."""
     from fastlenet.kernels import _cy_conv
     codes = plan.conv2d(x_shape, w_shape, 1, pad, lanes=_cy_conv.LANES).codes
-    codes = codes[:3] + (plan.DW.index("winograd_f2x2_3x3"),) + codes[4:]
+    codes = codes[:3] + (plan.DW.index(f"winograd_f2x2_{w_shape[2]}x{w_shape[3]}"),) + codes[4:]
     rng = np.random.default_rng(3)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)

@@ -53,6 +53,7 @@ dw (the weight gradient)
     ``winograd_f2x2_3x3`` -- the tile products of the input's and dz's Winograd transforms
                      summed over tiles (16 GEMMs), then taken back to 3x3 (the forward's
                      rule, on output rows of at least LANES tiles: WINOGRAD_DW)
+    ``winograd_f2x2_5x5`` -- the same for 5x5 kernels (36 GEMMs; WINOGRAD5_DW)
 dx (the input gradient)
     ``col2im_s1`` -- W^T dz, folded into padded planes with whole vectors (stride 1)
     ``col2im``    -- W^T dz, folded element by element (any stride)
@@ -113,7 +114,8 @@ COLUMN_DW3_MAX_C = 16
 FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3", "winograd_f2x2_5x5")
 POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes")
 POOL_GRAD = (None, "route", "expand_2x2")
-DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes", "winograd_f2x2_3x3")
+DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes", "winograd_f2x2_3x3",
+      "winograd_f2x2_5x5")
 DX = ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5")
 #: the rule sets a backend plans with: "lanes", the Cython kernels' (register tiles along
 #: the vector lanes: the rules below); "dots", the Numba backend's, whose register tiles
@@ -169,6 +171,15 @@ WINOGRAD_MIN_OW = 8
 #: 7.27 / - / 7.57, 16 -> 32 1.91 / - / 2.01, 64 -> 64 on 8x8 3.94 / - / 4.44 (3.76-4.53
 #: / 3.91-4.88 over four runs), 32 -> 32 on 8x8 0.95 / - / 1.13
 WINOGRAD_DW = "rows of whole vectors of tiles"
+#: The 5x5 Winograd dW (36 GEMMs) the same way, and also on narrow rows (gathered tiles,
+#: whole samples side by side).  Measured (cython, 2 threads, batch 128 unless said, pad 2,
+#: two runs, ms, filter lanes / Winograd): rows of 16 tiles: 32 -> 32 on 32x32 (batch 64)
+#: 19.75 / 16.88 and 20.20 / 19.83, 64 -> 64 (batch 32) 38.00 / 34.97 and 39.76 / 29.11;
+#: narrow rows: 64 -> 64 on 8x8 11.12 / 8.92 and 12.10 / 11.63; half rows lose or tie:
+#: 16 -> 32 on 24x24 11.35-18.55 / 15.05-18.02, 16 -> 16 on 16x16 2.39 / 3.39, 32 -> 64
+#: on 16x16 18.10 / 17.81.  Float64 wins on every row width (16 -> 32 on 24x24 51.45 /
+#: 39.81, 8 -> 16 24.78 / 16.98, 64 -> 64 on 8x8 54.76 / 28.81)
+WINOGRAD5_DW = "rows of whole vectors of tiles, or narrow rows"
 #: In float64 (the element size is part of the plan) the direct kernels are slower and the
 #: Winograd GEMM too: measured (cython, 2 threads, batch 128, medians, ms, the float32 path
 #: vs Winograd): forward 64 -> 64 on 8x8 24.15 vs 12.04 (gathered tiles) but 32 -> 64 on
@@ -296,9 +307,9 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
     # 32x32 6.64 / 4.92, 1 -> 32 4.75 / 2.35, 8 -> 32 10.67 / 9.51, 16 -> 32 16.17 /
     # 16.10; 64 -> 8 on 10x10 3.12 / 4.78, 32 -> 8 on 16x16 3.69 / 4.01; batch 256,
     # 1 -> 6 on 28x28 1.82 / 1.12)
-    if kh == 3 and _winograd(c, f, kh, kw, stride, ow, lanes, rules) and (
-            _tile_rows(ow, lanes) == "full rows" or itemsize == 8):
-        return "winograd_f2x2_3x3"     # float32: rows of whole vectors of tiles only (WINOGRAD_DW)
+    winograd, rows = _winograd(c, f, kh, kw, stride, ow, lanes, rules), _tile_rows(ow, lanes)
+    if winograd and (itemsize == 8 or rows == "full rows" or (kh == 5 and rows == "narrow rows")):
+        return winograd                # float32: WINOGRAD_DW, WINOGRAD5_DW
     if kw in DIRECT_DW_WIDTHS:
         columns = _fills_more_lanes(ow, f, lanes) if kw == 5 else \
             c <= COLUMN_DW3_MAX_C and not _fills_more_lanes(f, ow, lanes)
