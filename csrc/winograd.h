@@ -3,25 +3,28 @@
 #include "fl_common.h"
 #include "gemm.h"
 
-/* Winograd F(2x2, 3x3): a stride-1 3x3 convolution of one zero-padded sample as 16
- * GEMMs over 4x4 input tiles (the plan's forward and dx 'winograd_f2x2_3x3').
+/* Winograd F(2x2, 3x3) and F(2x2, 5x5): a stride-1 3x3 (5x5) convolution of one zero-padded
+ * sample as 16 (36) GEMMs over 4x4 (6x6) input tiles (the plan's forward, dx and dW paths
+ * 'winograd_f2x2_3x3' and 'winograd_f2x2_5x5').
  *
- * Dimension legend: C input channels, F output channels (filters), HS x WS the padded
- * input plane, OH x OW the conv output, TH x TW its tiles of 2x2 outputs (OH, OW
- * rounded up, halved), TR tile rows per pass, P = round_up(TR * TW, LB) tiles per pass
- * (row stride P + LB), xi = 4*i + j the 16 positions of a 4x4 tile; tile p of a pass is
- * tile row ty0 + p / TW, column p % TW, and LB tile columns of one row share a vector.
+ * Dimension legend: C input channels, F output channels (filters), K the kernel size (3 or
+ * 5), HS x WS the padded input plane, OH x OW the conv output, TH x TW its tiles of 2x2
+ * outputs (OH, OW rounded up, halved), TR tile rows per pass, P = round_up(TR * TW, LB)
+ * tiles per pass (row stride P + LB), Q = (K + 1)^2 tile positions, xi = (K + 1) i + j;
+ * tile p of a pass is tile row ty0 + p / TW, column p % TW, and LB tile columns of one row
+ * share a vector.
  *
- * With d the 4x4 input tile at (2ty, 2tx) of a channel and g a 3x3 filter,
+ * With d the (K + 1) x (K + 1) input tile at (2ty, 2tx) of a channel and g a K x K filter,
  *   Y = A^T [ (G g G^T) . (B^T d B) ] A                   (Lavin & Gray, 2015)
- * gives the tile's 2x2 outputs with 16 multiplies per channel instead of 36:
+ * gives the tile's 2x2 outputs with 16 (36) multiplies per channel instead of 36 (100):
  *   U[xi, f, c] = (G g[f, c] G^T)[xi]   filters, transformed once per call
  *   V[xi, c, p] = (B^T d[c, p] B)[xi]    input tiles, tile columns along the lanes
- *   M[xi] = U[xi] @ V[xi]                (F, P): 16 GEMMs (gemm.h), 2.25x fewer flops
+ *   M[xi] = U[xi] @ V[xi]                (F, P): Q GEMMs (gemm.h), 2.25x (2.78x) fewer flops
  *   y[f, tile p] = A^T M[., f, p] A + bias[f]
+ * F(2x2, 5x5) interpolates at 0, 1, -1, 2, -2 and infinity (B^T is F(4x4, 3x3)'s).
  * Rounding differs from the direct sum (transforms add and subtract tile values before
  * the products): within the contract's float32 tolerance, not the same bits.  A sample
- * whose result is not finite is computed again as plain sums (fl_conv3x3_exact), so NaN
+ * whose result is not finite is computed again as plain sums (fl_conv_exact), so NaN
  * and Inf reach exactly the outputs they reach in the reference.
  */
 /* Shuffle lanes of two LB-lane vectors a, b (b's lanes numbered LB ..): even and odd
@@ -43,34 +46,48 @@
 #define FL_ZIP_HI_LANES 2, 6, 3, 7
 #endif
 
+/* filter pairs per block of the filter transforms */
+#define FL_WB 64
+
 /* the exponent bits of a float / double: all set for Inf and NaN */
 #define FL_EXPONENT_BITS_f32 0x7f800000
 #define FL_EXPONENT_BITS_f64 0x7ff0000000000000L
 
 #define FL_DEFINE_WINOGRAD(T, SUFFIX)                                                          \
 /* U (16, F, C) from w (F, C, 3, 3); with flip, U (16, C, F) of the dx convolution: its     \
- * filter c over input channel f is w[f, c] rotated by 180 degrees. */                       \
+ * filter c over input channel f is w[f, c] rotated by 180 degrees.  Blocks of FL_WB filter  \
+ * pairs, in U's order: their taps gathered, then each step a vectorised loop over the      \
+ * block and each U row stored whole (the per-call cost of a batch of one: 64 -> 64 on 8x8 \
+ * spent 0.15 of its 0.24 ms here, pair by pair). */                                        \
 static void fl_winograd_filters_##SUFFIX(const T *w, long F, long C, int flip, T *U) {       \
-    long rows = flip ? C : F, cols = flip ? F : C;                                            \
-    for (long f = 0; f < F; f++)                                                              \
-        for (long c = 0; c < C; c++) {                                                        \
-            const T *g = w + (f * C + c) * 9;                                                 \
-            T k[3][3], t[4][3];                                                               \
-            for (int i = 0; i < 3; i++)                                                       \
-                for (int j = 0; j < 3; j++) k[i][j] = flip ? g[(2 - i) * 3 + 2 - j] : g[i * 3 + j]; \
-            for (int j = 0; j < 3; j++) {          /* G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 */ \
-                t[0][j] = k[0][j];                                                            \
-                t[1][j] = (k[0][j] + k[1][j] + k[2][j]) * (T)0.5;                             \
-                t[2][j] = (k[0][j] - k[1][j] + k[2][j]) * (T)0.5;                             \
-                t[3][j] = k[2][j];                                                            \
+    long cols = flip ? F : C, n = F * C;                                                      \
+    for (long e0 = 0; e0 < n; e0 += FL_WB) {                                                  \
+        int nb = n - e0 < FL_WB ? (int)(n - e0) : FL_WB;                                      \
+        T k[9][FL_WB], t[12][FL_WB];                                                          \
+        for (int q = 0; q < nb; q++) {          /* pair e = (row, col) of U: w[f, c] */       \
+            long row = (e0 + q) / cols, col = (e0 + q) % cols;                                \
+            const T *g = w + ((flip ? col : row) * C + (flip ? row : col)) * 9;               \
+            for (int a = 0; a < 9; a++) k[a][q] = flip ? g[8 - a] : g[a];                     \
+        }                                                                                     \
+        for (int j = 0; j < 3; j++)             /* G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 */ \
+            for (int q = 0; q < nb; q++) {                                                    \
+                T g0 = k[j][q], g1 = k[3 + j][q], g2 = k[6 + j][q];                           \
+                t[j][q] = g0;                                                                 \
+                t[3 + j][q] = (g0 + g1 + g2) * (T)0.5;                                        \
+                t[6 + j][q] = (g0 - g1 + g2) * (T)0.5;                                        \
+                t[9 + j][q] = g2;                                                             \
             }                                                                                 \
-            long row = flip ? c : f, col = flip ? f : c;                                      \
-            for (int i = 0; i < 4; i++) {          /* (G g) G^T, the same along the columns */ \
-                T u[4] = {t[i][0], (t[i][0] + t[i][1] + t[i][2]) * (T)0.5,                    \
-                          (t[i][0] - t[i][1] + t[i][2]) * (T)0.5, t[i][2]};                   \
-                for (int j = 0; j < 4; j++) U[((i * 4 + j) * rows + row) * cols + col] = u[j]; \
+        for (int i = 0; i < 4; i++) {           /* (G g) G^T, the same along the columns */   \
+            T *u = U + 4 * i * n + e0;                                                        \
+            for (int q = 0; q < nb; q++) {                                                    \
+                T a = t[3 * i][q], b = t[3 * i + 1][q], c = t[3 * i + 2][q];                  \
+                u[q] = a;                                                                     \
+                u[n + q] = (a + b + c) * (T)0.5;                                              \
+                u[2 * n + q] = (a - b + c) * (T)0.5;                                          \
+                u[3 * n + q] = c;                                                             \
             }                                                                                 \
         }                                                                                     \
+    }                                                                                         \
 }                                                                                             \
 /* V[xi] = (B^T d B)[xi] for the 16 vectors v[4i + j] = d[i, j] of LB tiles (stored at    \
  * V + xi ldv): rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), then the same along columns. */ \
@@ -140,24 +157,32 @@ static void fl_winograd5_g_##SUFFIX(const double g[5], double u[6]) {           
     u[3] = e2 + o2; u[4] = e2 - o2; u[5] = g[4];                                              \
 }                                                                                             \
 static void fl_winograd5_filters_##SUFFIX(const T *w, long F, long C, int flip, T *U) {      \
-    long rows = flip ? C : F, cols = flip ? F : C;                                            \
-    for (long f = 0; f < F; f++)                                                              \
-        for (long c = 0; c < C; c++) {                                                        \
-            const T *g = w + (f * C + c) * 25;                                                \
-            double k[5][5], t[6][5], col[5], u[6];                                            \
-            for (int i = 0; i < 5; i++)                                                       \
-                for (int j = 0; j < 5; j++) k[i][j] = flip ? g[(4 - i) * 5 + 4 - j] : g[i * 5 + j]; \
-            for (int j = 0; j < 5; j++) {                 /* G g, column by column */         \
-                for (int i = 0; i < 5; i++) col[i] = k[i][j];                                 \
+    long cols = flip ? F : C, n = F * C;                                                      \
+    for (long e0 = 0; e0 < n; e0 += FL_WB) {   /* as fl_winograd_filters: blocks of pairs */  \
+        int nb = n - e0 < FL_WB ? (int)(n - e0) : FL_WB;                                      \
+        double k[25][FL_WB], t[30][FL_WB];                                                    \
+        for (int q = 0; q < nb; q++) {                                                        \
+            long row = (e0 + q) / cols, col = (e0 + q) % cols;                                \
+            const T *g = w + ((flip ? col : row) * C + (flip ? row : col)) * 25;              \
+            for (int a = 0; a < 25; a++) k[a][q] = flip ? g[24 - a] : g[a];                   \
+        }                                                                                     \
+        for (int j = 0; j < 5; j++)             /* G g, column by column */                   \
+            for (int q = 0; q < nb; q++) {                                                    \
+                double col[5], u[6];                                                          \
+                for (int i = 0; i < 5; i++) col[i] = k[5 * i + j][q];                         \
                 fl_winograd5_g_##SUFFIX(col, u);                                              \
-                for (int i = 0; i < 6; i++) t[i][j] = u[i];                                   \
+                for (int i = 0; i < 6; i++) t[5 * i + j][q] = u[i];                           \
             }                                                                                 \
-            long row = flip ? c : f, cl = flip ? f : c;                                       \
-            for (int i = 0; i < 6; i++) {                 /* (G g) G^T, row by row */         \
-                fl_winograd5_g_##SUFFIX(t[i], u);                                             \
-                for (int j = 0; j < 6; j++) U[((i * 6 + j) * rows + row) * cols + cl] = (T)u[j]; \
+        for (int i = 0; i < 6; i++) {           /* (G g) G^T, row by row */                   \
+            T *out = U + 6 * i * n + e0;                                                      \
+            for (int q = 0; q < nb; q++) {                                                    \
+                double row[5], u[6];                                                          \
+                for (int j = 0; j < 5; j++) row[j] = t[5 * i + j][q];                         \
+                fl_winograd5_g_##SUFFIX(row, u);                                              \
+                for (int j = 0; j < 6; j++) out[j * n + q] = (T)u[j];                         \
             }                                                                                 \
         }                                                                                     \
+    }                                                                                         \
 }                                                                                             \
 /* B^T d for one line of 6 vectors: (4 d0 - 5 d2 + d4, (d4 - 4 d2) +- (d3 - 4 d1),          \
  * (d4 - d2) +- 2 (d3 - d1), 4 d1 - 5 d3 + d5). */                                          \
