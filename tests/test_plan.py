@@ -30,9 +30,10 @@ CASES = [
      ("im2col_gemm", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "col2im")),
     # narrow rows (OW 6 < 8): im2col + GEMM; KW 2: dW by GEMM over im2row (L 36 < 4 K)
     (((2, 3, 7, 7), (5, 3, 2, 2), 1, 0, None), ("im2col_gemm", "gemm_im2row", "col2im_s1")),
-    # a 1x1 conv (16x16): its im2col is a copy, so im2col + GEMM; a long L and KW 1: dW by
-    # GEMM over im2col; dx straight out of the GEMM (8 channels, 256 outputs: whole tiles)
-    (((2, 8, 16, 16), (4, 8, 1, 1), 1, 0, None), ("im2col_gemm", "gemm_im2col", "gemm_1x1")),
+    # a 1x1 conv (16x16): its im2col is its input, so one GEMM straight into y; a long L and
+    # KW 1: dW by GEMM over im2col; dx straight out of the GEMM (8 channels, 256 outputs:
+    # whole tiles)
+    (((2, 8, 16, 16), (4, 8, 1, 1), 1, 0, None), ("gemm_1x1", "gemm_im2col", "gemm_1x1")),
     # K = 400 taps (5x5, 16 channels, the shape suite's 16to32_k5p2): still direct
     (((2, 16, 12, 12), (8, 16, 5, 5), 1, 2, None), ("direct", "direct_column_lanes", "col2im_s1")),
     # K = 576 > 512 taps: filters along the lanes (no column tile past MAX_DIRECT_K)
@@ -99,6 +100,10 @@ CASES = [
     # overlapping 3x3/2 pool; the dW too, its GEMMs per pass
     (((2, 16, 36, 40), (16, 16, 5, 5), 1, 2, (3, 2)),
      ("winograd_f2x2_5x5", "after_conv", "route", "winograd_f2x2_5x5", "winograd_f2x2_5x5")),
+    # a 1x1 GEMM forward into the workspace, 12 filters (an 8-row and a 4-row block), 5
+    # channels, before a 2x2 pool
+    (((3, 5, 16, 16), (12, 5, 1, 1), 1, 0, (2, 2)),
+     ("gemm_1x1", "after_conv_2x2", "expand_2x2", "gemm_im2col", "col2im_s1")),
     # 32 channels on rows of 6 tiles: too few for a gathered 5x5 Winograd (8 lanes: half rows,
     # no Winograd dW there)
     (((2, 32, 12, 12), (32, 32, 5, 5), 1, 2, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1")),
@@ -119,7 +124,7 @@ LANES8 = {
     26: ("winograd_f2x2_5x5", "after_conv_2x2", "expand_2x2", "winograd_f2x2_5x5", "winograd_f2x2_5x5"),
     27: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),
     28: ("winograd_f2x2_5x5", "winograd_f2x2_5x5", "col2im_s1"),
-    30: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),
+    31: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),
 }
 CASES_8 = [(args, LANES8.get(i, names)) for i, (args, names) in enumerate(CASES)] + [
     (((2, 2, 12, 12), (8, 2, 5, 5), 1, 0, (2, 2)),
@@ -141,7 +146,8 @@ def test_the_dots_rules_take_gemms_from_dots_min_k_and_planes_dw_at_stride_1():
         (_, c, _, _), (_, _, kh, kw), stride = args[0], args[1], args[2]
         dots, lanes = plan.conv2d(*args, rules="dots"), plan.conv2d(*args, rules="lanes")
         assert dots.dw == ("direct_column_lanes" if stride == 1 else "gemm_im2col"), args
-        assert dots.forward == ("im2col_gemm" if c * kh * kw >= plan.DOTS_MIN_K else lanes.forward), args
+        gemm = c * kh * kw >= plan.DOTS_MIN_K or lanes.forward == "gemm_1x1"   # the latter Cython's only
+        assert dots.forward == ("im2col_gemm" if gemm else lanes.forward), args
         assert dots.dx == ("col2im" if stride != 1 else
                            "flipped_conv_s1" if c >= plan.DOTS_MIN_DX_C else "col2im_s1"), args
     with pytest.raises(ValueError, match="rules"):

@@ -29,6 +29,9 @@ forward
                        the output rows fill; "lanes" rules: the Cython build)
     ``winograd_f2x2_5x5`` -- the same with 6x6 input tiles, 36 GEMMs: 2.78x fewer multiplies
                        (5x5, stride 1, channels from WINOGRAD5_MIN_C)
+    ``gemm_1x1``    -- W @ x[n] straight from the input into y[n]: a 1x1, stride-1, unpadded
+                       conv's im2col is its input, with OH*OW of the lanes (the GEMM's whole
+                       tiles; "lanes" rules: the Cython build)
 pool (with a fused conv -> ReLU -> max pool only)
     ``tile_filter_lanes`` -- the 2x2/2 pool on the accumulators of the filter-lanes
                              direct kernel (forward ``direct_filter_lanes``)
@@ -111,7 +114,8 @@ FLANES_TILE = 5
 DIRECT_DW_WIDTHS = (3, 5)
 COLUMN_DW3_MAX_C = 16
 
-FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3", "winograd_f2x2_5x5")
+FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3", "winograd_f2x2_5x5",
+           "gemm_1x1")
 POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes")
 POOL_GRAD = (None, "route", "expand_2x2")
 DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes", "winograd_f2x2_3x3",
@@ -120,7 +124,7 @@ DX = ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3",
 #: the rule sets a backend plans with: "lanes", the Cython kernels' (register tiles along
 #: the vector lanes: the rules below); "dots", the Numba backend's, whose register tiles
 #: are 4 x 4 blocks of dot products (``_numba_loops.gemm_nt``): its forward is im2col_gemm
-#: from DOTS_MIN_K taps on (the lanes rule's direct paths below that), its dW
+#: from DOTS_MIN_K taps on and for 1x1 kernels (the lanes rule's direct paths below that), its dW
 #: direct_column_lanes at stride 1 (any kernel) and gemm_im2col otherwise, its dx
 #: flipped_conv_s1 at stride 1 from DOTS_MIN_DX_C input channels
 RULES = ("lanes", "dots")
@@ -349,6 +353,8 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules, items
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
     if rules == "dots" and c * kh * kw >= DOTS_MIN_K:
         forward = "im2col_gemm"
+    elif rules == "lanes" and kh == kw == 1 and stride == 1 and pad == 0 and (oh * ow) % lanes == 0:
+        forward = "gemm_1x1"           # no im2col, no copy out (conv.pyx _gemm_1x1: measured)
     else:
         forward = (_winograd_forward(c, f, kh, kw, stride, ow, lanes, rules, itemsize)
                    or _forward_path(c, f, kh, kw, stride, ow, lanes, max_flanes_k))
