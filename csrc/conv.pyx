@@ -380,30 +380,24 @@ cdef inline void _direct_conv_pool2(const floating* xp, Geometry g, const floati
                                           g.ph, g.pw, y, arg, g.ph * g.pw)
 
 
-cdef inline void _conv_one(const floating[:, :, :, ::1] x, Py_ssize_t n, const floating[:, ::1] wp,
-                           const floating* bias, Geometry g, floating[:, ::1] cols,
-                           floating[:, :, ::1] xp, const floating* wd, const floating* w,
-                           floating[:, ::1] z) noexcept nogil:
-    """z (F, L) (row stride Lp) = W @ x[n] + b, by the plan's forward path."""
+cdef inline void _gemm_forward(const floating[:, :, :, ::1] x, Py_ssize_t n, const floating[:, ::1] wp,
+                               const floating* bias, Geometry g, floating[:, ::1] cols, floating* z,
+                               Py_ssize_t ldz) noexcept nogil:
+    """z (F rows of stride ldz) = W @ cols + b, cols = im2col(x[n]) (Kp, Lp), or for
+    'gemm_1x1' x[n] (C, L) itself, copied whole: a sequential read that the GEMM's strided
+    passes over its rows then find in cache, straight into y[n] (ldz = L = Lp; 2 threads,
+    medians, ms, im2col_gemm -> gemm_1x1: 64 -> 128 on 16x16 batch 128 7.06 -> 6.85, batch
+    32 1.87 -> 1.77, batch 1 0.121 -> 0.107; 256 -> 64 on 8x8 4.04 -> 3.22; reading x[n] in
+    place instead lost 5% at batch 128).  One call of the GEMM for both: GCC inlines it
+    here, and a second call site made it an out-of-line copy that spills its B vectors
+    (1x1 at batch 32: 0.9 -> 1.4 ms)."""
+    cdef Py_ssize_t k = g.kp
     if g.fwd == FWD_GEMM_1X1:
-        _gemm_1x1(x, n, wp, bias, g, cols, &z[0, 0])
-    elif g.fwd != FWD_IM2COL_GEMM:
-        _conv_into(&x[n, 0, 0, 0], g, xp, wd, w, bias, cols, &z[0, 0], g.lp)
+        memcpy(&cols[0, 0], &x[n, 0, 0, 0], g.c * g.l * sizeof(floating))
+        k = g.c
     else:
         _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
-        _gemm_nn(&wp[0, 0], g.kp, 1, &cols[0, 0], g.lp, &z[0, 0], g.lp, g.fp, g.kp, g.lp, bias, False)
-
-
-cdef inline void _gemm_1x1(const floating[:, :, :, ::1] x, Py_ssize_t n, const floating[:, ::1] wp,
-                           const floating* bias, Geometry g, floating[:, ::1] cols, floating* z) noexcept nogil:
-    """z (F, L) = W @ x[n] + b for a 1x1, stride-1, unpadded conv (L a multiple of the lanes),
-    whose im2col is x[n] itself: copied whole into cols (C, L) first, a sequential read that
-    the GEMM's strided passes over its rows then find in cache, and no copy out (2 threads,
-    medians, ms, im2col_gemm -> this: 64 -> 128 on 16x16 batch 128 7.06 -> 6.85, batch 32
-    1.87 -> 1.77, batch 1 0.121 -> 0.107; 256 -> 64 on 8x8 4.04 -> 3.22; reading x[n] in
-    place instead lost 5% at batch 128)."""
-    memcpy(&cols[0, 0], &x[n, 0, 0, 0], g.c * g.l * sizeof(floating))
-    _gemm_nn(&wp[0, 0], g.kp, 1, &cols[0, 0], g.l, z, g.l, g.f, g.c, g.l, bias, False)
+    _gemm_nn(&wp[0, 0], g.kp, 1, &cols[0, 0], g.lp, z, ldz, g.f, k, g.lp, bias, False)
 
 
 cdef inline bint _writes_in_place(Geometry g) noexcept nogil:
@@ -506,18 +500,20 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
     layer's own)."""
     cdef Py_ssize_t n, f, l
     cdef bint in_place = g.pool == POOL_NONE and _writes_in_place(g)
+    cdef Py_ssize_t ldo = g.l if in_place else g.lp
+    cdef floating* out
     for n in range(start, stop):
         if g.pool_fb:                 # conv, ReLU and pool in one register tile
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
             _direct_conv_pool2(&xp[0, 0, 0], g, wd, bias, &py[n, 0, 0, 0], &arg[n, 0, 0, 0])
             continue
-        if in_place and g.fwd == FWD_GEMM_1X1:
-            _gemm_1x1(x, n, wp, bias, g, cols, &y[n, 0, 0])
-            continue
+        out = &y[n, 0, 0] if in_place else &z[0, 0]     # y[n] itself, or the workspace
+        if g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1:
+            _gemm_forward(x, n, wp, bias, g, cols, out, ldo)
+        else:
+            _conv_into(&x[n, 0, 0, 0], g, xp, wd, w, bias, cols, out, ldo)
         if in_place:
-            _conv_into(&x[n, 0, 0, 0], g, xp, wd, w, bias, cols, &y[n, 0, 0], g.l)
             continue
-        _conv_one(x, n, wp, bias, g, cols, xp, wd, w, z)
         if g.pool == POOL_NONE:
             for f in range(g.f):
                 for l in range(g.l):
