@@ -36,9 +36,10 @@ fl_dw_pass_k##KWC##_##SUFFIX(const T *xc, long WS, long s, const T *dzt, long ld
     for (int r = 0; r < nr; r++)                                                              \
         for (int j = 0; j < KWC; j++) fl_store_##SUFFIX(dwt + (r * KWC + j) * ldw, acc[r * KWC + j]); \
 }                                                                                             \
-static void fl_dw_direct_k##KWC##_##SUFFIX(const T *xp, long C, long HS, long WS, long KH,   \
-                                           long s, const T *dzt, long ldt, long OH, long OW, \
-                                           T *dwt) {                                          \
+/* Never inlined (as fl_direct_conv): its codegen should not depend on its callers. */    \
+static __attribute__((noinline)) void                                                        \
+fl_dw_direct_k##KWC##_##SUFFIX(const T *xp, long C, long HS, long WS, long KH, long s,        \
+                               const T *dzt, long ldt, long OH, long OW, T *dwt) {            \
     for (long fb = 0; fb < ldt; fb += FL_LB)                                                  \
         for (long c = 0; c < C; c++)                                                          \
             for (long i0 = 0; i0 < KH; ) {                                                    \
