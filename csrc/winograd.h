@@ -89,15 +89,6 @@ static void fl_winograd_filters_##SUFFIX(const T *w, long F, long C, int flip, T
         }                                                                                     \
     }                                                                                         \
 }                                                                                             \
-/* v[k] to o + k ld, k < n: one pointer walks the tile positions (GCC would otherwise keep    \
- * one pointer per position, on the stack past the registers, and add ld to each per tile). */ \
-static inline __attribute__((always_inline)) void                                            \
-fl_winograd_store_walk_##SUFFIX(T *o, long ld, const fl_vec_##SUFFIX *v, int n) {            \
-    for (int k = 0; k < n; k++, o += ld) {                                                    \
-        FL_OPAQUE(o);                                                                         \
-        fl_store_##SUFFIX(o, v[k]);                                                           \
-    }                                                                                         \
-}                                                                                             \
 /* V[xi] = (B^T d B)[xi] for the 16 vectors v[4i + j] = d[i, j] of LB tiles (stored at    \
  * V + xi ldv): rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), then the same along columns. */ \
 static inline __attribute__((always_inline)) void                                            \
@@ -109,13 +100,15 @@ fl_winograd_bt_d_b_##SUFFIX(const fl_vec_##SUFFIX v[16], T *V, long ldv) {      
         t[8 + j] = v[8 + j] - v[4 + j];                                                       \
         t[12 + j] = v[4 + j] - v[12 + j];                                                     \
     }                                                                                         \
-    fl_vec_##SUFFIX r[16];                                                                    \
+    T *o = V;                                     /* one pointer walks the 16 positions */    \
     for (int i = 0; i < 4; i++) {                                                             \
         const fl_vec_##SUFFIX *q = t + 4 * i;                                                 \
-        r[4 * i] = q[0] - q[2]; r[4 * i + 1] = q[1] + q[2];                                   \
-        r[4 * i + 2] = q[2] - q[1]; r[4 * i + 3] = q[1] - q[3];                               \
+        fl_vec_##SUFFIX r[4] = {q[0] - q[2], q[1] + q[2], q[2] - q[1], q[1] - q[3]};          \
+        for (int j = 0; j < 4; j++, o += ldv) {                                               \
+            FL_OPAQUE(o);                                                                     \
+            fl_store_##SUFFIX(o, r[j]);                                                       \
+        }                                                                                     \
     }                                                                                         \
-    fl_winograd_store_walk_##SUFFIX(V, ldv, r, 16);                                           \
 }                                                                                             \
 /* y[2a + b] = (A^T M A)[a, b] + bias for LB tiles, M[xi] at M + xi ldm: rows (m0 + m1 + m2, \
  * m1 - m2 - m3), then the same along the columns. */                                       \
@@ -210,12 +203,15 @@ fl_winograd5_bt_d_b_##SUFFIX(const fl_vec_##SUFFIX v[36], T *V, long ldv) {     
         fl_winograd5_bt_##SUFFIX(v[j], v[6 + j], v[12 + j], v[18 + j], v[24 + j], v[30 + j], r); \
         for (int i = 0; i < 6; i++) t[6 * i + j] = r[i];                                      \
     }                                                                                         \
-    fl_vec_##SUFFIX u[36];                        /* then along the columns */                \
+    T *o = V;                                     /* then along the columns */                \
     for (int i = 0; i < 6; i++) {                                                             \
         const fl_vec_##SUFFIX *q = t + 6 * i;                                                 \
-        fl_winograd5_bt_##SUFFIX(q[0], q[1], q[2], q[3], q[4], q[5], u + 6 * i);              \
+        fl_winograd5_bt_##SUFFIX(q[0], q[1], q[2], q[3], q[4], q[5], r);                      \
+        for (int j = 0; j < 6; j++, o += ldv) {                                               \
+            FL_OPAQUE(o);                                                                     \
+            fl_store_##SUFFIX(o, r[j]);                                                       \
+        }                                                                                     \
     }                                                                                         \
-    fl_winograd_store_walk_##SUFFIX(V, ldv, u, 36);                                           \
 }                                                                                             \
 /* y[2a + b] = (A^T M A)[a, b] + bias for LB tiles (M[xi] at M + xi ldm): A^T's rows        \
  * (1, 1, 1, 1, 1, 0) and (0, 1, -1, 2, -2, 1), along each row of M as it is read (one     \
@@ -249,13 +245,15 @@ fl_winograd5_a_g_at_##SUFFIX(fl_vec_##SUFFIX g[2][2], T *Mq, long ldm) {        
         r[0][b] = g0; r[1][b] = g0 + g1; r[2][b] = g0 - g1;                                   \
         r[3][b] = g0 + d; r[4][b] = g0 - d; r[5][b] = g1;                                     \
     }                                                                                         \
-    fl_vec_##SUFFIX u[36];                                                                    \
+    T *o = Mq;                                                                                \
     for (int i = 0; i < 6; i++) {                                                             \
-        fl_vec_##SUFFIX g0 = r[i][0], g1 = r[i][1], d = (T)2 * g1, *row = u + 6 * i;          \
-        row[0] = g0; row[1] = g0 + g1; row[2] = g0 - g1;                                      \
-        row[3] = g0 + d; row[4] = g0 - d; row[5] = g1;                                        \
+        fl_vec_##SUFFIX g0 = r[i][0], g1 = r[i][1], d = (T)2 * g1;                            \
+        fl_vec_##SUFFIX row[6] = {g0, g0 + g1, g0 - g1, g0 + d, g0 - d, g1};                  \
+        for (int j = 0; j < 6; j++, o += ldm) {                                               \
+            FL_OPAQUE(o);                                                                     \
+            fl_store_##SUFFIX(o, row[j]);                                                     \
+        }                                                                                     \
     }                                                                                         \
-    fl_winograd_store_walk_##SUFFIX(Mq, ldm, u, 36);                                          \
 }                                                                                             \
 /* All ones in every lane where one of the four outputs y is not finite (its exponent bits  \
  * all set: integer tests, which -fassociative-math cannot reorder), else zero. */         \
@@ -310,7 +308,11 @@ fl_winograd5_input_vec_##SUFFIX(const T *xc, long WS, long ty, long tx0, T *V, l
         fl_winograd5_bt_##SUFFIX(t[j], t[6 + j], t[12 + j], t[18 + j], t[24 + j], t[30 + j], r6); \
         for (int i = 0; i < 6; i++) u[6 * i + j] = r6[i];                                     \
     }                                                                                         \
-    fl_winograd_store_walk_##SUFFIX(V, ldv, u, 36);                                           \
+    T *o = V;                                     /* stored in order, one pointer walking */  \
+    for (int k = 0; k < 36; k++, o += ldv) {                                                  \
+        FL_OPAQUE(o);                                                                         \
+        fl_store_##SUFFIX(o, u[k]);                                                           \
+    }                                                                                         \
 }                                                                                             \
 /* Output columns 2 tx0 .. of row o (n of them, at most 2 LB) from the tiles' column       \
  * outputs c0 (column 2 tx) and c1 (2 tx + 1), interleaved. */                               \
