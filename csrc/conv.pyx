@@ -446,17 +446,11 @@ cdef inline void _winograd(const floating* xp, Py_ssize_t c, Py_ssize_t hs, Py_s
     cdef int nonfinite
     cdef floating* m = &vm[(k + 1) * (k + 1) * c, 0]
     if floating is float:
-        if k == 3:
-            nonfinite = fl_winograd_f2k3_f32(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
-        else:
-            nonfinite = fl_winograd_f2k5_f32(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
+        nonfinite = fl_winograd_run_f32(xp, c, hs, ws, k, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
         if nonfinite:
             fl_conv_exact_f32(xp, c, hs, ws, w, k, flip, f, bias, oh, ow, out, ldo)
     else:
-        if k == 3:
-            nonfinite = fl_winograd_f2k3_f64(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
-        else:
-            nonfinite = fl_winograd_f2k5_f64(xp, c, hs, ws, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
+        nonfinite = fl_winograd_run_f64(xp, c, hs, ws, k, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
         if nonfinite:
             fl_conv_exact_f64(xp, c, hs, ws, w, k, flip, f, bias, oh, ow, out, ldo)
 
@@ -532,12 +526,7 @@ cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py
                 aligned_zeros((chunks, g.c, g.hs, g.ws), dtype),        # borders stay zero
                 aligned_zeros((chunks, g.wq * (g.c + g.f), g.wpp + LB), dtype),
                 aligned_empty(_dims(chunks, g.f, g.lp) if g.size else _dims(chunks, 1, 1), dtype))
-    if g.fwd == FWD_GEMM_1X1:     # W padded (Fp, Kp); the conv output only before a pool
-        return (aligned_zeros((g.fp, g.kp), dtype), np.zeros((1, 1, 1), dtype=dtype),
-                np.zeros(max(g.fp, fpad), dtype=dtype), np.zeros((chunks, 1, 1, 1), dtype=dtype),
-                aligned_empty((chunks, g.c, g.l), dtype),
-                aligned_empty(_dims(chunks, g.fp, g.lp) if g.size else _dims(chunks, 1, 1), dtype))
-    if g.fwd != FWD_IM2COL_GEMM:
+    if g.fwd != FWD_IM2COL_GEMM and g.fwd != FWD_GEMM_1X1:
         return (one, aligned_zeros((fpad // blk, g.k, blk), dtype),
                 np.zeros(max(g.fp, fpad), dtype=dtype),
                 aligned_zeros((chunks, g.c, g.hs, g.ws), dtype),        # borders stay zero
@@ -545,7 +534,7 @@ cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py
                 aligned_empty(_dims(chunks, 1, 1) if g.pool_fb else _dims(chunks, g.f8, g.lp), dtype))
     return (aligned_zeros((g.fp, g.kp), dtype), np.zeros((1, 1, 1), dtype=dtype),
             np.zeros(max(g.fp, fpad), dtype=dtype), np.zeros((chunks, 1, 1, 1), dtype=dtype),
-            aligned_zeros((chunks, g.kp, g.lp), dtype),                 # padding stays zero
+            aligned_zeros((chunks, g.kp, g.lp), dtype),    # padding stays zero; gemm_1x1: x[n] copied
             aligned_empty((chunks, g.fp, g.lp), dtype))
 
 
@@ -962,15 +951,9 @@ cdef void _sum_winograd_dw(Geometry g, floating[:, :, ::1] dwp, floating* dw) no
             for j in range(dwp.shape[2]):
                 dwp[0, i, j] += dwp[q, i, j]
     if floating is float:
-        if g.kh == 3:
-            fl_winograd_dw_filters_f32(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
-        else:
-            fl_winograd5_dw_filters_f32(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
+        fl_winograd_dw_to_filters_f32(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, g.kh, dw)
     else:
-        if g.kh == 3:
-            fl_winograd_dw_filters_f64(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
-        else:
-            fl_winograd5_dw_filters_f64(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, dw)
+        fl_winograd_dw_to_filters_f64(&dwp[0, 0, 0], g.f, g.c, g.fp, g.cq, g.kh, dw)
 
 
 cdef void _sum_blocks(Geometry g, const floating[:, :, ::1] dwp, const floating[:, ::1] dbp,

@@ -101,22 +101,14 @@ cdef extern from "dw.h" nogil:
                              const double* dzt, long ldt, long OH, long OW, double* dwt)
 
 cdef extern from "winograd.h" nogil:
-    void fl_winograd_filters_f32(const float* w, long F, long C, int flip, float* U)
-    void fl_winograd_filters_f64(const double* w, long F, long C, int flip, double* U)
-    void fl_winograd5_filters_f32(const float* w, long F, long C, int flip, float* U)
-    void fl_winograd5_filters_f64(const double* w, long F, long C, int flip, double* U)
-    int fl_winograd_f2k3_f32(const float* xp, long C, long HS, long WS, const float* U, long F,
-                             const float* bias, long OH, long OW, long TR, long P, float* V, float* M,
-                             float* out, long ldo)
-    int fl_winograd_f2k3_f64(const double* xp, long C, long HS, long WS, const double* U, long F,
-                             const double* bias, long OH, long OW, long TR, long P, double* V, double* M,
-                             double* out, long ldo)
-    int fl_winograd_f2k5_f32(const float* xp, long C, long HS, long WS, const float* U, long F,
-                             const float* bias, long OH, long OW, long TR, long P, float* V, float* M,
-                             float* out, long ldo)
-    int fl_winograd_f2k5_f64(const double* xp, long C, long HS, long WS, const double* U, long F,
-                             const double* bias, long OH, long OW, long TR, long P, double* V, double* M,
-                             double* out, long ldo)
+    void fl_winograd_transform_filters_f32(const float* w, long F, long C, long K, int flip, float* U)
+    void fl_winograd_transform_filters_f64(const double* w, long F, long C, long K, int flip, double* U)
+    int fl_winograd_run_f32(const float* xp, long C, long HS, long WS, long K, const float* U, long F,
+                            const float* bias, long OH, long OW, long TR, long P, float* V, float* M,
+                            float* out, long ldo)
+    int fl_winograd_run_f64(const double* xp, long C, long HS, long WS, long K, const double* U, long F,
+                            const double* bias, long OH, long OW, long TR, long P, double* V, double* M,
+                            double* out, long ldo)
     void fl_winograd_dw_tiles_f32(const float* xp, long C, long HS, long WS, const float* dzq, long F, long WQ,
                                   long OH, long OW, long ty0, long ty1, float* V, long ldv, float* Mq,
                                   long ldm, long ldp, long K)
@@ -127,10 +119,8 @@ cdef extern from "winograd.h" nogil:
                                   long Fp, long Lp, long Q, float* dU)
     void fl_winograd_dw_gemms_f64(const double* V, long ldv, const double* Mq, long ldm, long ldp, long Cp,
                                   long Fp, long Lp, long Q, double* dU)
-    void fl_winograd_dw_filters_f32(const float* dU, long F, long C, long Fp, long Cp, float* dw)
-    void fl_winograd_dw_filters_f64(const double* dU, long F, long C, long Fp, long Cp, double* dw)
-    void fl_winograd5_dw_filters_f32(const float* dU, long F, long C, long Fp, long Cp, float* dw)
-    void fl_winograd5_dw_filters_f64(const double* dU, long F, long C, long Fp, long Cp, double* dw)
+    void fl_winograd_dw_to_filters_f32(const float* dU, long F, long C, long Fp, long Cp, long K, float* dw)
+    void fl_winograd_dw_to_filters_f64(const double* dU, long F, long C, long Fp, long Cp, long K, double* dw)
     void fl_conv_exact_f32(const float* xp, long C, long HS, long WS, const float* w, long K, int flip,
                            long F, const float* bias, long OH, long OW, float* out, long ldo)
     void fl_conv_exact_f64(const double* xp, long C, long HS, long WS, const double* w, long K, int flip,
@@ -197,15 +187,9 @@ cdef inline void _winograd_filters(const floating* w, Py_ssize_t f, Py_ssize_t c
     36 tile positions); with flip, u (Q, C, F) of the dx convolution (w[f, c] rotated by
     180 degrees)."""
     if floating is float:
-        if k == 3:
-            fl_winograd_filters_f32(w, f, c, flip, u)
-        else:
-            fl_winograd5_filters_f32(w, f, c, flip, u)
+        fl_winograd_transform_filters_f32(w, f, c, k, flip, u)
     else:
-        if k == 3:
-            fl_winograd_filters_f64(w, f, c, flip, u)
-        else:
-            fl_winograd5_filters_f64(w, f, c, flip, u)
+        fl_winograd_transform_filters_f64(w, f, c, k, flip, u)
 
 
 cdef inline void _pad_copy(const floating* x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t p,

@@ -184,6 +184,11 @@ static void fl_winograd5_filters_##SUFFIX(const T *w, long F, long C, int flip, 
         }                                                                                     \
     }                                                                                         \
 }                                                                                             \
+/* U from w (F, C, K, K), K 3 or 5: fl_winograd_filters or fl_winograd5_filters. */           \
+static void fl_winograd_transform_filters_##SUFFIX(const T *w, long F, long C, long K, int flip, \
+                                                   T *U) {                                    \
+    (K == 3 ? fl_winograd_filters_##SUFFIX : fl_winograd5_filters_##SUFFIX)(w, F, C, flip, U); \
+}                                                                                             \
 /* B^T d for one line of 6 vectors: (4 d0 - 5 d2 + d4, (d4 - 4 d2) +- (d3 - 4 d1),          \
  * (d4 - d2) +- 2 (d3 - d1), 4 d1 - 5 d3 + d5). */                                          \
 static inline __attribute__((always_inline)) void                                            \
@@ -544,6 +549,12 @@ static void fl_winograd5_dw_filters_##SUFFIX(const T *dU, long F, long C, long F
             }                                                                                 \
         }                                                                                     \
 }                                                                                             \
+/* dw (F, C, K, K) from dU, K 3 or 5: fl_winograd_dw_filters or fl_winograd5_dw_filters. */  \
+static void fl_winograd_dw_to_filters_##SUFFIX(const T *dU, long F, long C, long Fp, long Cp,  \
+                                               long K, T *dw) {                               \
+    (K == 3 ? fl_winograd_dw_filters_##SUFFIX : fl_winograd5_dw_filters_##SUFFIX)(dU, F, C, Fp, \
+                                                                                  Cp, dw);    \
+}                                                                                             \
 /* out (F planes of stride ldo, rows of OW) = convKxK(xp) + bias (bias may be NULL) for     \
  * one sample, by F(2x2, KxK), K 3 or 5 (Q = (K + 1)^2 tile positions): xp (C, HS, WS)     \
  * zero-padded, HS >= 2 TH + K - 1 and WS >= 2 round_up(TW, LB) + K - 1 (the tiles' vector \
@@ -585,15 +596,25 @@ fl_winograd_conv_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U, lon
         if (check[q]) return 1;                                                               \
     return 0;                                                                                 \
 }                                                                                             \
-static int fl_winograd_f2k3_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,      \
+static __attribute__((noinline)) int                                                         \
+fl_winograd_f2k3_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,                  \
                                      long F, const T *bias, long OH, long OW, long TR,       \
                                      long P, T *V, T *M, T *out, long ldo) {                \
     return fl_winograd_conv_##SUFFIX(xp, C, HS, WS, U, F, bias, OH, OW, TR, P, V, M, out, ldo, 3); \
 }                                                                                             \
-static int fl_winograd_f2k5_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,      \
+static __attribute__((noinline)) int                                                         \
+fl_winograd_f2k5_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,                  \
                                      long F, const T *bias, long OH, long OW, long TR,       \
                                      long P, T *V, T *M, T *out, long ldo) {                \
     return fl_winograd_conv_##SUFFIX(xp, C, HS, WS, U, F, bias, OH, OW, TR, P, V, M, out, ldo, 5); \
+}                                                                                             \
+/* The entry point for K 3 or 5: each size compiled on its own (never inlined here, so their \
+ * code does not depend on this dispatch). */                                                \
+static int fl_winograd_run_##SUFFIX(const T *xp, long C, long HS, long WS, long K, const T *U, \
+                                    long F, const T *bias, long OH, long OW, long TR, long P, \
+                                    T *V, T *M, T *out, long ldo) {                           \
+    return (K == 3 ? fl_winograd_f2k3_##SUFFIX : fl_winograd_f2k5_##SUFFIX)(                  \
+        xp, C, HS, WS, U, F, bias, OH, OW, TR, P, V, M, out, ldo);                            \
 }                                                                                             \
 /* The same convolution as plain sums in the reference's order (c, i, j), for a sample      \
  * whose Winograd result is not finite: a NaN or Inf there would reach, through the         \
