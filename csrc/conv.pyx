@@ -355,35 +355,36 @@ cdef inline object _result(object out, tuple shape, dtype):
 
 # ----------------------------------------------------------------------------- forward
 cdef inline void _direct_conv_pool2(const floating* xp, Geometry g, const floating* wd,
-                                    const floating* bias, floating* y, int* arg) noexcept nogil:
-    """One sample: y (F, PH, PW), arg = maxpool2x2(relu(conv(xp))) from the padded input."""
+                                    const floating* bias, Py_ssize_t nf, floating* y, int* arg) noexcept nogil:
+    """One sample: y (NF, PH, PW), arg = maxpool2x2(relu(conv(xp))) from the padded input, for
+    NF filters (wd, bias, y and arg start at the first of them)."""
     if g.pool == POOL_TILE_FLANES:
         if floating is float:
-            fl_direct_conv_pool2_flanes5_f32(xp, g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
+            fl_direct_conv_pool2_flanes5_f32(xp, g.c, g.hs, g.ws, wd, nf, _round_up(nf, LB), g.kh, g.kw, bias,
                                              g.ow, g.ph, g.pw, y, arg, g.ph * g.pw)
         else:
-            fl_direct_conv_pool2_flanes5_f64(xp, g.c, g.hs, g.ws, wd, g.f, g.fq, g.kh, g.kw, bias,
+            fl_direct_conv_pool2_flanes5_f64(xp, g.c, g.hs, g.ws, wd, nf, _round_up(nf, LB), g.kh, g.kw, bias,
                                              g.ow, g.ph, g.pw, y, arg, g.ph * g.pw)
     elif g.pool == POOL_TILE_F8:
         if floating is float:
-            fl_direct_conv_pool2_f8v1_f32(xp, g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, g.ow,
+            fl_direct_conv_pool2_f8v1_f32(xp, g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, g.ow,
                                           g.ph, g.pw, y, arg, g.ph * g.pw)
         else:
-            fl_direct_conv_pool2_f8v1_f64(xp, g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, g.ow,
+            fl_direct_conv_pool2_f8v1_f64(xp, g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, g.ow,
                                           g.ph, g.pw, y, arg, g.ph * g.pw)
     else:
         if floating is float:
-            fl_direct_conv_pool2_f6v2_f32(xp, g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, g.ow,
+            fl_direct_conv_pool2_f6v2_f32(xp, g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, g.ow,
                                           g.ph, g.pw, y, arg, g.ph * g.pw)
         else:
-            fl_direct_conv_pool2_f6v2_f64(xp, g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, g.ow,
+            fl_direct_conv_pool2_f6v2_f64(xp, g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, g.ow,
                                           g.ph, g.pw, y, arg, g.ph * g.pw)
 
 
 cdef inline void _gemm_forward(const floating[:, :, :, ::1] x, Py_ssize_t n, const floating[:, ::1] wp,
-                               const floating* bias, Geometry g, floating[:, ::1] cols, floating* z,
-                               Py_ssize_t ldz) noexcept nogil:
-    """z (F rows of stride ldz) = W @ cols + b, cols = im2col(x[n]) (Kp, Lp), or for
+                               Py_ssize_t f0, Py_ssize_t nf, const floating* bias, Geometry g,
+                               floating[:, ::1] cols, floating* z, Py_ssize_t ldz) noexcept nogil:
+    """z (NF rows of stride ldz) = W[f0:f0 + NF] @ cols + b (z and bias start at filter f0), cols = im2col(x[n]) (Kp, Lp), or for
     'gemm_1x1' x[n] (C, L) itself, copied whole: a sequential read that the GEMM's strided
     passes over its rows then find in cache, straight into y[n] (ldz = L = Lp; 2 threads,
     medians, ms, im2col_gemm -> gemm_1x1: 64 -> 128 on 16x16 batch 128 7.06 -> 6.85, batch
@@ -397,7 +398,7 @@ cdef inline void _gemm_forward(const floating[:, :, :, ::1] x, Py_ssize_t n, con
         k = g.c
     else:
         _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, cols)
-    _gemm_nn(&wp[0, 0], g.kp, 1, &cols[0, 0], g.lp, z, ldz, g.f, k, g.lp, bias, False)
+    _gemm_nn(&wp[f0, 0], g.kp, 1, &cols[0, 0], g.lp, z, ldz, nf, k, g.lp, bias, False)
 
 
 cdef inline bint _writes_in_place(Geometry g) noexcept nogil:
@@ -412,9 +413,9 @@ cdef inline bint _writes_in_place(Geometry g) noexcept nogil:
 
 cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] xp,
                             const floating* wd, const floating* w, const floating* bias,
-                            floating[:, ::1] vm, floating* z, Py_ssize_t ldz) noexcept nogil:
-    """z (F rows of stride ldz) = conv(xs) + b by a kernel reading the padded input: direct,
-    filter lanes or Winograd (wd their weights, w the layer's (F, C, KH, KW); vm the Winograd
+                            Py_ssize_t nf, floating[:, ::1] vm, floating* z, Py_ssize_t ldz) noexcept nogil:
+    """z (NF rows of stride ldz) = conv(xs) + b by a kernel reading the padded input: direct or
+    filter lanes for the NF filters wd, bias and z start at, or Winograd (NF = F) (wd their weights, w the layer's (F, C, KH, KW); vm the Winograd
     V and M workspace): the workspace (ldz = Lp), or y[n] itself (ldz = L, where
     _writes_in_place)."""
     _pad_copy(xs, g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
@@ -423,15 +424,15 @@ cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] 
                   g.wpp, vm, z, ldz)
     elif g.fwd == FWD_DIRECT_FILTER_LANES:
         if floating is float:
-            fl_direct_conv_flanes_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, g.f, g.fq, g.kh, g.kw,
+            fl_direct_conv_flanes_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, nf, _round_up(nf, LB), g.kh, g.kw,
                                       bias, z, ldz, g.oh, g.ow)
         else:
-            fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, g.f, g.fq, g.kh, g.kw,
+            fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, nf, _round_up(nf, LB), g.kh, g.kw,
                                       bias, z, ldz, g.oh, g.ow)
     elif floating is float:
-        fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
+        fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
     else:
-        fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, g.f, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
+        fl_direct_conv_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
 
 
 cdef inline void _winograd(const floating* xp, Py_ssize_t c, Py_ssize_t hs, Py_ssize_t ws, Py_ssize_t k,
@@ -486,12 +487,12 @@ cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* y
 
 cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] wp,
                          const floating* bias, Geometry g, Py_ssize_t start, Py_ssize_t stop,
-                         floating[:, ::1] cols, floating[:, :, ::1] xp, const floating* wd,
-                         const floating* w, floating[:, ::1] z, floating[:, :, ::1] y,
+                         Py_ssize_t f0, Py_ssize_t nf, floating[:, ::1] cols, floating[:, :, ::1] xp,
+                         const floating* wd, const floating* w, floating[:, ::1] z, floating[:, :, ::1] y,
                          floating[:, :, :, ::1] py, int[:, :, :, ::1] arg) noexcept nogil:
-    """For n in [start, stop): y[n] = conv(x[n]) (no pool), or py[n], arg[n] =
-    maxpool(relu(conv(x[n]))) on the plan's pool path (wd: the weights in its layout, w the
-    layer's own)."""
+    """For n in [start, stop) and the NF filters from f0: y[n, f0:f0 + NF] = conv(x[n]) (no
+    pool), or py[n, ...], arg[n, ...] = maxpool(relu(conv(x[n]))) on the plan's pool path (wd:
+    the weights in its layout from filter f0's group, bias from f0; w the layer's own)."""
     cdef Py_ssize_t n, f, l
     cdef bint in_place = g.pool == POOL_NONE and _writes_in_place(g)
     cdef Py_ssize_t ldo = g.l if in_place else g.lp
@@ -499,22 +500,47 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
     for n in range(start, stop):
         if g.pool_fb:                 # conv, ReLU and pool in one register tile
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
-            _direct_conv_pool2(&xp[0, 0, 0], g, wd, bias, &py[n, 0, 0, 0], &arg[n, 0, 0, 0])
+            _direct_conv_pool2(&xp[0, 0, 0], g, wd, bias, nf, &py[n, f0, 0, 0], &arg[n, f0, 0, 0])
             continue
-        out = &y[n, 0, 0] if in_place else &z[0, 0]     # y[n] itself, or the workspace
+        out = &y[n, f0, 0] if in_place else &z[f0, 0]     # y[n] itself, or the workspace
         if g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1:
-            _gemm_forward(x, n, wp, bias, g, cols, out, ldo)
+            _gemm_forward(x, n, wp, f0, nf, bias, g, cols, out, ldo)
         else:
-            _conv_into(&x[n, 0, 0, 0], g, xp, wd, w, bias, cols, out, ldo)
+            _conv_into(&x[n, 0, 0, 0], g, xp, wd, w, bias, nf, cols, out, ldo)
         if in_place:
             continue
         if g.pool == POOL_NONE:
-            for f in range(g.f):
+            for f in range(f0, f0 + nf):
                 for l in range(g.l):
                     y[n, f, l] = z[f, l]
             continue
-        for f in range(g.f):
+        for f in range(f0, f0 + nf):
             _relu_maxpool_plane(&z[f, 0], g, &py[n, f, 0, 0], &arg[n, f, 0, 0])
+
+
+cdef inline Py_ssize_t _forward_block(Py_ssize_t n) noexcept nogil:
+    """Samples per work item of the forward: SB, or fewer when that leaves threads idle (a
+    batch of 16 on 2 threads was one block: one thread); each sample's output is the same
+    whoever computes it, so the forward may cut the batch by the thread count."""
+    cdef Py_ssize_t threads = openmp.omp_get_max_threads()
+    return SB if n >= SB * threads else max(1, (n + threads - 1) // threads)
+
+
+cdef Py_ssize_t _filter_share(Geometry g, Py_ssize_t blk, Py_ssize_t blocks) noexcept nogil:
+    """Filters per work item of the forward: all of them, unless the batch has fewer blocks of
+    samples than there are threads (a small batch: batch 1 ran on one of two threads), then
+    a share of them when a sample is worth sharing (_worth_sharing), whole weight groups of
+    the path (blk: 8 direct, LB filter lanes, the in-tile pool's; GEMM rows by 8), so every
+    thread takes filters of the same samples.
+    Each filter's output is the same sum whoever computes it.  Winograd keeps them
+    together (its input transform serves every filter of a sample)."""
+    cdef Py_ssize_t threads = openmp.omp_get_max_threads()
+    cdef Py_ssize_t unit = 8 if g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1 else blk
+    cdef Py_ssize_t shares
+    if blocks >= threads or _fwd_winograd(g) or not _worth_sharing(g, 19):
+        return g.f
+    shares = (threads + blocks - 1) // blocks
+    return min(g.f, _round_up((g.f + shares - 1) // shares, unit))
 
 
 cdef tuple _forward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blk, Py_ssize_t fpad, dtype):
@@ -543,18 +569,25 @@ cdef void _layout_weights(const floating* wf, const floating[::1] b, Geometry g,
     """The bias, and the weights w (F, K) in the layout the plan's forward reads: transformed
     (Q, F, C) for Winograd, regrouped (Fpad/blk, K, blk) for the direct kernels, padded
     (Fp, Kp) for the GEMM."""
-    cdef Py_ssize_t f, k
+    cdef Py_ssize_t f, k, f0, nf
+    cdef floating* dst
     for f in range(g.f):
         bias[f] = b[f]
     if _fwd_winograd(g):
         _winograd_filters(wf, g.f, g.c, g.kh, False, &wd[0])
         return
-    for f in range(g.f):
+    if g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1:
+        for f in range(g.f):
+            memcpy(&wp[f, 0], wf + f * g.k, g.k * sizeof(floating))
+        return
+    f0 = 0
+    while f0 < g.f:                     # group f0 // blk: tap k's blk filters contiguous
+        nf = min(blk, g.f - f0)
         for k in range(g.k):
-            if g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1:
-                wp[f, k] = wf[f * g.k + k]
-            else:
-                wd[((f // blk) * g.k + k) * blk + f % blk] = wf[f * g.k + k]
+            dst = &wd[f0 * g.k + k * blk]
+            for f in range(nf):
+                dst[f] = wf[(f0 + f) * g.k + k]
+        f0 += blk
 
 
 def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
@@ -564,11 +597,17 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     cdef Py_ssize_t pw = (ow - size) // pstride + 1 if size else 0
     cdef Geometry g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
                                 w.shape[2], w.shape[3], stride, pad, oh, ow, codes, size, pstride, ph, pw)
-    cdef Py_ssize_t chunks = _team_size(g.n)
     dtype = np.float32 if floating is float else np.float64
     # filters per weight group: the in-tile pool's, LB for the filter-lanes forward, else 8
     cdef Py_ssize_t blk = g.pool_fb if g.pool_fb else (LB if g.fwd == FWD_DIRECT_FILTER_LANES else 8)
     cdef Py_ssize_t fpad = _round_up(g.f, blk)
+    # work items: blocks of SB samples, each split into shares of its filters when they are few
+    cdef Py_ssize_t sb = _forward_block(g.n)
+    cdef Py_ssize_t blocks = (g.n + sb - 1) // sb, q, tid, f0
+    cdef Py_ssize_t share = _filter_share(g, blk, blocks)
+    cdef Py_ssize_t shares = (g.f + share - 1) // share
+    cdef Py_ssize_t chunks = _team_size(blocks * shares)
+    cdef bint gemm = g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1     # wp, not wd
     key = ("conv forward", dtype, chunks) + _geometry_key(g)
     ws = _workspace.lookup(key)
     if ws is None:
@@ -591,11 +630,12 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     cdef floating[:, :, ::1] y = y_out
     cdef floating[:, :, :, ::1] py = py_out
     cdef int[:, :, :, ::1] arg = arg_out
-    cdef Py_ssize_t blocks = (g.n + SB - 1) // SB, q, tid
-    for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):
+    for q in prange(blocks * shares, nogil=True, schedule="dynamic", num_threads=chunks):
         tid = openmp.omp_get_thread_num()
-        _forward_chunk(x, wp, &bias[0], g, q * SB, min(g.n, (q + 1) * SB),
-                       cols[tid], xp[tid], &wd[0], &w[0, 0, 0, 0], z[tid], y, py, arg)
+        f0 = (q % shares) * share
+        _forward_chunk(x, wp, &bias[f0], g, (q // shares) * sb, min(g.n, (q // shares + 1) * sb), f0,
+                       min(share, g.f - f0), cols[tid], xp[tid], &wd[0 if gemm else (f0 // blk) * g.k * blk],
+                       &w[0, 0, 0, 0], z[tid], y, py, arg)
     if size:
         return py_out, arg_out
     return y_full
@@ -646,20 +686,21 @@ cdef inline void _expand(const floating* dpy, const int* arg, Geometry g, floati
         fl_expand_pool2_grad_f64(dpy, arg, g.ph, g.pw, g.oh, g.ow, out, ldrow, end)
 
 
-cdef inline void _dw_columns(const floating* xp, Geometry g, const floating* dzr,
+cdef inline void _dw_columns(const floating* xp, Geometry g, const floating* dzr, Py_ssize_t nf,
                              floating* dwv) noexcept nogil:
-    """dwv (F, K*LB) += per-lane dW sums of one sample from its padded input xp and the
-    row-padded dz (F, OH, OWr): the output columns along the lanes (KW 3 or 5, stride 1)."""
+    """dwv (NF, K*LB) += per-lane dW sums of one sample from its padded input xp and the
+    row-padded dz (NF, OH, OWr) of NF filters: the output columns along the lanes (KW 3 or 5,
+    stride 1)."""
     if g.kw == 3:
         if floating is float:
-            fl_dw_lanes_k3_f32(xp, g.c, g.hs, g.ws, g.kh, dzr, g.f, g.oh, g.owr, dwv)
+            fl_dw_lanes_k3_f32(xp, g.c, g.hs, g.ws, g.kh, dzr, nf, g.oh, g.owr, dwv)
         else:
-            fl_dw_lanes_k3_f64(xp, g.c, g.hs, g.ws, g.kh, dzr, g.f, g.oh, g.owr, dwv)
+            fl_dw_lanes_k3_f64(xp, g.c, g.hs, g.ws, g.kh, dzr, nf, g.oh, g.owr, dwv)
     else:
         if floating is float:
-            fl_dw_lanes_f3k5_f32(xp, g.c, g.hs, g.ws, g.kh, dzr, g.f, g.oh, g.owr, dwv)
+            fl_dw_lanes_f3k5_f32(xp, g.c, g.hs, g.ws, g.kh, dzr, nf, g.oh, g.owr, dwv)
         else:
-            fl_dw_lanes_f3k5_f64(xp, g.c, g.hs, g.ws, g.kh, dzr, g.f, g.oh, g.owr, dwv)
+            fl_dw_lanes_f3k5_f64(xp, g.c, g.hs, g.ws, g.kh, dzr, nf, g.oh, g.owr, dwv)
 
 
 cdef inline int _winograd_dw(const floating* xp, Geometry g, const floating* dzr, floating[:, ::1] vm,
@@ -706,29 +747,31 @@ cdef inline void _winograd_dw_gemms(Geometry g, const floating* v, const floatin
         fl_winograd_dw_gemms_f64(v, g.cq * ldp, mq, g.fp * ldp, ldp, g.cq, g.fp, cols, g.wq, du)
 
 
-cdef inline void _dw_direct(const floating* xp, Geometry g, const floating* dzt,
+cdef inline void _dw_direct(const floating* xp, Geometry g, const floating* dzt, Py_ssize_t lanes,
                             floating* dwt) noexcept nogil:
-    """dwt (K, Fq) += dW^T of one sample from its padded input xp and dzt (L, Fq)."""
+    """dwt (K, Fq) += dW^T of one sample from its padded input xp and dzt (L, Fq), for the
+    filter lanes dzt and dwt start at (lanes: a multiple of LB)."""
     if g.kw == 5:
         if floating is float:
-            fl_dw_direct_k5_f32(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, g.oh, g.ow, dwt)
+            fl_dw_direct_k5_f32(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, lanes, g.oh, g.ow, dwt)
         else:
-            fl_dw_direct_k5_f64(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, g.oh, g.ow, dwt)
+            fl_dw_direct_k5_f64(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, lanes, g.oh, g.ow, dwt)
     else:
         if floating is float:
-            fl_dw_direct_k3_f32(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, g.oh, g.ow, dwt)
+            fl_dw_direct_k3_f32(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, lanes, g.oh, g.ow, dwt)
         else:
-            fl_dw_direct_k3_f64(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, g.oh, g.ow, dwt)
+            fl_dw_direct_k3_f64(xp, g.c, g.hs, g.ws, g.kh, g.s, dzt, g.fq, lanes, g.oh, g.ow, dwt)
 
 
 cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
                             const int[:, :, :, ::1] arg, Geometry g, Py_ssize_t n, bint fused,
                             bint want_dz, bint want_dzt, bint want_dzr, floating[:, ::1] dz,
-                            floating[:, ::1] dzt, floating[:, :, ::1] dzr, floating[::1] db) noexcept nogil:
+                            floating[:, ::1] dzt, floating[:, :, ::1] dzr, bint with_db,
+                            floating[::1] db) noexcept nogil:
     """Sample n's conv-output gradient in the layouts its dW and dx kernels read --
     dz (F, L) (rows padded to Lp), dzt (L, Fq) transposed, dzr (F, OH, OWr) row-padded --
     from dy[n] (plain) or from the pooled gradient routed to each window's max (fused);
-    db += its sum over positions."""
+    with_db: db += its sum over positions."""
     cdef Py_ssize_t f, l, oy
     cdef floating acc
     cdef const floating* end
@@ -736,7 +779,8 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
     if g.pool_grad == POOL_GRAD_EXPAND_2X2:     # vector selects, no zeroing or scatter
         end = &dpy[0, 0, 0, 0] + g.n * g.f * g.ph * g.pw
         for f in range(g.f):
-            db[f] += _routed_sum(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g.ph * g.pw)
+            if with_db:
+                db[f] += _routed_sum(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g.ph * g.pw)
             if want_dz or want_dzt:
                 _expand(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dz[f, 0], g.ow, end)
             if want_dzr:
@@ -747,10 +791,11 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
     if not fused:           # a plain conv: whole rows copied, db a vectorised sum
         for f in range(g.f):
             src = &dy[n, f, 0]
-            acc = 0
-            for l in range(g.l):
-                acc = acc + src[l]
-            db[f] += acc
+            if with_db:
+                acc = 0
+                for l in range(g.l):
+                    acc = acc + src[l]
+                db[f] += acc
             if want_dz or want_dzt:
                 memcpy(&dz[f, 0], src, g.l * sizeof(floating))
             if want_dzr:
@@ -770,7 +815,8 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
             acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dzt[0, f], g.ow * g.fq, g.fq)
         if want_dzr:
             acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dzr[f, 0, 0], g.owr, 1)
-        db[f] += acc
+        if with_db:
+            db[f] += acc
 
 
 cdef inline void _winograd_dx(const floating[:, ::1] dz, Geometry g, floating[:, :, ::1] dzp,
@@ -789,59 +835,67 @@ cdef inline void _winograd_dx(const floating[:, ::1] dz, Geometry g, floating[:,
 cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
                           const int[:, :, :, ::1] arg, const floating[:, :, :, ::1] x,
                           const floating[:, ::1] wpt, const floating* w, Geometry g, Py_ssize_t start,
-                          Py_ssize_t stop, bint need_dx, bint fused, floating[:, ::1] rows, floating[:, ::1] dz,
+                          Py_ssize_t stop, bint need_dx, bint fused, Py_ssize_t f0, Py_ssize_t nf,
+                          Py_ssize_t c0, Py_ssize_t nc, bint with_db, floating[:, ::1] rows, floating[:, ::1] dz,
                           floating[:, ::1] dzt, floating[:, :, ::1] dzr, floating[:, ::1] dcols,
                           floating[:, :, ::1] xp, floating[:, :, ::1] dxp, floating[:, ::1] dw,
                           floating[::1] db, floating[:, :, :, ::1] dx) noexcept nogil:
-    """Accumulate dW and db over samples [start, stop); fold dx per sample.
+    """Accumulate dW of the NF filters from f0 (none when NF = 0) and, with_db, db over
+    samples [start, stop); fold dx of the NC input channels from c0 per sample.
     dW accumulates as dw: (Fp, Kq) for the GEMM paths, (K, Fq) (transposed) with
     filters along the lanes, (F, K*LB) per-lane partial sums with columns along the
     lanes.  xp and dxp (C, HS, WS) are padded-plane workspaces: the input for dW, and
     the dx accumulator of the stride-1 col2im.  The padding of dz, dzt and dzr (past
     L, F and OW) is zero and never written."""
-    cdef Py_ssize_t n, l, c, yy
-    cdef bint want_dz = need_dx or g.dw == DW_GEMM_IM2COL or g.dw == DW_GEMM_IM2ROW
-    cdef bint want_dzt = g.dw == DW_DIRECT_FILTER_LANES
+    cdef Py_ssize_t n, c, yy, kk = g.kh * g.kw
+    cdef Py_ssize_t r0 = (c0 * kk) // MB * MB, r1 = min(g.kp, _round_up((c0 + nc) * kk, MB))
+    cdef bint want_dz = (need_dx and nc > 0) or (nf > 0 and (g.dw == DW_GEMM_IM2COL or g.dw == DW_GEMM_IM2ROW))
+    cdef bint want_dzt = nf > 0 and g.dw == DW_DIRECT_FILTER_LANES
     cdef int waiting = 0          # Winograd dW: samples whose tiles wait for their GEMMs
-    cdef bint want_dzr = g.dw == DW_DIRECT_COLUMN_LANES or _dw_winograd(g)
+    cdef bint want_dzr = nf > 0 and (g.dw == DW_DIRECT_COLUMN_LANES or _dw_winograd(g))
     for n in range(start, stop):
-        _gradient_layouts(dy, dpy, arg, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr, db)
-        if g.dw != DW_GEMM_IM2COL:
+        _gradient_layouts(dy, dpy, arg, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr, with_db, db)
+        if nf and g.dw != DW_GEMM_IM2COL:
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
-        if g.dw == DW_DIRECT_COLUMN_LANES:
-            _dw_columns(&xp[0, 0, 0], g, &dzr[0, 0, 0], &dw[0, 0])
+        if nf == 0:
+            pass
+        elif g.dw == DW_DIRECT_COLUMN_LANES:
+            _dw_columns(&xp[0, 0, 0], g, &dzr[f0, 0, 0], nf, &dw[f0, 0])
         elif _dw_winograd(g):
             waiting = _winograd_dw(&xp[0, 0, 0], g, &dzr[0, 0, 0], rows, &dw[0, 0], waiting, n == stop - 1)
         elif g.dw == DW_DIRECT_FILTER_LANES:
-            _dw_direct(&xp[0, 0, 0], g, &dzt[0, 0], &dw[0, 0])
+            _dw_direct(&xp[0, 0, 0], g, &dzt[0, f0], _round_up(nf, LB), &dw[0, f0])
         elif g.dw == DW_GEMM_IM2ROW:
             if floating is float:
                 fl_im2row_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
             else:
                 fl_im2row_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
-            _gemm_nn(&dz[0, 0], g.lp, 1, &rows[0, 0], g.kq, &dw[0, 0], g.kq, g.fp, g.l, g.kq, NULL, True)
+            _gemm_nn(&dz[f0, 0], g.lp, 1, &rows[0, 0], g.kq, &dw[f0, 0], g.kq, min(_round_up(nf, MB), g.fp - f0), g.l, g.kq,
+                     NULL, True)
         else:
             _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, rows)
-            _gemm_nt_acc(&dz[0, 0], g.lp, &rows[0, 0], g.lp, &dw[0, 0], g.kq, g.fp, g.kq, g.lp)
-        if not need_dx:
+            _gemm_nt_acc(&dz[f0, 0], g.lp, &rows[0, 0], g.lp, &dw[f0, 0], g.kq, min(_round_up(nf, MB), g.fp - f0), g.kq,
+                         g.lp)
+        if not need_dx or nc == 0:
             continue
         if _dx_winograd(g):
             _winograd_dx(dz, g, dxp, wpt, w, dcols, &dx[n, 0, 0, 0])
             continue
         if g.dx == DX_GEMM_1X1:     # dx[n] (C, L) = W^T dz: a 1x1 conv's col2im is the identity
-            _gemm_nn(&wpt[0, 0], g.fp, 1, &dz[0, 0], g.lp, &dx[n, 0, 0, 0], g.l, g.kp, g.fp, g.lp, NULL, False)
+            _gemm_nn(&wpt[c0, 0], g.fp, 1, &dz[0, 0], g.lp, &dx[n, c0, 0, 0], g.l, nc, g.fp, g.lp, NULL, False)
             continue
-        _gemm_nn(&wpt[0, 0], g.fp, 1, &dz[0, 0], g.lp, &dcols[1, 0], g.lp, g.kp, g.fp, g.lp, NULL, False)
+        # dcols rows of channels c0 .. c0 + NC (whole GEMM tiles: a few more rows at the ends)
+        _gemm_nn(&wpt[r0, 0], g.fp, 1, &dz[0, 0], g.lp, &dcols[1 + r0, 0], g.lp, r1 - r0, g.fp, g.lp, NULL, False)
         if g.dx == DX_COL2IM:
-            _col2im_one(dcols[1:], g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n])
+            _col2im_one(dcols[1 + c0 * kk:], g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n, c0:c0 + nc])
             continue
         # stride 1: fold into the padded planes with whole vectors, then crop
-        memset(&dxp[0, 0, 0], 0, g.c * g.hs * g.ws * sizeof(floating))
+        memset(&dxp[c0, 0, 0], 0, nc * g.hs * g.ws * sizeof(floating))
         if floating is float:
-            fl_col2im_s1_f32(&dcols[1, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
+            fl_col2im_s1_f32(&dcols[1 + c0 * kk, 0], g.lp, nc, g.kh, g.kw, g.oh, g.ow, &dxp[c0, 0, 0], g.hs, g.ws)
         else:
-            fl_col2im_s1_f64(&dcols[1, 0], g.lp, g.c, g.kh, g.kw, g.oh, g.ow, &dxp[0, 0, 0], g.hs, g.ws)
-        for c in range(g.c):
+            fl_col2im_s1_f64(&dcols[1 + c0 * kk, 0], g.lp, nc, g.kh, g.kw, g.oh, g.ow, &dxp[c0, 0, 0], g.hs, g.ws)
+        for c in range(c0, c0 + nc):
             for yy in range(g.h):
                 memcpy(&dx[n, c, yy, 0], &dxp[c, yy + g.p, g.p], g.w * sizeof(floating))
 
@@ -882,6 +936,50 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks
             dw_part, aligned_zeros((blocks, g.f), dtype))
 
 
+cdef Py_ssize_t _backward_shares(Geometry g, Py_ssize_t blocks, bint need_dx, Py_ssize_t* fshare,
+                                 Py_ssize_t* cshare, Py_ssize_t* dw_items) noexcept nogil:
+    """Work items per block of samples in the backward: 1 (fshare = F, cshare = C), unless the
+    blocks are fewer than the threads and a sample is worth sharing (_worth_sharing): then
+    dw_items items take dW of fshare filters each (whole tiles: 6 with columns along the
+    lanes, LB filter lanes, 8 GEMM rows) and the others dx of cshare input channels each (4
+    for the 1x1 GEMM, 1 for col2im), so every thread works on the same samples; the first
+    item also sums db.  dW and dx take half the items each (about the same work), and a
+    Winograd dW or dx (one transform for every filter and channel) one item.  Each output
+    element is the same sum, in the same order, whichever item computes it."""
+    cdef Py_ssize_t threads = openmp.omp_get_max_threads(), want, dw_most, dx_most, dwi, dxi
+    cdef Py_ssize_t funit = 0 if _dw_winograd(g) else (6 if g.dw == DW_DIRECT_COLUMN_LANES else
+                                                       (LB if g.dw == DW_DIRECT_FILTER_LANES else 8))
+    cdef Py_ssize_t cunit = 0 if _dx_winograd(g) else (MB if g.dx == DX_GEMM_1X1 else 1)
+    fshare[0], cshare[0], dw_items[0] = g.f, g.c, 1
+    if blocks >= threads or not _worth_sharing(g, 22):
+        return 1
+    want = (threads + blocks - 1) // blocks
+    dw_most = (g.f + funit - 1) // funit if funit else 1
+    dx_most = ((g.c + cunit - 1) // cunit if cunit else 1) if need_dx else 0
+    dwi = min(dw_most, max(1, want // 2) if need_dx else want)
+    dxi = min(dx_most, want - dwi)
+    if dwi + dxi <= 1:
+        return 1
+    if funit:
+        fshare[0] = _round_up((g.f + dwi - 1) // dwi, funit)
+    if cunit and dxi:
+        cshare[0] = _round_up((g.c + dxi - 1) // dxi, cunit)
+    dw_items[0] = dwi
+    return dwi + dxi
+
+
+cdef inline bint _worth_sharing(Geometry g, int shift) noexcept nogil:
+    """Whether a block of samples (F*K*L multiply-adds each) is worth splitting among
+    threads: at least 2^shift multiply-adds.  Waking a second thread, and the data it then pulls
+    into its own caches, cost about what 2^19 multiply-adds take in the forward (batch 1, 2
+    threads, medians, ms: 3 -> 32 on 32x32, 0.9M, 0.033 -> 0.023; 64 -> 128 1x1 on 16x16,
+    2.1M, 0.055 -> 0.036).  The backward's items also each redo the sample's gradient
+    layouts and are less even (dW and dx rarely cost the same): 2^22 (32 -> 64 stride 2,
+    4.7M, 0.285 -> 0.214; 5x5 16 -> 32 on 24x24, 7.4M, 0.336 -> 0.28; but 64 -> 64 on 8x8,
+    2.4M, 0.187 -> 0.20 and 1x1 64 -> 128, 2.1M, 0.154 -> 0.156)."""
+    return min(g.n, SB) * g.f * g.k * g.l >= (<Py_ssize_t> 1 << shift)
+
+
 def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
               const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
               Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow, tuple codes,
@@ -890,9 +988,13 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     cdef Geometry g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
                                 w.shape[2], w.shape[3], stride, pad, oh, ow, codes, size, pstride,
                                 grad.shape[2] if fused else 0, grad.shape[3] if fused else 0)
-    cdef Py_ssize_t chunks = _team_size(g.n)
     dtype = np.float32 if floating is float else np.float64
-    cdef Py_ssize_t blocks = (g.n + SB - 1) // SB, q, tid
+    # work items: blocks of SB samples, each split into shares of its filters (dW) and input
+    # channels (dx) when the blocks are fewer than the threads
+    cdef Py_ssize_t blocks = (g.n + SB - 1) // SB, q, tid, j, f0, c0, nf, nc
+    cdef Py_ssize_t fshare, cshare, dw_items
+    cdef Py_ssize_t shares = _backward_shares(g, blocks, need_dx, &fshare, &cshare, &dw_items)
+    cdef Py_ssize_t chunks = _team_size(blocks * shares)
     key = ("conv backward", dtype, chunks, blocks, need_dx) + _geometry_key(g)
     ws = _workspace.lookup(key)
     if ws is None:
@@ -924,15 +1026,27 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
         _winograd_filters(&w[0, 0, 0, 0], g.f, g.c, g.kh, True, &wpt[0, 0])
     else:
         _transpose(&w[0, 0, 0, 0], g.k, g.f, g.k, &wpt[0, 0], g.fp)   # W^T padded (Kp, Fp): dx's A
-    for q in prange(blocks, nogil=True, schedule="dynamic", num_threads=chunks):
+    if shares > 1:                        # the items of a block share its partials
+        dw_part.fill(0)
+        db_part.fill(0)
+    for q in prange(blocks * shares, nogil=True, schedule="dynamic", num_threads=chunks):
         tid = openmp.omp_get_thread_num()
+        # item j of its block: dW of filters f0 .. f0 + nf, dx of channels c0 .. c0 + nc (values
+        # assigned here, not through pointers: prange keeps them private to the thread)
+        j = q % shares
+        f0 = min(j * fshare, g.f)
+        nf = min(fshare, g.f - f0) if j < dw_items else 0
+        c0 = 0 if shares == 1 else min(max(j - dw_items, 0) * cshare, g.c)
+        nc = g.c if shares == 1 else (min(cshare, g.c - c0) if j >= dw_items else 0)
         # each block accumulates into its own dW/db partial, summed in block order below:
         # the result does not depend on which thread ran a block
-        memset(&dwp[q, 0, 0], 0, dwp.shape[1] * dwp.shape[2] * sizeof(floating))
-        memset(&dbp[q, 0], 0, dbp.shape[1] * sizeof(floating))
-        _backward_chunk(dy, grad, arg_in, x, wpt, &w[0, 0, 0, 0], g, q * SB, min(g.n, (q + 1) * SB), need_dx, fused,
-                        rows[tid], dz[tid], dzt[tid], dzr[tid], dcols[tid], xp[tid], dxp[tid],
-                        dwp[q], dbp[q], dx)
+        if shares == 1:
+            memset(&dwp[q, 0, 0], 0, dwp.shape[1] * dwp.shape[2] * sizeof(floating))
+            memset(&dbp[q, 0], 0, dbp.shape[1] * sizeof(floating))
+        _backward_chunk(dy, grad, arg_in, x, wpt, &w[0, 0, 0, 0], g, (q // shares) * SB,
+                        min(g.n, (q // shares + 1) * SB), need_dx, fused, f0, nf, c0, nc, j == 0,
+                        rows[tid], dz[tid], dzt[tid], dzr[tid],
+                        dcols[tid], xp[tid], dxp[tid], dwp[q // shares], dbp[q // shares], dx)
     _sum_blocks(g, dwp, dbp, &dw[0, 0, 0, 0], &db[0])
     if _dw_winograd(g):
         _sum_winograd_dw(g, dwp, &dw[0, 0, 0, 0])

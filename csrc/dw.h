@@ -13,7 +13,8 @@
 /* dW of one sample without im2row, for KW = 3 or 5 (every preset):
  *   dwt[(c, i, j), f] += sum_{oy, ox} xp[c, oy*s + i, ox*s + j] * dzt[oy*OW + ox, f]
  * dzt (L, ldt): the conv-output gradient transposed, filters along the vector lanes
- * (ldt a multiple of LB, padding lanes zero); dwt (C*KH*KW, ldt): dW transposed.
+ * (ldt a multiple of LB, padding lanes zero); dwt (C*KH*KW, ldt): dW transposed; the
+ * first ``lanes`` of them (a multiple of LB; dzt and dwt may start at a later lane).
  * One pass over L holds NR kernel rows x KW taps of one channel in registers
  * (10 or 9 accumulators); each broadcast input value feeds one multiply-add. */
 #define FL_DEFINE_DW(T, SUFFIX, KWC, NR)                                                     \
@@ -39,8 +40,8 @@ fl_dw_pass_k##KWC##_##SUFFIX(const T *xc, long WS, long s, const T *dzt, long ld
 /* Never inlined (as fl_direct_conv): its codegen should not depend on its callers. */    \
 static __attribute__((noinline)) void                                                        \
 fl_dw_direct_k##KWC##_##SUFFIX(const T *xp, long C, long HS, long WS, long KH, long s,        \
-                               const T *dzt, long ldt, long OH, long OW, T *dwt) {            \
-    for (long fb = 0; fb < ldt; fb += FL_LB)                                                  \
+                               const T *dzt, long ldt, long lanes, long OH, long OW, T *dwt) { \
+    for (long fb = 0; fb < lanes; fb += FL_LB)                                                \
         for (long c = 0; c < C; c++)                                                          \
             for (long i0 = 0; i0 < KH; ) {                                                    \
                 const T *xc = xp + (c * HS + i0) * WS;                                        \

@@ -92,13 +92,13 @@ cdef extern from "dw.h" nogil:
     void fl_dw_lanes_k3_f64(const double* xp, long C, long HS, long WS, long KH, const double* dzr,
                               long F, long OH, long OWr, double* dwv)
     void fl_dw_direct_k5_f32(const float* xp, long C, long HS, long WS, long KH, long s,
-                             const float* dzt, long ldt, long OH, long OW, float* dwt)
+                             const float* dzt, long ldt, long lanes, long OH, long OW, float* dwt)
     void fl_dw_direct_k5_f64(const double* xp, long C, long HS, long WS, long KH, long s,
-                             const double* dzt, long ldt, long OH, long OW, double* dwt)
+                             const double* dzt, long ldt, long lanes, long OH, long OW, double* dwt)
     void fl_dw_direct_k3_f32(const float* xp, long C, long HS, long WS, long KH, long s,
-                             const float* dzt, long ldt, long OH, long OW, float* dwt)
+                             const float* dzt, long ldt, long lanes, long OH, long OW, float* dwt)
     void fl_dw_direct_k3_f64(const double* xp, long C, long HS, long WS, long KH, long s,
-                             const double* dzt, long ldt, long OH, long OW, double* dwt)
+                             const double* dzt, long ldt, long lanes, long OH, long OW, double* dwt)
 
 cdef extern from "winograd.h" nogil:
     void fl_winograd_transform_filters_f32(const float* w, long F, long C, long K, int flip, float* U)

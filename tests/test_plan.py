@@ -353,6 +353,76 @@ def test_gradients_do_not_depend_on_the_thread_count(name, args, names):
         np.testing.assert_array_equal(one, two)
 
 
+#: geometries large enough that one sample's work is shared among threads (the Cython
+#: kernels' _filter_share and _backward_shares: at least 2^19 multiply-adds forward, 2^22
+#: backward), one per path that shares it, with the float32 plan at 16 lanes
+SHARED = [
+    (((1, 3, 64, 96), (32, 3, 3, 3), 1, 1, None), ("direct", "direct_column_lanes", "col2im_s1")),
+    (((1, 32, 32, 32), (64, 32, 3, 3), 2, 1, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im")),
+    (((1, 64, 28, 28), (128, 64, 1, 1), 1, 0, None), ("gemm_1x1", "gemm_im2col", "gemm_1x1")),
+    (((1, 32, 32, 32), (32, 32, 3, 3), 1, 1, None), ("winograd_f2x2_3x3",) * 3),
+    (((1, 16, 16, 16), (128, 16, 3, 3), 1, 1, None),
+     ("winograd_f2x2_3x3", "direct_column_lanes", "winograd_f2x2_3x3")),
+    (((1, 3, 28, 28), (64, 3, 7, 7), 1, 0, None), ("direct_filter_lanes", "gemm_im2row", "col2im_s1")),
+    (((1, 1, 28, 28), (64, 1, 7, 7), 2, 2, (2, 2)),
+     ("im2col_gemm", "after_conv_2x2", "expand_2x2", "gemm_im2row", "col2im")),
+    (((1, 3, 28, 28), (8, 3, 7, 7), 1, 0, (2, 2)), ("direct", "tile_f6", "expand_2x2", "gemm_im2row", "col2im_s1")),
+    (((1, 1, 16, 16), (128, 1, 5, 5), 1, 2, (2, 2)),
+     ("direct", "tile_f8", "expand_2x2", "direct_filter_lanes", "col2im_s1")),
+    (((1, 1, 12, 12), (128, 1, 7, 7), 1, 2, (2, 2)),
+     ("direct_filter_lanes", "tile_filter_lanes", "expand_2x2", "gemm_im2row", "col2im_s1")),
+]
+
+
+def _conv_and_grads(k, x, w, b, s, p, pool, dz_or_dy):
+    """y and (dx, dw, db) on backend k: plain, or fused with ReLU and the max pool."""
+    if pool is None:
+        return k.conv2d_forward(x, w, b, s, p), k.conv2d_backward(dz_or_dy, x, w, s, p)
+    oh, ow = (x.shape[2] + 2 * p - w.shape[2]) // s + 1, (x.shape[3] + 2 * p - w.shape[3]) // s + 1
+    y, arg = k.fast.conv2d_relu_maxpool_forward(x, w, b, s, p, oh, ow, *pool)
+    return y, k.fast.conv2d_relu_maxpool_backward(dz_or_dy, arg, x, w, s, p, oh, ow, *pool, True)
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("args,names", SHARED, ids=[",".join(n) for _, n in SHARED])
+def test_a_small_batch_shares_each_sample_among_threads_with_the_same_results(args, names, dtype, n):
+    """Batches with fewer blocks of samples than threads split each block's filters (forward,
+    dW) and input channels (dx) among the threads: the results match the reference and are
+    the same bits on 1 thread as on 2."""
+    import numba
+
+    from fastlenet import kernels
+    x_shape, w_shape, s, p, pool = args
+    k = backend("cython")
+    if k.plan_conv2d(x_shape, w_shape, s, p, pool).lanes == 16 and dtype == np.float32:
+        assert k.plan_conv2d(x_shape, w_shape, s, p, pool).names == names
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n,) + x_shape[1:]).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) * 0.1
+    z = ref.conv2d_forward(x, w, b, s, p)
+    if pool is None:
+        grad = rng.standard_normal(z.shape).astype(dtype)
+        want = (z,) + tuple(ref.conv2d_backward(grad, x, w, s, p))
+    else:
+        r = np.maximum(z, 0)
+        y, arg = ref.maxpool2d_forward(r, *pool)
+        grad = rng.standard_normal(y.shape).astype(dtype)
+        want = (y,) + tuple(ref.conv2d_backward(ref.maxpool2d_backward(grad, arg, r.shape, *pool) * (z > 0), x, w, s, p))
+    results = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        kernels.set_num_threads(threads)
+        y, grads = _conv_and_grads(k, x, w, b, s, p, pool, grad)
+        results.append((y,) + tuple(grads))
+    kernels.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    for got, wanted, what in zip(results[-1], want, ("y", "dx", "dw", "db")):
+        assert_close(what, got, wanted)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
 @pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape, w_shape", [
