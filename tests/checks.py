@@ -16,11 +16,19 @@ COMPILED = ("numba", "cython")
 
 
 def assert_close(name, actual, expected, dtype=None, rtol=None, atol=None):
-    """Compare with dtype-keyed tolerances; on failure name the tensor, the max
-    difference and the first mismatching index."""
+    """Compare with dtype-keyed tolerances (NaN and Inf only where expected has them); on
+    failure name the tensor, the max difference and the first mismatching index."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != expected {expected.shape}"
     dt = np.dtype(dtype or expected.dtype)
+    if expected.dtype.kind == "f" and not np.isfinite(expected).all():
+        # NaN and Inf exactly where expected has them (an Inf would also make the scaled
+        # tolerance below infinite), then the finite values
+        assert np.array_equal(np.isnan(actual), np.isnan(expected)), f"{name}: NaN in different places"
+        inf = np.isinf(expected)
+        assert np.array_equal(actual[inf], expected[inf]), f"{name}: Inf in different places or signs"
+        finite = np.isfinite(expected)
+        actual, expected = actual[finite], expected[finite]
     r, a = TOLERANCE.get(dt, TOLERANCE[np.dtype(np.float64)])
     rtol = r if rtol is None else rtol
     scale = max(1.0, float(np.abs(expected).max(initial=0.0)))

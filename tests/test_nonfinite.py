@@ -19,8 +19,13 @@ def planted(shape, spots, value, seed=0, dtype=np.float32):
 
 
 def same_with_nan(name, got, want):
+    """NaN where want has NaN, the same signed Inf where it has Inf, and the finite values
+    within the contract's tolerance (scaled by the finite values alone: an Inf in want
+    would make any tolerance infinite)."""
     assert np.array_equal(np.isnan(got), np.isnan(want)), f"{name}: NaN in different places"
-    finite = ~np.isnan(want)
+    inf = np.isinf(want)
+    assert np.array_equal(got[inf], want[inf]), f"{name}: Inf in different places or signs"
+    finite = np.isfinite(want)
     assert_close(name, got[finite], want[finite])     # the contract's tolerance, by dtype
 
 
