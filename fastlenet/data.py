@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import sys
 import zlib
@@ -90,12 +91,16 @@ def decode_idx(data: bytes, name: str = "<bytes>", ndim: Optional[int] = None,
     """Parse an uncompressed IDX payload (header + data) into a native-endian array."""
     dtype, rank = _parse_header(data[:4], name, ndim)
     shape = _shape(data[: 4 + 4 * rank], rank, name)
-    expected = int(np.prod(shape, dtype=np.uint64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize        # exact (Python ints)
     body = len(data) - 4 - 4 * rank
     if body != expected:
         what = "truncated" if body < expected else "trailing bytes after the data"
         raise IDXError(f"{name}: header says {shape} x {dtype.itemsize} bytes = {expected} bytes "
                        f"of data, file holds {body} ({what})")
+    if math.prod(d for d in shape if d) * dtype.itemsize > MAX_PAYLOAD:
+        # a zero dimension beside huge ones: an empty array NumPy cannot even describe
+        raise IDXError(f"{name}: header says {shape} x {dtype.itemsize} bytes: an empty array whose other "
+                       f"dimensions exceed the {MAX_PAYLOAD:,}-byte limit of an IDX file")
     arr = np.frombuffer(data, dtype=dtype, offset=4 + 4 * rank).reshape(shape)
     return arr.astype(dtype.newbyteorder("="))
 

@@ -86,6 +86,14 @@ def test_absurd_header_is_refused_before_allocating(tmp_path, gz):
     assert peak < 10 * 2**20, f"allocated {peak} bytes for a {path.stat().st_size}-byte file"
 
 
+def test_an_empty_array_with_huge_other_dimensions_is_refused():
+    """A zero dimension makes the data 0 bytes, but NumPy cannot describe the array its
+    other dimensions ask for (found by the fuzzer: dims 0 x 39338 x 472217 x 62064870)."""
+    blob = bytes([0, 0, 0x0E, 4]) + np.asarray([0, 39338, 472217, 62064870], ">u4").tobytes()
+    with pytest.raises(IDXError, match="empty array"):
+        data.decode_idx(blob)
+
+
 def test_image_label_count_mismatch_and_label_range(tmp_path):
     for split, n in (("train", 4), ("t10k", 2)):
         data.write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", np.zeros((n, 28, 28), np.uint8))
