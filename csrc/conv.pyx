@@ -414,14 +414,14 @@ cdef inline bint _writes_in_place(Geometry g) noexcept nogil:
 cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] xp,
                             const floating* wd, const floating* w, const floating* bias,
                             Py_ssize_t nf, floating[:, ::1] vm, floating* z, Py_ssize_t ldz) noexcept nogil:
-    """z (NF rows of stride ldz) = conv(xs) + b by a kernel reading the padded input: direct or
-    filter lanes for the NF filters wd, bias and z start at, or Winograd (NF = F) (wd their weights, w the layer's (F, C, KH, KW); vm the Winograd
-    V and M workspace): the workspace (ldz = Lp), or y[n] itself (ldz = L, where
-    _writes_in_place)."""
+    """z (NF rows of stride ldz) = conv(xs) + b by a kernel reading the padded input (direct,
+    filter lanes or Winograd) for the NF filters that wd (their weights in the path's layout),
+    w (the layer's (F, C, KH, KW)), bias and z start at; vm the Winograd V and M workspace;
+    z the workspace (ldz = Lp), or y[n] itself (ldz = L, where _writes_in_place)."""
     _pad_copy(xs, g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
     if _fwd_winograd(g):
-        _winograd(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, wd, w, False, g.f, bias, g.oh, g.ow, g.wtr,
-                  g.wpp, vm, z, ldz)
+        _winograd(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, wd, g.f * g.c, w, False, nf, bias, g.oh, g.ow,
+                  g.wtr, g.wpp, vm, z, ldz)
     elif g.fwd == FWD_DIRECT_FILTER_LANES:
         if floating is float:
             fl_direct_conv_flanes_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, nf, _round_up(nf, LB), g.kh, g.kw,
@@ -436,22 +436,23 @@ cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] 
 
 
 cdef inline void _winograd(const floating* xp, Py_ssize_t c, Py_ssize_t hs, Py_ssize_t ws, Py_ssize_t k,
-                           const floating* u, const floating* w, bint flip, Py_ssize_t f,
+                           const floating* u, Py_ssize_t uq, const floating* w, bint flip, Py_ssize_t f,
                            const floating* bias, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t tr,
                            Py_ssize_t pp, floating[:, ::1] vm, floating* out, Py_ssize_t ldo) noexcept nogil:
     """out (F planes of stride ldo, rows of OW) = convKxK(xp (C, HS, WS)) + bias by Winograd
-    F(2x2, KxK), K 3 or 5, with the transformed filters u (Q, F, C), Q = (K + 1)^2; vm holds
-    V (Q C, PP + LB) then M (Q F, PP + LB).  Where a result is not finite, the sample is
-    computed again as plain sums from the weights w (F, C, K, K), or rotated (C, F, K, K)
-    with flip: NaN and Inf then reach the outputs they reach in the reference."""
+    F(2x2, KxK), K 3 or 5, with the transformed filters u (Q, F, C) (position stride uq: F C,
+    or more when these F are a share of the layer's), Q = (K + 1)^2; vm holds V (Q C, PP +
+    LB) then M (Q F, PP + LB).  Where a result is not finite, the sample is computed again
+    as plain sums from the weights w (F, C, K, K), or rotated (C, F, K, K) with flip: NaN
+    and Inf then reach the outputs they reach in the reference."""
     cdef int nonfinite
     cdef floating* m = &vm[(k + 1) * (k + 1) * c, 0]
     if floating is float:
-        nonfinite = fl_winograd_run_f32(xp, c, hs, ws, k, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
+        nonfinite = fl_winograd_run_f32(xp, c, hs, ws, k, u, uq, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
         if nonfinite:
             fl_conv_exact_f32(xp, c, hs, ws, w, k, flip, f, bias, oh, ow, out, ldo)
     else:
-        nonfinite = fl_winograd_run_f64(xp, c, hs, ws, k, u, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
+        nonfinite = fl_winograd_run_f64(xp, c, hs, ws, k, u, uq, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
         if nonfinite:
             fl_conv_exact_f64(xp, c, hs, ws, w, k, flip, f, bias, oh, ow, out, ldo)
 
@@ -506,7 +507,7 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
         if g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1:
             _gemm_forward(x, n, wp, f0, nf, bias, g, cols, out, ldo)
         else:
-            _conv_into(&x[n, 0, 0, 0], g, xp, wd, w, bias, nf, cols, out, ldo)
+            _conv_into(&x[n, 0, 0, 0], g, xp, wd, w + f0 * g.k, bias, nf, cols, out, ldo)
         if in_place:
             continue
         if g.pool == POOL_NONE:
@@ -526,18 +527,31 @@ cdef inline Py_ssize_t _forward_block(Py_ssize_t n) noexcept nogil:
     return SB if n >= SB * threads else max(1, (n + threads - 1) // threads)
 
 
+cdef inline Py_ssize_t _weights_at(Geometry g, Py_ssize_t f0, Py_ssize_t blk) noexcept nogil:
+    """Where filter f0's weights start in the forward's layout of them (f0 a multiple of the
+    share unit): U (Q, F, C) for Winograd, groups (F/blk, K, blk) for the direct kernels; the
+    GEMM paths read wp instead (0)."""
+    if _fwd_winograd(g):
+        return f0 * g.c
+    if g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1:
+        return 0
+    return (f0 // blk) * g.k * blk
+
+
 cdef Py_ssize_t _filter_share(Geometry g, Py_ssize_t blk, Py_ssize_t blocks) noexcept nogil:
     """Filters per work item of the forward: all of them, unless the batch has fewer blocks of
     samples than there are threads (a small batch: batch 1 ran on one of two threads), then
     a share of them when a sample is worth sharing (_worth_sharing), whole weight groups of
-    the path (blk: 8 direct, LB filter lanes, the in-tile pool's; GEMM rows by 8), so every
-    thread takes filters of the same samples.
-    Each filter's output is the same sum whoever computes it.  Winograd keeps them
-    together (its input transform serves every filter of a sample)."""
+    the path (blk: 8 direct, LB filter lanes, the in-tile pool's; GEMM and Winograd rows by
+    8), so every thread takes filters of the same samples.  Winograd's shares each transform
+    the sample's tiles again, for a third of the multiplies: from 2^22 multiply-adds (batch
+    1, 2 threads, medians, ms: 5x5 16 -> 32 on 24x24, 7.4M, 0.138 -> 0.125; 32 -> 64 on
+    16x16, 4.7M, 0.092 -> 0.087; 64 -> 64 on 8x8, 2.4M, 0.064 -> 0.10 when shared).  Each
+    filter's output is the same sum whoever computes it."""
     cdef Py_ssize_t threads = openmp.omp_get_max_threads()
-    cdef Py_ssize_t unit = 8 if g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1 else blk
+    cdef Py_ssize_t unit = 8 if g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1 or _fwd_winograd(g) else blk
     cdef Py_ssize_t shares
-    if blocks >= threads or _fwd_winograd(g) or not _worth_sharing(g, 19):
+    if blocks >= threads or not _worth_sharing(g, 22 if _fwd_winograd(g) else 19):
         return g.f
     shares = (threads + blocks - 1) // blocks
     return min(g.f, _round_up((g.f + shares - 1) // shares, unit))
@@ -607,7 +621,6 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
     cdef Py_ssize_t share = _filter_share(g, blk, blocks)
     cdef Py_ssize_t shares = (g.f + share - 1) // share
     cdef Py_ssize_t chunks = _team_size(blocks * shares)
-    cdef bint gemm = g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1     # wp, not wd
     key = ("conv forward", dtype, chunks) + _geometry_key(g)
     ws = _workspace.lookup(key)
     if ws is None:
@@ -634,7 +647,7 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
         tid = openmp.omp_get_thread_num()
         f0 = (q % shares) * share
         _forward_chunk(x, wp, &bias[f0], g, (q // shares) * sb, min(g.n, (q // shares + 1) * sb), f0,
-                       min(share, g.f - f0), cols[tid], xp[tid], &wd[0 if gemm else (f0 // blk) * g.k * blk],
+                       min(share, g.f - f0), cols[tid], xp[tid], &wd[_weights_at(g, f0, blk)],
                        &w[0, 0, 0, 0], z[tid], y, py, arg)
     if size:
         return py_out, arg_out
@@ -828,7 +841,7 @@ cdef inline void _winograd_dx(const floating[:, ::1] dz, Geometry g, floating[:,
     cdef Py_ssize_t f
     for f in range(g.f):
         _pad_copy(&dz[f, 0], 1, g.oh, g.ow, g.kh - 1 - g.p, &dzp[f, 0, 0], g.zhs, g.zws)
-    _winograd(&dzp[0, 0, 0], g.f, g.zhs, g.zws, g.kh, &u[0, 0], w, True, g.c, NULL, g.h, g.w,
+    _winograd(&dzp[0, 0, 0], g.f, g.zhs, g.zws, g.kh, &u[0, 0], g.c * g.f, w, True, g.c, NULL, g.h, g.w,
               g.xtr, g.xpp, vm, dx, g.h * g.w)
 
 

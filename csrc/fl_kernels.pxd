@@ -103,10 +103,10 @@ cdef extern from "dw.h" nogil:
 cdef extern from "winograd.h" nogil:
     void fl_winograd_transform_filters_f32(const float* w, long F, long C, long K, int flip, float* U)
     void fl_winograd_transform_filters_f64(const double* w, long F, long C, long K, int flip, double* U)
-    int fl_winograd_run_f32(const float* xp, long C, long HS, long WS, long K, const float* U, long F,
+    int fl_winograd_run_f32(const float* xp, long C, long HS, long WS, long K, const float* U, long uq, long F,
                             const float* bias, long OH, long OW, long TR, long P, float* V, float* M,
                             float* out, long ldo)
-    int fl_winograd_run_f64(const double* xp, long C, long HS, long WS, long K, const double* U, long F,
+    int fl_winograd_run_f64(const double* xp, long C, long HS, long WS, long K, const double* U, long uq, long F,
                             const double* bias, long OH, long OW, long TR, long P, double* V, double* M,
                             double* out, long ldo)
     void fl_winograd_dw_tiles_f32(const float* xp, long C, long HS, long WS, const float* dzq, long F, long WQ,

@@ -558,12 +558,13 @@ static void fl_winograd_dw_to_filters_##SUFFIX(const T *dU, long F, long C, long
 /* out (F planes of stride ldo, rows of OW) = convKxK(xp) + bias (bias may be NULL) for     \
  * one sample, by F(2x2, KxK), K 3 or 5 (Q = (K + 1)^2 tile positions): xp (C, HS, WS)     \
  * zero-padded, HS >= 2 TH + K - 1 and WS >= 2 round_up(TW, LB) + K - 1 (the tiles' vector \
- * rows read past the output's edge); U (Q, F, C) from fl_winograd_filters / 5_filters;     \
+ * rows read past the output's edge); U (Q, F, C) from fl_winograd_filters / 5_filters,    \
+ * position xi's F x C filters at U + xi uq (uq = F C, or more for a share of the filters); \
  * V (Q, C, P + LB) and M (Q, F, P + LB) workspaces with P = round_up(TR * TW, LB) (a row's \
  * last vector spills up to LB - 1 lanes past the pass).  Passes of TR tile rows keep V    \
  * and M in L2 while the Q GEMMs stream them.  Returns 1 where an output was not finite. */ \
 static inline __attribute__((always_inline)) int                                             \
-fl_winograd_conv_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U, long F,          \
+fl_winograd_conv_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U, long uq, long F,  \
                           const T *bias, long OH, long OW, long TR, long P, T *V, T *M,       \
                           T *out, long ldo, const int K) {                                    \
     long TH = (OH + 1) / 2, TW = (OW + 1) / 2, ldp = P + FL_LB, Q = (K + 1) * (K + 1);        \
@@ -579,7 +580,7 @@ fl_winograd_conv_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U, lon
         long nt = (ty1 - ty0) * TW;                                                           \
         fl_winograd_input_pass_##SUFFIX(xp, C, HS, WS, TW, ty0, ty1, P, narrow, V, vpos, vrow, K); \
         for (int xi = 0; xi < Q; xi++)                                                        \
-            fl_gemm_nn_##SUFFIX(U + xi * F * C, C, 1, V + xi * vpos, vrow, M + xi * mpos, mrow,   \
+            fl_gemm_nn_##SUFFIX(U + xi * uq, C, 1, V + xi * vpos, vrow, M + xi * mpos, mrow,      \
                                 F, C, P, NULL, 0);                                            \
         for (long f = 0; f < F; f++)                                                          \
             if (narrow)                                                                       \
@@ -598,23 +599,23 @@ fl_winograd_conv_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U, lon
 }                                                                                             \
 static __attribute__((noinline)) int                                                         \
 fl_winograd_f2k3_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,                  \
-                                     long F, const T *bias, long OH, long OW, long TR,       \
-                                     long P, T *V, T *M, T *out, long ldo) {                \
-    return fl_winograd_conv_##SUFFIX(xp, C, HS, WS, U, F, bias, OH, OW, TR, P, V, M, out, ldo, 3); \
+                                     long uq, long F, const T *bias, long OH, long OW,       \
+                                     long TR, long P, T *V, T *M, T *out, long ldo) {        \
+    return fl_winograd_conv_##SUFFIX(xp, C, HS, WS, U, uq, F, bias, OH, OW, TR, P, V, M, out, ldo, 3); \
 }                                                                                             \
 static __attribute__((noinline)) int                                                         \
 fl_winograd_f2k5_##SUFFIX(const T *xp, long C, long HS, long WS, const T *U,                  \
-                                     long F, const T *bias, long OH, long OW, long TR,       \
-                                     long P, T *V, T *M, T *out, long ldo) {                \
-    return fl_winograd_conv_##SUFFIX(xp, C, HS, WS, U, F, bias, OH, OW, TR, P, V, M, out, ldo, 5); \
+                                     long uq, long F, const T *bias, long OH, long OW,       \
+                                     long TR, long P, T *V, T *M, T *out, long ldo) {        \
+    return fl_winograd_conv_##SUFFIX(xp, C, HS, WS, U, uq, F, bias, OH, OW, TR, P, V, M, out, ldo, 5); \
 }                                                                                             \
 /* The entry point for K 3 or 5: each size compiled on its own (never inlined here, so their \
  * code does not depend on this dispatch). */                                                \
 static int fl_winograd_run_##SUFFIX(const T *xp, long C, long HS, long WS, long K, const T *U, \
-                                    long F, const T *bias, long OH, long OW, long TR, long P, \
-                                    T *V, T *M, T *out, long ldo) {                           \
+                                    long uq, long F, const T *bias, long OH, long OW, long TR, \
+                                    long P, T *V, T *M, T *out, long ldo) {                   \
     return (K == 3 ? fl_winograd_f2k3_##SUFFIX : fl_winograd_f2k5_##SUFFIX)(                  \
-        xp, C, HS, WS, U, F, bias, OH, OW, TR, P, V, M, out, ldo);                            \
+        xp, C, HS, WS, U, uq, F, bias, OH, OW, TR, P, V, M, out, ldo);                        \
 }                                                                                             \
 /* The same convolution as plain sums in the reference's order (c, i, j), for a sample      \
  * whose Winograd result is not finite: a NaN or Inf there would reach, through the         \

@@ -107,6 +107,38 @@ def test_a_winograd_conv_puts_nan_and_inf_where_the_reference_does(name, geometr
         same_with_nan(what, got, ref_)
 
 
+@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", [
+    ((1, 64, 16, 16), (64, 64, 3, 3)),        # the forward's filters shared by two threads, dW, dx
+    ((1, 8, 33, 31), (64, 8, 3, 3)),          # ... tile columns along the lanes
+    ((1, 16, 24, 24), (32, 16, 5, 5)),        # F(2x2, 5x5)
+], ids=["3x3", "3x3-wide-rows", "5x5"])
+def test_a_winograd_sample_shared_among_threads_puts_nan_and_inf_where_the_reference_does(geometry, dtype):
+    """Batch 1 on two threads: each thread's share of the filters falls back to plain sums
+    on its own when its outputs are not finite."""
+    from fastlenet import kernels
+    x_shape, w_shape = geometry
+    p = w_shape[2] // 2
+    x = planted(x_shape, [(0, 3, 4, 4)], np.inf, dtype=dtype)
+    x[0, 0, 2, 5] = np.nan
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    with np.errstate(invalid="ignore"):
+        want = ref.conv2d_forward(x, w, b, 1, p)
+        dz = rng.standard_normal(want.shape).astype(dtype)
+        dz[0, 1, 3, 3] = -np.inf
+        want_dx, want_dw, _ = ref.conv2d_backward(dz, x, w, 1, p)
+    kernels.set_num_threads(2)
+    y = backend("cython").conv2d_forward(x, w, b, 1, p)
+    with np.errstate(invalid="ignore"):
+        dx, dw, _ = backend("cython").conv2d_backward(dz, x, w, 1, p)
+    for what, got, ref_ in (("y", y, want), ("dx", dx, want_dx), ("dw", dw, want_dw)):
+        assert np.array_equal(np.isinf(got), np.isinf(ref_)), f"{what}: Inf in different places"
+        same_with_nan(what, got, ref_)
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_a_nan_image_gives_nan_logits_on_every_backend(name):
     from fastlenet import models

@@ -355,12 +355,15 @@ def test_gradients_do_not_depend_on_the_thread_count(name, args, names):
 
 #: geometries large enough that one sample's work is shared among threads (the Cython
 #: kernels' _filter_share and _backward_shares: at least 2^19 multiply-adds forward, 2^22
-#: backward), one per path that shares it, with the float32 plan at 16 lanes
+#: for the Winograd forward and the backward), one per path that shares it, with the
+#: float32 plan at 16 lanes
 SHARED = [
     (((1, 3, 64, 96), (32, 3, 3, 3), 1, 1, None), ("direct", "direct_column_lanes", "col2im_s1")),
     (((1, 32, 32, 32), (64, 32, 3, 3), 2, 1, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im")),
     (((1, 64, 28, 28), (128, 64, 1, 1), 1, 0, None), ("gemm_1x1", "gemm_im2col", "gemm_1x1")),
     (((1, 32, 32, 32), (32, 32, 3, 3), 1, 1, None), ("winograd_f2x2_3x3",) * 3),
+    (((1, 16, 24, 24), (32, 16, 5, 5), 1, 2, None),
+     ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5")),
     (((1, 16, 16, 16), (128, 16, 3, 3), 1, 1, None),
      ("winograd_f2x2_3x3", "direct_column_lanes", "winograd_f2x2_3x3")),
     (((1, 3, 28, 28), (64, 3, 7, 7), 1, 0, None), ("direct_filter_lanes", "gemm_im2row", "col2im_s1")),
