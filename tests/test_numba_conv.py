@@ -59,6 +59,32 @@ def test_the_flipped_conv_dx_matches_the_reference(x_shape, w_shape, pad, dtype)
         assert_close(what, g, want)
 
 
+@pytest.mark.parametrize("n,threads,samples", [(128, 2, 16), (32, 2, 16), (16, 2, 8), (3, 2, 2), (1, 2, 1),
+                                               (40, 4, 10), (16, 1, 16)])
+def test_the_forward_cuts_a_small_batch_by_the_thread_count(n, threads, samples):
+    """Blocks of SB samples unless that leaves threads idle (16 on 2 threads: one block)."""
+    assert numba_conv.forward_samples(n, threads) == samples
+
+
+@pytest.mark.parametrize("n,samples", [(256, 16), (128, 16), (64, 8), (16, 2), (9, 2), (8, 1), (1, 1)])
+def test_the_backward_cuts_a_small_batch_by_its_size_alone(n, samples):
+    """At least MIN_BLOCKS blocks while they keep a sample each, from N only (the dW partials
+    are summed per block: the same bits on any thread count)."""
+    assert numba_conv.backward_samples(n) == samples
+
+
+@pytest.mark.parametrize("n", [1, 5, 16])
+def test_a_small_batch_forward_matches_the_reference_on_two_threads(n):
+    import numba
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    y, _ = numba_conv.conv_forward(x, w, b, 1, 1, 12, 12)
+    assert_close("y", y, ref.conv2d_forward(x, w, b, 1, 1))
+
+
 @pytest.mark.parametrize("blocks", [1, 2, 7, 40])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_run_blocks_runs_every_block_once_with_a_thread_id_in_range(blocks, threads):

@@ -5,15 +5,17 @@ Dimension legend: N batch, C channels, H/W input height/width, F filters, KH/KW 
 height/width, OH/OW output height/width, L = OH*OW, K = C*KH*KW, s stride, p pad,
 HS/WS padded height/width, M = round16(OH*WS) (a conv-output plane in the stride-WS
 layout), Fq = round16(F) (filters along the lanes), PH/PW pooled height/width,
-SB samples per block, T threads, B = ceil(N / SB) blocks.
+SB samples per block (at most 16; fewer for small batches), T threads, B = ceil(N / SB)
+blocks.
 
 Each convolution runs the plan of ``fastlenet.kernels.plan`` with this backend's rules
 (``PLAN_RULES``, "dots": its register tile is ``_numba_loops.gemm_nt``'s 4 x 4 block of dot
 products, so GEMM-shaped paths win more often than in the Cython kernels; the pool variants
-are one ReLU + pool over the conv output).  The batch is cut into blocks of SB samples;
-``_block_threads`` hands them to T threads; each block writes its own outputs and its own dW/db
-partial, summed in block order at the end, so results do not depend on the thread
-count.  A kernel allocates its workspaces itself, once per block, and does each
+are one ReLU + pool over the conv output).  The batch is cut into blocks of SB samples
+(``forward_samples``, ``backward_samples``: 16, or fewer when a small batch would leave
+threads idle); ``_block_threads`` hands them to T threads; each block writes its own
+outputs and its own dW/db partial, summed in block order at the end, so results do not
+depend on the thread count.  A kernel allocates its workspaces itself, once per block, and does each
 sample's work in a function of its own (``_sample_*``, ``_dw_sample_*``,
 ``_dx_sample_*``): how LLVM vectorised these loops depended on both (with the
 workspaces passed in, the 3x3 32 -> 64 forward on 16x16 took 50 instead of 39 ms; with
@@ -70,12 +72,29 @@ def conv_plan(x_shape, w_shape, stride, pad, pool=None) -> plan.ConvPlan:
     return plan.conv2d(x_shape, w_shape, stride, pad, pool, LANES, MAX_FLANES_K, PLAN_RULES)
 
 
-def _blocks(n: int) -> int:
-    return (n + SB - 1) // SB
+def _block_range(q: int, n: int, sb: int = SB):
+    return q * sb, min(n, (q + 1) * sb)
 
 
-def _block_range(q: int, n: int):
-    return q * SB, min(n, (q + 1) * SB)
+#: the backward cuts a batch into at least this many blocks (while they keep a sample
+#: each): enough for up to 8 threads, whatever the thread count (see backward_samples)
+MIN_BLOCKS = 8
+
+
+def backward_samples(n: int) -> int:
+    """Samples per block of the backward: SB, or fewer so that a batch smaller than
+    MIN_BLOCKS * SB still makes MIN_BLOCKS blocks (batch 16 was one block: one thread).  The
+    dW/db partials are summed per block, so the blocks depend on N alone, never on the
+    thread count: the same bits on any number of threads."""
+    return min(SB, max(1, -(-n // MIN_BLOCKS)))
+
+
+def forward_samples(n: int, threads: int) -> int:
+    """Samples per block of the forward: SB, or fewer when blocks of SB would leave threads
+    idle (a batch of 16 on 2 threads was one block: one thread).  Each sample's output is
+    the same whoever computes it, so unlike the backward's partial sums the forward may
+    cut the batch by the thread count."""
+    return SB if n >= SB * threads else max(1, -(-n // threads))
 
 
 # --------------------------------------------------------------------------- forward
@@ -234,7 +253,9 @@ def conv_forward(x, w, b, stride, pad, oh, ow, size=0, ps=1, path=None):
         y = np.empty((n, f_, oh, ow), dtype=x.dtype)
         arg = np.empty((n, 1, 1, 1), dtype=np.int32)
     run = _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg)
-    run_blocks(lambda q, t: run(*_block_range(q, n)), _blocks(n), numba.get_num_threads())
+    threads = numba.get_num_threads()
+    sb = forward_samples(n, threads)
+    run_blocks(lambda q, t: run(*_block_range(q, n, sb)), -(-n // sb), threads)
     return y, arg
 
 
@@ -432,7 +453,8 @@ def conv_backward(grad, arg, x, w, stride, pad, oh, ow, need_dx, fused, pool=Non
     n, c_ = x.shape[0], x.shape[1]
     f_, _, kh, kw = w.shape
     the_plan = conv_plan(x.shape, w.shape, stride, pad, pool)
-    blocks, dt = _blocks(n), x.dtype
+    sb = backward_samples(n)
+    blocks, dt = -(-n // sb), x.dtype
     dw_part = np.zeros((blocks, f_ * c_ * kh * kw), dtype=dt)
     db_part = np.zeros((blocks, f_), dtype=dt)
     dx = np.empty(x.shape, dtype=dt) if need_dx else None
@@ -440,10 +462,10 @@ def conv_backward(grad, arg, x, w, stride, pad, oh, ow, need_dx, fused, pool=Non
     dw_run = _dw_block(the_plan.dw, g4, arg, bool(fused), x, w, stride, pad, oh, ow, dw_part, db_part)
     dx_run = _dx_block(the_plan.dx, x, w, stride, pad, oh, ow, dx) if need_dx else None
 
-    step = max(1, min(SB, DZ_BYTES // (f_ * oh * ow * x.itemsize)))      # samples per dW -> dx hand-over
+    step = max(1, min(sb, DZ_BYTES // (f_ * oh * ow * x.itemsize)))      # samples per dW -> dx hand-over
 
     def run_block(q, t):
-        start, end = _block_range(q, n)
+        start, end = _block_range(q, n, sb)
         for lo in range(start, end, step):
             hi = min(end, lo + step)
             dzb = dw_run(q, lo, hi)
