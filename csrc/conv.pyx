@@ -544,14 +544,14 @@ cdef Py_ssize_t _filter_share(Geometry g, Py_ssize_t blk, Py_ssize_t blocks) noe
     a share of them when a sample is worth sharing (_worth_sharing), whole weight groups of
     the path (blk: 8 direct, LB filter lanes, the in-tile pool's; GEMM and Winograd rows by
     8), so every thread takes filters of the same samples.  Winograd's shares each transform
-    the sample's tiles again, for a third of the multiplies: from 2^22 multiply-adds (batch
-    1, 2 threads, medians, ms: 5x5 16 -> 32 on 24x24, 7.4M, 0.138 -> 0.125; 32 -> 64 on
-    16x16, 4.7M, 0.092 -> 0.087; 64 -> 64 on 8x8, 2.4M, 0.064 -> 0.10 when shared).  Each
-    filter's output is the same sum whoever computes it."""
+    the sample's tiles again, for a third of the multiplies: from 6M multiply-adds (batch 1,
+    2 threads, medians, ms: 5x5 16 -> 32 on 24x24, 7.4M, 0.138 -> 0.125; not 32 -> 64 on
+    16x16, 4.7M, 0.102 -> 0.105, nor 64 -> 64 on 8x8, 2.4M, 0.064 -> 0.10).  Each filter's
+    output is the same sum whoever computes it."""
     cdef Py_ssize_t threads = openmp.omp_get_max_threads()
     cdef Py_ssize_t unit = 8 if g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1 or _fwd_winograd(g) else blk
     cdef Py_ssize_t shares
-    if blocks >= threads or not _worth_sharing(g, 22 if _fwd_winograd(g) else 19):
+    if blocks >= threads or not _worth_sharing(g, (6 << 20) if _fwd_winograd(g) else (1 << 19)):
         return g.f
     shares = (threads + blocks - 1) // blocks
     return min(g.f, _round_up((g.f + shares - 1) // shares, unit))
@@ -964,7 +964,7 @@ cdef Py_ssize_t _backward_shares(Geometry g, Py_ssize_t blocks, bint need_dx, Py
                                                        (LB if g.dw == DW_DIRECT_FILTER_LANES else 8))
     cdef Py_ssize_t cunit = 0 if _dx_winograd(g) else (MB if g.dx == DX_GEMM_1X1 else 1)
     fshare[0], cshare[0], dw_items[0] = g.f, g.c, 1
-    if blocks >= threads or not _worth_sharing(g, 22):
+    if blocks >= threads or not _worth_sharing(g, 1 << 22):
         return 1
     want = (threads + blocks - 1) // blocks
     dw_most = (g.f + funit - 1) // funit if funit else 1
@@ -981,16 +981,16 @@ cdef Py_ssize_t _backward_shares(Geometry g, Py_ssize_t blocks, bint need_dx, Py
     return dwi + dxi
 
 
-cdef inline bint _worth_sharing(Geometry g, int shift) noexcept nogil:
+cdef inline bint _worth_sharing(Geometry g, Py_ssize_t least) noexcept nogil:
     """Whether a block of samples (F*K*L multiply-adds each) is worth splitting among
-    threads: at least 2^shift multiply-adds.  Waking a second thread, and the data it then pulls
-    into its own caches, cost about what 2^19 multiply-adds take in the forward (batch 1, 2
-    threads, medians, ms: 3 -> 32 on 32x32, 0.9M, 0.033 -> 0.023; 64 -> 128 1x1 on 16x16,
-    2.1M, 0.055 -> 0.036).  The backward's items also each redo the sample's gradient
+    threads: at least ``least`` multiply-adds.  Waking a second thread, and the data it then
+    pulls into its own caches, cost about what 2^19 multiply-adds take in the forward (batch
+    1, 2 threads, medians, ms: 3 -> 32 on 32x32, 0.9M, 0.041 -> 0.030; 64 -> 128 1x1 on
+    16x16, 2.1M, 0.064 -> 0.043).  The backward's items also each redo the sample's gradient
     layouts and are less even (dW and dx rarely cost the same): 2^22 (32 -> 64 stride 2,
     4.7M, 0.285 -> 0.214; 5x5 16 -> 32 on 24x24, 7.4M, 0.336 -> 0.28; but 64 -> 64 on 8x8,
     2.4M, 0.187 -> 0.20 and 1x1 64 -> 128, 2.1M, 0.154 -> 0.156)."""
-    return min(g.n, SB) * g.f * g.k * g.l >= (<Py_ssize_t> 1 << shift)
+    return min(g.n, SB) * g.f * g.k * g.l >= least
 
 
 def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,

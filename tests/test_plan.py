@@ -354,9 +354,9 @@ def test_gradients_do_not_depend_on_the_thread_count(name, args, names):
 
 
 #: geometries large enough that one sample's work is shared among threads (the Cython
-#: kernels' _filter_share and _backward_shares: at least 2^19 multiply-adds forward, 2^22
-#: for the Winograd forward and the backward), one per path that shares it, with the
-#: float32 plan at 16 lanes
+#: kernels' _filter_share and _backward_shares: at least 2^19 multiply-adds forward, 6M
+#: for the Winograd forward, 2^22 backward), one per path that shares it, with the float32
+#: plan at 16 lanes
 SHARED = [
     (((1, 3, 64, 96), (32, 3, 3, 3), 1, 1, None), ("direct", "direct_column_lanes", "col2im_s1")),
     (((1, 32, 32, 32), (64, 32, 3, 3), 2, 1, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im")),
