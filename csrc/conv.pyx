@@ -360,11 +360,11 @@ cdef inline void _direct_conv_pool2(const floating* xp, Geometry g, const floati
     NF filters (wd, bias, y and arg start at the first of them)."""
     if g.pool == POOL_TILE_FLANES:
         if floating is float:
-            fl_direct_conv_pool2_flanes5_f32(xp, g.c, g.hs, g.ws, wd, nf, _round_up(nf, LB), g.kh, g.kw, bias,
-                                             g.ow, g.ph, g.pw, y, arg, g.ph * g.pw)
+            fl_direct_conv_pool2_flanes5_f32(xp, g.c, g.hs, g.ws, wd, nf, _round_up(nf, LB), g.kh, g.kw,
+                                             bias, g.ow, g.ph, g.pw, y, arg, g.ph * g.pw)
         else:
-            fl_direct_conv_pool2_flanes5_f64(xp, g.c, g.hs, g.ws, wd, nf, _round_up(nf, LB), g.kh, g.kw, bias,
-                                             g.ow, g.ph, g.pw, y, arg, g.ph * g.pw)
+            fl_direct_conv_pool2_flanes5_f64(xp, g.c, g.hs, g.ws, wd, nf, _round_up(nf, LB), g.kh, g.kw,
+                                             bias, g.ow, g.ph, g.pw, y, arg, g.ph * g.pw)
     elif g.pool == POOL_TILE_F8:
         if floating is float:
             fl_direct_conv_pool2_f8v1_f32(xp, g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, g.ow,
@@ -384,14 +384,14 @@ cdef inline void _direct_conv_pool2(const floating* xp, Geometry g, const floati
 cdef inline void _gemm_forward(const floating[:, :, :, ::1] x, Py_ssize_t n, const floating[:, ::1] wp,
                                Py_ssize_t f0, Py_ssize_t nf, const floating* bias, Geometry g,
                                floating[:, ::1] cols, floating* z, Py_ssize_t ldz) noexcept nogil:
-    """z (NF rows of stride ldz) = W[f0:f0 + NF] @ cols + b (z and bias start at filter f0), cols = im2col(x[n]) (Kp, Lp), or for
-    'gemm_1x1' x[n] (C, L) itself, copied whole: a sequential read that the GEMM's strided
-    passes over its rows then find in cache, straight into y[n] (ldz = L = Lp; 2 threads,
-    medians, ms, im2col_gemm -> gemm_1x1: 64 -> 128 on 16x16 batch 128 7.06 -> 6.85, batch
-    32 1.87 -> 1.77, batch 1 0.121 -> 0.107; 256 -> 64 on 8x8 4.04 -> 3.22; reading x[n] in
-    place instead lost 5% at batch 128).  One call of the GEMM for both: GCC inlines it
-    here, and a second call site made it an out-of-line copy that spills its B vectors
-    (1x1 at batch 32: 0.9 -> 1.4 ms)."""
+    """z (NF rows of stride ldz) = W[f0:f0 + NF] @ cols + b (z and bias start at filter f0),
+    cols = im2col(x[n]) (Kp, Lp), or for 'gemm_1x1' x[n] (C, L) itself, copied whole: a
+    sequential read that the GEMM's strided passes over its rows then find in cache,
+    straight into y[n] (ldz = L = Lp; 2 threads, medians, ms, im2col_gemm -> gemm_1x1: 64 ->
+    128 on 16x16 batch 128 7.06 -> 6.85, batch 32 1.87 -> 1.77, batch 1 0.121 -> 0.107; 256
+    -> 64 on 8x8 4.04 -> 3.22; reading x[n] in place instead lost 5% at batch 128).  One call
+    of the GEMM for both: GCC inlines it here, and a second call site made it an out-of-line
+    copy that spills its B vectors (1x1 at batch 32: 0.9 -> 1.4 ms)."""
     cdef Py_ssize_t k = g.kp
     if g.fwd == FWD_GEMM_1X1:
         memcpy(&cols[0, 0], &x[n, 0, 0, 0], g.c * g.l * sizeof(floating))
@@ -424,11 +424,11 @@ cdef inline void _conv_into(const floating* xs, Geometry g, floating[:, :, ::1] 
                   g.wtr, g.wpp, vm, z, ldz)
     elif g.fwd == FWD_DIRECT_FILTER_LANES:
         if floating is float:
-            fl_direct_conv_flanes_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, nf, _round_up(nf, LB), g.kh, g.kw,
-                                      bias, z, ldz, g.oh, g.ow)
+            fl_direct_conv_flanes_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, nf, _round_up(nf, LB), g.kh,
+                                      g.kw, bias, z, ldz, g.oh, g.ow)
         else:
-            fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, nf, _round_up(nf, LB), g.kh, g.kw,
-                                      bias, z, ldz, g.oh, g.ow)
+            fl_direct_conv_flanes_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.s, wd, nf, _round_up(nf, LB), g.kh,
+                                      g.kw, bias, z, ldz, g.oh, g.ow)
     elif floating is float:
         fl_direct_conv_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, z, ldz, g.oh, g.ow)
     else:
@@ -448,11 +448,13 @@ cdef inline void _winograd(const floating* xp, Py_ssize_t c, Py_ssize_t hs, Py_s
     cdef int nonfinite
     cdef floating* m = &vm[(k + 1) * (k + 1) * c, 0]
     if floating is float:
-        nonfinite = fl_winograd_run_f32(xp, c, hs, ws, k, u, uq, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
+        nonfinite = fl_winograd_run_f32(xp, c, hs, ws, k, u, uq, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out,
+                                        ldo)
         if nonfinite:
             fl_conv_exact_f32(xp, c, hs, ws, w, k, flip, f, bias, oh, ow, out, ldo)
     else:
-        nonfinite = fl_winograd_run_f64(xp, c, hs, ws, k, u, uq, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out, ldo)
+        nonfinite = fl_winograd_run_f64(xp, c, hs, ws, k, u, uq, f, bias, oh, ow, tr, pp, &vm[0, 0], m, out,
+                                        ldo)
         if nonfinite:
             fl_conv_exact_f64(xp, c, hs, ws, w, k, flip, f, bias, oh, ow, out, ldo)
 
@@ -549,7 +551,7 @@ cdef Py_ssize_t _filter_share(Geometry g, Py_ssize_t blk, Py_ssize_t blocks) noe
     16x16, 4.7M, 0.102 -> 0.105, nor 64 -> 64 on 8x8, 2.4M, 0.064 -> 0.10).  Each filter's
     output is the same sum whoever computes it."""
     cdef Py_ssize_t threads = openmp.omp_get_max_threads()
-    cdef Py_ssize_t unit = 8 if g.fwd == FWD_IM2COL_GEMM or g.fwd == FWD_GEMM_1X1 or _fwd_winograd(g) else blk
+    cdef Py_ssize_t unit = blk if g.fwd == FWD_DIRECT or g.fwd == FWD_DIRECT_FILTER_LANES or g.pool_fb else 8
     cdef Py_ssize_t shares
     if blocks >= threads or not _worth_sharing(g, (6 << 20) if _fwd_winograd(g) else (1 << 19)):
         return g.f
@@ -841,15 +843,16 @@ cdef inline void _winograd_dx(const floating[:, ::1] dz, Geometry g, floating[:,
     cdef Py_ssize_t f
     for f in range(g.f):
         _pad_copy(&dz[f, 0], 1, g.oh, g.ow, g.kh - 1 - g.p, &dzp[f, 0, 0], g.zhs, g.zws)
-    _winograd(&dzp[0, 0, 0], g.f, g.zhs, g.zws, g.kh, &u[0, 0], g.c * g.f, w, True, g.c, NULL, g.h, g.w,
-              g.xtr, g.xpp, vm, dx, g.h * g.w)
+    _winograd(&dzp[0, 0, 0], g.f, g.zhs, g.zws, g.kh, &u[0, 0], g.c * g.f, w, True, g.c, NULL, g.h,
+              g.w, g.xtr, g.xpp, vm, dx, g.h * g.w)
 
 
 cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
                           const int[:, :, :, ::1] arg, const floating[:, :, :, ::1] x,
                           const floating[:, ::1] wpt, const floating* w, Geometry g, Py_ssize_t start,
                           Py_ssize_t stop, bint need_dx, bint fused, Py_ssize_t f0, Py_ssize_t nf,
-                          Py_ssize_t c0, Py_ssize_t nc, bint with_db, floating[:, ::1] rows, floating[:, ::1] dz,
+                          Py_ssize_t c0, Py_ssize_t nc, bint with_db, floating[:, ::1] rows,
+                          floating[:, ::1] dz,
                           floating[:, ::1] dzt, floating[:, :, ::1] dzr, floating[:, ::1] dcols,
                           floating[:, :, ::1] xp, floating[:, :, ::1] dxp, floating[:, ::1] dw,
                           floating[::1] db, floating[:, :, :, ::1] dx) noexcept nogil:
@@ -862,12 +865,14 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
     L, F and OW) is zero and never written."""
     cdef Py_ssize_t n, c, yy, kk = g.kh * g.kw
     cdef Py_ssize_t r0 = (c0 * kk) // MB * MB, r1 = min(g.kp, _round_up((c0 + nc) * kk, MB))
-    cdef bint want_dz = (need_dx and nc > 0) or (nf > 0 and (g.dw == DW_GEMM_IM2COL or g.dw == DW_GEMM_IM2ROW))
+    cdef bint want_dz = (need_dx and nc > 0) or (nf > 0 and (g.dw == DW_GEMM_IM2COL or
+                                                            g.dw == DW_GEMM_IM2ROW))
     cdef bint want_dzt = nf > 0 and g.dw == DW_DIRECT_FILTER_LANES
     cdef int waiting = 0          # Winograd dW: samples whose tiles wait for their GEMMs
     cdef bint want_dzr = nf > 0 and (g.dw == DW_DIRECT_COLUMN_LANES or _dw_winograd(g))
     for n in range(start, stop):
-        _gradient_layouts(dy, dpy, arg, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr, with_db, db)
+        _gradient_layouts(dy, dpy, arg, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr, with_db,
+                          db)
         if nf and g.dw != DW_GEMM_IM2COL:
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
         if nf == 0:
@@ -883,12 +888,12 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
                 fl_im2row_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
             else:
                 fl_im2row_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
-            _gemm_nn(&dz[f0, 0], g.lp, 1, &rows[0, 0], g.kq, &dw[f0, 0], g.kq, min(_round_up(nf, MB), g.fp - f0), g.l, g.kq,
-                     NULL, True)
+            _gemm_nn(&dz[f0, 0], g.lp, 1, &rows[0, 0], g.kq, &dw[f0, 0], g.kq,
+                     min(_round_up(nf, MB), g.fp - f0), g.l, g.kq, NULL, True)
         else:
             _im2col_one(x[n], g.kh, g.kw, g.s, g.p, g.oh, g.ow, rows)
-            _gemm_nt_acc(&dz[f0, 0], g.lp, &rows[0, 0], g.lp, &dw[f0, 0], g.kq, min(_round_up(nf, MB), g.fp - f0), g.kq,
-                         g.lp)
+            _gemm_nt_acc(&dz[f0, 0], g.lp, &rows[0, 0], g.lp, &dw[f0, 0], g.kq,
+                         min(_round_up(nf, MB), g.fp - f0), g.kq, g.lp)
         if not need_dx or nc == 0:
             continue
         if _dx_winograd(g):
@@ -898,16 +903,19 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
             _gemm_nn(&wpt[c0, 0], g.fp, 1, &dz[0, 0], g.lp, &dx[n, c0, 0, 0], g.l, nc, g.fp, g.lp, NULL, False)
             continue
         # dcols rows of channels c0 .. c0 + NC (whole GEMM tiles: a few more rows at the ends)
-        _gemm_nn(&wpt[r0, 0], g.fp, 1, &dz[0, 0], g.lp, &dcols[1 + r0, 0], g.lp, r1 - r0, g.fp, g.lp, NULL, False)
+        _gemm_nn(&wpt[r0, 0], g.fp, 1, &dz[0, 0], g.lp, &dcols[1 + r0, 0], g.lp, r1 - r0, g.fp, g.lp,
+                 NULL, False)
         if g.dx == DX_COL2IM:
             _col2im_one(dcols[1 + c0 * kk:], g.kh, g.kw, g.s, g.p, g.oh, g.ow, dx[n, c0:c0 + nc])
             continue
         # stride 1: fold into the padded planes with whole vectors, then crop
         memset(&dxp[c0, 0, 0], 0, nc * g.hs * g.ws * sizeof(floating))
         if floating is float:
-            fl_col2im_s1_f32(&dcols[1 + c0 * kk, 0], g.lp, nc, g.kh, g.kw, g.oh, g.ow, &dxp[c0, 0, 0], g.hs, g.ws)
+            fl_col2im_s1_f32(&dcols[1 + c0 * kk, 0], g.lp, nc, g.kh, g.kw, g.oh, g.ow, &dxp[c0, 0, 0],
+                             g.hs, g.ws)
         else:
-            fl_col2im_s1_f64(&dcols[1 + c0 * kk, 0], g.lp, nc, g.kh, g.kw, g.oh, g.ow, &dxp[c0, 0, 0], g.hs, g.ws)
+            fl_col2im_s1_f64(&dcols[1 + c0 * kk, 0], g.lp, nc, g.kh, g.kw, g.oh, g.ow, &dxp[c0, 0, 0],
+                             g.hs, g.ws)
         for c in range(c0, c0 + nc):
             for yy in range(g.h):
                 memcpy(&dx[n, c, yy, 0], &dxp[c, yy + g.p, g.p], g.w * sizeof(floating))
