@@ -41,9 +41,7 @@ def check_splits(s: dict, ds: data.Dataset) -> None:
 
 
 def prepare_data(s: dict, log) -> data.Dataset:
-    ds = data.load(s["dataset"], data_dir=s["data_dir"])
-    if s["limit"]:
-        ds.x_train, ds.y_train = ds.x_train[: s["limit"]], ds.y_train[: s["limit"]]
+    ds = data.load(s["dataset"], data_dir=s["data_dir"], limit=s["limit"] or None)
     if s["val_split"] > 0:
         data.split_validation(ds, s["val_split"], seed=s["seed"], how=s["val_from"])
     check_splits(s, ds)                          # before statistics are taken of an empty split

@@ -198,3 +198,14 @@ def test_shifts_and_flips_are_the_drawn_ones_image_by_image(max_shift, flip):
                     expected[:, r, c] = x[i, :, sr, sc]
         np.testing.assert_array_equal(got[i], expected[:, :, ::-1] if mirrored[i] else expected)
     assert got.flags.c_contiguous and got.dtype == x.dtype
+
+
+def test_a_limit_converts_only_the_first_images_and_keeps_every_class(synthetic_idx):
+    full = data.load("idx", data_dir=synthetic_idx)
+    few = data.load("idx", data_dir=synthetic_idx, limit=5)
+    assert few.x_train.shape == (5,) + full.x_train.shape[1:] and few.y_train.shape == (5,)
+    np.testing.assert_array_equal(few.x_train, full.x_train[:5])
+    np.testing.assert_array_equal(few.y_train, full.y_train[:5])
+    assert len(np.unique(few.y_train)) < len(full.class_names)
+    assert few.class_names == full.class_names              # classes from every label, not the first 5
+    np.testing.assert_array_equal(few.x_test, full.x_test)
