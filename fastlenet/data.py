@@ -482,8 +482,8 @@ def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missin
     decompressed payload.  ``idx`` needs ``data_dir`` and infers the class count.
     ``test_only``: only the two ``t10k-*`` files are needed (the train arrays are empty).
     ``limit``: keep the first ``limit`` training images, and convert only those to float
-    (converting all 60,000 cost 0.3 s of a 1 s start-up; the classes still come from every
-    label).
+    (all 60,000 of them are 188 MB of float32 and 0.05 s of the start-up; the classes still
+    come from every label).
     """
     if name == "cifar10":
         from . import cifar
