@@ -141,8 +141,10 @@ def _source(data_dir, wanted: List[str], download_missing: bool) -> Path:
                               "or its extracted files, or allow network access") from None
 
 
-def load(data_dir=None, download_missing: bool = True, verify: bool = True, test_only: bool = False):
-    """CIFAR-10 as a :class:`fastlenet.data.Dataset`: float32 (N, 3, 32, 32) in [0, 1]."""
+def load(data_dir=None, download_missing: bool = True, verify: bool = True, test_only: bool = False,
+         limit=None):
+    """CIFAR-10 as a :class:`fastlenet.data.Dataset`: float32 (N, 3, 32, 32) in [0, 1]; with
+    ``limit``, the first ``limit`` training images only (only those converted to float)."""
     wanted = list(TEST_FILES if test_only else TRAIN_FILES + TEST_FILES)
     where = _source(data_dir, wanted, download_missing)
     if where.is_file():
@@ -156,8 +158,8 @@ def load(data_dir=None, download_missing: bool = True, verify: bool = True, test
     if test_only:
         x_train, y_train = x_test[:0], y_test[:0]
     else:
-        x_train = np.concatenate([parts[b][0] for b in TRAIN_FILES])
-        y_train = np.concatenate([parts[b][1] for b in TRAIN_FILES])
+        x_train = np.concatenate([parts[b][0] for b in TRAIN_FILES])[:limit]
+        y_train = np.concatenate([parts[b][1] for b in TRAIN_FILES])[:limit]
     return Dataset(NAME, to_float(x_train), y_train, to_float(x_test), y_test, CLASS_NAMES, flip_ok=FLIP_OK,
                    source=str(where), image_size=IMAGE_SHAPE[1:])
 

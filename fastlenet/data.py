@@ -487,9 +487,7 @@ def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missin
     """
     if name == "cifar10":
         from . import cifar
-        ds = cifar.load(data_dir, download_missing, verify, test_only)
-        ds.x_train, ds.y_train = ds.x_train[:limit], ds.y_train[:limit]
-        return ds
+        return cifar.load(data_dir, download_missing, verify, test_only, limit)
     wanted = _wanted(test_only)
     info = DATASETS.get(name) if name != "idx" else None
     payloads, files, source = (_idx_files(data_dir, wanted) if name == "idx" else

@@ -62,6 +62,18 @@ def test_the_archive_from_a_data_dir(tmp_path, registered, isolated_cache):
     check_dataset(data.load("cifar10", data_dir=tmp_path), parts)
 
 
+def test_a_limit_keeps_the_first_training_images(tmp_path, registered, isolated_cache):
+    blob, parts = registered
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / cifar.ARCHIVE).write_bytes(blob)
+    full = data.load("cifar10", data_dir=tmp_path)
+    few = data.load("cifar10", data_dir=tmp_path, limit=30)
+    assert few.x_train.shape == (30, 3, 32, 32) and few.y_train.shape == (30,)
+    np.testing.assert_array_equal(few.x_train, full.x_train[:30])
+    np.testing.assert_array_equal(few.y_train, full.y_train[:30])
+    np.testing.assert_array_equal(few.x_test, full.x_test)
+
+
 def test_extracted_batch_files(tmp_path, registered, isolated_cache):
     blob, parts = registered
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:

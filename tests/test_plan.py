@@ -308,25 +308,10 @@ def test_each_planned_path_matches_the_reference(name, args, dtype):
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     b = rng.standard_normal(w_shape[0]).astype(dtype) * 0.1
-    z = ref.conv2d_forward(x, w, b, s, p)
-    if pool is None:
-        assert_close("y", k.conv2d_forward(x, w, b, s, p), z)
-        dz = rng.standard_normal(z.shape).astype(dtype)
-        for got, want, what in zip(k.conv2d_backward(dz, x, w, s, p), ref.conv2d_backward(dz, x, w, s, p),
-                                   ("dx", "dw", "db")):
-            assert_close(what, got, want)
-        return
-    r = np.maximum(z, 0)
-    y, arg = ref.maxpool2d_forward(r, *pool)
-    oh, ow = z.shape[2:]
-    fy, farg = k.fast.conv2d_relu_maxpool_forward(x, w, b, s, p, oh, ow, *pool)
-    assert_close("fused y", fy, y)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    dz = ref.maxpool2d_backward(dy, arg, r.shape, *pool) * (z > 0)
-    want = ref.conv2d_backward(dz, x, w, s, p)
-    got = k.fast.conv2d_relu_maxpool_backward(dy, farg, x, w, s, p, oh, ow, *pool, True)
-    for g, wnt, what in zip(got, want, ("dx", "dw", "db")):
-        assert_close(f"fused {what}", g, wnt)
+    grad, want = _reference_conv_and_grads(x, w, b, s, p, pool, rng)
+    y, grads = _conv_and_grads(k, x, w, b, s, p, pool, grad)
+    for got, wanted, what in zip((y,) + tuple(grads), want, ("y", "dx", "dw", "db")):
+        assert_close(what if pool is None else f"fused {what}", got, wanted)
 
 
 @pytest.mark.parametrize("args,names", CASES, ids=IDS)
@@ -377,6 +362,20 @@ SHARED = [
 ]
 
 
+def _reference_conv_and_grads(x, w, b, s, p, pool, rng):
+    """(a random output gradient, the reference's (y, dx, dw, db) for it): plain, or fused with
+    ReLU and the max pool (y and its gradient then pooled)."""
+    z = ref.conv2d_forward(x, w, b, s, p)
+    if pool is None:
+        grad = rng.standard_normal(z.shape).astype(x.dtype)
+        return grad, (z,) + tuple(ref.conv2d_backward(grad, x, w, s, p))
+    r = np.maximum(z, 0)
+    y, arg = ref.maxpool2d_forward(r, *pool)
+    grad = rng.standard_normal(y.shape).astype(x.dtype)
+    dz = ref.maxpool2d_backward(grad, arg, r.shape, *pool) * (z > 0)
+    return grad, (y,) + tuple(ref.conv2d_backward(dz, x, w, s, p))
+
+
 def _conv_and_grads(k, x, w, b, s, p, pool, dz_or_dy):
     """y and (dx, dw, db) on backend k: plain, or fused with ReLU and the max pool."""
     if pool is None:
@@ -406,15 +405,7 @@ def test_a_small_batch_shares_each_sample_among_threads_with_the_same_results(na
     x = rng.standard_normal((n,) + x_shape[1:]).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     b = rng.standard_normal(w_shape[0]).astype(dtype) * 0.1
-    z = ref.conv2d_forward(x, w, b, s, p)
-    if pool is None:
-        grad = rng.standard_normal(z.shape).astype(dtype)
-        want = (z,) + tuple(ref.conv2d_backward(grad, x, w, s, p))
-    else:
-        r = np.maximum(z, 0)
-        y, arg = ref.maxpool2d_forward(r, *pool)
-        grad = rng.standard_normal(y.shape).astype(dtype)
-        want = (y,) + tuple(ref.conv2d_backward(ref.maxpool2d_backward(grad, arg, r.shape, *pool) * (z > 0), x, w, s, p))
+    grad, want = _reference_conv_and_grads(x, w, b, s, p, pool, rng)
     results = []
     for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
         kernels.set_num_threads(threads)

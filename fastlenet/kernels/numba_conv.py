@@ -72,7 +72,7 @@ def conv_plan(x_shape, w_shape, stride, pad, pool=None) -> plan.ConvPlan:
     return plan.conv2d(x_shape, w_shape, stride, pad, pool, LANES, MAX_FLANES_K, PLAN_RULES)
 
 
-def _block_range(q: int, n: int, sb: int = SB):
+def _block_range(q: int, n: int, sb: int):
     return q * sb, min(n, (q + 1) * sb)
 
 
