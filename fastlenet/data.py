@@ -24,6 +24,7 @@ import numpy as np
 
 from .augment import augment  # noqa: F401  (data.augment: the training augmentations, fastlenet.augment)
 from .download import md5_hex  # noqa: F401  (data.md5_hex: the one checksum helper)
+from . import verified
 from .fileio import atomic_write_bytes
 
 
@@ -125,6 +126,33 @@ def _gunzip(data: bytes, name: str) -> bytes:
             return head + f.read(MAX_GZIP_RATIO * len(data))
     except (OSError, EOFError, zlib.error) as exc:
         raise IDXError(f"{name}: truncated or corrupt gzip data ({exc})") from None
+
+
+def _inflate(stream, data: bytes, size: int, name: str) -> bytes:
+    """Exactly ``size`` more bytes from a zlib stream fed ``data`` (the previous call's unconsumed tail)."""
+    out = stream.decompress(data, size)
+    while len(out) < size and stream.unconsumed_tail:
+        out += stream.decompress(stream.unconsumed_tail, size - len(out))
+    if len(out) < size:
+        raise IDXError(f"{name}: truncated gzip data ({len(out)} of {size} bytes)")
+    return out
+
+
+def gunzip_head(data: bytes, name: str, records: int) -> bytes:
+    """The first ``records`` items of a gzip IDX file (N, ...), as the payload of an IDX file of
+    that many items: only they are decompressed (0.01 s for 512 MNIST images, the whole file
+    0.2 s).  The rest of the file is not read, so only for a file checked by other means."""
+    stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        head = _inflate(stream, data, 4, name)
+        dtype, rank = _parse_header(head, name, None)
+        head += _inflate(stream, stream.unconsumed_tail, 4 * rank, name)
+        shape = _shape(head, rank, name)
+        kept = min(records, shape[0])
+        body = _inflate(stream, stream.unconsumed_tail, kept * math.prod(shape[1:]) * dtype.itemsize, name)
+    except zlib.error as exc:
+        raise IDXError(f"{name}: corrupt gzip data ({exc})") from None
+    return head[:4] + kept.to_bytes(4, "big") + head[8:] + body
 
 
 def read_idx_bytes(source: Union[str, os.PathLike, bytes]) -> bytes:
@@ -297,7 +325,16 @@ def check_asked_folder(name: str, data_dir, bases=None, holds=None, wanted: Opti
                           f"{wanted or _listing(bases or SPLIT_FILES.values())}{fix}")
 
 
-def _verified_payload(info: DatasetInfo, base: str, path: Path) -> bytes:
+def _verified_payload(info: DatasetInfo, base: str, path: Path, records: Optional[int] = None) -> bytes:
+    """The checked payload.  With ``records``, of a .gz file whose own MD5 is the published
+    one or was checked whole before (fastlenet.verified), only the first ``records`` items
+    are decompressed; otherwise the whole payload is, and checked."""
+    blob_md5 = None
+    if records is not None and path.name.endswith(".gz"):
+        blob = path.read_bytes()
+        blob_md5 = md5_hex(blob)
+        if blob_md5 == info.gz_md5.get(base) or verified.payload_md5(blob_md5) == info.md5[base]:
+            return gunzip_head(blob, str(path), records)
     payload = read_idx_bytes(path)
     digest = md5_hex(payload)
     if digest != info.md5[base]:
@@ -306,6 +343,8 @@ def _verified_payload(info: DatasetInfo, base: str, path: Path) -> bytes:
             f"{digest}, expected {info.md5[base]}); the file is corrupt or a different dataset: "
             f"delete it and download it again, or point --data-dir elsewhere"
         )
+    if blob_md5 is not None:
+        verified.remember(blob_md5, digest)
     return payload
 
 
@@ -449,7 +488,9 @@ def _idx_files(data_dir, wanted: Dict[str, str]) -> Tuple[Dict[str, bytes], Dict
 
 
 def _registered_files(name: str, data_dir, wanted: Dict[str, str], download_missing: bool,
-                      verify: bool) -> Tuple[Dict[str, bytes], Dict[str, Path], str]:
+                      verify: bool, limit: Optional[int] = None) -> Tuple[Dict[str, bytes], Dict[str, Path], str]:
+    """The payloads of a registered dataset's files (with ``limit``, the training files'
+    first ``limit`` items where their published checksum allows reading only those)."""
     if name not in DATASETS:
         raise DatasetNotFound(f"unknown dataset {name!r}; choose one of {DATASET_NAMES}")
     info = DATASETS[name]
@@ -467,7 +508,8 @@ def _registered_files(name: str, data_dir, wanted: Dict[str, str], download_miss
     if files is None:
         raise DatasetNotFound(f"{name} is not in any of: {', '.join(map(str, searched))}")
     files = {base: files[base] for base in wanted.values()}
-    payloads = {base: (_verified_payload(info, base, p) if verify else read_idx_bytes(p)) for base, p in files.items()}
+    payloads = {base: (_verified_payload(info, base, p, limit if base.startswith("train") else None) if verify
+                       else read_idx_bytes(p)) for base, p in files.items()}
     return payloads, files, str(next(iter(files.values())).parent)
 
 
@@ -482,8 +524,9 @@ def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missin
     decompressed payload.  ``idx`` needs ``data_dir`` and infers the class count.
     ``test_only``: only the two ``t10k-*`` files are needed (the train arrays are empty).
     ``limit``: keep the first ``limit`` training images, and convert only those to float
-    (all 60,000 of them are 188 MB of float32 and 0.05 s of the start-up; the classes still
-    come from every label).
+    (all 60,000 of them are 188 MB of float32 and 0.05 s of the start-up); of a published
+    .gz whose MD5 matches, only those images and labels are decompressed (0.2 s less start-up).
+    The classes come from every label (``idx``) or the dataset's registry entry.
     """
     if name == "cifar10":
         from . import cifar
@@ -491,7 +534,7 @@ def load(name: str, data_dir: Optional[Union[str, Path]] = None, download_missin
     wanted = _wanted(test_only)
     info = DATASETS.get(name) if name != "idx" else None
     payloads, files, source = (_idx_files(data_dir, wanted) if name == "idx" else
-                               _registered_files(name, data_dir, wanted, download_missing, verify))
+                               _registered_files(name, data_dir, wanted, download_missing, verify, limit))
     arrays = {key: decode_idx(payloads[base], str(files[base]), None if "images" in key else 1)
               for key, base in wanted.items()}
     num_classes = len(info.class_names) if info else None
