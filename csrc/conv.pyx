@@ -488,14 +488,26 @@ cdef inline void _relu_maxpool_plane(const floating* zf, Geometry g, floating* y
             af[oy * g.pw + ox] = <int> top if best > 0 else -1
 
 
+cdef inline void _relu_rows(floating* out, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld) noexcept nogil:
+    """out[r, :cols] = max(out[r, :cols], 0) for r < rows (rows ld apart); NaN stays NaN,
+    like np.maximum (a sample's rows, still in cache from the conv that wrote them)."""
+    cdef Py_ssize_t r, l
+    cdef floating v
+    for r in range(rows):
+        for l in range(cols):
+            v = out[r * ld + l]
+            out[r * ld + l] = 0 if v < 0 else v
+
+
 cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] wp,
                          const floating* bias, Geometry g, Py_ssize_t start, Py_ssize_t stop,
                          Py_ssize_t f0, Py_ssize_t nf, floating[:, ::1] cols, floating[:, :, ::1] xp,
                          const floating* wd, const floating* w, floating[:, ::1] z, floating[:, :, ::1] y,
-                         floating[:, :, :, ::1] py, int[:, :, :, ::1] arg) noexcept nogil:
+                         floating[:, :, :, ::1] py, int[:, :, :, ::1] arg, bint relu) noexcept nogil:
     """For n in [start, stop) and the NF filters from f0: y[n, f0:f0 + NF] = conv(x[n]) (no
-    pool), or py[n, ...], arg[n, ...] = maxpool(relu(conv(x[n]))) on the plan's pool path (wd:
-    the weights in its layout from filter f0's group, bias from f0; w the layer's own)."""
+    pool; relu(conv(x[n])) with ``relu``), or py[n, ...], arg[n, ...] = maxpool(relu(conv(x[n])))
+    on the plan's pool path (wd: the weights in its layout from filter f0's group, bias from
+    f0; w the layer's own)."""
     cdef Py_ssize_t n, f, l
     cdef bint in_place = g.pool == POOL_NONE and _writes_in_place(g)
     cdef Py_ssize_t ldo = g.l if in_place else g.lp
@@ -511,11 +523,15 @@ cdef void _forward_chunk(const floating[:, :, :, ::1] x, const floating[:, ::1] 
         else:
             _conv_into(&x[n, 0, 0, 0], g, xp, wd, w + f0 * g.k, bias, nf, cols, out, ldo)
         if in_place:
+            if relu:
+                _relu_rows(out, nf, g.l, ldo)
             continue
         if g.pool == POOL_NONE:
             for f in range(f0, f0 + nf):
                 for l in range(g.l):
                     y[n, f, l] = z[f, l]
+            if relu:
+                _relu_rows(&y[n, f0, 0], nf, g.l, g.l)
             continue
         for f in range(f0, f0 + nf):
             _relu_maxpool_plane(&z[f, 0], g, &py[n, f, 0, 0], &arg[n, f, 0, 0])
@@ -608,7 +624,7 @@ cdef void _layout_weights(const floating* wf, const floating[::1] b, Geometry g,
 
 def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
              Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow, tuple codes,
-             Py_ssize_t size, Py_ssize_t pstride, y_out, arg_out):
+             Py_ssize_t size, Py_ssize_t pstride, y_out, arg_out, bint relu=False):
     cdef Py_ssize_t ph = (oh - size) // pstride + 1 if size else 0
     cdef Py_ssize_t pw = (ow - size) // pstride + 1 if size else 0
     cdef Geometry g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
@@ -650,7 +666,7 @@ def _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, con
         f0 = (q % shares) * share
         _forward_chunk(x, wp, &bias[f0], g, (q // shares) * sb, min(g.n, (q // shares + 1) * sb), f0,
                        min(share, g.f - f0), cols[tid], xp[tid], &wd[_weights_at(g, f0, blk)],
-                       &w[0, 0, 0, 0], z[tid], y, py, arg)
+                       &w[0, 0, 0, 0], z[tid], y, py, arg, relu)
     if size:
         return py_out, arg_out
     return y_full
@@ -662,6 +678,14 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     """x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, OH, OW) (into ``out`` when given),
     on the paths of ``codes`` (ConvPlan.codes)."""
     return _forward(x, w, b, stride, pad, oh, ow, codes, 0, 1, out, None)
+
+
+def conv2d_relu_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                        const floating[::1] b, Py_ssize_t stride, Py_ssize_t pad,
+                        Py_ssize_t oh, Py_ssize_t ow, tuple codes, out=None):
+    """y (N, F, OH, OW) = max(conv(x), 0), the ReLU applied to each sample's output while it
+    is still in cache (a conv followed by a ReLU and no pool)."""
+    return _forward(x, w, b, stride, pad, oh, ow, codes, 0, 1, out, None, True)
 
 
 def conv2d_relu_maxpool_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -779,18 +803,21 @@ cdef inline void _dw_direct(const floating* xp, Geometry g, const floating* dzt,
 
 
 cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
-                            const int[:, :, :, ::1] arg, Geometry g, Py_ssize_t n, bint fused,
-                            bint want_dz, bint want_dzt, bint want_dzr, floating[:, ::1] dz,
-                            floating[:, ::1] dzt, floating[:, :, ::1] dzr, bint with_db,
-                            floating[::1] db) noexcept nogil:
+                            const int[:, :, :, ::1] arg, const floating[:, :, ::1] yr, bint relu,
+                            Geometry g, Py_ssize_t n, bint fused, bint want_dz, bint want_dzt, bint want_dzr,
+                            floating[:, ::1] dz, floating[:, ::1] dzt, floating[:, :, ::1] dzr,
+                            bint with_db, floating[::1] db) noexcept nogil:
     """Sample n's conv-output gradient in the layouts its dW and dx kernels read --
     dz (F, L) (rows padded to Lp), dzt (L, Fq) transposed, dzr (F, OH, OWr) row-padded --
-    from dy[n] (plain) or from the pooled gradient routed to each window's max (fused);
+    from dy[n] (plain; with a ReLU after the conv, yr (N, F, L) its output, only where
+    yr > 0) or from the pooled gradient routed to each window's max (fused);
     with_db: db += its sum over positions."""
     cdef Py_ssize_t f, l, oy
     cdef floating acc
     cdef const floating* end
     cdef const floating* src
+    cdef const floating* ysrc
+    cdef floating* masked
     if g.pool_grad == POOL_GRAD_EXPAND_2X2:     # vector selects, no zeroing or scatter
         end = &dpy[0, 0, 0, 0] + g.n * g.f * g.ph * g.pw
         for f in range(g.f):
@@ -806,12 +833,17 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
     if not fused:           # a plain conv: whole rows copied, db a vectorised sum
         for f in range(g.f):
             src = &dy[n, f, 0]
+            if relu:                        # only where the ReLU after the conv passed it
+                ysrc, masked = &yr[n, f, 0], &dz[f, 0]
+                for l in range(g.l):
+                    masked[l] = src[l] if ysrc[l] > 0 else 0
+                src = masked
             if with_db:
                 acc = 0
                 for l in range(g.l):
                     acc = acc + src[l]
                 db[f] += acc
-            if want_dz or want_dzt:
+            if (want_dz or want_dzt) and src != &dz[f, 0]:
                 memcpy(&dz[f, 0], src, g.l * sizeof(floating))
             if want_dzr:
                 for oy in range(g.oh):
@@ -848,7 +880,8 @@ cdef inline void _winograd_dx(const floating[:, ::1] dz, Geometry g, floating[:,
 
 
 cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] dpy,
-                          const int[:, :, :, ::1] arg, const floating[:, :, :, ::1] x,
+                          const int[:, :, :, ::1] arg, const floating[:, :, ::1] yr, bint relu,
+                          const floating[:, :, :, ::1] x,
                           const floating[:, ::1] wpt, const floating* w, Geometry g, Py_ssize_t start,
                           Py_ssize_t stop, bint need_dx, bint fused, Py_ssize_t f0, Py_ssize_t nf,
                           Py_ssize_t c0, Py_ssize_t nc, bint with_db, floating[:, ::1] rows,
@@ -871,8 +904,8 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
     cdef int waiting = 0          # Winograd dW: samples whose tiles wait for their GEMMs
     cdef bint want_dzr = nf > 0 and (g.dw == DW_DIRECT_COLUMN_LANES or _dw_winograd(g))
     for n in range(start, stop):
-        _gradient_layouts(dy, dpy, arg, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr, with_db,
-                          db)
+        _gradient_layouts(dy, dpy, arg, yr, relu, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr,
+                          with_db, db)
         if nf and g.dw != DW_GEMM_IM2COL:
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
         if nf == 0:
@@ -1004,8 +1037,12 @@ cdef inline bint _worth_sharing(Geometry g, Py_ssize_t least) noexcept nogil:
 def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
               const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
               Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow, tuple codes,
-              Py_ssize_t size, Py_ssize_t pstride, bint need_dx, dx_out, dw_out, db_out):
+              Py_ssize_t size, Py_ssize_t pstride, bint need_dx, dx_out, dw_out, db_out, y_relu=None):
+    """The conv's gradients from dy (N, F, OH, OW), or from the pooled gradient and its arg
+    (size > 0); with y_relu (N, F, OH, OW), the output of a ReLU after the conv, dy passes
+    only where y_relu > 0."""
     cdef bint fused = size != 0
+    cdef bint relu = y_relu is not None
     cdef Geometry g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
                                 w.shape[2], w.shape[3], stride, pad, oh, ow, codes, size, pstride,
                                 grad.shape[2] if fused else 0, grad.shape[3] if fused else 0)
@@ -1030,6 +1067,8 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     dw_out = _result(dw_out, np.asarray(w).shape, dtype)
     db_out = _result(db_out, (g.f,), dtype)
     cdef const floating[:, :, ::1] dy = np.asarray(grad).reshape(grad.shape[0], grad.shape[1], -1)
+    cdef const floating[:, :, ::1] yr = (np.asarray(y_relu).reshape(g.n, g.f, g.l) if relu else
+                                         np.zeros((1, 1, 1), dtype=dtype))
     cdef floating[:, ::1] wpt = wpt_arr
     cdef floating[:, :, ::1] rows = rows_ws
     cdef floating[:, :, ::1] dz = dz_ws
@@ -1064,7 +1103,7 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
         if shares == 1:
             memset(&dwp[q, 0, 0], 0, dwp.shape[1] * dwp.shape[2] * sizeof(floating))
             memset(&dbp[q, 0], 0, dbp.shape[1] * sizeof(floating))
-        _backward_chunk(dy, grad, arg_in, x, wpt, &w[0, 0, 0, 0], g, (q // shares) * SB,
+        _backward_chunk(dy, grad, arg_in, yr, relu, x, wpt, &w[0, 0, 0, 0], g, (q // shares) * SB,
                         min(g.n, (q // shares + 1) * SB), need_dx, fused, f0, nf, c0, nc, j == 0,
                         rows[tid], dz[tid], dzt[tid], dzr[tid],
                         dcols[tid], xp[tid], dxp[tid], dwp[q // shares], dbp[q // shares], dx)
@@ -1073,7 +1112,7 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
         _sum_winograd_dw(g, dwp, &dw[0, 0, 0, 0])
         if not np.isfinite(dw_out).all():   # NaN / Inf where the reference puts them: plain sums
             _backward(grad, arg_in, x, w, stride, pad, oh, ow, codes[:3] + (DW_DIRECT_FILTER_LANES,) + codes[4:],
-                      size, pstride, False, None, dw_out, db_out)
+                      size, pstride, False, None, dw_out, db_out, y_relu)
     return (dx_out if need_dx else None), dw_out, db_out
 
 
@@ -1132,6 +1171,20 @@ def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
     its ``out`` array when given."""
     return _backward(dy, _NO_ARG, x, w, stride, pad, dy.shape[2], dy.shape[3], codes, 0, 1, need_dx,
                      out, dw_out, db_out)
+
+
+def conv2d_relu_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] y,
+                         const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                         Py_ssize_t stride, Py_ssize_t pad, bint need_dx, tuple codes, out=None,
+                         dw_out=None, db_out=None):
+    """Gradients of conv2d_relu_forward: dy (N, F, OH, OW) passes where its output y > 0 (the
+    mask applied as each sample's gradient is laid out, no pass of its own) -> (dx | None,
+    dW, db)."""
+    if y.shape[0] != dy.shape[0] or y.shape[1] != dy.shape[1] or y.shape[2] != dy.shape[2] \
+            or y.shape[3] != dy.shape[3]:
+        raise ValueError(f"y has shape {np.asarray(y).shape}, dy {np.asarray(dy).shape}")
+    return _backward(dy, _NO_ARG, x, w, stride, pad, dy.shape[2], dy.shape[3], codes, 0, 1, need_dx,
+                     out, dw_out, db_out, y)
 
 
 def conv2d_relu_maxpool_backward(const floating[:, :, :, ::1] dpy, const int[:, :, :, ::1] arg,

@@ -193,6 +193,40 @@ class Conv2D(Layer):
                 "stride": self.stride, "padding": padding, "init": getattr(self, "spec_init", self.init)}
 
 
+class ConvReLU(Layer):
+    """Conv2D -> ReLU (not followed by a max pool) run as one kernel call: the ReLU is
+    applied to each sample's output while it is still in cache, and the backward passes dy
+    only where the output is positive as it lays the gradient out (a faster internal path,
+    built by :func:`fuse` when the backend has fast paths); parameters and gradients stay
+    the conv layer's arrays.  x (N, C, H, W) -> y (N, F, OH, OW) = max(conv(x), 0)."""
+
+    def __init__(self, conv: Conv2D) -> None:
+        super().__init__()
+        self.conv = conv
+        self.params, self.grads = conv.params, conv.grads
+        self.need_input_grad = conv.need_input_grad
+        self.k, self.dtype = conv.k, conv.dtype
+
+    def forward(self, x, training=False):
+        c = self.conv
+        self.x = x
+        shape = (x.shape[0], c.filters) + c.out_hw(x.shape[2], x.shape[3])
+        self.y = self.k.fast.conv2d_relu_forward(x, c.params["w"], c.params["b"], c.stride, c.pad,
+                                                 shape[2], shape[3], out=self._out("y", shape, self.k))
+        return self.y
+
+    def backward(self, dy):
+        c = self.conv
+        dx_out = self._out("dx", self.x.shape, self.k) if self.need_input_grad else None
+        dx, _, _ = self.k.fast.conv2d_relu_backward(
+            np.ascontiguousarray(dy), self.y, self.x, c.params["w"], c.stride, c.pad, self.need_input_grad,
+            out=dx_out, dw_out=c.grads["w"], db_out=c.grads["b"])      # written in place
+        return dx
+
+    def describe(self):
+        return f"fused[{self.conv.describe()} + ReLU]"
+
+
 class ConvReLUMaxPool(Layer):
     """Conv2D -> ReLU -> MaxPool2D run as one fused kernel (a faster internal path).
 
@@ -236,7 +270,8 @@ class ConvReLUMaxPool(Layer):
 
 def fuse(layers, shapes):
     """The layers to run: each Conv2D -> ReLU -> MaxPool2D becomes one ConvReLUMaxPool
-    when the conv's backend has fast paths (``Backend.fast``), each BatchNorm -> ReLU ->
+    when the conv's backend has fast paths (``Backend.fast``), any other Conv2D -> ReLU one
+    ConvReLU, each BatchNorm -> ReLU ->
     MaxPool2D on planes one BatchNormReLUMaxPool, each Dense -> ReLU one DenseReLU
     likewise; everything else runs as is."""
     out, i = [], 0
@@ -246,6 +281,10 @@ def fuse(layers, shapes):
                 and isinstance(layers[i + 2], MaxPool2D) and a.k.fast is not None):
             out.append(ConvReLUMaxPool(a, layers[i + 2], shapes[i]))
             i += 3
+        elif (isinstance(a, Conv2D) and not a.prepads and i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
+                and a.k.fast is not None):
+            out.append(ConvReLU(a))
+            i += 2
         elif (isinstance(a, BatchNorm) and len(shapes[i]) == 3 and i + 2 < len(layers)
                 and isinstance(layers[i + 1], ReLU) and isinstance(layers[i + 2], MaxPool2D) and a.k.fast is not None):
             out.append(BatchNormReLUMaxPool(a, layers[i + 2]))

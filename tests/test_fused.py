@@ -1,5 +1,5 @@
-"""The fused conv -> ReLU -> max pool fast path against the public kernels run
-one after another (forward values, argmax routing and every gradient)."""
+"""The fused conv -> ReLU -> max pool and conv -> ReLU fast paths against the public
+kernels run one after another (forward values, argmax routing and every gradient)."""
 import numpy as np
 import pytest
 
@@ -70,3 +70,43 @@ def test_fused_and_unfused_networks_agree(name):
     assert abs(la - lb) < 1e-5
     for key in ga:
         assert_close(key, ga[key], gb[key])
+
+
+#: a VGG-style stage: conv -> ReLU (fused as ConvReLU) before conv -> ReLU -> pool
+VGG_STAGE = {"format": "fastlenet-model", "version": 1, "name": "vgg-stage", "input_shape": [3, 12, 12],
+             "num_classes": 10, "layers": [
+                 {"type": "conv2d", "filters": 8, "kernel_size": 3, "padding": 1}, {"type": "relu"},
+                 {"type": "conv2d", "filters": 8, "kernel_size": 3, "padding": 1}, {"type": "relu"},
+                 {"type": "maxpool2d", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 10}]}
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_a_conv_relu_network_fused_and_unfused_agree(name):
+    a = models.from_spec(VGG_STAGE, backend=name, seed=3)
+    b = models.from_spec(VGG_STAGE, backend=name, seed=3, fused=False)
+    assert [type(l).__name__ for l in a.runnable][:2] == ["ConvReLU", "ConvReLUMaxPool"]
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((6, 3, 12, 12)).astype(np.float32), rng.integers(0, 10, 6)
+    la, ga = a.loss_and_grads(x, y)
+    lb, gb = b.loss_and_grads(x, y)
+    assert abs(la - lb) < 1e-5
+    for key in ga:
+        assert_close(key, ga[key], gb[key])
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_the_fused_conv_relu_keeps_nan_and_passes_no_gradient_through_it(name):
+    k = kernels.backend(name)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    x[1, 0, 4, 4] = np.nan
+    z = k.conv2d_forward(x, w, np.zeros(16, np.float32), 1, 1)
+    y = k.fast.conv2d_relu_forward(x, w, np.zeros(16, np.float32), 1, 1, 10, 10)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(z))     # NaN stays NaN, like np.maximum
+    assert np.isnan(y).any() and np.isnan(y[0]).sum() == 0
+    dy = np.ones_like(y)
+    dx, dw, db = k.fast.conv2d_relu_backward(dy[:1], y[:1], x[:1], w, 1, 1, True)
+    want = k.conv2d_backward(dy[:1] * (z[:1] > 0), x[:1], w, 1, 1)
+    for got, wanted in zip((dx, dw, db), want):
+        assert_close("grad", got, wanted)

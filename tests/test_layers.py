@@ -113,6 +113,22 @@ def test_fused_conv_relu_maxpool(name, pool):
 
 
 @pytest.mark.parametrize("name", FAST)
+def test_fused_conv_relu(name):
+    rng = np.random.default_rng(6)
+    conv = layers.Conv2D(4, 3, padding=1)
+    shape = conv.build((2, 7, 8), rng, np.float64, kernels.backend(name))
+    (fused,) = layers.fuse([conv, layers.ReLU()], [shape, shape])
+    assert isinstance(fused, layers.ConvReLU) and fused.describe().startswith("fused[Conv2D(4, 3x3")
+    check_layer(fused, (2, 2, 7, 8), seed=4, built=True)
+    conv_next = layers.Conv2D(4, 3, padding=1)
+    conv_next.build((2, 7, 8), rng, np.float64, kernels.backend(name))
+    pool = layers.MaxPool2D(2)
+    kinds = [type(l).__name__ for l in layers.fuse([conv, layers.ReLU(), conv_next, layers.ReLU(), pool],
+                                                    [shape] * 4 + [None])]
+    assert kinds == ["ConvReLU", "ConvReLUMaxPool"]           # a pool after the ReLU: the pool's fusion
+
+
+@pytest.mark.parametrize("name", FAST)
 def test_fused_dense_relu(name):
     rng = np.random.default_rng(5)
     dense = layers.Dense(6)

@@ -314,6 +314,27 @@ def test_each_planned_path_matches_the_reference(name, args, dtype):
         assert_close(what if pool is None else f"fused {what}", got, wanted)
 
 
+PLAIN_8 = [args for args, _ in CASES_8 if args[4] is None]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("args", PLAIN_8, ids=[",".join(map(str, a[0])) for a in PLAIN_8])
+@pytest.mark.parametrize("name", COMPILED)
+def test_each_planned_path_with_a_relu_after_it_matches_the_reference(name, args, dtype):
+    """The fused conv + ReLU (a conv with no pool after its ReLU) on every plain plan: the
+    ReLU of the conv's output, and gradients that pass dy only where that output is > 0."""
+    x_shape, w_shape, s, p, _ = args
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) * 0.1
+    grad, want = _reference_conv_and_grads(x, w, b, s, p, "relu", rng)
+    y, grads = _conv_and_grads(backend(name), x, w, b, s, p, "relu", grad)
+    assert (want[0] == 0).mean() > 0.2                           # the mask matters
+    for got, wanted, what in zip((y,) + tuple(grads), want, ("y", "dx", "dw", "db")):
+        assert_close(f"conv+relu {what}", got, wanted)
+
+
 @pytest.mark.parametrize("args,names", CASES, ids=IDS)
 @pytest.mark.parametrize("name", COMPILED)
 def test_gradients_do_not_depend_on_the_thread_count(name, args, names):
@@ -363,11 +384,13 @@ SHARED = [
 
 
 def _reference_conv_and_grads(x, w, b, s, p, pool, rng):
-    """(a random output gradient, the reference's (y, dx, dw, db) for it): plain, or fused with
-    ReLU and the max pool (y and its gradient then pooled)."""
+    """(a random output gradient, the reference's (y, dx, dw, db) for it): plain, followed by a
+    ReLU (pool "relu"), or fused with ReLU and the max pool (y and its gradient then pooled)."""
     z = ref.conv2d_forward(x, w, b, s, p)
-    if pool is None:
+    if pool is None or pool == "relu":
         grad = rng.standard_normal(z.shape).astype(x.dtype)
+        if pool == "relu":
+            return grad, (np.maximum(z, 0),) + tuple(ref.conv2d_backward(grad * (z > 0), x, w, s, p))
         return grad, (z,) + tuple(ref.conv2d_backward(grad, x, w, s, p))
     r = np.maximum(z, 0)
     y, arg = ref.maxpool2d_forward(r, *pool)
@@ -377,10 +400,14 @@ def _reference_conv_and_grads(x, w, b, s, p, pool, rng):
 
 
 def _conv_and_grads(k, x, w, b, s, p, pool, dz_or_dy):
-    """y and (dx, dw, db) on backend k: plain, or fused with ReLU and the max pool."""
+    """y and (dx, dw, db) on backend k: plain, fused with a ReLU (pool "relu"), or fused with
+    ReLU and the max pool."""
     if pool is None:
         return k.conv2d_forward(x, w, b, s, p), k.conv2d_backward(dz_or_dy, x, w, s, p)
     oh, ow = (x.shape[2] + 2 * p - w.shape[2]) // s + 1, (x.shape[3] + 2 * p - w.shape[3]) // s + 1
+    if pool == "relu":
+        y = k.fast.conv2d_relu_forward(x, w, b, s, p, oh, ow)
+        return y, k.fast.conv2d_relu_backward(dz_or_dy, y, x, w, s, p, True)
     y, arg = k.fast.conv2d_relu_maxpool_forward(x, w, b, s, p, oh, ow, *pool)
     return y, k.fast.conv2d_relu_maxpool_backward(dz_or_dy, arg, x, w, s, p, oh, ow, *pool, True)
 
@@ -388,9 +415,14 @@ def _conv_and_grads(k, x, w, b, s, p, pool, dz_or_dy):
 @pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
 @pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("args,names", SHARED, ids=[",".join(n) for _, n in SHARED])
+#: each SHARED case as planned, and each plain one also with a ReLU after it (fused conv + ReLU)
+SHARED_AFTER = [(a, n, "as planned") for a, n in SHARED] + [(a, n, "relu") for a, n in SHARED if a[4] is None]
+
+
+@pytest.mark.parametrize("args,names,after", SHARED_AFTER, ids=[",".join(n) + "+" + f for _, n, f in SHARED_AFTER])
 @pytest.mark.parametrize("name", ["cython"])           # the kernels that share (and tests/asan.sh's -k)
-def test_a_small_batch_shares_each_sample_among_threads_with_the_same_results(name, args, names, dtype, n):
+def test_a_small_batch_shares_each_sample_among_threads_with_the_same_results(name, args, names, after, dtype,
+                                                                                n):
     """Batches with fewer blocks of samples than threads split each block's filters (forward,
     dW) and input channels (dx) among the threads: the results match the reference and are
     the same bits on 1 thread as on 2."""
@@ -401,6 +433,8 @@ def test_a_small_batch_shares_each_sample_among_threads_with_the_same_results(na
     k = backend(name)
     if k.plan_conv2d(x_shape, w_shape, s, p, pool).lanes == 16 and dtype == np.float32:
         assert k.plan_conv2d(x_shape, w_shape, s, p, pool).names == names
+    if after == "relu":
+        pool = "relu"
     rng = np.random.default_rng(7)
     x = rng.standard_normal((n,) + x_shape[1:]).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)

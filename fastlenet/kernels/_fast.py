@@ -24,6 +24,20 @@ import numpy as np
 Array = np.ndarray
 
 
+class ConvReluForward(Protocol):
+    def __call__(self, x: Array, w: Array, b: Array, stride: int, pad: int, oh: int, ow: int,
+                 out: Optional[Array] = None) -> Array:
+        """relu(conv(x)): x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)."""
+
+
+class ConvReluBackward(Protocol):
+    def __call__(self, dy: Array, y: Array, x: Array, w: Array, stride: int, pad: int, need_dx: bool,
+                 out: Optional[Array] = None, dw_out: Optional[Array] = None,
+                 db_out: Optional[Array] = None) -> Tuple[Optional[Array], Array, Array]:
+        """dy (N, F, OH, OW) and the forward's y -> (dx (N, C, H, W) | None, dw, db); dy
+        passes only where y > 0."""
+
+
 class ConvReluMaxpoolForward(Protocol):
     def __call__(self, x: Array, w: Array, b: Array, stride: int, pad: int, oh: int, ow: int,
                  size: int, pool_stride: int, out: Optional[Array] = None,
@@ -94,6 +108,8 @@ class SoftmaxCrossEntropy(Protocol):
 class FastPaths:
     """Every internal fast path a compiled backend provides (all unchecked)."""
 
+    conv2d_relu_forward: ConvReluForward
+    conv2d_relu_backward: ConvReluBackward
     conv2d_relu_maxpool_forward: ConvReluMaxpoolForward
     conv2d_relu_maxpool_backward: ConvReluMaxpoolBackward
     linear_forward: LinearForward
@@ -127,6 +143,18 @@ def _arrays(name: str, args: dict, float_names, dtype=None):
 def _shape(name: str, key: str, a, shape) -> None:
     if a is not None and a.shape != tuple(shape):
         raise FastPathError(f"{name}: {key} has shape {a.shape}, expected {tuple(shape)}")
+
+
+def _check_conv_relu_fwd(a):
+    _arrays("conv2d_relu_forward", a, ("x", "w", "b", "out"))
+    _shape("conv2d_relu_forward", "out", a.get("out"), (a["x"].shape[0], a["w"].shape[0], a["oh"], a["ow"]))
+
+
+def _check_conv_relu_bwd(a):
+    _arrays("conv2d_relu_backward", a, ("dy", "y", "x", "w", "out", "dw_out", "db_out"))
+    _shape("conv2d_relu_backward", "y", a["y"], a["dy"].shape)
+    _shape("conv2d_relu_backward", "out", a.get("out"), a["x"].shape)
+    _shape("conv2d_relu_backward", "dw_out", a.get("dw_out"), a["w"].shape)
 
 
 def _check_conv_fwd(a):
@@ -207,6 +235,8 @@ def _check_norm_bwd(a):
 
 
 _CHECKS = {
+    "conv2d_relu_forward": (_check_conv_relu_fwd, ConvReluForward),
+    "conv2d_relu_backward": (_check_conv_relu_bwd, ConvReluBackward),
     "conv2d_relu_maxpool_forward": (_check_conv_fwd, ConvReluMaxpoolForward),
     "conv2d_relu_maxpool_backward": (_check_conv_bwd, ConvReluMaxpoolBackward),
     "linear_forward": (_check_linear_fwd, LinearForward),

@@ -45,6 +45,16 @@ def _conv2d_backward_impl(dy, x, w, stride, pad, need_dx, out=None, dw_out=None,
     return _cy_conv.conv2d_backward(dy, x, w, stride, pad, need_dx, codes, out, dw_out, db_out)
 
 
+def _conv2d_relu_forward_impl(x, w, b, stride, pad, oh, ow, out=None):
+    codes = plan.conv2d(x.shape, w.shape, stride, pad, lanes=LANES, itemsize=x.itemsize).codes
+    return _cy_conv.conv2d_relu_forward(x, w, b, stride, pad, oh, ow, codes, out)
+
+
+def _conv2d_relu_backward_impl(dy, y, x, w, stride, pad, need_dx, out=None, dw_out=None, db_out=None):
+    codes = plan.conv2d(x.shape, w.shape, stride, pad, lanes=LANES, itemsize=x.itemsize).codes
+    return _cy_conv.conv2d_relu_backward(dy, y, x, w, stride, pad, need_dx, codes, out, dw_out, db_out)
+
+
 def _conv2d_relu_maxpool_forward_impl(x, w, b, stride, pad, oh, ow, size, pool_stride,
                                       out=None, arg_out=None):
     codes = plan.conv2d(x.shape, w.shape, stride, pad, (size, pool_stride), LANES, itemsize=x.itemsize).codes
@@ -66,6 +76,8 @@ def set_num_threads(n: int) -> None:
 
 #: the internal fast paths (see _fast.FastPaths)
 FAST_PATHS = FastPaths(
+    conv2d_relu_forward=_conv2d_relu_forward_impl,
+    conv2d_relu_backward=_conv2d_relu_backward_impl,
     conv2d_relu_maxpool_forward=_conv2d_relu_maxpool_forward_impl,
     conv2d_relu_maxpool_backward=_conv2d_relu_maxpool_backward_impl,
     linear_forward=_cy_linear.linear_forward,

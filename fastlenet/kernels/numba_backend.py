@@ -64,6 +64,11 @@ def _conv2d_forward_impl(x, w, b, stride, pad, oh, ow):
     return numba_conv.conv_forward(x, w, b, stride, pad, oh, ow)[0]
 
 
+def _conv2d_relu_forward_impl(x, w, b, stride, pad, oh, ow):
+    """relu(conv(x)) (N, F, OH, OW), the ReLU applied to each block of samples while in cache."""
+    return numba_conv.conv_forward(x, w, b, stride, pad, oh, ow, relu=True)[0]
+
+
 def _conv2d_relu_maxpool_forward_impl(x, w, b, stride, pad, oh, ow, size, pool_stride):
     """maxpool(relu(conv(x))) without materialising the conv output -> (y, arg)."""
     return numba_conv.conv_forward(x, w, b, stride, pad, oh, ow, size, pool_stride)
@@ -75,6 +80,11 @@ _NO_ARG = np.zeros((1, 1, 1, 1), dtype=np.int32)
 def _conv2d_backward_impl(dy, x, w, stride, pad, need_dx):
     """(dx | None, dW, db) of the convolution, on the plan's dW and dx paths."""
     return numba_conv.conv_backward(dy, _NO_ARG, x, w, stride, pad, dy.shape[2], dy.shape[3], need_dx, False)
+
+
+def _conv2d_relu_backward_impl(dy, y, x, w, stride, pad, need_dx):
+    """Gradients of relu(conv(x)): dy passes where the forward's y > 0."""
+    return _conv2d_backward_impl(numba_conv.relu_masked(dy, y), x, w, stride, pad, need_dx)
 
 
 def _conv2d_relu_maxpool_backward_impl(dpy, arg, x, w, stride, pad, oh, ow, size, pool_stride, need_dx):
@@ -344,6 +354,8 @@ def _softmax_cross_entropy(logits, labels, smoothing, out=None):
 # --------------------------------------------------------------------------- public API
 #: the internal fast paths (see _fast.FastPaths)
 FAST_PATHS = FastPaths(
+    conv2d_relu_forward=writing_into(_conv2d_relu_forward_impl, "out"),
+    conv2d_relu_backward=writing_into(_conv2d_relu_backward_impl, "out", "dw_out", "db_out"),
     conv2d_relu_maxpool_forward=writing_into(_conv2d_relu_maxpool_forward_impl, "out", "arg_out"),
     conv2d_relu_maxpool_backward=writing_into(_conv2d_relu_maxpool_backward_impl, "out", "dw_out",
                                               "db_out"),

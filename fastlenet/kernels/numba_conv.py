@@ -237,10 +237,30 @@ def _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg):
     return lambda lo, hi: forward_filter_lanes(x, w, wt, bt, pad, oh, ow, size, ps, lo, hi, y, arg)
 
 
-def conv_forward(x, w, b, stride, pad, oh, ow, size=0, ps=1, path=None):
-    """(y, arg): y (N, F, OH, OW) = conv(x) + b, or with size > 0 y (N, F, PH, PW) =
-    maxpool(relu(conv(x) + b)) and arg (N, F, PH, PW) = oy*OW + ox of each window's first
-    max (-1 where it is <= 0); arg is (N, 1, 1, 1) and unused without the pool.
+@njit(**SERIAL)
+def relu_samples(y, lo, hi):
+    """y[lo:hi] = max(y[lo:hi], 0) in place (NaN stays NaN, like np.maximum)."""
+    for n_ in range(lo, hi):
+        flat = y[n_].ravel()
+        for i in range(flat.size):
+            if flat[i] < 0:
+                flat[i] = 0
+
+
+@njit(**SERIAL)
+def relu_masked_samples(dy, y, lo, hi, out):
+    """out[lo:hi] = dy[lo:hi] where y[lo:hi] > 0, else 0."""
+    for n_ in range(lo, hi):
+        d, v, o = dy[n_].ravel(), y[n_].ravel(), out[n_].ravel()
+        for i in range(o.size):
+            o[i] = d[i] if v[i] > 0 else ZERO
+
+
+def conv_forward(x, w, b, stride, pad, oh, ow, size=0, ps=1, path=None, relu=False):
+    """(y, arg): y (N, F, OH, OW) = conv(x) + b (its ReLU with ``relu``, applied to each block
+    of samples while in cache), or with size > 0 y (N, F, PH, PW) = maxpool(relu(conv(x) + b))
+    and arg (N, F, PH, PW) = oy*OW + ox of each window's first max (-1 where it is <= 0);
+    arg is (N, 1, 1, 1) and unused without the pool.
     ``path`` forces a forward path (plan.FORWARD; the direct ones need stride 1), as the
     crossover benchmarks do; by default the plan's."""
     n, f_ = x.shape[0], w.shape[0]
@@ -252,11 +272,21 @@ def conv_forward(x, w, b, stride, pad, oh, ow, size=0, ps=1, path=None):
     else:
         y = np.empty((n, f_, oh, ow), dtype=x.dtype)
         arg = np.empty((n, 1, 1, 1), dtype=np.int32)
-    run = _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg)
+    conv = _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg)
+    run = conv if not relu or size else (lambda lo, hi: (conv(lo, hi), relu_samples(y, lo, hi)))
     threads = numba.get_num_threads()
     sb = forward_samples(n, threads)
     run_blocks(lambda q, t: run(*_block_range(q, n, sb)), -(-n // sb), threads)
     return y, arg
+
+
+def relu_masked(dy, y):
+    """dy (N, F, OH, OW) where the forward's ReLU output y > 0, else 0 (a new array)."""
+    out, n = np.empty_like(dy), dy.shape[0]
+    threads = numba.get_num_threads()
+    sb = forward_samples(n, threads)
+    run_blocks(lambda q, t: relu_masked_samples(dy, y, *_block_range(q, n, sb), out), -(-n // sb), threads)
+    return out
 
 
 # --------------------------------------------------------------------------- backward
