@@ -412,13 +412,13 @@ def _conv_and_grads(k, x, w, b, s, p, pool, dz_or_dy):
     return y, k.fast.conv2d_relu_maxpool_backward(dz_or_dy, arg, x, w, s, p, oh, ow, *pool, True)
 
 
-@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
-@pytest.mark.parametrize("n", [1, 3])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 #: each SHARED case as planned, and each plain one also with a ReLU after it (fused conv + ReLU)
 SHARED_AFTER = [(a, n, "as planned") for a, n in SHARED] + [(a, n, "relu") for a, n in SHARED if a[4] is None]
 
 
+@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("args,names,after", SHARED_AFTER, ids=[",".join(n) + "+" + f for _, n, f in SHARED_AFTER])
 @pytest.mark.parametrize("name", ["cython"])           # the kernels that share (and tests/asan.sh's -k)
 def test_a_small_batch_shares_each_sample_among_threads_with_the_same_results(name, args, names, after, dtype,
