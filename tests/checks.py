@@ -82,3 +82,13 @@ def print_outcomes(outcomes, failures: int, seed: int) -> int:
         print(f"  {group:<11} {outcome:<{width}} {n}")
     print(f"unexpected: {failures} (seed {seed})")
     return 1 if failures else 0
+
+
+def assert_same_step(a, b, x, y) -> None:
+    """Models ``a`` and ``b`` (the same weights) give the same loss and gradients on (x, y)."""
+    la, ga = a.loss_and_grads(x, y)
+    lb, gb = b.loss_and_grads(x, y)
+    assert abs(la - lb) < 1e-5, (la, lb)
+    assert ga.keys() == gb.keys()
+    for key in ga:
+        assert_close(key, ga[key], gb[key])
