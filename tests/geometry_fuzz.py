@@ -68,6 +68,13 @@ def one_case(k, ref, rng):
         close(name, got, want, case)
     if k.fast is None:
         return True
+    # fused conv -> ReLU (no pool)
+    yr = k.fast.conv2d_relu_forward(x, wt, b, s, p, oh, ow)
+    close("conv relu y", yr, r, case)
+    for name, got, want in zip(("conv relu dx", "conv relu dw", "conv relu db"),
+                               k.fast.conv2d_relu_backward(g, yr, x, wt, s, p, True),
+                               ref.conv2d_backward(g * (z > 0), x, wt, s, p)):
+        close(name, got, want, case)
     # dense products
     # rows past one block (32) exercise the dynamic schedule; D a multiple of 16 the direct dx
     m, d, u = int(rng.choice([1, 2, 5, 19, 33, 70])), int(rng.choice([3, 16, 33, 64, 69])), int(rng.integers(1, 40))
