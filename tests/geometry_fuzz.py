@@ -68,12 +68,14 @@ def one_case(k, ref, rng):
         close(name, got, want, case)
     if k.fast is None:
         return True
-    # fused conv -> ReLU (no pool)
+    # fused conv -> ReLU (no pool); an output within rounding of 0 may fall on either side
+    # of the kink (seed 1: the reference's 3e-8 is the kernel's 0), so the reference
+    # gradient is masked where the kernel's own output passed it, as the kernel masks it
     yr = k.fast.conv2d_relu_forward(x, wt, b, s, p, oh, ow)
     close("conv relu y", yr, r, case)
     for name, got, want in zip(("conv relu dx", "conv relu dw", "conv relu db"),
                                k.fast.conv2d_relu_backward(g, yr, x, wt, s, p, True),
-                               ref.conv2d_backward(g * (z > 0), x, wt, s, p)):
+                               ref.conv2d_backward(g * (yr > 0), x, wt, s, p)):
         close(name, got, want, case)
     # dense products
     # rows past one block (32) exercise the dynamic schedule; D a multiple of 16 the direct dx
