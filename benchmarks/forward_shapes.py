@@ -30,6 +30,8 @@ def numba_paths(x, w, b, pad) -> dict:
     oh = x.shape[2] + 2 * pad - w.shape[2] + 1
     found = {}
     for name in plan.FORWARD:
+        if name in numba_conv.CYTHON_ONLY:
+            continue                                # not built in this backend
         if name == "direct" and x.shape[1] * w.shape[2] * w.shape[3] > plan.MAX_DIRECT_K:
             continue
         run = lambda: numba_conv.conv_forward(x, w, b, 1, pad, oh, oh, path=name)  # noqa: E731
