@@ -271,9 +271,9 @@ class ConvReLUMaxPool(Layer):
 def fuse(layers, shapes):
     """The layers to run: each Conv2D -> ReLU -> MaxPool2D becomes one ConvReLUMaxPool
     when the conv's backend has fast paths (``Backend.fast``), any other Conv2D -> ReLU one
-    ConvReLU, each BatchNorm -> ReLU ->
-    MaxPool2D on planes one BatchNormReLUMaxPool, each Dense -> ReLU one DenseReLU
-    likewise; everything else runs as is."""
+    ConvReLU, each BatchNorm -> ReLU -> MaxPool2D on planes one BatchNormReLUMaxPool and
+    any other BatchNorm -> ReLU on planes one BatchNormReLU, each Dense -> ReLU one
+    DenseReLU likewise; everything else runs as is."""
     out, i = [], 0
     while i < len(layers):
         a = layers[i]
@@ -289,6 +289,10 @@ def fuse(layers, shapes):
                 and isinstance(layers[i + 1], ReLU) and isinstance(layers[i + 2], MaxPool2D) and a.k.fast is not None):
             out.append(BatchNormReLUMaxPool(a, layers[i + 2]))
             i += 3
+        elif (isinstance(a, BatchNorm) and len(shapes[i]) == 3 and i + 1 < len(layers)
+                and isinstance(layers[i + 1], ReLU) and a.k.fast is not None):
+            out.append(BatchNormReLU(a))
+            i += 2
         elif (isinstance(a, Dense) and i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
                 and a.fast is not None):
             out.append(DenseReLU(a))
@@ -643,9 +647,11 @@ class BatchNormReLUMaxPool(Layer):
     names, optimizers and checkpoints do not change.  x (N, C, H, W) -> y (N, C, PH, PW).
     """
 
-    def __init__(self, bn: BatchNorm, pool: MaxPool2D) -> None:
+    def __init__(self, bn: BatchNorm, pool: Optional[MaxPool2D]) -> None:
         super().__init__()
         self.bn, self.pool = bn, pool
+        #: the pool window; 1 x 1 stride 1 without a pool (BatchNormReLU): y = relu(bn(x))
+        self.size, self.stride = (pool.size, pool.stride) if pool is not None else (1, 1)
         self.params, self.grads, self.buffers = bn.params, bn.grads, bn.buffers
         self.k, self.dtype = bn.k, bn.dtype
 
@@ -657,11 +663,11 @@ class BatchNormReLUMaxPool(Layer):
         else:
             mean, var = (bn.buffers[k].astype(np.float64) for k in ("running_mean", "running_var"))
         self.x, self.mean, self.inv_std = x, mean, 1.0 / np.sqrt(var + bn.eps)
-        ph, pw = self.pool.out_hw(x.shape[2], x.shape[3])
+        ph, pw = (x.shape[2] - self.size) // self.stride + 1, (x.shape[3] - self.size) // self.stride + 1
         shape = (x.shape[0], x.shape[1], ph, pw)
         y, self.arg = fast.batchnorm_relu_maxpool_forward(
-            x, bn.params["gamma"], bn.params["beta"], self.mean, self.inv_std, self.pool.size,
-            self.pool.stride, out=self._out("y", shape, self.k), arg_out=self._out("arg", shape, self.k, np.int32))
+            x, bn.params["gamma"], bn.params["beta"], self.mean, self.inv_std, self.size,
+            self.stride, out=self._out("y", shape, self.k), arg_out=self._out("arg", shape, self.k, np.int32))
         return y
 
     def backward(self, dy):
@@ -671,6 +677,19 @@ class BatchNormReLUMaxPool(Layer):
 
     def describe(self):
         return f"fused[{self.bn.describe()} + ReLU + {self.pool.describe()}]"
+
+
+class BatchNormReLU(BatchNormReLUMaxPool):
+    """BatchNorm -> ReLU on (N, C, H, W) (no max pool after it) as the same fast path with a
+    1 x 1 window: y = relu(bn(x)), arg = each position's own index where y > 0, else -1
+    (the gradient passes only there).  Two compiled passes instead of NumPy's dozen and a
+    separate ReLU.  x (N, C, H, W) -> y (N, C, H, W)."""
+
+    def __init__(self, bn: BatchNorm) -> None:
+        super().__init__(bn, None)
+
+    def describe(self):
+        return f"fused[{self.bn.describe()} + ReLU]"
 
 
 class Dropout(Layer):

@@ -1,5 +1,6 @@
 """The fused batch-norm fast path (BatchNorm -> ReLU -> MaxPool2D as one
-``batchnorm_relu_maxpool`` layer) of both compiled backends against the reference
+``batchnorm_relu_maxpool`` layer, and BatchNorm -> ReLU as the same with a 1 x 1 window)
+of both compiled backends against the reference
 layers run one by one on the numpy backend: outputs, gradients, running statistics,
 inference mode, NaN, thread-count invariance, and whole models."""
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from checks import COMPILED, assert_close
 from fastlenet import kernels, models
-from fastlenet.layers import BatchNorm, BatchNormReLUMaxPool, MaxPool2D, ReLU
+from fastlenet.layers import BatchNorm, BatchNormReLU, BatchNormReLUMaxPool, MaxPool2D, ReLU, fuse
 
 FAST = [n for n in COMPILED if n in kernels.available()]
 #: (N, C, H, W), pool size, pool stride
@@ -60,6 +61,26 @@ def test_fused_batchnorm_relu_maxpool_equals_the_layers(backend, shape, size, st
     for key in ("running_mean", "running_var"):
         assert_close(key, bn.buffers[key], ref.buffers[key])
     assert fused.describe().startswith("fused[BatchNorm")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 3, 10, 10), (8, 16, 10, 10), (2, 5, 9, 11)])
+@pytest.mark.parametrize("backend", FAST)
+def test_fused_batchnorm_relu_without_a_pool_equals_the_layers(backend, shape, dtype):
+    x, dy = _data(shape, 1, 1, dtype)                  # a 1 x 1 window: dy has x's shape
+    ref_bn, ref_relu, _ = _layers("numpy", shape, 2, 2, dtype)
+    want_y = ref_relu.forward(ref_bn.forward(x, True), True)
+    want_dx = ref_bn.backward(ref_relu.backward(dy))
+    bn, relu, _ = _layers(backend, shape, 2, 2, dtype)
+    (fused,) = fuse([bn, relu], [shape[1:], shape[1:]])
+    assert isinstance(fused, BatchNormReLU) and fused.describe() == f"fused[{bn.describe()} + ReLU]"
+    assert_close("y", fused.forward(x, training=True), want_y)
+    assert (want_y == 0).mean() > 0.2                  # the ReLU matters
+    assert_close("dx", fused.backward(dy), want_dx)
+    for key in ("gamma", "beta"):
+        assert_close(f"d{key}", fused.grads[key], ref_bn.grads[key])
+    for key in ("running_mean", "running_var"):
+        assert_close(key, bn.buffers[key], ref_bn.buffers[key])
 
 
 @pytest.mark.parametrize("backend", FAST)

@@ -75,11 +75,20 @@ VGG_STAGE = {"format": "fastlenet-model", "version": 1, "name": "vgg-stage", "in
                  {"type": "maxpool2d", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 10}]}
 
 
+#: ... with batch norm: conv -> BN -> ReLU (fused as BatchNormReLU) before conv -> BN -> ReLU -> pool
+VGG_BN_STAGE = dict(VGG_STAGE, name="vgg-bn-stage", layers=[
+    VGG_STAGE["layers"][0], {"type": "batchnorm"}, {"type": "relu"},
+    VGG_STAGE["layers"][2], {"type": "batchnorm"}, {"type": "relu"}] + VGG_STAGE["layers"][4:])
+
+
+@pytest.mark.parametrize("spec,kinds", [(VGG_STAGE, ["ConvReLU", "ConvReLUMaxPool"]),
+                                        (VGG_BN_STAGE, ["Conv2D", "BatchNormReLU", "Conv2D", "BatchNormReLUMaxPool"])],
+                         ids=["conv-relu", "conv-bn-relu"])
 @pytest.mark.parametrize("name", FUSED)
-def test_a_conv_relu_network_fused_and_unfused_agree(name):
-    a = models.from_spec(VGG_STAGE, backend=name, seed=3)
-    b = models.from_spec(VGG_STAGE, backend=name, seed=3, fused=False)
-    assert [type(l).__name__ for l in a.runnable][:2] == ["ConvReLU", "ConvReLUMaxPool"]
+def test_a_vgg_stage_fused_and_unfused_agree(name, spec, kinds):
+    a = models.from_spec(spec, backend=name, seed=3)
+    b = models.from_spec(spec, backend=name, seed=3, fused=False)
+    assert [type(l).__name__ for l in a.runnable][:len(kinds)] == kinds
     rng = np.random.default_rng(2)
     assert_same_step(a, b, rng.standard_normal((6, 3, 12, 12)).astype(np.float32), rng.integers(0, 10, 6))
 
