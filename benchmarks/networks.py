@@ -10,7 +10,8 @@ OH/OW conv output, D/U dense input/output features.
 
 ``NETWORKS`` are the whole-network training-step benchmarks of issue 16: the
 CIFAR-shaped preset and a small VGG-style network (two 3x3 convolutions per stage,
-three stages, ``benchmarks/models/vgg-small.json``).
+three stages, ``benchmarks/models/vgg-small.json``), and its first two stages with batch
+norm (``vgg-small-bn.json``: conv -> batch norm -> ReLU, the last two fused).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from fastlenet import layers as L
 from fastlenet import models
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NETWORKS = {"cifar-cnn": "cifar-cnn", "vgg-small": os.path.join(HERE, "models", "vgg-small.json")}
+NETWORKS = {"cifar-cnn": "cifar-cnn", "vgg-small": os.path.join(HERE, "models", "vgg-small.json"),
+            "vgg-small-bn": os.path.join(HERE, "models", "vgg-small-bn.json")}
 
 
 def build(name: str, backend: str, seed: int = 0):
