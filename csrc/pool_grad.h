@@ -51,13 +51,19 @@ FL_DEFINE_ROUTE(double, f64)
 /* The 2x2/stride-2 pooled gradient of one plane expanded to conv-output rows, with
  * vector selects instead of a scatter (and no zeroing pass):
  *   out[oy*ldrow + ox] = dpy[oy/2, ox/2] if arg[oy/2, ox/2] == oy*OW + ox else 0
- * for oy < OH, ox < OW.  Rows are written LB lanes at a time, in order: with
- * ldrow >= round_up(OW, LB) the lanes past OW are zeros; with ldrow == OW (unpadded
- * rows) a row's spill-over (zeros) is overwritten by the next rows, and nothing is
- * written past the plane's OH*OW elements.  LB/2 pooled values are loaded at once where at least that many
+ * for oy < OH, ox < OW.  Rows are written LB lanes at a time, two rows per pooled row:
+ * with ldrow >= round_up(OW, LB) the lanes past OW are zeros; with ldrow == OW (unpadded
+ * rows) a row's spill-over (zeros) is overwritten by the next rows' own writes, and
+ * nothing is written past the plane's OH*OW elements.  LB/2 pooled values are loaded at once where at least that many
  * remain before `end` (the end of the dpy array; arg is laid out alike); values past
  * the row are masked off. */
 #define FL_DEFINE_EXPAND(T, IT, SUFFIX)                                                       \
+static inline void fl_expand_store_##SUFFIX(T *dst, fl_vec_##SUFFIX val, long room, int whole) { \
+    if (whole || room >= FL_LB)                                                               \
+        fl_store_##SUFFIX(dst, val);                                                          \
+    else                               /* unpadded rows: the plane's last vector */          \
+        memcpy(dst, &val, room * sizeof(T));                                                  \
+}                                                                                             \
 static void fl_expand_pool2_grad_##SUFFIX(const T *dpy, const int *arg, long PH, long PW,     \
                                           long OH, long OW, T *out, long ldrow, const T *end) {\
     typedef fl_vec_##SUFFIX V;                                                                \
@@ -65,11 +71,14 @@ static void fl_expand_pool2_grad_##SUFFIX(const T *dpy, const int *arg, long PH,
     IV half, lane;                                                                            \
     for (int q = 0; q < FL_LB; q++) { half[q] = q >> 1; lane[q] = q; }                        \
     long nv = (OW + FL_LB - 1) / FL_LB;                                                       \
-    for (long oy = 0; oy < OH; oy++) {                                                        \
+    /* both conv rows of a pooled row from one load of it (its window's rows 2py, 2py + 1), \
+     * their vectors from the last: only a row's last vector spills into the next row (with \
+     * ldrow == OW), and that next row's own first vector is then written after it */       \
+    for (long oy = 0; oy < OH; oy += 2) {                                                     \
         long py = oy >> 1;                                                                    \
-        for (long v = 0; v < nv; v++) {                                                       \
+        for (long v = nv - 1; v >= 0; v--) {                                                  \
             long p0 = v * FL_LB / 2;                                                          \
-            V val = {0};                                                                      \
+            V val0 = {0}, val1 = {0};                                                         \
             if (py < PH) {                                                                    \
                 const T *dp = dpy + py * PW + p0;                                             \
                 const int *ap = arg + py * PW + p0;                                           \
@@ -88,15 +97,15 @@ static void fl_expand_pool2_grad_##SUFFIX(const T *dpy, const int *arg, long PH,
                 V dd = FL_DUP_HALF(dh);                                                       \
                 IV aa = __builtin_convertvector(FL_DUP_HALF(ah), IV);                         \
                 IV idx = lane + (IT)(oy * OW + v * FL_LB);                                    \
-                IV hit = (aa == idx) & (half + (IT)p0 < (IT)PW);                              \
-                val = (V)((IV)dd & hit);                                                      \
+                IV cols = half + (IT)p0 < (IT)PW;                                             \
+                val0 = (V)((IV)dd & ((aa == idx) & cols));                                    \
+                val1 = (V)((IV)dd & ((aa == idx + (IT)OW) & cols));                           \
             }                                                                                 \
-            T *dst = out + oy * ldrow + v * FL_LB;                                            \
-            long room = OH * OW - (oy * OW + v * FL_LB);   /* unpadded rows: plane's end */   \
-            if (ldrow == OW && room < FL_LB)                                                  \
-                memcpy(dst, &val, room * sizeof(T));                                          \
-            else                                                                              \
-                fl_store_##SUFFIX(dst, val);                                                  \
+            long at = oy * OW + v * FL_LB;                                                    \
+            fl_expand_store_##SUFFIX(out + oy * ldrow + v * FL_LB, val0, OH * OW - at, ldrow != OW); \
+            if (oy + 1 < OH)                                                                  \
+                fl_expand_store_##SUFFIX(out + (oy + 1) * ldrow + v * FL_LB, val1, OH * OW - at - OW, \
+                                         ldrow != OW);                                        \
         }                                                                                     \
     }                                                                                         \
 }
