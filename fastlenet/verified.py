@@ -12,7 +12,9 @@ only speed.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -30,8 +32,11 @@ def record_path() -> Path:
 
 
 def _read(path: Path) -> Optional[Dict[str, str]]:
-    """The recorded pairs; None when the file is absent, too long or not ours."""
+    """The recorded pairs; None when the file is absent, not a regular file (a FIFO would
+    block the read), too long or not ours."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as f:
             raw = f.read(MAX_BYTES + 1)
         doc = json.loads(raw) if len(raw) <= MAX_BYTES else None

@@ -2,6 +2,8 @@
 or was checked whole before (fastlenet.verified); anything else is checked whole."""
 import gzip
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -92,6 +94,16 @@ def test_a_record_file_fastlenet_did_not_write_is_ignored_and_kept(tiny, isolate
     _load(folder, limit=5)
     assert whole.count("train-images-idx3-ubyte.gz") == 2      # never trusted
     assert (isolated_cache / "verified.json").read_bytes() == foreign
+
+
+def test_a_record_path_that_is_a_fifo_is_neither_read_nor_replaced(tiny, isolated_cache):
+    folder, whole = tiny
+    _write_tiny(folder / "tiny", compresslevel=1)
+    isolated_cache.mkdir(parents=True)
+    os.mkfifo(isolated_cache / "verified.json")          # reading it would block
+    _load(folder, limit=5)
+    assert stat.S_ISFIFO(os.stat(isolated_cache / "verified.json").st_mode)
+    assert "train-images-idx3-ubyte.gz" in whole
 
 
 def test_a_forged_record_cannot_make_a_wrong_payload_pass(tiny, isolated_cache):
