@@ -329,13 +329,12 @@ def _verified_payload(info: DatasetInfo, base: str, path: Path, records: Optiona
     """The checked payload.  With ``records``, of a .gz file whose own MD5 is the published
     one or was checked whole before (fastlenet.verified), only the first ``records`` items
     are decompressed; otherwise the whole payload is, and checked."""
-    blob_md5 = None
-    if records is not None and path.name.endswith(".gz"):
-        blob = path.read_bytes()
-        blob_md5 = md5_hex(blob)
-        if blob_md5 == info.gz_md5.get(base) or verified.payload_md5(blob_md5) == info.md5[base]:
-            return gunzip_head(blob, str(path), records)
-    payload = read_idx_bytes(path)
+    blob, gz = _raw_bytes(path)                   # read once, whichever way it is checked
+    blob_md5 = md5_hex(blob) if records is not None and gz else None
+    if blob_md5 is not None and (blob_md5 == info.gz_md5.get(base)
+                                 or verified.payload_md5(blob_md5) == info.md5[base]):
+        return gunzip_head(blob, str(path), records)
+    payload = _gunzip(blob, str(path)) if gz else blob
     digest = md5_hex(payload)
     if digest != info.md5[base]:
         raise ChecksumError(

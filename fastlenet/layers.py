@@ -268,6 +268,18 @@ class ConvReLUMaxPool(Layer):
         return f"fused[{self.conv.describe()} + ReLU + {self.pool.describe()}]"
 
 
+def _fused(a, pool, shape):
+    """The fused layer running ``a`` -> ReLU (-> the MaxPool2D ``pool`` when given), or None
+    when ``a``'s backend has no fast path for it."""
+    if isinstance(a, Conv2D) and not a.prepads and a.k.fast is not None:
+        return ConvReLUMaxPool(a, pool, shape) if pool is not None else ConvReLU(a)
+    if isinstance(a, BatchNorm) and len(shape) == 3 and a.k.fast is not None:     # on planes
+        return BatchNormReLUMaxPool(a, pool) if pool is not None else BatchNormReLU(a)
+    if isinstance(a, Dense) and pool is None and a.fast is not None:
+        return DenseReLU(a)
+    return None
+
+
 def fuse(layers, shapes):
     """The layers to run: each Conv2D -> ReLU -> MaxPool2D becomes one ConvReLUMaxPool
     when the conv's backend has fast paths (``Backend.fast``), any other Conv2D -> ReLU one
@@ -276,30 +288,14 @@ def fuse(layers, shapes):
     DenseReLU likewise; everything else runs as is."""
     out, i = [], 0
     while i < len(layers):
-        a = layers[i]
-        if (isinstance(a, Conv2D) and not a.prepads and i + 2 < len(layers) and isinstance(layers[i + 1], ReLU)
-                and isinstance(layers[i + 2], MaxPool2D) and a.k.fast is not None):
-            out.append(ConvReLUMaxPool(a, layers[i + 2], shapes[i]))
-            i += 3
-        elif (isinstance(a, Conv2D) and not a.prepads and i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
-                and a.k.fast is not None):
-            out.append(ConvReLU(a))
-            i += 2
-        elif (isinstance(a, BatchNorm) and len(shapes[i]) == 3 and i + 2 < len(layers)
-                and isinstance(layers[i + 1], ReLU) and isinstance(layers[i + 2], MaxPool2D) and a.k.fast is not None):
-            out.append(BatchNormReLUMaxPool(a, layers[i + 2]))
-            i += 3
-        elif (isinstance(a, BatchNorm) and len(shapes[i]) == 3 and i + 1 < len(layers)
-                and isinstance(layers[i + 1], ReLU) and a.k.fast is not None):
-            out.append(BatchNormReLU(a))
-            i += 2
-        elif (isinstance(a, Dense) and i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
-                and a.fast is not None):
-            out.append(DenseReLU(a))
-            i += 2
-        else:
-            out.append(a)
-            i += 1
+        a, fused, taken = layers[i], None, 1
+        if i + 1 < len(layers) and isinstance(layers[i + 1], ReLU):
+            if i + 2 < len(layers) and isinstance(layers[i + 2], MaxPool2D):
+                fused, taken = _fused(a, layers[i + 2], shapes[i]), 3
+            if fused is None:
+                fused, taken = _fused(a, None, shapes[i]), 2
+        out.append(fused if fused is not None else a)
+        i += taken if fused is not None else 1
     return out
 
 

@@ -32,12 +32,12 @@ def tiny(tmp_path, monkeypatch, isolated_cache):
     md5, gz_md5 = _write_tiny(tmp_path / "tiny")
     monkeypatch.setitem(data.DATASETS, "tiny", data.DatasetInfo("tiny", md5, gz_md5, (), tuple("0123456789")))
     whole = []
-    read = data.read_idx_bytes
+    gunzip = data._gunzip
 
-    def counting(source):
-        whole.append(str(source).rsplit("/", 1)[-1])
-        return read(source)
-    monkeypatch.setattr(data, "read_idx_bytes", counting)
+    def counting(blob, name):
+        whole.append(name.rsplit("/", 1)[-1])
+        return gunzip(blob, name)
+    monkeypatch.setattr(data, "_gunzip", counting)
     return tmp_path, whole
 
 
