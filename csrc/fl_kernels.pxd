@@ -126,6 +126,17 @@ cdef extern from "winograd.h" nogil:
     void fl_conv_exact_f64(const double* xp, long C, long HS, long WS, const double* w, long K, int flip,
                            long F, const double* bias, long OH, long OW, double* out, long ldo)
 
+cdef extern from "plane_pool.h" nogil:
+    void fl_maxpool_plane_f32(const float* x, long W, long OH, long OW, long S, long s, float* y, int* arg)
+    void fl_maxpool_plane_f64(const double* x, long W, long OH, long OW, long S, long s, double* y, int* arg)
+    void fl_avgpool_plane_f32(const float* x, long W, long OH, long OW, long S, long s, float scale, float* y)
+    void fl_avgpool_plane_f64(const double* x, long W, long OH, long OW, long S, long s, double scale,
+                              double* y)
+    void fl_avgpool_plane_grad_f32(const float* g, long W, long OH, long OW, long S, long s, float scale,
+                                   float* dx)
+    void fl_avgpool_plane_grad_f64(const double* g, long W, long OH, long OW, long S, long s, double scale,
+                                   double* dx)
+
 cdef extern from "pool_grad.h" nogil:
     float fl_route_pool_grad_f32(const float* dpy, const int* arg, long PH, long PW, long OW,
                                  long size, long ps, float* out, long ystride, long xstride)

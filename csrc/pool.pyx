@@ -13,9 +13,10 @@ from libc.string cimport memset
 
 import numpy as np
 
-from fastlenet.kernels._workspace import aligned_empty
+from fastlenet.kernels._workspace import aligned_empty, aligned_empty_pair
 
-from fl_kernels cimport fl_takes
+from fl_kernels cimport (fl_avgpool_plane_f32, fl_avgpool_plane_f64, fl_avgpool_plane_grad_f32,
+                        fl_avgpool_plane_grad_f64, fl_maxpool_plane_f32, fl_maxpool_plane_f64)
 
 
 cdef inline object _result(object out, tuple shape, dtype):
@@ -25,26 +26,12 @@ cdef inline object _result(object out, tuple shape, dtype):
 
 cdef inline void _max_plane(const floating* xp, floating* yp, int* ap, Py_ssize_t W, Py_ssize_t oh,
                             Py_ssize_t ow, Py_ssize_t size, Py_ssize_t stride) noexcept nogil:
-    """One (n, c) plane: xp (H*W) -> yp, ap (OH*OW): each window's first max (or first NaN)."""
-    cdef Py_ssize_t oy, ox, i, j, row, bi, k
-    cdef floating best, v
-    cdef bint takes
-    for oy in range(oh):
-        for ox in range(ow):
-            bi = oy * stride * W + ox * stride
-            best = xp[bi]
-            for i in range(size):
-                row = (oy * stride + i) * W + ox * stride
-                for j in range(size):
-                    k = row + j
-                    v = xp[k]
-                    # larger, or the window's first NaN (NaN propagates, as np.max);
-                    # branch-free select (cmov): data-dependent branches mispredict
-                    takes = fl_takes(v, best)
-                    bi = k if takes else bi
-                    best = v if takes else best
-            yp[oy * ow + ox] = best
-            ap[oy * ow + ox] = <int> bi
+    """One (n, c) plane: xp (H*W) -> yp, ap (OH*OW): each window's first max (or first NaN);
+    vectorised across each output row (csrc/plane_pool.h)."""
+    if floating is float:
+        fl_maxpool_plane_f32(xp, W, oh, ow, size, stride, yp, ap)
+    else:
+        fl_maxpool_plane_f64(xp, W, oh, ow, size, stride, yp, ap)
 
 
 cdef inline void _max_plane_grad(const floating* gp, const int* ap, floating* dxp, Py_ssize_t plane,
@@ -62,8 +49,11 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_
     (the first NaN where a window holds one: NaN propagates).  Parallel over planes."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], q
     dtype = np.float32 if floating is float else np.float64
-    y_out = _result(out, (N, C, oh, ow), dtype)
-    arg_out = _result(arg_out, (N, C, oh, ow), np.int32)
+    if out is None and arg_out is None:
+        y_out, arg_out = aligned_empty_pair((N, C, oh, ow), dtype, np.int32)
+    else:
+        y_out = _result(out, (N, C, oh, ow), dtype)
+        arg_out = _result(arg_out, (N, C, oh, ow), np.int32)
     cdef floating[:, :, :, ::1] y = y_out
     cdef int[:, :, :, ::1] arg = arg_out
     cdef const floating* xs = &x[0, 0, 0, 0]
@@ -93,33 +83,22 @@ def maxpool2d_backward(const floating[:, :, :, ::1] dy, const int[:, :, :, ::1] 
 
 cdef inline void _avg_plane(const floating* xp, floating* yp, Py_ssize_t W, Py_ssize_t oh, Py_ssize_t ow,
                             Py_ssize_t size, Py_ssize_t stride, floating scale) noexcept nogil:
-    """One plane: yp[oy, ox] = the mean of its size x size window of xp."""
-    cdef Py_ssize_t oy, ox, i, j, row
-    cdef floating acc
-    for oy in range(oh):
-        for ox in range(ow):
-            acc = 0
-            for i in range(size):
-                row = (oy * stride + i) * W + ox * stride
-                for j in range(size):
-                    acc = acc + xp[row + j]
-            yp[oy * ow + ox] = acc * scale
+    """One plane: yp[oy, ox] = the mean of its size x size window of xp (csrc/plane_pool.h)."""
+    if floating is float:
+        fl_avgpool_plane_f32(xp, W, oh, ow, size, stride, scale, yp)
+    else:
+        fl_avgpool_plane_f64(xp, W, oh, ow, size, stride, scale, yp)
 
 
 cdef inline void _avg_plane_grad(const floating* gp, floating* dxp, Py_ssize_t W, Py_ssize_t plane,
                                  Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t size, Py_ssize_t stride,
                                  floating scale) noexcept nogil:
     """One plane: dxp = 0, then every tap of window (oy, ox) += gp[oy, ox] / size^2."""
-    cdef Py_ssize_t oy, ox, i, j, row
-    cdef floating v
     memset(dxp, 0, plane * sizeof(floating))
-    for oy in range(oh):
-        for ox in range(ow):
-            v = gp[oy * ow + ox] * scale
-            for i in range(size):
-                row = (oy * stride + i) * W + ox * stride
-                for j in range(size):
-                    dxp[row + j] += v
+    if floating is float:
+        fl_avgpool_plane_grad_f32(gp, W, oh, ow, size, stride, scale, dxp)
+    else:
+        fl_avgpool_plane_grad_f64(gp, W, oh, ow, size, stride, scale, dxp)
 
 
 def avgpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t size, Py_ssize_t stride,

@@ -92,6 +92,37 @@ def test_pool_matches_reference(name, case, dtype):
     check_pool(name, case, dtype)
 
 
+def tied_with_nans(rng, shape, dtype):
+    """Values on a coarse grid (many ties: the first max must win) with a few NaNs."""
+    x = np.round(rng.standard_normal(shape) * 2).astype(dtype)
+    x.flat[rng.choice(x.size, max(1, x.size // 40), replace=False)] = np.nan
+    return x
+
+
+# Rows of every width the Cython pools vectorise (csrc/plane_pool.h): blocks of 16, 8,
+# 4 (and 2 doubles) lanes, a last block overlapping the one before, both stride-2 loads
+# (the even lanes, and the odd lanes one element back where a row ends), the scalar scan
+# (stride 3, 1 x 1 windows at stride 2, rows narrower than a vector); NaN and ties.
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("size,stride", [(2, 2), (3, 2), (2, 1), (3, 1), (1, 2), (4, 2), (3, 3)])
+@pytest.mark.parametrize("name", COMPILED)
+def test_pool_rows_of_every_width_match_the_reference(name, size, stride, dtype):
+    k = backend(name)
+    rng = np.random.default_rng(size * 10 + stride)
+    for width in list(range(size, 21)) + [31, 32, 33, 40, 47]:
+        x = tied_with_nans(rng, (1, 2, size + 3, width), dtype)
+        y, arg = k.maxpool2d_forward(x, size, stride)
+        ry, rarg = ref.maxpool2d_forward(x, size, stride)
+        np.testing.assert_array_equal(y, ry, err_msg=f"maxpool y, width {width}")
+        np.testing.assert_array_equal(arg, rarg, err_msg=f"maxpool arg, width {width}")
+        x = make(rng, x.shape, dtype)
+        assert_close(f"avgpool y, width {width}", k.avgpool2d_forward(x, size, stride),
+                     ref.avgpool2d_forward(x, size, stride))
+        dy = make(rng, ry.shape, dtype)
+        assert_close(f"avgpool dx, width {width}", k.avgpool2d_backward(dy, x.shape, size, stride),
+                     ref.avgpool2d_backward(dy, x.shape, size, stride))
+
+
 @pytest.mark.parametrize("name", COMPILED)
 def test_conv_batch_larger_than_threads_and_odd(name):
     # 7 samples over 2 threads: uneven chunks must still cover every sample once.
