@@ -14,14 +14,36 @@
  * The convolution products are this one shape: y = W @ cols (im2col forward),
  * dW += dZ @ rows (rows = im2col transposed, "im2row") and dcols = W^T @ dZ.
  */
-/* The 2 MB-row tile where 16 float accumulators fit the registers (AVX-512's 32); a vector
- * of LB doubles takes two registers, so doubles keep the MB-row tile. */
+/* The vector a GEMM of doubles computes in: one register of doubles (FL_LB / 2 lanes;
+ * Lp, a multiple of FL_LB, is one of FL_LB / 2).  fl_vec_f64 holds FL_LB doubles, two
+ * registers: a type with no machine mode of its size, which GCC keeps in memory, and a
+ * scalar times one it builds by scalar stores and a wide reload (a failed store-to-load
+ * forward per multiply-add: the 1 x 1 conv ran at 9 GFLOP/s in float64, 19x its float32
+ * time).  The float GEMM computes in fl_vec_f32, one register. */
+typedef double fl_reg_f64 __attribute__((vector_size(FL_LB / 2 * sizeof(double))));
+#define FL_VLOAD(V, p) ({ V v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define FL_VSTORE(p, v) do { __typeof__(v) v2_ = (v); memcpy((p), &v2_, sizeof v2_); } while (0)
+#define FL_IN_REGISTER_f32_gemm(v) FL_IN_REGISTER_f32(v)
+#define FL_IN_REGISTER_f64_gemm(v) FL_IN_REGISTER_f32(v)       /* one register too */
+
+/* The 2 MB-row tile where 16 accumulators fit the registers (AVX-512's 32). */
 #if FL_LB == 16
 #define FL_GEMM_ROWS8_f32 1
+#define FL_GEMM_ROWS8_f64 1
 #else
 #define FL_GEMM_ROWS8_f32 0
-#endif
 #define FL_GEMM_ROWS8_f64 0
+#endif
+
+/* The lane sums of each accumulator of a FL_MB x FL_MB tile of NL-lane vectors, lane by lane. */
+#define FL_TILE_SUMS_LANES(T, acc, C, ldc, NL) do {                                           \
+    for (int i = 0; i < FL_MB; i++)                                                           \
+        for (int q = 0; q < FL_MB; q++) {                                                     \
+            T total = 0;                                                                      \
+            for (int j = 0; j < (NL); j++) total += acc[i][q][j];                             \
+            (C)[i * (ldc) + q] += total;                                                      \
+        }                                                                                     \
+} while (0)
 
 /* The lane sums of a 4 x 4 tile of 16-lane accumulators, in one vector (see
  * fl_add_tile_sums): lane k of the result is the sum of acc[k / 4][k % 4]. */
@@ -49,22 +71,14 @@
     for (int i = 0; i < 4; i++)                                                               \
         for (int q = 0; q < 4; q++) (C)[i * (ldc) + q] += sums[i * 4 + q];                    \
 } while (0)
-#define FL_TILE_SUMS_f32(acc, C, ldc) FL_TILE_SUMS_VEC(fl_vec_f32, float, acc, C, ldc)
-#define FL_TILE_SUMS_f64(acc, C, ldc) FL_TILE_SUMS_VEC(fl_vec_f64, double, acc, C, ldc)
+#define FL_TILE_SUMS_f32(acc, C, ldc, NL) FL_TILE_SUMS_VEC(fl_vec_f32, float, acc, C, ldc)
+#define FL_TILE_SUMS_f64(acc, C, ldc, NL) FL_TILE_SUMS_LANES(double, acc, C, ldc, NL)
 #else
-#define FL_TILE_SUMS_LANES(T, acc, C, ldc) do {                                               \
-    for (int i = 0; i < FL_MB; i++)                                                           \
-        for (int q = 0; q < FL_MB; q++) {                                                     \
-            T total = 0;                                                                      \
-            for (int j = 0; j < FL_LB; j++) total += acc[i][q][j];                            \
-            (C)[i * (ldc) + q] += total;                                                      \
-        }                                                                                     \
-} while (0)
-#define FL_TILE_SUMS_f32(acc, C, ldc) FL_TILE_SUMS_LANES(float, acc, C, ldc)
-#define FL_TILE_SUMS_f64(acc, C, ldc) FL_TILE_SUMS_LANES(double, acc, C, ldc)
+#define FL_TILE_SUMS_f32(acc, C, ldc, NL) FL_TILE_SUMS_LANES(float, acc, C, ldc, NL)
+#define FL_TILE_SUMS_f64(acc, C, ldc, NL) FL_TILE_SUMS_LANES(double, acc, C, ldc, NL)
 #endif
 
-#define FL_DEFINE_GEMM(T, IT, SUFFIX)                                                            \
+#define FL_DEFINE_GEMM(T, SUFFIX, V, NL)                                                          \
 /* C[M, Lp] (+)= A[M, Kd] @ B[Kd, Lp]: overwrite (plus bias[m] on row m when bias is    \
  * not NULL) or, with accumulate, add to C.  A[m, k] is A[m*lda + k*sak] (sak = lda = 1  \
  * reads A transposed).  Tiles of MB rows x 2 vectors (8 independent accumulators:       \
@@ -78,42 +92,42 @@
 static inline __attribute__((always_inline)) void                                            \
 fl_gemm_nn_rows8_##SUFFIX(const T *A, long lda, long sak, const T *B, long ldb, T *C,        \
                           long ldc, long Kd, long Lp, const T *bias, int accumulate) {       \
-    fl_vec_##SUFFIX init[2 * FL_MB];                                                          \
+    V init[2 * FL_MB];                                                          \
     for (int r = 0; r < 2 * FL_MB; r++) {                                                     \
-        init[r] = (fl_vec_##SUFFIX){0};                                                       \
+        init[r] = (V){0};                                                       \
         if (bias && !accumulate) init[r] += bias[r];                                          \
     }                                                                                         \
     long l0 = 0;                                                                              \
-    for (; l0 + 2 * FL_LB <= Lp; l0 += 2 * FL_LB) {                                           \
-        fl_vec_##SUFFIX c[2 * FL_MB], d[2 * FL_MB];                                           \
+    for (; l0 + 2 * NL <= Lp; l0 += 2 * NL) {                                           \
+        V c[2 * FL_MB], d[2 * FL_MB];                                           \
         for (int r = 0; r < 2 * FL_MB; r++) {                                                 \
-            c[r] = accumulate ? fl_load_##SUFFIX(C + r * ldc + l0) : init[r];                 \
-            d[r] = accumulate ? fl_load_##SUFFIX(C + r * ldc + l0 + FL_LB) : init[r];         \
+            c[r] = accumulate ? FL_VLOAD(V, C + r * ldc + l0) : init[r];                 \
+            d[r] = accumulate ? FL_VLOAD(V, C + r * ldc + l0 + NL) : init[r];         \
         }                                                                                     \
         const T *b = B + l0;                                                                  \
         for (long k = 0; k < Kd; k++, b += ldb) {                                             \
-            fl_vec_##SUFFIX bv = fl_load_##SUFFIX(b), bw = fl_load_##SUFFIX(b + FL_LB);       \
-            FL_IN_REGISTER_##SUFFIX(bv); FL_IN_REGISTER_##SUFFIX(bw);                         \
+            V bv = FL_VLOAD(V, b), bw = FL_VLOAD(V, b + NL);       \
+            FL_IN_REGISTER_##SUFFIX##_gemm(bv); FL_IN_REGISTER_##SUFFIX##_gemm(bw);                         \
             for (int r = 0; r < 2 * FL_MB; r++) {                                             \
                 T x = A[r * lda + k * sak];                                                   \
                 c[r] += x * bv; d[r] += x * bw;                                               \
             }                                                                                 \
         }                                                                                     \
         for (int r = 0; r < 2 * FL_MB; r++) {                                                 \
-            fl_store_##SUFFIX(C + r * ldc + l0, c[r]);                                        \
-            fl_store_##SUFFIX(C + r * ldc + l0 + FL_LB, d[r]);                                \
+            FL_VSTORE(C + r * ldc + l0, c[r]);                                        \
+            FL_VSTORE(C + r * ldc + l0 + NL, d[r]);                                \
         }                                                                                     \
     }                                                                                         \
     if (l0 < Lp) {                                                                            \
-        fl_vec_##SUFFIX c[2 * FL_MB];                                                         \
+        V c[2 * FL_MB];                                                         \
         for (int r = 0; r < 2 * FL_MB; r++)                                                   \
-            c[r] = accumulate ? fl_load_##SUFFIX(C + r * ldc + l0) : init[r];                 \
+            c[r] = accumulate ? FL_VLOAD(V, C + r * ldc + l0) : init[r];                 \
         const T *b = B + l0;                                                                  \
         for (long k = 0; k < Kd; k++, b += ldb) {                                             \
-            fl_vec_##SUFFIX bv = fl_load_##SUFFIX(b);                                         \
+            V bv = FL_VLOAD(V, b);                                         \
             for (int r = 0; r < 2 * FL_MB; r++) c[r] += A[r * lda + k * sak] * bv;            \
         }                                                                                     \
-        for (int r = 0; r < 2 * FL_MB; r++) fl_store_##SUFFIX(C + r * ldc + l0, c[r]);        \
+        for (int r = 0; r < 2 * FL_MB; r++) FL_VSTORE(C + r * ldc + l0, c[r]);        \
     }                                                                                         \
 }                                                                                             \
 static inline __attribute__((always_inline)) void                                            \
@@ -129,50 +143,50 @@ fl_gemm_nn_core_##SUFFIX(const T *A, long lda, long sak, const T *B, long ldb, T
         const T *a0 = A + m0 * lda, *a1 = a0 + r1 * lda, *a2 = a0 + r2 * lda, *a3 = a0 + r3 * lda; \
         T *c0p = C + m0 * ldc, *c1p = c0p + r1 * ldc, *c2p = c0p + r2 * ldc, *c3p = c0p + r3 * ldc; \
         int store1 = r1 == 1, store2 = r2 == 2, store3 = r3 == 3;                             \
-        fl_vec_##SUFFIX init0 = {0}, init1 = {0}, init2 = {0}, init3 = {0};                   \
+        V init0 = {0}, init1 = {0}, init2 = {0}, init3 = {0};                   \
         if (bias && !accumulate) {                                                            \
             init0 += bias[m0]; init1 += bias[m0 + r1];                                        \
             init2 += bias[m0 + r2]; init3 += bias[m0 + r3];                                   \
         }                                                                                     \
         long l0 = 0;                                                                          \
-        for (; l0 + 2 * FL_LB <= Lp; l0 += 2 * FL_LB) {                                       \
-            fl_vec_##SUFFIX c0 = init0, c1 = init1, c2 = init2, c3 = init3;                   \
-            fl_vec_##SUFFIX d0 = init0, d1 = init1, d2 = init2, d3 = init3;                   \
+        for (; l0 + 2 * NL <= Lp; l0 += 2 * NL) {                                       \
+            V c0 = init0, c1 = init1, c2 = init2, c3 = init3;                   \
+            V d0 = init0, d1 = init1, d2 = init2, d3 = init3;                   \
             if (accumulate) {                                                                 \
-                c0 = fl_load_##SUFFIX(c0p + l0); d0 = fl_load_##SUFFIX(c0p + l0 + FL_LB);     \
-                c1 = fl_load_##SUFFIX(c1p + l0); d1 = fl_load_##SUFFIX(c1p + l0 + FL_LB);     \
-                c2 = fl_load_##SUFFIX(c2p + l0); d2 = fl_load_##SUFFIX(c2p + l0 + FL_LB);     \
-                c3 = fl_load_##SUFFIX(c3p + l0); d3 = fl_load_##SUFFIX(c3p + l0 + FL_LB);     \
+                c0 = FL_VLOAD(V, c0p + l0); d0 = FL_VLOAD(V, c0p + l0 + NL);     \
+                c1 = FL_VLOAD(V, c1p + l0); d1 = FL_VLOAD(V, c1p + l0 + NL);     \
+                c2 = FL_VLOAD(V, c2p + l0); d2 = FL_VLOAD(V, c2p + l0 + NL);     \
+                c3 = FL_VLOAD(V, c3p + l0); d3 = FL_VLOAD(V, c3p + l0 + NL);     \
             }                                                                                 \
             const T *b = B + l0;                                                              \
             for (long k = 0; k < Kd; k++, b += ldb) {                                         \
-                fl_vec_##SUFFIX bv = fl_load_##SUFFIX(b), bw = fl_load_##SUFFIX(b + FL_LB);   \
-                FL_IN_REGISTER_##SUFFIX(bv); FL_IN_REGISTER_##SUFFIX(bw);                             \
+                V bv = FL_VLOAD(V, b), bw = FL_VLOAD(V, b + NL);   \
+                FL_IN_REGISTER_##SUFFIX##_gemm(bv); FL_IN_REGISTER_##SUFFIX##_gemm(bw);                             \
                 T x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];     \
                 c0 += x0 * bv; d0 += x0 * bw; c1 += x1 * bv; d1 += x1 * bw;                   \
                 c2 += x2 * bv; d2 += x2 * bw; c3 += x3 * bv; d3 += x3 * bw;                   \
             }                                                                                 \
-            fl_store_##SUFFIX(c0p + l0, c0); fl_store_##SUFFIX(c0p + l0 + FL_LB, d0);         \
-            if (store1) { fl_store_##SUFFIX(c1p + l0, c1); fl_store_##SUFFIX(c1p + l0 + FL_LB, d1); } \
-            if (store2) { fl_store_##SUFFIX(c2p + l0, c2); fl_store_##SUFFIX(c2p + l0 + FL_LB, d2); } \
-            if (store3) { fl_store_##SUFFIX(c3p + l0, c3); fl_store_##SUFFIX(c3p + l0 + FL_LB, d3); } \
+            FL_VSTORE(c0p + l0, c0); FL_VSTORE(c0p + l0 + NL, d0);         \
+            if (store1) { FL_VSTORE(c1p + l0, c1); FL_VSTORE(c1p + l0 + NL, d1); } \
+            if (store2) { FL_VSTORE(c2p + l0, c2); FL_VSTORE(c2p + l0 + NL, d2); } \
+            if (store3) { FL_VSTORE(c3p + l0, c3); FL_VSTORE(c3p + l0 + NL, d3); } \
         }                                                                                     \
         if (l0 < Lp) {                                                                        \
-            fl_vec_##SUFFIX c0 = init0, c1 = init1, c2 = init2, c3 = init3;                   \
+            V c0 = init0, c1 = init1, c2 = init2, c3 = init3;                   \
             if (accumulate) {                                                                 \
-                c0 = fl_load_##SUFFIX(c0p + l0); c1 = fl_load_##SUFFIX(c1p + l0);             \
-                c2 = fl_load_##SUFFIX(c2p + l0); c3 = fl_load_##SUFFIX(c3p + l0);             \
+                c0 = FL_VLOAD(V, c0p + l0); c1 = FL_VLOAD(V, c1p + l0);             \
+                c2 = FL_VLOAD(V, c2p + l0); c3 = FL_VLOAD(V, c3p + l0);             \
             }                                                                                 \
             const T *b = B + l0;                                                              \
             for (long k = 0; k < Kd; k++, b += ldb) {                                         \
-                fl_vec_##SUFFIX bv = fl_load_##SUFFIX(b);                                     \
+                V bv = FL_VLOAD(V, b);                                     \
                 c0 += a0[k * sak] * bv; c1 += a1[k * sak] * bv;                               \
                 c2 += a2[k * sak] * bv; c3 += a3[k * sak] * bv;                               \
             }                                                                                 \
-            fl_store_##SUFFIX(c0p + l0, c0);                                                  \
-            if (store1) fl_store_##SUFFIX(c1p + l0, c1);                                      \
-            if (store2) fl_store_##SUFFIX(c2p + l0, c2);                                      \
-            if (store3) fl_store_##SUFFIX(c3p + l0, c3);                                      \
+            FL_VSTORE(c0p + l0, c0);                                                  \
+            if (store1) FL_VSTORE(c1p + l0, c1);                                      \
+            if (store2) FL_VSTORE(c2p + l0, c2);                                      \
+            if (store3) FL_VSTORE(c3p + l0, c3);                                      \
         }                                                                                     \
     }                                                                                         \
 }                                                                                             \
@@ -189,8 +203,8 @@ static void fl_gemm_nn_##SUFFIX(const T *A, long lda, long sak, const T *B, long
  * (15 shuffle pairs and adds: each level adds the two halves of every vector and packs two  \
  * vectors into one); otherwise each total is summed lane by lane. */                        \
 static inline __attribute__((always_inline)) void                                            \
-fl_add_tile_sums_##SUFFIX(fl_vec_##SUFFIX acc[FL_MB][FL_MB], T *C, long ldc) {               \
-    FL_TILE_SUMS_##SUFFIX(acc, C, ldc);                                                       \
+fl_add_tile_sums_##SUFFIX(V acc[FL_MB][FL_MB], T *C, long ldc) {               \
+    FL_TILE_SUMS_##SUFFIX(acc, C, ldc, NL);                                                       \
 }                                                                                             \
 /* C[M, N] += A[M, Lp] @ B[N, Lp]^T, reduced over the columns: the dW product when L is     \
  * long and K short (a first layer), where an im2row copy would cost more than it saves. */ \
@@ -198,13 +212,13 @@ static void fl_gemm_nt_acc_##SUFFIX(const T *A, long lda, const T *B, long ldb, 
                                     long ldc, long M, long N, long Lp) {                      \
     for (long m0 = 0; m0 < M; m0 += FL_MB) {                                                  \
         for (long n0 = 0; n0 < N; n0 += FL_MB) {                                              \
-            fl_vec_##SUFFIX acc[FL_MB][FL_MB];                                                \
+            V acc[FL_MB][FL_MB];                                                \
             memset(acc, 0, sizeof acc);                                                       \
-            for (long l0 = 0; l0 < Lp; l0 += FL_LB) {                                         \
-                fl_vec_##SUFFIX a[FL_MB], b[FL_MB];                                           \
+            for (long l0 = 0; l0 < Lp; l0 += NL) {                                         \
+                V a[FL_MB], b[FL_MB];                                           \
                 for (int i = 0; i < FL_MB; i++) {                                             \
-                    a[i] = fl_load_##SUFFIX(A + (m0 + i) * lda + l0);                         \
-                    b[i] = fl_load_##SUFFIX(B + (n0 + i) * ldb + l0);                         \
+                    a[i] = FL_VLOAD(V, A + (m0 + i) * lda + l0);                         \
+                    b[i] = FL_VLOAD(V, B + (n0 + i) * ldb + l0);                         \
                 }                                                                             \
                 for (int i = 0; i < FL_MB; i++)                                               \
                     for (int q = 0; q < FL_MB; q++)                                           \
@@ -217,15 +231,15 @@ static void fl_gemm_nt_acc_##SUFFIX(const T *A, long lda, const T *B, long ldb, 
 /* dzt[l, f] = dz[f, l] for f < F, l < L (row strides ldz, ldt), e.g. filters to the lanes. */         \
 static void fl_transpose_##SUFFIX(const T *dz, long ldz, long F, long L, T *dzt, long ldt) {  \
     /* in LB x LB tiles: reads and writes each stay within a few cache lines */               \
-    for (long f0 = 0; f0 < F; f0 += FL_LB)                                                    \
-        for (long l0 = 0; l0 < L; l0 += FL_LB) {                                              \
-            long f1 = f0 + FL_LB < F ? f0 + FL_LB : F, l1 = l0 + FL_LB < L ? l0 + FL_LB : L;  \
+    for (long f0 = 0; f0 < F; f0 += NL)                                                    \
+        for (long l0 = 0; l0 < L; l0 += NL) {                                              \
+            long f1 = f0 + NL < F ? f0 + NL : F, l1 = l0 + NL < L ? l0 + NL : L;  \
             for (long l = l0; l < l1; l++)                                                    \
                 for (long f = f0; f < f1; f++) dzt[l * ldt + f] = dz[f * ldz + l];           \
         }                                                                                     \
 }
 
-FL_DEFINE_GEMM(float, int, f32)
-FL_DEFINE_GEMM(double, long, f64)
+FL_DEFINE_GEMM(float, f32, fl_vec_f32, FL_LB)
+FL_DEFINE_GEMM(double, f64, fl_reg_f64, FL_LB / 2)
 
 #endif

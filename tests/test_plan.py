@@ -218,13 +218,17 @@ def test_a_plan_that_does_not_fit_its_geometry_is_refused():
                                  np.ones((4, 8, 1, 1), np.float32), 1, 1, True, one)
 
 
-def test_float64_plans_take_the_winograd_forward_only_on_narrow_rows():
-    """The element size is part of the plan (plan.WINOGRAD_FLOAT64): float64's direct dW is
-    slower than its Winograd dW on every row width, its Winograd forward only on narrow rows."""
+def test_float64_plans_take_the_gemm_paths_and_winograd_by_row_width():
+    """The element size is part of the plan (plan.WINOGRAD_FLOAT64): in float64 the direct
+    kernels lose to the GEMM paths; the Winograd forward by the channel rule, its dW and dx
+    on narrow rows only."""
     narrow, wide = ((2, 32, 8, 8), (32, 32, 3, 3), 1, 1), ((2, 32, 16, 16), (32, 32, 3, 3), 1, 1)
     assert plan.conv2d(*narrow, itemsize=8).names == ("winograd_f2x2_3x3",) * 3
-    assert plan.conv2d(*wide, itemsize=8).names == ("direct", "winograd_f2x2_3x3", "winograd_f2x2_3x3")
+    assert plan.conv2d(*wide, itemsize=8).names == ("winograd_f2x2_3x3", "gemm_im2row", "col2im_s1")
     assert plan.conv2d(*wide).names == ("winograd_f2x2_3x3", "direct_filter_lanes", "winograd_f2x2_3x3")
+    few = ((2, 3, 32, 32), (32, 3, 3, 3), 1, 1)             # too few channels for Winograd
+    assert plan.conv2d(*few, itemsize=8).names == ("im2col_gemm", "gemm_im2row", "col2im_s1")
+    assert plan.conv2d(*few).names[0] == "direct"
     assert plan.conv2d(*wide, itemsize=8).itemsize == 8 and plan.conv2d(*wide).itemsize == 4
     with pytest.raises(ValueError, match="itemsize"):
         plan.conv2d(*wide, itemsize=2)

@@ -184,19 +184,20 @@ WINOGRAD_DW = "rows of whole vectors of tiles"
 #: on 16x16 18.10 / 17.81.  Float64 wins on every row width (16 -> 32 on 24x24 51.45 /
 #: 39.81, 8 -> 16 24.78 / 16.98, 64 -> 64 on 8x8 54.76 / 28.81)
 WINOGRAD5_DW = "rows of whole vectors of tiles, or narrow rows"
-#: In float64 (the element size is part of the plan) the direct kernels are slower and the
-#: Winograd GEMM too: measured (cython, 2 threads, batch 128, medians, ms, the float32 path
-#: vs Winograd): forward 64 -> 64 on 8x8 24.15 vs 12.04 (gathered tiles) but 32 -> 64 on
-#: 16x16 29.57 vs 64.35 and 32 -> 32 on 32x32 75.58 vs 124.18 (rows along the lanes; its
-#: GEMM takes 90% of the time); backward with dx 98.26 vs 51.50, 214.92 vs 143.48, 339.73 vs
-#: 179.03; dW alone (filter / column lanes / Winograd) 42.33 / 55.28 / 10.33, 81.76 / 49.82 /
-#: 27.41, 162.23 / 84.64 / 49.71.  So float64 takes the Winograd dx and dW wherever the
-#: channel rule holds, and its forward only on rows of fewer than LANES / 2 tiles.  The 5x5
-#: likewise (forward / backward with the Winograd dx, float64, the path before -> Winograd):
-#: 32 -> 32 on 8x8 20.65 -> 9.40 / 61.49 -> 25.41, 64 -> 64 on 8x8 79.17 -> 32.11 / 237.19
-#: -> 91.08; on wider rows the dx wins (16 -> 32 on 24x24 250.52 -> 164.49, 16 -> 16 on
-#: 16x16 57.29 -> 34.20) and the forward loses (91.84 -> 102.45, 10.74 -> 21.64)
-WINOGRAD_FLOAT64 = "dx and dW by the channel rule; forward on narrow rows"
+#: In float64 (the element size is part of the plan) the direct kernels compute in vectors of
+#: LANES doubles, two registers, which GCC keeps in memory: they lose to the GEMM paths, whose
+#: GEMM computes in one register of doubles (csrc/gemm.h).  Measured (cython, 2 threads,
+#: batch 32, float64, medians, ms; `python -m benchmarks.conv_paths --dtype float64`): forward, direct /
+#: im2col + GEMM / Winograd: 3 -> 32 on 32x32 3.29 / 2.09 / -, 32 -> 64 on 16x16 7.60 / 7.15 /
+#: 3.62, 64 -> 64 on 8x8 - / 3.95 / 1.18, stride 2 13.03 (filter lanes) / 7.62 / -, 16 -> 32
+#: 5x5 on 24x24 14.51 / 11.47 / 4.87, LeNet C3 0.71 / 0.50 / -; dW, direct (the better lanes) /
+#: im2row + GEMM / Winograd: 2.53 / 1.38 / -, 13.19 / 4.00 / 5.42, 10.40 / 2.09 / 2.39, 8.81 /
+#: 5.04 / -, 12.37 / 7.04 / 10.39, 1.09 / 0.91 / -; backward with dx, the dW by im2row,
+#: dx col2im / Winograd: 32 -> 64 7.77 / 8.52, 16 -> 32 5x5 12.67 / 12.42, C3 0.65 / 1.04; on
+#: narrow rows the Winograd dW and dx together win (64 -> 64 on 8x8 3.13, against 4.25 with the
+#: im2row dW).  So float64 takes the Winograd forward by the channel rule, else im2col + GEMM;
+#: the Winograd dW and dx on narrow rows, else the im2row dW and the col2im dx.
+WINOGRAD_FLOAT64 = "forward by the channel rule; dW and dx on narrow rows; else the GEMM paths"
 
 
 def _tile_rows(ow: int, lanes: int) -> str:
@@ -312,8 +313,10 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
     # 16.10; 64 -> 8 on 10x10 3.12 / 4.78, 32 -> 8 on 16x16 3.69 / 4.01; batch 256,
     # 1 -> 6 on 28x28 1.82 / 1.12)
     winograd, rows = _winograd(c, f, kh, kw, stride, ow, lanes, rules), _tile_rows(ow, lanes)
-    if winograd and (itemsize == 8 or rows == "full rows" or (kh == 5 and rows == "narrow rows")):
-        return winograd                # float32: WINOGRAD_DW, WINOGRAD5_DW
+    if itemsize == 8:                  # WINOGRAD_FLOAT64
+        return winograd if winograd and rows == "narrow rows" else "gemm_im2row"
+    if winograd and (rows == "full rows" or (kh == 5 and rows == "narrow rows")):
+        return winograd                # WINOGRAD_DW, WINOGRAD5_DW
     if kw in DIRECT_DW_WIDTHS:
         columns = _fills_more_lanes(ow, f, lanes) if kw == 5 else \
             c <= COLUMN_DW3_MAX_C and not _fills_more_lanes(f, ow, lanes)
@@ -322,10 +325,12 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
 
 
 def _dx_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, w: int, l: int, lanes: int,
-             rules: str) -> str:
+             rules: str, itemsize: int) -> str:
     if stride != 1:
         return "col2im"
     winograd = _winograd(f, c, kh, kw, stride, w, lanes, rules)   # a conv with W columns out
+    if itemsize == 8 and _tile_rows(w, lanes) != "narrow rows":
+        winograd = None                # WINOGRAD_FLOAT64
     if winograd and pad <= kh - 1:
         return winograd
     if rules == "dots":
@@ -335,15 +340,6 @@ def _dx_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, w: int, l:
     if kh == kw == 1 and pad == 0 and c % GEMM_ROWS == 0 and l % lanes == 0:
         return "gemm_1x1"
     return "col2im_s1"
-
-
-def _winograd_forward(c: int, f: int, kh: int, kw: int, stride: int, ow: int, lanes: int, rules: str,
-                      itemsize: int) -> Optional[str]:
-    """The forward's Winograd path, or None: float64 only where its tiles are gathered (see
-    WINOGRAD_FLOAT64)."""
-    if itemsize == 8 and _tile_rows(ow, lanes) != "narrow rows":
-        return None
-    return _winograd(c, f, kh, kw, stride, ow, lanes, rules)
 
 
 @lru_cache(maxsize=256)
@@ -356,13 +352,14 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules, items
     elif rules == "lanes" and kh == kw == 1 and stride == 1 and pad == 0 and (oh * ow) % lanes == 0:
         forward = "gemm_1x1"           # no im2col, no copy out (conv.pyx _gemm_1x1: measured)
     else:
-        forward = (_winograd_forward(c, f, kh, kw, stride, ow, lanes, rules, itemsize)
-                   or _forward_path(c, f, kh, kw, stride, ow, lanes, max_flanes_k))
+        forward = (_winograd(c, f, kh, kw, stride, ow, lanes, rules)
+                   or ("im2col_gemm" if rules == "lanes" and itemsize == 8      # WINOGRAD_FLOAT64
+                       else _forward_path(c, f, kh, kw, stride, ow, lanes, max_flanes_k)))
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes, stride), pool_grad,
                     _dw_path(c, f, kh, kw, stride, oh, ow, lanes, rules, itemsize),
-                    _dx_path(c, f, kh, kw, stride, pad, w, oh * ow, lanes, rules), lanes, itemsize)
+                    _dx_path(c, f, kh, kw, stride, pad, w, oh * ow, lanes, rules, itemsize), lanes, itemsize)
 
 
 def conv2d(x_shape, w_shape, stride: int = 1, pad: int = 0, pool=None, lanes: int = LANES,
