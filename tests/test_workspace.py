@@ -127,3 +127,17 @@ def test_results_kept_by_the_caller_are_never_overwritten(name):
     for case, outputs in zip(cases, kept):
         for i, (a, b) in enumerate(zip(outputs, _run(k, *case))):
             np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("dtype_a", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 1, 1), (4, 1, 3, 1)])
+def test_an_aligned_pair_is_two_aligned_arrays_that_do_not_overlap(shape, dtype_a):
+    a, b = _workspace.aligned_empty_pair(shape, dtype_a, np.int32)
+    assert a.shape == b.shape == shape and a.dtype == dtype_a and b.dtype == np.int32
+    if not _workspace.EXACT:              # exact workspaces (the AddressSanitizer runs): plain np.empty
+        assert a.ctypes.data % _workspace.ALIGN == 0 and b.ctypes.data % _workspace.ALIGN == 0
+    assert a.flags.c_contiguous and b.flags.c_contiguous and a.flags.writeable and b.flags.writeable
+    a.fill(np.nan)
+    b.fill(-1)
+    assert np.isnan(a).all() and (b == -1).all()            # neither write reached the other
+    assert not np.shares_memory(a, b)
