@@ -906,7 +906,7 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
     for n in range(start, stop):
         _gradient_layouts(dy, dpy, arg, yr, relu, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr,
                           with_db, db)
-        if nf and g.dw != DW_GEMM_IM2COL:
+        if nf and g.dw != DW_GEMM_IM2COL and not (g.dw == DW_GEMM_IM2ROW and _im2row_is_transpose(g)):
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
         if nf == 0:
             pass
@@ -917,7 +917,9 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
         elif g.dw == DW_DIRECT_FILTER_LANES:
             _dw_direct(&xp[0, 0, 0], g, &dzt[0, f0], _round_up(nf, LB), &dw[0, f0])
         elif g.dw == DW_GEMM_IM2ROW:
-            if floating is float:
+            if _im2row_is_transpose(g):     # a 1x1 conv's rows: x[n] (C, L) transposed, in registers
+                _transpose(&x[n, 0, 0, 0], g.l, g.c, g.l, &rows[0, 0], g.kq)
+            elif floating is float:
                 fl_im2row_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
             else:
                 fl_im2row_f64(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)
@@ -988,6 +990,12 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks
             aligned_zeros((chunks, g.fp, g.lp), dtype), dzt_ws, dzr_ws, dcols_ws,
             aligned_zeros((chunks, g.c, g.hs, g.ws), dtype), dxp_ws,
             dw_part, aligned_zeros((blocks, g.f), dtype))
+
+
+cdef inline bint _im2row_is_transpose(Geometry g) noexcept nogil:
+    """Whether im2row (L, K) of a sample is its input (C, L) transposed: a 1x1 kernel at
+    stride 1 without padding."""
+    return g.kh == 1 and g.kw == 1 and g.s == 1 and g.p == 0
 
 
 cdef Py_ssize_t _backward_shares(Geometry g, Py_ssize_t blocks, bint need_dx, Py_ssize_t* fshare,

@@ -30,10 +30,10 @@ CASES = [
      ("im2col_gemm", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "col2im")),
     # narrow rows (OW 6 < 8): im2col + GEMM; KW 2: dW by GEMM over im2row (L 36 < 4 K)
     (((2, 3, 7, 7), (5, 3, 2, 2), 1, 0, None), ("im2col_gemm", "gemm_im2row", "col2im_s1")),
-    # a 1x1 conv (16x16): its im2col is its input, so one GEMM straight into y; a long L and
-    # KW 1: dW by GEMM over im2col; dx straight out of the GEMM (8 channels, 256 outputs:
-    # whole tiles)
-    (((2, 8, 16, 16), (4, 8, 1, 1), 1, 0, None), ("gemm_1x1", "gemm_im2col", "gemm_1x1")),
+    # a 1x1 conv (16x16): its im2col is its input, so one GEMM straight into y; dW by GEMM
+    # over im2row, its input transposed (plan.ONE_BY_ONE_DW); dx straight out of the GEMM
+    # (8 channels, 256 outputs: whole tiles)
+    (((2, 8, 16, 16), (4, 8, 1, 1), 1, 0, None), ("gemm_1x1", "gemm_im2row", "gemm_1x1")),
     # K = 400 taps (5x5, 16 channels, the shape suite's 16to32_k5p2): still direct
     (((2, 16, 12, 12), (8, 16, 5, 5), 1, 2, None), ("direct", "direct_column_lanes", "col2im_s1")),
     # K = 576 > 512 taps: filters along the lanes (no column tile past MAX_DIRECT_K)
@@ -50,7 +50,7 @@ CASES = [
     # im2col + GEMM with 12 filters: one 8-row GEMM tile and one 4-row tile
     (((2, 3, 11, 11), (12, 3, 3, 3), 2, 1, None), ("im2col_gemm", "direct_filter_lanes", "col2im")),
     # a 1x1 conv with 6 channels (not whole GEMM row blocks) on 10x10: dx folded as usual
-    (((2, 6, 10, 10), (4, 6, 1, 1), 1, 0, None), ("im2col_gemm", "gemm_im2col", "col2im_s1")),
+    (((2, 6, 10, 10), (4, 6, 1, 1), 1, 0, None), ("im2col_gemm", "gemm_im2row", "col2im_s1")),
     # Winograd F(2x2, 3x3), forward and dx: 32 channels on 8x8 (rows of 4 tiles, gathered
     # tile by tile; one pass of 4 tile rows)
     (((2, 32, 8, 8), (32, 32, 3, 3), 1, 1, None),
@@ -103,7 +103,7 @@ CASES = [
     # a 1x1 GEMM forward into the workspace, 12 filters (an 8-row and a 4-row block), 5
     # channels, before a 2x2 pool
     (((3, 5, 16, 16), (12, 5, 1, 1), 1, 0, (2, 2)),
-     ("gemm_1x1", "after_conv_2x2", "expand_2x2", "gemm_im2col", "col2im_s1")),
+     ("gemm_1x1", "after_conv_2x2", "expand_2x2", "gemm_im2row", "col2im_s1")),
     # 32 channels on rows of 6 tiles: too few for a gathered 5x5 Winograd (8 lanes: half rows,
     # no Winograd dW there)
     (((2, 32, 12, 12), (32, 32, 5, 5), 1, 2, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1")),
@@ -370,7 +370,8 @@ def test_gradients_do_not_depend_on_the_thread_count(name, args, names):
 SHARED = [
     (((1, 3, 64, 96), (32, 3, 3, 3), 1, 1, None), ("direct", "direct_column_lanes", "col2im_s1")),
     (((1, 32, 32, 32), (64, 32, 3, 3), 2, 1, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im")),
-    (((1, 64, 28, 28), (128, 64, 1, 1), 1, 0, None), ("gemm_1x1", "gemm_im2col", "gemm_1x1")),
+    (((1, 64, 28, 28), (128, 64, 1, 1), 1, 0, None), ("gemm_1x1", "gemm_im2row", "gemm_1x1")),
+    (((1, 64, 28, 28), (128, 64, 1, 1), 1, 1, None), ("im2col_gemm", "gemm_im2col", "col2im_s1")),
     (((1, 32, 32, 32), (32, 32, 3, 3), 1, 1, None), ("winograd_f2x2_3x3",) * 3),
     (((1, 16, 24, 24), (32, 16, 5, 5), 1, 2, None),
      ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5")),

@@ -107,6 +107,12 @@ MIN_S2_FLANES_K = 128
 #: dW through im2row (L, K) when L < IM2ROW_RATIO * K: the product is then reduced
 #: over the short K, not the long L (a first layer: L = 784, K = 25)
 IM2ROW_RATIO = 4
+#: ... and always for a 1x1 kernel at stride 1 without padding, whose im2row is its input
+#: transposed (16 x 16 tiles in registers, no padded copy): dW reduced over L by the
+#: row-blocked GEMM instead of dot products (`python -m benchmarks.conv_paths --dtype float32
+#: --shapes 64to128_k1_16px --batch B`, cython, 2 threads, medians, ms, im2col / im2row):
+#: batch 1 0.11 / 0.08, 32 1.30 / 0.76, 128 5.62 / 3.69
+ONE_BY_ONE_DW = "gemm_im2row"
 #: pooled columns per tile of the filter-lanes pool kernel (FL_POOL_FLANES_TILE in
 #: csrc/direct_conv.h: 5 pooled x 2 rows x 2 columns = 20 accumulators + 5 loads)
 FLANES_TILE = 5
@@ -297,8 +303,8 @@ def _pool_kernel(forward: str, ow: int, pool, lanes: int, stride: int) -> Option
     return "after_conv_2x2" if tuple(pool) == (2, 2) else "after_conv"
 
 
-def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, lanes: int, rules: str,
-             itemsize: int) -> str:
+def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, oh: int, ow: int, lanes: int,
+             rules: str, itemsize: int) -> str:
     if rules == "dots":
         # dot products of dz with shifted windows of the padded planes, 4 filters x 4 taps
         # per register tile, at stride 1 (any kernel); measured in numba_conv.PLAN_RULES
@@ -321,6 +327,8 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, oh: int, ow: int, la
         columns = _fills_more_lanes(ow, f, lanes) if kw == 5 else \
             c <= COLUMN_DW3_MAX_C and not _fills_more_lanes(f, ow, lanes)
         return "direct_column_lanes" if stride == 1 and columns else "direct_filter_lanes"
+    if kh == kw == 1 and stride == 1 and pad == 0:
+        return "gemm_im2row"           # ONE_BY_ONE_DW
     return "gemm_im2row" if oh * ow < IM2ROW_RATIO * c * kh * kw else "gemm_im2col"
 
 
@@ -358,7 +366,7 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules, items
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes, stride), pool_grad,
-                    _dw_path(c, f, kh, kw, stride, oh, ow, lanes, rules, itemsize),
+                    _dw_path(c, f, kh, kw, stride, pad, oh, ow, lanes, rules, itemsize),
                     _dx_path(c, f, kh, kw, stride, pad, w, oh * ow, lanes, rules, itemsize), lanes, itemsize)
 
 
