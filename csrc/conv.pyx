@@ -903,10 +903,11 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
     cdef bint want_dzt = nf > 0 and g.dw == DW_DIRECT_FILTER_LANES
     cdef int waiting = 0          # Winograd dW: samples whose tiles wait for their GEMMs
     cdef bint want_dzr = nf > 0 and (g.dw == DW_DIRECT_COLUMN_LANES or _dw_winograd(g))
+    cdef bint rows_transposed = g.dw == DW_GEMM_IM2ROW and _im2row_is_transpose(g)
     for n in range(start, stop):
         _gradient_layouts(dy, dpy, arg, yr, relu, g, n, fused, want_dz, want_dzt, want_dzr, dz, dzt, dzr,
                           with_db, db)
-        if nf and g.dw != DW_GEMM_IM2COL and not (g.dw == DW_GEMM_IM2ROW and _im2row_is_transpose(g)):
+        if nf and g.dw != DW_GEMM_IM2COL and not rows_transposed:
             _pad_copy(&x[n, 0, 0, 0], g.c, g.h, g.w, g.p, &xp[0, 0, 0], g.hs, g.ws)
         if nf == 0:
             pass
@@ -917,7 +918,7 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
         elif g.dw == DW_DIRECT_FILTER_LANES:
             _dw_direct(&xp[0, 0, 0], g, &dzt[0, f0], _round_up(nf, LB), &dw[0, f0])
         elif g.dw == DW_GEMM_IM2ROW:
-            if _im2row_is_transpose(g):     # a 1x1 conv's rows: x[n] (C, L) transposed, in registers
+            if rows_transposed:             # a 1x1 conv's rows: x[n] (C, L) transposed, in registers
                 _transpose(&x[n, 0, 0, 0], g.l, g.c, g.l, &rows[0, 0], g.kq)
             elif floating is float:
                 fl_im2row_f32(&xp[0, 0, 0], g.c, g.hs, g.ws, g.kh, g.kw, g.s, g.oh, g.ow, &rows[0, 0], g.kq)

@@ -23,8 +23,8 @@
 typedef double fl_reg_f64 __attribute__((vector_size(FL_LB / 2 * sizeof(double))));
 #define FL_VLOAD(V, p) ({ V v_; memcpy(&v_, (p), sizeof v_); v_; })
 #define FL_VSTORE(p, v) do { __typeof__(v) v2_ = (v); memcpy((p), &v2_, sizeof v2_); } while (0)
-#define FL_IN_REGISTER_f32_gemm(v) FL_IN_REGISTER_f32(v)
-#define FL_IN_REGISTER_f64_gemm(v) FL_IN_REGISTER_f32(v)       /* one register too */
+/* every GEMM vector (fl_vec_f32, fl_reg_f64) is one register: the float form of the hint holds */
+#define FL_GEMM_IN_REGISTER(v) FL_IN_REGISTER_f32(v)
 
 /* The 2 MB-row tile where 16 accumulators fit the registers (AVX-512's 32). */
 #if FL_LB == 16
@@ -149,7 +149,7 @@ fl_gemm_nn_rows8_##SUFFIX(const T *A, long lda, long sak, const T *B, long ldb, 
         const T *b = B + l0;                                                                  \
         for (long k = 0; k < Kd; k++, b += ldb) {                                             \
             V bv = FL_VLOAD(V, b), bw = FL_VLOAD(V, b + NL);       \
-            FL_IN_REGISTER_##SUFFIX##_gemm(bv); FL_IN_REGISTER_##SUFFIX##_gemm(bw);                         \
+            FL_GEMM_IN_REGISTER(bv); FL_GEMM_IN_REGISTER(bw);                         \
             for (int r = 0; r < 2 * FL_MB; r++) {                                             \
                 T x = A[r * lda + k * sak];                                                   \
                 c[r] += x * bv; d[r] += x * bw;                                               \
@@ -203,7 +203,7 @@ fl_gemm_nn_core_##SUFFIX(const T *A, long lda, long sak, const T *B, long ldb, T
             const T *b = B + l0;                                                              \
             for (long k = 0; k < Kd; k++, b += ldb) {                                         \
                 V bv = FL_VLOAD(V, b), bw = FL_VLOAD(V, b + NL);   \
-                FL_IN_REGISTER_##SUFFIX##_gemm(bv); FL_IN_REGISTER_##SUFFIX##_gemm(bw);                             \
+                FL_GEMM_IN_REGISTER(bv); FL_GEMM_IN_REGISTER(bw);                             \
                 T x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];     \
                 c0 += x0 * bv; d0 += x0 * bw; c1 += x1 * bv; d1 += x1 * bw;                   \
                 c2 += x2 * bv; d2 += x2 * bw; c3 += x3 * bv; d3 += x3 * bw;                   \

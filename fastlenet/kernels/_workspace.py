@@ -35,14 +35,26 @@ EXACT = os.environ.get("FASTLENET_EXACT_WORKSPACES") == "1"
 _local = threading.local()
 
 
-def _aligned(shape, dtype, fill_zero: bool) -> np.ndarray:
-    dtype = np.dtype(dtype)
+def _aligned_arrays(shape, dtypes, fill_zero: bool) -> list:
+    """One array of ``shape`` per dtype, each starting on an ALIGN-byte boundary, carved from
+    one allocation (exact workspaces: one plain array each)."""
+    dtypes = [np.dtype(d) for d in dtypes]
+    make = np.zeros if fill_zero else np.empty
     if EXACT:
-        return (np.zeros if fill_zero else np.empty)(shape, dtype=dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = (np.zeros if fill_zero else np.empty)(nbytes + ALIGN, dtype=np.uint8)
+        return [make(shape, dtype=d) for d in dtypes]
+    count = int(np.prod(shape, dtype=np.int64))
+    starts, end = [], 0
+    for d in dtypes:                    # each array's offset, rounded up to ALIGN
+        starts.append(end + (-end) % ALIGN)
+        end = starts[-1] + count * d.itemsize
+    raw = make(end + ALIGN, dtype=np.uint8)
     offset = (-raw.ctypes.data) % ALIGN
-    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+    return [raw[offset + s0:offset + s0 + count * d.itemsize].view(d).reshape(shape)
+            for s0, d in zip(starts, dtypes)]
+
+
+def _aligned(shape, dtype, fill_zero: bool) -> np.ndarray:
+    return _aligned_arrays(shape, [dtype], fill_zero)[0]
 
 
 def aligned_empty(shape, dtype) -> np.ndarray:
@@ -56,16 +68,7 @@ def aligned_empty_pair(shape, dtype_a, dtype_b):
     freed together pushed glibc's heap past its trim threshold (it grows with the largest
     freed block), so every call faulted its 8 MB of pages back in (measured: a 0.45 ms
     pool took 2.3-8 ms); one block of their combined size is reused."""
-    dtype_a, dtype_b = np.dtype(dtype_a), np.dtype(dtype_b)
-    if EXACT:
-        return np.empty(shape, dtype=dtype_a), np.empty(shape, dtype=dtype_b)
-    count = int(np.prod(shape, dtype=np.int64))
-    bytes_a = count * dtype_a.itemsize
-    start_b = bytes_a + (-bytes_a) % ALIGN
-    raw = np.empty(start_b + count * dtype_b.itemsize + ALIGN, dtype=np.uint8)
-    offset = (-raw.ctypes.data) % ALIGN
-    a = raw[offset:offset + bytes_a].view(dtype_a).reshape(shape)
-    b = raw[offset + start_b:offset + start_b + count * dtype_b.itemsize].view(dtype_b).reshape(shape)
+    a, b = _aligned_arrays(shape, [dtype_a, dtype_b], False)
     return a, b
 
 
