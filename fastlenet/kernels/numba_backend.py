@@ -6,7 +6,7 @@ D dense inputs, U dense units, P parameters.
 
 Strategy: the convolutions live in ``numba_conv`` (one serial kernel per plan path,
 run over blocks of samples by ``_block_threads``; their loop nests in
-``_numba_loops``); pooling, the dense layers and Adam here are ``prange`` loops
+``_numba_loops``); pooling (``numba_pool``), the dense layers and Adam here are ``prange`` loops
 whose iterations write disjoint outputs, so results do not depend on the thread
 count.  The small GEMMs are loop nests ordered so the innermost loop runs over
 contiguous memory and vectorises.  All Numba options live in ``_numba_options``;
@@ -21,14 +21,14 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import numba_conv, numba_norm
+from . import numba_conv, numba_norm, numba_pool
 from ._api import KERNEL_NAMES, Backend
 from ._block_threads import run_blocks
 from ._fast import FastPaths, writing_into
 from ._numba_loops import col2im_one, gemm_nt, im2col_one, row_offsets
-from ._numba_options import PARALLEL, SERIAL, ZERO, takes
+from ._numba_options import PARALLEL, SERIAL, ZERO
 
-_SERIAL, _PARALLEL, _takes = SERIAL, PARALLEL, takes       # fastlenet/kernels/_numba_options.py
+_SERIAL, _PARALLEL = SERIAL, PARALLEL       # fastlenet/kernels/_numba_options.py
 
 
 def cache_is_warm() -> bool:
@@ -113,88 +113,11 @@ def _col2im_impl(cols, x_shape, kh, kw, stride, pad, oh, ow):
 
 
 # --------------------------------------------------------------------------- pooling
-@njit(**_PARALLEL)
-def _maxpool2d_forward_impl(x, size, stride, oh, ow):
-    """y = window max, arg = flat h*W + w of the first max; parallel over (n, c) planes."""
-    n, c, h, w = x.shape
-    planes = x.reshape(n * c, h, w)
-    y = np.empty((n * c, oh, ow), dtype=x.dtype)
-    arg = np.empty((n * c, oh, ow), dtype=np.int32)
-    for q in prange(n * c):
-        xp = planes[q]
-        for oy in range(oh):
-            for ox in range(ow):
-                y0, x0 = oy * stride, ox * stride
-                best = xp[y0, x0]
-                bi = y0 * w + x0
-                for i in range(size):
-                    for j in range(size):
-                        v = xp[y0 + i, x0 + j]
-                        if _takes(v, best):
-                            best = v
-                            bi = (y0 + i) * w + x0 + j
-                y[q, oy, ox] = best
-                arg[q, oy, ox] = bi
-    return y.reshape(n, c, oh, ow), arg.reshape(n, c, oh, ow)
-
-
-@njit(**_PARALLEL)
-def _maxpool2d_backward_kernel(dy, arg, n, c, h, w):
-    oh, ow = dy.shape[2], dy.shape[3]
-    g = dy.reshape(n * c, oh * ow)
-    a = arg.reshape(n * c, oh * ow)
-    dx = np.zeros((n * c, h * w), dtype=dy.dtype)
-    for q in prange(n * c):                        # planes are independent: no races
-        for o in range(oh * ow):
-            dx[q, a[q, o]] += g[q, o]
-    return dx.reshape(n, c, h, w)
-
-
-def _maxpool2d_backward_impl(dy, arg, x_shape, size, stride):
-    """dx[n, c].flat[arg] += dy (overlapping windows accumulate)."""
-    n, c, h, w = x_shape
-    return _maxpool2d_backward_kernel(dy, arg, n, c, h, w)
-
-
-@njit(**_PARALLEL)
-def _avgpool2d_forward_impl(x, size, stride, oh, ow):
-    """y = mean of each size*size window."""
-    n, c, h, w = x.shape
-    planes = x.reshape(n * c, h, w)
-    y = np.empty((n * c, oh, ow), dtype=x.dtype)
-    scale = 1.0 / (size * size)
-    for q in prange(n * c):
-        xp = planes[q]
-        for oy in range(oh):
-            for ox in range(ow):
-                acc = ZERO
-                for i in range(size):
-                    for j in range(size):
-                        acc += xp[oy * stride + i, ox * stride + j]
-                y[q, oy, ox] = acc * scale
-    return y.reshape(n, c, oh, ow)
-
-
-@njit(**_PARALLEL)
-def _avgpool2d_backward_kernel(dy, n, c, h, w, size, stride):
-    oh, ow = dy.shape[2], dy.shape[3]
-    g = dy.reshape(n * c, oh, ow)
-    dx = np.zeros((n * c, h, w), dtype=dy.dtype)
-    scale = 1.0 / (size * size)
-    for q in prange(n * c):
-        for oy in range(oh):
-            for ox in range(ow):
-                v = g[q, oy, ox] * scale
-                for i in range(size):
-                    for j in range(size):
-                        dx[q, oy * stride + i, ox * stride + j] += v
-    return dx.reshape(n, c, h, w)
-
-
-def _avgpool2d_backward_impl(dy, x_shape, size, stride):
-    """Each window tap receives dy / size^2."""
-    n, c, h, w = x_shape
-    return _avgpool2d_backward_kernel(dy, n, c, h, w, size, stride)
+# numba_pool.py: max and average pooling, forward and backward
+_maxpool2d_forward_impl = numba_pool._maxpool2d_forward_impl
+_maxpool2d_backward_impl = numba_pool._maxpool2d_backward_impl
+_avgpool2d_forward_impl = numba_pool._avgpool2d_forward_impl
+_avgpool2d_backward_impl = numba_pool._avgpool2d_backward_impl
 
 
 # --------------------------------------------------------------------------- dense, loss, Adam

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 MANIFEST = Path(__file__).with_name("numba_warmup.json")
-MODULES = ("numba_backend", "numba_conv", "numba_norm", "_numba_loops", "_numba_options")
+MODULES = ("numba_backend", "numba_conv", "numba_norm", "numba_pool", "_numba_loops", "_numba_options")
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_KERNELS = 200
 SCALARS = ("int8", "int16", "int32", "int64", "uint8", "uint32", "uint64", "float32", "float64", "boolean",

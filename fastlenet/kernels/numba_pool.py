@@ -1,0 +1,275 @@
+"""The Numba backend's pooling: max and average, each forward beside its backward.
+
+Dimension legend: N batch, C channels, Q = N*C planes, H/W input height/width,
+OH/OW pooled height/width, k window size, s stride.  A plane is one (n, c) image,
+flat: x[q, h, w] at q*H*W + h*W + w.
+
+Paths (the forward's; ``pool_path`` names the one a window takes):
+
+- ``rows_2x2s2`` / ``rows_3x3s2``: the two windows CNNs use (2x2 stride 2; 3x3 stride
+  2, overlapping).  One pass over each pooled row with the window's taps written out,
+  in the reference's order: LLVM vectorises the loop over pooled columns, the stride-2
+  taps as interleaved loads (even and odd lanes by shuffles), the max as compare and
+  selects.  A row narrower than a multiple of 8 pooled columns would leave it to the
+  scalar remainder loop, so rows are computed ``wide_rows`` wide: the extra columns are
+  junk written into the next pooled rows of the same plane, which are computed after
+  and overwrite them; the last rows of a plane (and those whose reads would pass the
+  end of the array) run at their exact width.  Threads take whole planes: no thread
+  writes into another's.
+- ``scan``: any other window and stride, the reference's loops per pooled value.
+
+Indices in the row loops are unsigned (``u64``): Numba wraps negative signed indices
+(``a[-1]``), a test LLVM cannot prove away for ``a[base + 2*px]``, and then makes the
+loads gathers or keeps the loop scalar (4-6x slower here).
+
+Max pool: y = the window's first maximum in row-major order (the first NaN if any:
+``_numba_options.takes``), arg = its flat h*W + w in the plane; the backward adds dy at
+arg.  Average pool: y = the sum of the taps in row-major order times 1/k^2; the
+backward gives each tap dy/k^2.  Every path runs on ``prange`` over planes.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+from numba import uint64 as u64
+
+from ._numba_options import PARALLEL, SERIAL, ZERO, takes
+
+#: pooled columns per row are computed in multiples of this (the vector loop's width
+#: with its 8-lane epilogue)
+ROW_MULTIPLE = 8
+
+
+def pool_path(size: int, stride: int) -> str:
+    """The forward path that pools a size x size window at this stride."""
+    if stride == 2 and size in (2, 3):
+        return f"rows_{size}x{size}s2"
+    return "scan"
+
+
+@njit(**SERIAL)
+def wide_rows(q, h, w, oh, ow, size, stride, total):
+    """(wide, rows): plane q's first ``rows`` pooled rows may be computed ``wide``
+    columns wide -- their junk columns stay inside the plane's output (rewritten by
+    the rows after them) and their reads inside the input's ``total`` elements."""
+    wide = (ow + ROW_MULTIPLE - 1) // ROW_MULTIPLE * ROW_MULTIPLE
+    rows = oh - (wide - ow + ow - 1) // ow
+    while rows > 0 and q * h * w + (stride * (rows - 1) + size - 1) * w + stride * (wide - 1) + size > total:
+        rows -= 1
+    return wide, rows
+
+
+# --------------------------------------------------------------------------- max pool
+@njit(**SERIAL)
+def _max_rows_2x2s2(x, xo, w, oh, ow, wide, rows, y, arg, yo):
+    """Plane at x[xo:] -> y/arg[yo:] (OH, OW), 2x2 windows at stride 2."""
+    for py in range(oh):
+        width = wide if py < rows else ow
+        r = xo + 2 * py * w
+        o = yo + py * ow
+        t0 = np.int32(2 * py * w)
+        for px in range(width):
+            c0 = r + 2 * px
+            best, top = x[u64(c0)], np.int32(0)
+            v = x[u64(c0 + 1)]
+            gt = best == best and not v <= best
+            best, top = (v, np.int32(1)) if gt else (best, top)
+            v = x[u64(c0 + w)]
+            gt = best == best and not v <= best
+            best, top = (v, np.int32(w)) if gt else (best, top)
+            v = x[u64(c0 + w + 1)]
+            gt = best == best and not v <= best
+            best, top = (v, np.int32(w + 1)) if gt else (best, top)
+            y[u64(o + px)] = best
+            arg[u64(o + px)] = top + t0 + np.int32(2 * px)
+
+
+@njit(**SERIAL)
+def _max_rows_3x3s2(x, xo, w, oh, ow, wide, rows, y, arg, yo):
+    """Plane at x[xo:] -> y/arg[yo:] (OH, OW), 3x3 windows at stride 2 (overlapping)."""
+    for py in range(oh):
+        width = wide if py < rows else ow
+        r = xo + 2 * py * w
+        o = yo + py * ow
+        t0 = np.int32(2 * py * w)
+        for px in range(width):
+            c0 = r + 2 * px
+            best, top = x[u64(c0)], np.int32(0)
+            v = x[u64(c0 + 1)]
+            gt = best == best and not v <= best
+            best, top = (v, np.int32(1)) if gt else (best, top)
+            v = x[u64(c0 + 2)]
+            gt = best == best and not v <= best
+            best, top = (v, np.int32(2)) if gt else (best, top)
+            v = x[u64(c0 + w)]
+            gt = best == best and not v <= best
+            best, top = (v, np.int32(w)) if gt else (best, top)
+            v = x[u64(c0 + w + 1)]
+            gt = best == best and not v <= best
+            best, top = (v, np.int32(w + 1)) if gt else (best, top)
+            v = x[u64(c0 + w + 2)]
+            gt = best == best and not v <= best
+            best, top = (v, np.int32(w + 2)) if gt else (best, top)
+            v = x[u64(c0 + 2 * w)]
+            gt = best == best and not v <= best
+            best, top = (v, np.int32(2 * w)) if gt else (best, top)
+            v = x[u64(c0 + 2 * w + 1)]
+            gt = best == best and not v <= best
+            best, top = (v, np.int32(2 * w + 1)) if gt else (best, top)
+            v = x[u64(c0 + 2 * w + 2)]
+            gt = best == best and not v <= best
+            best, top = (v, np.int32(2 * w + 2)) if gt else (best, top)
+            y[u64(o + px)] = best
+            arg[u64(o + px)] = top + t0 + np.int32(2 * px)
+
+
+@njit(**SERIAL)
+def _max_scan(x, xo, w, size, stride, oh, ow, y, arg, yo):
+    """Plane at x[xo:] -> y/arg[yo:] (OH, OW), any window and stride."""
+    for py in range(oh):
+        for px in range(ow):
+            y0, x0 = py * stride, px * stride
+            best = x[xo + y0 * w + x0]
+            top = y0 * w + x0
+            for i in range(size):
+                for j in range(size):
+                    v = x[xo + (y0 + i) * w + x0 + j]
+                    if takes(v, best):
+                        best = v
+                        top = (y0 + i) * w + x0 + j
+            y[yo + py * ow + px] = best
+            arg[yo + py * ow + px] = top
+
+
+@njit(**PARALLEL)
+def _maxpool2d_forward_kernel(x, size, stride, oh, ow):
+    n, c, h, w = x.shape
+    q_ = n * c
+    flat = x.reshape(q_ * h * w)
+    y = np.empty(q_ * oh * ow, dtype=x.dtype)
+    arg = np.empty(q_ * oh * ow, dtype=np.int32)
+    rows_path = stride == 2 and (size == 2 or size == 3)
+    for q in prange(q_):
+        xo, yo = q * h * w, q * oh * ow
+        if rows_path:
+            wide, rows = wide_rows(q, h, w, oh, ow, size, stride, q_ * h * w)
+            if size == 2:
+                _max_rows_2x2s2(flat, xo, w, oh, ow, wide, rows, y, arg, yo)
+            else:
+                _max_rows_3x3s2(flat, xo, w, oh, ow, wide, rows, y, arg, yo)
+        else:
+            _max_scan(flat, xo, w, size, stride, oh, ow, y, arg, yo)
+    return y.reshape(n, c, oh, ow), arg.reshape(n, c, oh, ow)
+
+
+def _maxpool2d_forward_impl(x, size, stride, oh, ow):
+    """y (N, C, OH, OW) = window max, arg = flat h*W + w of the first max."""
+    return _maxpool2d_forward_kernel(x, size, stride, oh, ow)
+
+
+@njit(**PARALLEL)
+def _maxpool2d_backward_kernel(dy, arg, n, c, h, w):
+    oh, ow = dy.shape[2], dy.shape[3]
+    g = dy.reshape(n * c, oh * ow)
+    a = arg.reshape(n * c, oh * ow)
+    dx = np.zeros((n * c, h * w), dtype=dy.dtype)
+    for q in prange(n * c):                        # planes are independent: no races
+        for o in range(oh * ow):
+            dx[q, a[q, o]] += g[q, o]
+    return dx.reshape(n, c, h, w)
+
+
+def _maxpool2d_backward_impl(dy, arg, x_shape, size, stride):
+    """dx[n, c].flat[arg] += dy (overlapping windows accumulate)."""
+    n, c, h, w = x_shape
+    return _maxpool2d_backward_kernel(dy, arg, n, c, h, w)
+
+
+# --------------------------------------------------------------------------- average pool
+@njit(**SERIAL)
+def _avg_rows_2x2s2(x, xo, w, oh, ow, wide, rows, scale, y, yo):
+    """Plane at x[xo:] -> y[yo:] (OH, OW), the mean of 2x2 windows at stride 2."""
+    for py in range(oh):
+        width = wide if py < rows else ow
+        r = xo + 2 * py * w
+        o = yo + py * ow
+        for px in range(width):
+            c0 = r + 2 * px
+            acc = ZERO + x[u64(c0)] + x[u64(c0 + 1)] + x[u64(c0 + w)] + x[u64(c0 + w + 1)]
+            y[u64(o + px)] = acc * scale
+
+
+@njit(**SERIAL)
+def _avg_rows_3x3s2(x, xo, w, oh, ow, wide, rows, scale, y, yo):
+    """Plane at x[xo:] -> y[yo:] (OH, OW), the mean of 3x3 windows at stride 2."""
+    for py in range(oh):
+        width = wide if py < rows else ow
+        r = xo + 2 * py * w
+        o = yo + py * ow
+        for px in range(width):
+            c0 = r + 2 * px
+            acc = ZERO + x[u64(c0)] + x[u64(c0 + 1)] + x[u64(c0 + 2)]
+            acc = acc + x[u64(c0 + w)] + x[u64(c0 + w + 1)] + x[u64(c0 + w + 2)]
+            acc = acc + x[u64(c0 + 2 * w)] + x[u64(c0 + 2 * w + 1)] + x[u64(c0 + 2 * w + 2)]
+            y[u64(o + px)] = acc * scale
+
+
+@njit(**SERIAL)
+def _avg_scan(x, xo, w, size, stride, oh, ow, scale, y, yo):
+    """Plane at x[xo:] -> y[yo:] (OH, OW), any window and stride."""
+    for py in range(oh):
+        for px in range(ow):
+            acc = ZERO
+            for i in range(size):
+                for j in range(size):
+                    acc += x[xo + (py * stride + i) * w + px * stride + j]
+            y[yo + py * ow + px] = acc * scale
+
+
+@njit(**PARALLEL)
+def _avgpool2d_forward_kernel(x, size, stride, oh, ow):
+    n, c, h, w = x.shape
+    q_ = n * c
+    flat = x.reshape(q_ * h * w)
+    y = np.empty(q_ * oh * ow, dtype=x.dtype)
+    scale = y[:1].copy()                           # 1/k^2 in x's type: float32 stays float32
+    scale[0] = 1.0 / (size * size)
+    rows_path = stride == 2 and (size == 2 or size == 3)
+    for q in prange(q_):
+        xo, yo = q * h * w, q * oh * ow
+        if rows_path:
+            wide, rows = wide_rows(q, h, w, oh, ow, size, stride, q_ * h * w)
+            if size == 2:
+                _avg_rows_2x2s2(flat, xo, w, oh, ow, wide, rows, scale[0], y, yo)
+            else:
+                _avg_rows_3x3s2(flat, xo, w, oh, ow, wide, rows, scale[0], y, yo)
+        else:
+            _avg_scan(flat, xo, w, size, stride, oh, ow, scale[0], y, yo)
+    return y.reshape(n, c, oh, ow)
+
+
+def _avgpool2d_forward_impl(x, size, stride, oh, ow):
+    """y (N, C, OH, OW) = mean of each size*size window."""
+    return _avgpool2d_forward_kernel(x, size, stride, oh, ow)
+
+
+@njit(**PARALLEL)
+def _avgpool2d_backward_kernel(dy, n, c, h, w, size, stride):
+    oh, ow = dy.shape[2], dy.shape[3]
+    g = dy.reshape(n * c, oh, ow)
+    dx = np.zeros((n * c, h, w), dtype=dy.dtype)
+    scale = 1.0 / (size * size)
+    for q in prange(n * c):
+        for oy in range(oh):
+            for ox in range(ow):
+                v = g[q, oy, ox] * scale
+                for i in range(size):
+                    for j in range(size):
+                        dx[q, oy * stride + i, ox * stride + j] += v
+    return dx.reshape(n, c, h, w)
+
+
+def _avgpool2d_backward_impl(dy, x_shape, size, stride):
+    """Each window tap receives dy / size^2."""
+    n, c, h, w = x_shape
+    return _avgpool2d_backward_kernel(dy, n, c, h, w, size, stride)
