@@ -31,6 +31,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import njit
+from numba import uint64 as u64
 
 from . import plan
 from ._block_threads import run_blocks
@@ -113,8 +114,13 @@ def _emit(z, fs, rs, cs, ow, size, ps, ys, args):
     f_, oh, ow_ = ys.shape
     for fi in range(f_):
         for oy in range(oh):
-            for ox in range(ow_):
-                ys[fi, oy, ox] = zf[fi * fs + oy * rs + ox * cs]
+            row = fi * fs + oy * rs
+            if cs == 1:                    # contiguous rows (unsigned indices: see numba_pool)
+                for ox in range(ow_):
+                    ys[fi, oy, ox] = zf[u64(row + ox)]
+            else:
+                for ox in range(ow_):
+                    ys[fi, oy, ox] = zf[u64(row + ox * cs)]
 
 
 @njit(**SERIAL)
@@ -384,7 +390,7 @@ def _dx_sample_s1(dz, wtr, kh, kw, p, oh, ow, dzp, dcols, dxp, dxs):
         for yy in range(h):
             row = (yy + p) * ws + p
             for xx in range(wd):
-                dxs[c, yy, xx] = dxp[c, row + xx]
+                dxs[c, yy, xx] = dxp[c, u64(row + xx)]
 
 
 @njit(**SERIAL)
