@@ -136,12 +136,18 @@ DX = ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3",
 RULES = ("lanes", "dots")
 #: ... the fewest taps (C*KH*KW) of a "dots" GEMM forward: a dot product over fewer runs
 #: mostly outside whole vectors.  Measured (numba_conv.PLAN_RULES): direct wins at K 27
-#: (3 -> 32, 3x3), the GEMM at 150 (LeNet C3) and above
-DOTS_MIN_K = 64
+#: (3 -> 32, 3x3), the GEMM at 150 (LeNet C3) and above; re-measured 2026-12-07 after the
+#: Numba loops' unsigned indices and 4-filter planes (2 threads, ms, direct / im2col_gemm):
+#: K 27 2.94 / 5.70, 72 (8 -> 32, 3x3 on 32x32) 6.54 / 7.34, 75 (3 -> 32, 5x5) 7.21 / 7.96,
+#: 144 (16 -> 32, 3x3) 12.45 / 11.20, 150 (C3) 2.35 / 1.48
+DOTS_MIN_K = 128
 #: ... and the fewest input channels of its flipped_conv_s1 dx: its im2row copies F*KH*KW
 #: elements per input pixel, each used by C multiply-adds.  Measured (numba_conv.PLAN_RULES):
-#: col2im_s1 wins at C 3 and 6, the flipped conv at 32 and 64, a tie at 16
-DOTS_MIN_DX_C = 32
+#: col2im_s1 wins at C 3 and 6, the flipped conv at 32 and 64, a tie at 16; re-measured
+#: 2026-12-07 after the unsigned indices made im2row 3-7x faster (1 thread, CPU ms,
+#: col2im_s1 / flipped): C 1 (LeNet C1) 1.18 / 5.02, C 3 6.84 / 9.64, C 6 (LeNet C3) 5.04 /
+#: 4.54 and 4.90 / 4.67, C 16 (5x5 pad 2) 25.99 / 12.18, C 32 31.24 / 15.27, C 64 17.75 / 6.52
+DOTS_MIN_DX_C = 6
 #: rows per block of the Cython GEMM (csrc FL_MB): the gemm_1x1 dx writes C rows in whole blocks
 GEMM_ROWS = 4
 #: the fewest channels in and out of a Winograd F(2x2, 3x3) convolution (forward: C in,
