@@ -128,3 +128,22 @@ def test_a_forked_child_gets_a_pool_of_its_own():
         os._exit(0 if sorted(done) == list(range(6)) else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_nt_tiles_match_numpy_for_every_row_and_column_remainder(dtype):
+    """gemm_nt's 4 x 4 tiles (a last block of 1 or 3 rows repeating its last one) and its
+    2 x 8 tiles for a remainder of two rows, over b's rows given as offsets into one flat
+    array (shifted windows, as dW uses them)."""
+    from fastlenet.kernels._numba_loops import gemm_nt
+    rng = np.random.default_rng(11)
+    flat = rng.standard_normal(400).astype(dtype)
+    for m in range(1, 11):
+        for n in (1, 3, 4, 5, 8, 9, 13, 16, 17):
+            k = int(rng.integers(1, 40))
+            a = rng.standard_normal((m, k)).astype(dtype)
+            offs = rng.integers(0, flat.size - k, n).astype(np.int64)
+            out = rng.standard_normal((m, n)).astype(dtype)
+            want = out + a @ np.stack([flat[o:o + k] for o in offs]).T
+            gemm_nt(a, flat, offs, out)
+            assert_close(f"gemm_nt m {m} n {n} k {k}", out, want)

@@ -146,8 +146,11 @@ def test_the_dots_rules_take_gemms_from_dots_min_k_and_planes_dw_at_stride_1():
         (_, c, _, _), (_, _, kh, kw), stride = args[0], args[1], args[2]
         dots, lanes = plan.conv2d(*args, rules="dots"), plan.conv2d(*args, rules="lanes")
         assert dots.dw == ("direct_column_lanes" if stride == 1 else "gemm_im2col"), args
+        one_by_one = kh == kw == 1 and stride == 1 and args[3] == 0
         gemm = c * kh * kw >= plan.DOTS_MIN_K or lanes.forward == "gemm_1x1"   # the latter Cython's only
-        if gemm:
+        if one_by_one:                                                       # DOTS_1X1_DIRECT
+            assert dots.forward == ("direct" if dots.out_hw[0] * dots.out_hw[1] >= c else "im2col_gemm"), args
+        elif gemm:
             assert dots.forward == "im2col_gemm", args
         elif lanes.forward.startswith("winograd"):                           # Cython's only
             assert dots.forward in ("direct", "direct_filter_lanes"), args

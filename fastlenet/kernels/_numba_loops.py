@@ -144,7 +144,8 @@ def gemm_nt(a, flat, offs, out):
     single dot products there made dx of a 3-channel input 3x slower."""
     m_, k_ = a.shape
     n_ = offs.shape[0]
-    for m in range(0, m_, 4):
+    m4 = m_ - 2 if m_ % 4 == 2 else m_                 # two rows left: _gemm_nt_2x8 takes them
+    for m in range(0, m4, 4):
         a0, a1, a2, a3 = a[m], a[min(m + 1, m_ - 1)], a[min(m + 2, m_ - 1)], a[min(m + 3, m_ - 1)]
         for n in range(0, n_, 4):
             o0, o1, o2, o3 = offs[n], offs[min(n + 1, n_ - 1)], offs[min(n + 2, n_ - 1)], offs[min(n + 3, n_ - 1)]
@@ -165,6 +166,36 @@ def gemm_nt(a, flat, offs, out):
                 _add_row4(out[m + 2], n, n_, s20, s21, s22, s23)
             if m + 3 < m_:
                 _add_row4(out[m + 3], n, n_, s30, s31, s32, s33)
+    if m4 < m_:
+        _gemm_nt_2x8(a[m4], a[m4 + 1], flat, offs, out[m4], out[m4 + 1])
+
+
+@njit(**SERIAL)
+def _gemm_nt_2x8(a0, a1, flat, offs, out0, out1):
+    """out0/out1 (N,) += a0/a1 (K,) . row n of b (gemm_nt's b): the last two rows of a
+    gemm_nt in 2 x 8 tiles, 16 dot products as the 4 x 4 tile (a 4 x 4 tile repeating a
+    row would waste half of its: LeNet's 6 filters and 6 channels)"""
+    k_, n_ = a0.shape[0], offs.shape[0]
+    for n in range(0, n_, 8):
+        o0, o1, o2, o3 = offs[n], offs[min(n + 1, n_ - 1)], offs[min(n + 2, n_ - 1)], offs[min(n + 3, n_ - 1)]
+        o4, o5 = offs[min(n + 4, n_ - 1)], offs[min(n + 5, n_ - 1)]
+        o6, o7 = offs[min(n + 6, n_ - 1)], offs[min(n + 7, n_ - 1)]
+        b0, b1, b2, b3 = flat[o0:o0 + k_], flat[o1:o1 + k_], flat[o2:o2 + k_], flat[o3:o3 + k_]
+        b4, b5, b6, b7 = flat[o4:o4 + k_], flat[o5:o5 + k_], flat[o6:o6 + k_], flat[o7:o7 + k_]
+        s00 = s01 = s02 = s03 = s04 = s05 = s06 = s07 = ZERO
+        s10 = s11 = s12 = s13 = s14 = s15 = s16 = s17 = ZERO
+        for k in range(k_):
+            x0, x1 = a0[k], a1[k]
+            y0, y1, y2, y3, y4, y5, y6, y7 = b0[k], b1[k], b2[k], b3[k], b4[k], b5[k], b6[k], b7[k]
+            s00 += x0 * y0; s01 += x0 * y1; s02 += x0 * y2; s03 += x0 * y3    # noqa: E702
+            s04 += x0 * y4; s05 += x0 * y5; s06 += x0 * y6; s07 += x0 * y7    # noqa: E702
+            s10 += x1 * y0; s11 += x1 * y1; s12 += x1 * y2; s13 += x1 * y3    # noqa: E702
+            s14 += x1 * y4; s15 += x1 * y5; s16 += x1 * y6; s17 += x1 * y7    # noqa: E702
+        _add_row4(out0, n, n_, s00, s01, s02, s03)
+        _add_row4(out1, n, n_, s10, s11, s12, s13)
+        if n + 4 < n_:
+            _add_row4(out0, n + 4, n_, s04, s05, s06, s07)
+            _add_row4(out1, n + 4, n_, s14, s15, s16, s17)
 
 
 @njit(**INLINE)

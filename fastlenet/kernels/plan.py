@@ -141,6 +141,14 @@ RULES = ("lanes", "dots")
 #: K 27 2.94 / 5.70, 72 (8 -> 32, 3x3 on 32x32) 6.54 / 7.34, 75 (3 -> 32, 5x5) 7.21 / 7.96,
 #: 144 (16 -> 32, 3x3) 12.45 / 11.20, 150 (C3) 2.35 / 1.48
 DOTS_MIN_K = 128
+#: ... but an unpadded 1x1 stride-1 forward is "direct" (four filters by four channels per
+#: pass over whole planes, no channels-last copy) when its planes hold at least C pixels,
+#: else im2col_gemm (DOTS_1X1_DIRECT; the dot products' reductions weigh on short K, the
+#: planes' loop set-up on short planes).  Measured 2026-12-07 (2 threads, batch 128 unless
+#: noted, ms, direct / im2col_gemm): C 8 32x32 1.33 / 4.88, C 16 16x16 0.45 / 1.24, C 64
+#: 16x16 4.56 / 6.94, C 64 32x32 (batch 64) 5.39 / 7.85, C 128 16x16 8.08 / 11.24, C 256
+#: 16x16 (batch 64) 15.61 / 16.63, C 32 8x8 0.54 / 0.75, C 64 8x8 0.91 / 0.92, C 128 -> 256
+#: on 8x8 6.08 / 4.60, C 256 8x8 11.97 / 7.78
 #: ... and the fewest input channels of its flipped_conv_s1 dx: its im2row copies F*KH*KW
 #: elements per input pixel, each used by C multiply-adds.  Measured (numba_conv.PLAN_RULES):
 #: col2im_s1 wins at C 3 and 6, the flipped conv at 32 and 64, a tie at 16; re-measured
@@ -361,7 +369,9 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules, items
     n, c, h, w = x_shape
     f, _, kh, kw = w_shape
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
-    if rules == "dots" and c * kh * kw >= DOTS_MIN_K:
+    if rules == "dots" and kh == kw == 1 and stride == 1 and pad == 0:
+        forward = "direct" if oh * ow >= c else "im2col_gemm"      # DOTS_1X1_DIRECT
+    elif rules == "dots" and c * kh * kw >= DOTS_MIN_K:
         forward = "im2col_gemm"
     elif rules == "lanes" and kh == kw == 1 and stride == 1 and pad == 0 and (oh * ow) % lanes == 0:
         forward = "gemm_1x1"           # no im2col, no copy out (conv.pyx _gemm_1x1: measured)
