@@ -35,9 +35,13 @@ from numba import uint64 as u64
 
 from ._numba_options import PARALLEL, SERIAL, ZERO, takes
 
-#: pooled columns per row are computed in multiples of this (the vector loop's width
-#: with its 8-lane epilogue)
+#: the average pool computes its pooled rows in multiples of this many columns (its
+#: vector loop's width or its 8-lane epilogue's)
 ROW_MULTIPLE = 8
+#: the widest input the row kernels take (their tap offsets are exact in float32)
+ROWS_MAX_W = 1 << 22
+#: ... the max pool in whole vectors: this many bytes (16 float32, 8 float64)
+VECTOR_BYTES = 64
 
 
 def pool_path(size: int, stride: int) -> str:
@@ -48,11 +52,11 @@ def pool_path(size: int, stride: int) -> str:
 
 
 @njit(**SERIAL)
-def wide_rows(q, h, w, oh, ow, size, stride, total):
-    """(wide, rows): plane q's first ``rows`` pooled rows may be computed ``wide``
-    columns wide -- their junk columns stay inside the plane's output (rewritten by
+def wide_rows(q, h, w, oh, ow, size, stride, total, multiple):
+    """(wide, rows): plane q's first ``rows`` pooled rows may be computed ``wide`` columns
+    wide (OW rounded up to ``multiple``) -- their junk columns stay inside the plane's output (rewritten by
     the rows after them) and their reads inside the input's ``total`` elements."""
-    wide = (ow + ROW_MULTIPLE - 1) // ROW_MULTIPLE * ROW_MULTIPLE
+    wide = (ow + multiple - 1) // multiple * multiple
     rows = oh - (wide - ow + ow - 1) // ow
     while rows > 0 and q * h * w + (stride * (rows - 1) + size - 1) * w + stride * (wide - 1) + size > total:
         rows -= 1
@@ -61,8 +65,9 @@ def wide_rows(q, h, w, oh, ow, size, stride, total):
 
 # --------------------------------------------------------------------------- max pool
 @njit(**SERIAL)
-def _max_rows_2x2s2(x, xo, w, oh, ow, wide, rows, y, arg, yo):
-    """Plane at x[xo:] -> y/arg[yo:] (OH, OW), 2x2 windows at stride 2."""
+def _max_rows_2x2s2(x, xo, w, oh, ow, wide, rows, codes, y, arg, yo):
+    """Plane at x[xo:] -> y/arg[yo:] (OH, OW), 2x2 windows at stride 2 (codes: tap_codes)."""
+    k0, k1, k3, k4 = codes[0], codes[1], codes[3], codes[4]      # in registers, not reloaded
     for py in range(oh):
         width = wide if py < rows else ow
         r = xo + 2 * py * w
@@ -70,57 +75,61 @@ def _max_rows_2x2s2(x, xo, w, oh, ow, wide, rows, y, arg, yo):
         t0 = np.int32(2 * py * w)
         for px in range(width):
             c0 = r + 2 * px
-            best, top = x[u64(c0)], np.int32(0)
+            best, top = x[u64(c0)], k0
             v = x[u64(c0 + 1)]
             gt = best == best and not v <= best
-            best, top = (v, np.int32(1)) if gt else (best, top)
+            best, top = (v, k1) if gt else (best, top)
             v = x[u64(c0 + w)]
             gt = best == best and not v <= best
-            best, top = (v, np.int32(w)) if gt else (best, top)
+            best, top = (v, k3) if gt else (best, top)
             v = x[u64(c0 + w + 1)]
             gt = best == best and not v <= best
-            best, top = (v, np.int32(w + 1)) if gt else (best, top)
+            best, top = (v, k4) if gt else (best, top)
             y[u64(o + px)] = best
-            arg[u64(o + px)] = top + t0 + np.int32(2 * px)
+            arg[u64(o + px)] = np.int32(top) + t0 + np.int32(2 * px)
 
 
 @njit(**SERIAL)
-def _max_rows_3x3s2(x, xo, w, oh, ow, wide, rows, y, arg, yo):
-    """Plane at x[xo:] -> y/arg[yo:] (OH, OW), 3x3 windows at stride 2 (overlapping)."""
+def _max_rows_3x3s2(x, xo, w, oh, ow, wide, rows, codes, y, arg, yo):
+    """Plane at x[xo:] -> y/arg[yo:] (OH, OW), 3x3 windows at stride 2 (overlapping;
+    codes: tap_codes).  A window's third column is the next window's first: its values
+    are carried to the next pooled column (e0..e2) instead of loaded at an offset of two,
+    which LLVM would gather rather than shuffle (float64: 0.90 -> 0.33 ms on 32x32x32 at
+    batch 32).  LLVM vectorises the carried values in its main vector loop only, so max
+    rows are whole vectors wide (VECTOR_BYTES)."""
+    k0, k1, k2, k3, k4, k5, k6, k7, k8 = codes[0], codes[1], codes[2], codes[3], codes[4], codes[5], \
+        codes[6], codes[7], codes[8]
     for py in range(oh):
         width = wide if py < rows else ow
         r = xo + 2 * py * w
         o = yo + py * ow
         t0 = np.int32(2 * py * w)
+        e0, e1, e2 = x[u64(r)], x[u64(r + w)], x[u64(r + 2 * w)]
         for px in range(width):
             c0 = r + 2 * px
-            best, top = x[u64(c0)], np.int32(0)
-            v = x[u64(c0 + 1)]
-            gt = best == best and not v <= best
-            best, top = (v, np.int32(1)) if gt else (best, top)
-            v = x[u64(c0 + 2)]
-            gt = best == best and not v <= best
-            best, top = (v, np.int32(2)) if gt else (best, top)
-            v = x[u64(c0 + w)]
-            gt = best == best and not v <= best
-            best, top = (v, np.int32(w)) if gt else (best, top)
-            v = x[u64(c0 + w + 1)]
-            gt = best == best and not v <= best
-            best, top = (v, np.int32(w + 1)) if gt else (best, top)
-            v = x[u64(c0 + w + 2)]
-            gt = best == best and not v <= best
-            best, top = (v, np.int32(w + 2)) if gt else (best, top)
-            v = x[u64(c0 + 2 * w)]
-            gt = best == best and not v <= best
-            best, top = (v, np.int32(2 * w)) if gt else (best, top)
-            v = x[u64(c0 + 2 * w + 1)]
-            gt = best == best and not v <= best
-            best, top = (v, np.int32(2 * w + 1)) if gt else (best, top)
-            v = x[u64(c0 + 2 * w + 2)]
-            gt = best == best and not v <= best
-            best, top = (v, np.int32(2 * w + 2)) if gt else (best, top)
+            o0, n0 = x[u64(c0 + 1)], x[u64(c0 + 2)]
+            o1, n1 = x[u64(c0 + w + 1)], x[u64(c0 + w + 2)]
+            o2, n2 = x[u64(c0 + 2 * w + 1)], x[u64(c0 + 2 * w + 2)]
+            best, top = e0, k0
+            gt = best == best and not o0 <= best
+            best, top = (o0, k1) if gt else (best, top)
+            gt = best == best and not n0 <= best
+            best, top = (n0, k2) if gt else (best, top)
+            gt = best == best and not e1 <= best
+            best, top = (e1, k3) if gt else (best, top)
+            gt = best == best and not o1 <= best
+            best, top = (o1, k4) if gt else (best, top)
+            gt = best == best and not n1 <= best
+            best, top = (n1, k5) if gt else (best, top)
+            gt = best == best and not e2 <= best
+            best, top = (e2, k6) if gt else (best, top)
+            gt = best == best and not o2 <= best
+            best, top = (o2, k7) if gt else (best, top)
+            gt = best == best and not n2 <= best
+            best, top = (n2, k8) if gt else (best, top)
             y[u64(o + px)] = best
-            arg[u64(o + px)] = top + t0 + np.int32(2 * px)
+            arg[u64(o + px)] = np.int32(top) + t0 + np.int32(2 * px)
+            e0, e1, e2 = n0, n1, n2
 
 
 @njit(**SERIAL)
@@ -142,21 +151,24 @@ def _max_scan(x, xo, w, size, stride, oh, ow, y, arg, yo):
 
 
 @njit(**PARALLEL)
-def _maxpool2d_forward_kernel(x, size, stride, oh, ow):
+def _maxpool2d_forward_kernel(x, size, stride, oh, ow, codes):
     n, c, h, w = x.shape
     q_ = n * c
     flat = x.reshape(q_ * h * w)
     y = np.empty(q_ * oh * ow, dtype=x.dtype)
     arg = np.empty(q_ * oh * ow, dtype=np.int32)
-    rows_path = stride == 2 and (size == 2 or size == 3)
+    rows_path = stride == 2 and (size == 2 or size == 3) and w < ROWS_MAX_W
+    for i in range(3):
+        for j in range(3):
+            codes[i * 3 + j] = i * w + j
     for q in prange(q_):
         xo, yo = q * h * w, q * oh * ow
         if rows_path:
-            wide, rows = wide_rows(q, h, w, oh, ow, size, stride, q_ * h * w)
+            wide, rows = wide_rows(q, h, w, oh, ow, size, stride, q_ * h * w, VECTOR_BYTES // x.itemsize)
             if size == 2:
-                _max_rows_2x2s2(flat, xo, w, oh, ow, wide, rows, y, arg, yo)
+                _max_rows_2x2s2(flat, xo, w, oh, ow, wide, rows, codes, y, arg, yo)
             else:
-                _max_rows_3x3s2(flat, xo, w, oh, ow, wide, rows, y, arg, yo)
+                _max_rows_3x3s2(flat, xo, w, oh, ow, wide, rows, codes, y, arg, yo)
         else:
             _max_scan(flat, xo, w, size, stride, oh, ow, y, arg, yo)
     return y.reshape(n, c, oh, ow), arg.reshape(n, c, oh, ow)
@@ -164,7 +176,16 @@ def _maxpool2d_forward_kernel(x, size, stride, oh, ow):
 
 def _maxpool2d_forward_impl(x, size, stride, oh, ow):
     """y (N, C, OH, OW) = window max, arg = flat h*W + w of the first max."""
-    return _maxpool2d_forward_kernel(x, size, stride, oh, ow)
+    return _maxpool2d_forward_kernel(x, size, stride, oh, ow, tap_codes(x.dtype))
+
+
+def tap_codes(dtype):
+    """Room for the offsets i*W + j of a 3x3 window's taps (index i*3 + j), in x's own
+    float type (exact: the rows path takes W < 2^22): the row kernels select a tap's
+    offset with the mask of a value compare, and LLVM vectorises float64 values beside
+    int32 offsets poorly (3x3/2 max pool, float64, 32x32x32 at batch 32: 2.0 ms with
+    int32 offsets, 0.9 with float ones)."""
+    return np.empty(9, dtype=dtype)
 
 
 @njit(**PARALLEL)
@@ -238,7 +259,7 @@ def _avgpool2d_forward_kernel(x, size, stride, oh, ow):
     for q in prange(q_):
         xo, yo = q * h * w, q * oh * ow
         if rows_path:
-            wide, rows = wide_rows(q, h, w, oh, ow, size, stride, q_ * h * w)
+            wide, rows = wide_rows(q, h, w, oh, ow, size, stride, q_ * h * w, ROW_MULTIPLE)
             if size == 2:
                 _avg_rows_2x2s2(flat, xo, w, oh, ow, wide, rows, scale[0], y, yo)
             else:
