@@ -141,3 +141,16 @@ def test_an_aligned_pair_is_two_aligned_arrays_that_do_not_overlap(shape, dtype_
     b.fill(-1)
     assert np.isnan(a).all() and (b == -1).all()            # neither write reached the other
     assert not np.shares_memory(a, b)
+
+
+@pytest.mark.parametrize("fill_zero", [False, True])
+def test_aligned_arrays_past_the_small_size_start_on_a_cache_line(fill_zero):
+    make = _workspace.aligned_zeros if fill_zero else _workspace.aligned_empty
+    small = _workspace.SMALL // 4                      # float32 elements of a plain array
+    for shape in [(small,), (small + 1,), (3, 7, 11), (1, 64, 16, 16)]:
+        a = make(shape, np.float32)
+        assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+        if fill_zero:
+            assert not a.any()
+        if a.nbytes > _workspace.SMALL and not _workspace.EXACT:
+            assert a.ctypes.data % _workspace.ALIGN == 0, shape
