@@ -151,7 +151,9 @@ def test_the_dots_rules_take_gemms_from_dots_min_k_and_planes_dw_at_stride_1():
         if one_by_one:                                                       # DOTS_1X1_DIRECT
             assert dots.forward == ("direct" if dots.out_hw[0] * dots.out_hw[1] >= c else "im2col_gemm"), args
         elif gemm:
-            assert dots.forward == "im2col_gemm", args
+            long_planes = stride == 1 and dots.out_hw[0] * (args[0][3] + 2 * args[3]) >= plan.DOTS_DIRECT_MIN_PLANE
+            direct = long_planes and c * kh * kw <= plan.DOTS_DIRECT_MAX_K and lanes.forward != "gemm_1x1"
+            assert dots.forward == ("direct" if direct else "im2col_gemm"), args
         elif lanes.forward.startswith("winograd"):                           # Cython's only
             assert dots.forward in ("direct", "direct_filter_lanes"), args
         else:

@@ -141,6 +141,16 @@ RULES = ("lanes", "dots")
 #: K 27 2.94 / 5.70, 72 (8 -> 32, 3x3 on 32x32) 6.54 / 7.34, 75 (3 -> 32, 5x5) 7.21 / 7.96,
 #: 144 (16 -> 32, 3x3) 12.45 / 11.20, 150 (C3) 2.35 / 1.48
 DOTS_MIN_K = 128
+#: ... yet from DOTS_MIN_K up to DOTS_DIRECT_MAX_K taps a stride-1 forward whose planes
+#: (OH*WS outputs, WS the padded width) hold at least DOTS_DIRECT_MIN_PLANE stays "direct":
+#: its 8-filter passes (_numba_loops._planes_f8) beat the GEMM's reductions on long planes,
+#: not on short ones.  Measured 2026-12-07 after the 8-filter passes (2 threads, ms, median
+#: of three interleaved rounds, direct / im2col_gemm): K 144 (16 -> 32 on 16x16, plane 288)
+#: 2.14 / 2.61, K 400 (5x5 pad 2 on 24x24, plane 672) 5.54 / 6.05, K 288 (32 -> 64 on
+#: 16x16, plane 288) 8.00 / 7.97, K 150 (LeNet C3, plane 140) 1.46 / 1.41, K 576 (64 -> 64
+#: on 8x8, plane 80) 6.50 / 3.49
+DOTS_DIRECT_MAX_K = 400
+DOTS_DIRECT_MIN_PLANE = 256
 #: ... but an unpadded 1x1 stride-1 forward is "direct" (four filters by four channels per
 #: pass over whole planes, no channels-last copy) when its planes hold at least C pixels,
 #: else im2col_gemm (DOTS_1X1_DIRECT; the dot products' reductions weigh on short K, the
@@ -372,7 +382,8 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules, items
     if rules == "dots" and kh == kw == 1 and stride == 1 and pad == 0:
         forward = "direct" if oh * ow >= c else "im2col_gemm"      # DOTS_1X1_DIRECT
     elif rules == "dots" and c * kh * kw >= DOTS_MIN_K:
-        forward = "im2col_gemm"
+        long_planes = stride == 1 and oh * (w + 2 * pad) >= DOTS_DIRECT_MIN_PLANE
+        forward = "direct" if long_planes and c * kh * kw <= DOTS_DIRECT_MAX_K else "im2col_gemm"
     elif rules == "lanes" and kh == kw == 1 and stride == 1 and pad == 0 and (oh * ow) % lanes == 0:
         forward = "gemm_1x1"           # no im2col, no copy out (conv.pyx _gemm_1x1: measured)
     else:
