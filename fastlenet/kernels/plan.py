@@ -139,7 +139,8 @@ RULES = ("lanes", "dots")
 #: (3 -> 32, 3x3), the GEMM at 150 (LeNet C3) and above; re-measured 2026-12-07 after the
 #: Numba loops' unsigned indices and 4-filter planes (2 threads, ms, direct / im2col_gemm):
 #: K 27 2.94 / 5.70, 72 (8 -> 32, 3x3 on 32x32) 6.54 / 7.34, 75 (3 -> 32, 5x5) 7.21 / 7.96,
-#: 144 (16 -> 32, 3x3) 12.45 / 11.20, 150 (C3) 2.35 / 1.48
+#: 144 (16 -> 32, 3x3 on 32x32) 12.45 / 11.20, 150 (C3) 2.35 / 1.48 (the 8-filter passes
+#: since then moved the long planes to direct: DOTS_DIRECT_MAX_K below)
 DOTS_MIN_K = 128
 #: ... yet from DOTS_MIN_K up to DOTS_DIRECT_MAX_K taps a stride-1 forward whose planes
 #: (OH*WS outputs, WS the padded width) hold at least DOTS_DIRECT_MIN_PLANE stays "direct":
@@ -148,7 +149,8 @@ DOTS_MIN_K = 128
 #: of three interleaved rounds, direct / im2col_gemm): K 144 (16 -> 32 on 16x16, plane 288)
 #: 2.14 / 2.61, K 400 (5x5 pad 2 on 24x24, plane 672) 5.54 / 6.05, K 288 (32 -> 64 on
 #: 16x16, plane 288) 8.00 / 7.97, K 150 (LeNet C3, plane 140) 1.46 / 1.41, K 576 (64 -> 64
-#: on 8x8, plane 80) 6.50 / 3.49
+#: on 8x8, plane 80) 6.50 / 3.49; on 32x32 (plane 1088): K 144 8.18 / 12.32, K 288 13.94 /
+#: 18.90, and K 400 (5x5 on 28x28, plane 672) 11.63 / 13.05
 DOTS_DIRECT_MAX_K = 400
 DOTS_DIRECT_MIN_PLANE = 256
 #: ... but an unpadded 1x1 stride-1 forward is "direct" (four filters by four channels per
