@@ -123,7 +123,7 @@ def _emit(z, fs, rs, cs, ow, size, ps, ys, args):
                     ys[fi, oy, ox] = zf[u64(row + ox * cs)]
 
 
-@njit(**SERIAL)
+@njit(**INLINE)
 def _sample_im2col_gemm(xs, h, w, wk, b, kh, kw, s, p, oh, ow, xn, rows, offs, z):
     """One sample xs (C, H*W): xn (HS*WS, C) padded channels last, rows (L, Kp) its
     windows (im2row), z (F, L) = b + wk (F, Kp) @ rows^T."""
@@ -165,10 +165,11 @@ def nhwc_weights(w):
     return _lane_padded(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))
 
 
-@njit(**SERIAL)
+@njit(**INLINE)
 def _sample_direct(xs, wm, b, p, ws, offs, xp, z):
     """One sample xs (C, H, W), stride 1: its padded planes xp (C, HS*WS + WS + 16),
-    z (F, M) = b + conv in the stride-WS layout (wm (F, K) the weights, offs their taps)."""
+    z (F8, M) = b + conv in the stride-WS layout (wm (F8, K) the weights padded to whole
+    groups of 8 filters, offs their taps)."""
     pad_into(xs, p, ws, xp)
     conv_planes(xp, wm, b, offs, z)
 
@@ -180,10 +181,16 @@ def forward_direct(x, w, b, p, oh, ow, size, ps, lo, hi, y, arg):
     hs, ws = x.shape[2] + 2 * p, x.shape[3] + 2 * p
     xp = np.zeros((c_, hs * ws + ws + 16), dtype=x.dtype)
     offs = tap_offsets(c_, kh, kw, xp.shape[1], ws)
-    wm = w.reshape(f_, c_ * kh * kw)
-    z = np.empty((f_, round16(oh * ws)), dtype=x.dtype)
+    f8, k = (f_ + 7) // 8 * 8, c_ * kh * kw             # conv_planes' filters: whole groups of 8
+    wm, b8 = np.zeros((f8, k), dtype=x.dtype), np.zeros(f8, dtype=x.dtype)
+    w2 = w.reshape(f_, k)
+    for fi in range(f_):
+        b8[fi] = b[fi]
+        for t in range(k):
+            wm[fi, t] = w2[fi, t]
+    z = np.empty((f8, round16(oh * ws)), dtype=x.dtype)
     for n_ in range(lo, hi):
-        _sample_direct(x[n_], wm, b, p, ws, offs, xp, z)
+        _sample_direct(x[n_], wm, b8, p, ws, offs, xp, z)
         _emit(z, z.shape[1], ws, 1, ow, size, ps, y[n_], arg[n_])
 
 
@@ -342,7 +349,7 @@ def dw_gemm_im2col(g4, arg, fused, x, kh, kw, s, p, oh, ow, lo, hi, dw, db):
     return dzb
 
 
-@njit(**SERIAL)
+@njit(**INLINE)
 def _dw_sample_column_lanes(xs, dz, p, oh, ow, xp, offs, dzp, dw):
     """dw (F, C*KH*KW) += dot products of dz (F, L), laid out in the stride-WS planes dzp
     (F, M), with the padded planes xp of one sample xs (stride 1; offs its taps)."""
@@ -406,7 +413,7 @@ def dx_col2im_s1(dzb, wtr, kh, kw, p, oh, ow, lo, hi, dx):
         _dx_sample_s1(dzb[n_ - lo], wtr, kh, kw, p, oh, ow, dzp, dcols, dxp, dx[n_])
 
 
-@njit(**SERIAL)
+@njit(**INLINE)
 def _dx_sample_flipped(dz, wf, kh, kw, p, oh, ow, h, w, dzn, rows, offs, dxs):
     """dxs (C, H*W) of one sample, stride 1: the full convolution of dz (F, L) with the
     flipped weights wf (C, Kp), by the forward's GEMM: dzn (HF*WF, F) dz channels last with
