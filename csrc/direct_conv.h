@@ -58,11 +58,18 @@ static inline __attribute__((always_inline)) void fl_direct_tile_r##R##_##SUFFIX
                 fl_store_##SUFFIX(z + f * ldz + (oy + r) * OW + ox0, acc[r][f]);              \
         return;                                                                               \
     }                                                                                         \
+    if (n == FL_LB) {                   /* whole rows of the real filters (LeNet C1: 6) */  \
+        for (int r = 0; r < R; r++)                                                           \
+            for (int f = 0; f < nf; f++)                                                      \
+                fl_store_##SUFFIX(z + f * ldz + (oy + r) * OW + ox0, acc[r][f]);              \
+        return;                                                                               \
+    }                                                                                         \
+    /* the row's last columns: an element loop (a memcpy of n elements became `rep movs`, */  \
+    /* whose start-up cost 30% of C1's forward on AVX2) */                                    \
     for (int r = 0; r < R; r++)                                                               \
         for (int f = 0; f < nf; f++) {          /* the real filters and columns only */     \
-            T tmp[FL_LB];                                                                     \
-            memcpy(tmp, &acc[r][f], sizeof tmp);                                              \
-            memcpy(z + f * ldz + (oy + r) * OW + ox0, tmp, n * sizeof(T));                    \
+            T *zr = z + f * ldz + (oy + r) * OW + ox0;                                        \
+            for (long q = 0; q < n; q++) zr[q] = acc[r][f][q];                                \
         }                                                                                     \
 }
 #define FL_DEFINE_DIRECT(T, SUFFIX)                                                           \
@@ -218,6 +225,50 @@ FL_DEFINE_DIRECT_POOL(double, long, f64, 6, 2)
  * The register tile is 2 conv rows x 2*PC conv columns (PC pooled columns) of LB
  * filters; each weight vector loaded feeds 4*PC multiply-adds against broadcast
  * inputs.  y, arg as in fl_direct_conv_pool2 (plane stride ldy), written lane by lane. */
+/* The accumulators acc[2][2*PC] of one tile: both conv rows in one pass over the taps where
+ * 32 vector registers hold them (4*PC of them) and the weight; one row per pass where there
+ * are 16 (2*PC, the first row's parked in memory during the second pass: each weight vector
+ * is loaded twice, and nothing spills inside the tap loop).  The same sums either way. */
+#if FL_VREGS == 32
+#define FL_POOL_FLANES_PASSES(T, SUFFIX, PC)                                                  \
+    for (int r = 0; r < 2; r++)                                                               \
+        for (int q = 0; q < 2 * PC; q++) acc[r][q] = b0;                                      \
+    const T *wt = wq + (fb / FL_LB) * taps * FL_LB;                                           \
+    for (long c = 0; c < C; c++)                                                              \
+        for (long i = 0; i < KH; i++) {                                                       \
+            const T *row0 = xp + (c * HS + 2 * py + i) * WS + 2 * px0;                        \
+            const T *row1 = row0 + WS;                                                        \
+            for (long j = 0; j < KW; j++, wt += FL_LB) {                                      \
+                V wv = fl_load_##SUFFIX(wt);                                                  \
+                FL_IN_REGISTER_##SUFFIX(wv);                                                  \
+                const T *x0 = row0 + j, *x1 = row1 + j;                                       \
+                FL_OPAQUE(x0); FL_OPAQUE(x1);                                                 \
+                for (int q = 0; q < 2 * PC; q++) {                                            \
+                    acc[0][q] += x0[q] * wv;                                                  \
+                    acc[1][q] += x1[q] * wv;                                                  \
+                }                                                                             \
+            }                                                                                 \
+        }
+#else
+#define FL_POOL_FLANES_PASSES(T, SUFFIX, PC)                                                  \
+    for (int r = 0; r < 2; r++) {                                                             \
+        V part[2 * PC];                                                                       \
+        for (int q = 0; q < 2 * PC; q++) part[q] = b0;                                        \
+        const T *wt = wq + (fb / FL_LB) * taps * FL_LB;                                       \
+        for (long c = 0; c < C; c++)                                                          \
+            for (long i = 0; i < KH; i++) {                                                   \
+                const T *row = xp + (c * HS + 2 * py + r + i) * WS + 2 * px0;                 \
+                for (long j = 0; j < KW; j++, wt += FL_LB) {                                  \
+                    V wv = fl_load_##SUFFIX(wt);                                              \
+                    FL_IN_REGISTER_##SUFFIX(wv);                                              \
+                    const T *x0 = row + j;                                                    \
+                    FL_OPAQUE(x0);                                                            \
+                    for (int q = 0; q < 2 * PC; q++) part[q] += x0[q] * wv;                   \
+                }                                                                             \
+            }                                                                                 \
+        for (int q = 0; q < 2 * PC; q++) acc[r][q] = part[q];                                 \
+    }
+#endif
 #define FL_DEFINE_DIRECT_POOL_FLANES(T, IT, SUFFIX, PC)                                       \
 static __attribute__((noinline)) void fl_direct_conv_pool2_flanes##PC##_##SUFFIX(             \
         const T *xp, long C, long HS, long WS, const T *wq, long F, long Fq, long KH,         \
@@ -232,24 +283,7 @@ static __attribute__((noinline)) void fl_direct_conv_pool2_flanes##PC##_##SUFFIX
         for (long py = 0; py < PH; py++)                                                      \
             for (long px0 = 0; px0 < PW; px0 += PC) {                                         \
                 V acc[2][2 * PC];                                                             \
-                for (int r = 0; r < 2; r++)                                                   \
-                    for (int q = 0; q < 2 * PC; q++) acc[r][q] = b0;                          \
-                const T *wt = wq + (fb / FL_LB) * taps * FL_LB;                               \
-                for (long c = 0; c < C; c++)                                                  \
-                    for (long i = 0; i < KH; i++) {                                           \
-                        const T *row0 = xp + (c * HS + 2 * py + i) * WS + 2 * px0;            \
-                        const T *row1 = row0 + WS;                                            \
-                        for (long j = 0; j < KW; j++, wt += FL_LB) {                          \
-                            V wv = fl_load_##SUFFIX(wt);                                      \
-                            FL_IN_REGISTER_##SUFFIX(wv);                                      \
-                            const T *x0 = row0 + j, *x1 = row1 + j;                           \
-                            FL_OPAQUE(x0); FL_OPAQUE(x1);                                     \
-                            for (int q = 0; q < 2 * PC; q++) {                                \
-                                acc[0][q] += x0[q] * wv;                                      \
-                                acc[1][q] += x1[q] * wv;                                      \
-                            }                                                                 \
-                        }                                                                     \
-                    }                                                                         \
+                FL_POOL_FLANES_PASSES(T, SUFFIX, PC)                                          \
                 for (int q = 0; q < PC && px0 + q < PW; q++) {                                \
                     V a = acc[0][2 * q], b = acc[0][2 * q + 1];                               \
                     V cc = acc[1][2 * q], d = acc[1][2 * q + 1];                              \
@@ -362,7 +396,8 @@ FL_DEFINE_DIRECT_FLANES(float, f32)
 FL_DEFINE_DIRECT_FLANES(double, f64)
 
 /* pooled columns per filter-lanes tile: 2 rows x 2*5 columns = 20 vector accumulators and
- * the weight vector fit AVX-512's 32 registers (plan.FLANES_TILE must match: it pads WS) */
+ * the weight vector fit AVX-512's 32 registers, one row of 10 at a time 16 registers
+ * (plan.FLANES_TILE must match: it pads WS) */
 #define FL_POOL_FLANES_TILE 5
 FL_DEFINE_DIRECT_POOL_FLANES(float, int, f32, 5)
 FL_DEFINE_DIRECT_POOL_FLANES(double, long, f64, 5)

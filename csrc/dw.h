@@ -17,6 +17,17 @@
  * first ``lanes`` of them (a multiple of LB; dzt and dwt may start at a later lane).
  * One pass over L holds NR kernel rows x KW taps of one channel in registers
  * (10 or 9 accumulators); each broadcast input value feeds one multiply-add. */
+/* The inputs of output column ox: with 16 vector registers from a pointer hidden per
+ * column (FL_OPAQUE: GCC's predictive commoning kept the NR x KW inputs one column shares
+ * with the next in registers beside the accumulators, and spilled them: C3's dW on AVX2);
+ * with 32 as indices from the row's start, where they fit. */
+#if FL_VREGS == 16
+#define FL_DW_INPUTS(T, xo, x0, ox, s) const T *xo = x0 + ox * s; FL_OPAQUE(xo)
+#define FL_DW_COLUMN(ox, s) 0
+#else
+#define FL_DW_INPUTS(T, xo, x0, ox, s) const T *xo = x0
+#define FL_DW_COLUMN(ox, s) ox * s
+#endif
 #define FL_DEFINE_DW(T, SUFFIX, KWC, NR)                                                     \
 static inline __attribute__((always_inline)) void                                            \
 fl_dw_pass_k##KWC##_##SUFFIX(const T *xc, long WS, long s, const T *dzt, long ldt, long OH,  \
@@ -29,9 +40,10 @@ fl_dw_pass_k##KWC##_##SUFFIX(const T *xc, long WS, long s, const T *dzt, long ld
         const T *d = dzt + oy * OW * ldt;                                                     \
         for (long ox = 0; ox < OW; ox++, d += ldt) {                                          \
             fl_vec_##SUFFIX dv = fl_load_##SUFFIX(d);                                         \
+            FL_DW_INPUTS(T, xo, x0, ox, s);                                                   \
             for (int r = 0; r < nr; r++)                                                      \
                 for (int j = 0; j < KWC; j++)                                                 \
-                    acc[r * KWC + j] += x0[r * WS + ox * s + j] * dv;                         \
+                    acc[r * KWC + j] += xo[r * WS + FL_DW_COLUMN(ox, s) + j] * dv;            \
         }                                                                                     \
     }                                                                                         \
     for (int r = 0; r < nr; r++)                                                              \

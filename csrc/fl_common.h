@@ -56,6 +56,15 @@
 #define FL_OPAQUE(p) ((void)0)
 #endif
 
+/* Vector registers of the build's ISA: 32 with AVX-512, else 16 (AVX/AVX2, SSE on x86-64).
+ * A register tile sized for 32 spills on 16 (measured on AVX2: the stack stores and reloads
+ * were the hottest instructions of C3's fused forward and dW). */
+#if defined(__AVX512F__)
+#define FL_VREGS 32
+#else
+#define FL_VREGS 16
+#endif
+
 /* a where mask (all ones), else b: a select between vectors, viewed as integer vectors IV */
 #define FL_SEL(IV, VT, mask, a, b) ((VT)(((IV)(a) & (mask)) | ((IV)(b) & ~(mask))))
 
