@@ -302,7 +302,7 @@ cdef _check_plan(Geometry g):
     if g.pool_fb and not (g.size == 2 and g.ps == 2 and
                           g.fwd == (FWD_DIRECT_FILTER_LANES if g.pool == POOL_TILE_FLANES else FWD_DIRECT)):
         bad.append("an in-tile pool needs its direct forward and a 2x2/2 pool")
-    if (g.pool == POOL_TILE_F8 and g.ow > LB) or (g.pool == POOL_TILE_F6 and g.ow > 2 * LB):
+    if (g.pool == POOL_TILE_F8 and g.ow > LB) or (g.pool == POOL_TILE_F6 and LB == 16 and g.ow > 2 * LB):
         bad.append("the tile holds fewer conv columns than the output row has")
     if (g.pool == POOL_AFTER_CONV_2X2 or g.pool_grad == POOL_GRAD_EXPAND_2X2) and not (g.size == 2 and g.ps == 2):
         bad.append("a 2x2 pool path needs a 2x2/2 pool")
@@ -372,13 +372,13 @@ cdef inline void _direct_conv_pool2(const floating* xp, Geometry g, const floati
         else:
             fl_direct_conv_pool2_f8v1_f64(xp, g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, g.ow,
                                           g.ph, g.pw, y, arg, g.ph * g.pw)
-    else:
+    else:                               # the build's tile_f6 kernel (f6v2, or f6cols < 16 lanes)
         if floating is float:
-            fl_direct_conv_pool2_f6v2_f32(xp, g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, g.ow,
-                                          g.ph, g.pw, y, arg, g.ph * g.pw)
+            fl_direct_conv_pool2_tile_f6_f32(xp, g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, g.ow,
+                                             g.ph, g.pw, y, arg, g.ph * g.pw)
         else:
-            fl_direct_conv_pool2_f6v2_f64(xp, g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, g.ow,
-                                          g.ph, g.pw, y, arg, g.ph * g.pw)
+            fl_direct_conv_pool2_tile_f6_f64(xp, g.c, g.hs, g.ws, wd, nf, g.kh, g.kw, bias, g.ow,
+                                             g.ph, g.pw, y, arg, g.ph * g.pw)
 
 
 cdef inline void _gemm_forward(const floating[:, :, :, ::1] x, Py_ssize_t n, const floating[:, ::1] wp,

@@ -217,6 +217,77 @@ FL_DEFINE_DIRECT_POOL(double, long, f64, 8, 1)
 FL_DEFINE_DIRECT_POOL(float, int, f32, 6, 2)
 FL_DEFINE_DIRECT_POOL(double, long, f64, 6, 2)
 
+/* The same fused conv + ReLU + 2x2 max pool for builds with 16 vector registers (the plan's
+ * 'tile_f6' where lanes < 16), on rows of any width: the register tile is 6 filters x 2
+ * conv rows x one vector of LB conv columns (12 accumulators, 2 input vectors, a broadcast
+ * weight: the f6v2 tile's 24 accumulators spill on 16 registers, and the f8v1 tile's 16),
+ * and tiles run along the conv row in blocks of LB columns (LB/2 pooled columns each; the
+ * last block's columns past OW are computed from the row padding and never stored).
+ * xp's rows (stride WS >= round_up(OW, LB) + KW - 1), wd (F6/6, C*KH*KW, 6), y, arg as in
+ * fl_direct_conv_pool2.  LeNet C1 (6 filters, 28 columns) on AVX2: one tile per filter
+ * block and 4 blocks per row, no stored conv output and no second pass. */
+#define FL_DEFINE_DIRECT_POOL_COLUMNS(T, IT, SUFFIX)                                         \
+static __attribute__((noinline)) void fl_direct_conv_pool2_f6cols_##SUFFIX(                  \
+        const T *xp, long C, long HS, long WS, const T *wd, long FP, long KH, long KW,        \
+        const T *bias, long OW, long PH, long PW, T *y, int *arg, long ldy) {                 \
+    typedef fl_vec_##SUFFIX V;                                                                \
+    typedef fl_ivec_##SUFFIX IV;                                                              \
+    long taps = C * KH * KW;                                                                  \
+    IV even, odd;                                                                             \
+    for (int q = 0; q < FL_LB; q++) { even[q] = 2 * q; odd[q] = 2 * q + 1; }                  \
+    for (long fb = 0; fb < FP; fb += 6)                                                       \
+        for (long py = 0; py < PH; py++)                                                      \
+            for (long x0 = 0; x0 < 2 * PW; x0 += FL_LB) {                                     \
+                V acc[2][6];                                                                  \
+                for (int f = 0; f < 6; f++) {                                                 \
+                    acc[0][f] = (V){0}; acc[0][f] += bias[fb + f]; acc[1][f] = acc[0][f];     \
+                }                                                                             \
+                const T *wt = wd + (fb / 6) * taps * 6;                                       \
+                for (long c = 0; c < C; c++)                                                  \
+                    for (long i = 0; i < KH; i++) {                                           \
+                        const T *row0 = xp + (c * HS + 2 * py + i) * WS + x0;                 \
+                        for (long j = 0; j < KW; j++, wt += 6) {                              \
+                            const T *r0 = row0 + j;                                           \
+                            FL_OPAQUE(r0);                                                    \
+                            V v0 = fl_load_##SUFFIX(r0), v1 = fl_load_##SUFFIX(r0 + WS);      \
+                            for (int f = 0; f < 6; f++) {                                     \
+                                T wv = wt[f];                                                 \
+                                acc[0][f] += wv * v0;                                         \
+                                acc[1][f] += wv * v1;                                         \
+                            }                                                                 \
+                        }                                                                     \
+                    }                                                                         \
+                long px0 = x0 / 2, np = PW - px0 < FL_LB / 2 ? PW - px0 : FL_LB / 2;         \
+                for (int f = 0; f < 6 && fb + f < FP; f++) {                                  \
+                    V a = __builtin_shuffle(acc[0][f], even), b = __builtin_shuffle(acc[0][f], odd); \
+                    V cc = __builtin_shuffle(acc[1][f], even), d = __builtin_shuffle(acc[1][f], odd); \
+                    IV k, pos;                                                                \
+                    V out = fl_relu_max4_##SUFFIX(a, b, cc, d, &k, &pos);                     \
+                    IV idx = ((IT)(2 * py) + (k >> 1)) * (IT)OW + (IT)x0 + even + (k & 1);    \
+                    idx = FL_SEL(IV, IV, pos, idx, idx * 0 - 1);                              \
+                    T *yr = y + (fb + f) * ldy + py * PW + px0;                               \
+                    int *ar = arg + (fb + f) * ldy + py * PW + px0;                           \
+                    if (np == FL_LB / 2) {          /* constant sizes: half-vector stores */ \
+                        fl_i32_##SUFFIX ai = __builtin_convertvector(idx, fl_i32_##SUFFIX);   \
+                        memcpy(yr, &out, FL_LB / 2 * sizeof(T));                              \
+                        memcpy(ar, &ai, FL_LB / 2 * sizeof(int));                             \
+                    } else {                                                                  \
+                        for (long q = 0; q < np; q++) { yr[q] = out[q]; ar[q] = (int)idx[q]; } \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+}
+
+#if FL_LB < 16
+FL_DEFINE_DIRECT_POOL_COLUMNS(float, int, f32)
+FL_DEFINE_DIRECT_POOL_COLUMNS(double, long, f64)
+#define fl_direct_conv_pool2_tile_f6_f32 fl_direct_conv_pool2_f6cols_f32
+#define fl_direct_conv_pool2_tile_f6_f64 fl_direct_conv_pool2_f6cols_f64
+#else
+#define fl_direct_conv_pool2_tile_f6_f32 fl_direct_conv_pool2_f6v2_f32
+#define fl_direct_conv_pool2_tile_f6_f64 fl_direct_conv_pool2_f6v2_f64
+#endif
+
 /* The same fused conv + ReLU + 2x2 max pool with the filters along the vector lanes,
  * for layers with many filters and narrow rows (LeNet C3: 16 filters, 10 columns),
  * where columns-in-lanes would leave lanes idle:

@@ -71,9 +71,10 @@ cdef extern from "direct_conv.h" nogil:
             long FP, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y, int* arg, long ldy)
     void fl_direct_conv_pool2_f8v1_f64(const double* xp, long C, long HS, long WS, const double* wd,
             long FP, long KH, long KW, const double* bias, long OW, long PH, long PW, double* y, int* arg, long ldy)
-    void fl_direct_conv_pool2_f6v2_f32(const float* xp, long C, long HS, long WS, const float* wd,
+    # the plan's tile_f6: fl_direct_conv_pool2_f6v2 (16 lanes) or _f6cols (fewer lanes)
+    void fl_direct_conv_pool2_tile_f6_f32(const float* xp, long C, long HS, long WS, const float* wd,
             long FP, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y, int* arg, long ldy)
-    void fl_direct_conv_pool2_f6v2_f64(const double* xp, long C, long HS, long WS, const double* wd,
+    void fl_direct_conv_pool2_tile_f6_f64(const double* xp, long C, long HS, long WS, const double* wd,
             long FP, long KH, long KW, const double* bias, long OW, long PH, long PW, double* y, int* arg, long ldy)
     void fl_direct_conv_pool2_flanes5_f32(const float* xp, long C, long HS, long WS, const float* wq,
             long F, long Fq, long KH, long KW, const float* bias, long OW, long PH, long PW, float* y,

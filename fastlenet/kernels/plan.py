@@ -39,7 +39,10 @@ pool (with a fused conv -> ReLU -> max pool only)
                              (<= 2 LANES) per tile and output columns along the lanes:
                              8 filters x 2 rows x 1 vector or 6 x 2 x 2 = 16 or 24 of
                              AVX-512's 32 vector registers as accumulators, the rest for
-                             inputs (an AVX2 build has 16 registers: some accumulators spill)
+                             inputs.  With fewer than 16 lanes (AVX2: 16 registers, where
+                             both spilled) ``tile_f6`` alone, on rows of any width: 6 filters
+                             x 2 rows x 1 vector, in blocks of LANES columns along the row
+                             (SMALL_LANES_TILE_F6)
     ``after_conv_2x2``    -- ReLU + 2x2/2 pool over the conv output kept in the workspace
     ``after_conv``        -- the same for any other window and stride
 pool_grad (its backward)
@@ -322,6 +325,11 @@ def _pool_kernel(forward: str, ow: int, pool, lanes: int, stride: int) -> Option
     if tuple(pool) == (2, 2) and stride == 1:
         if forward == "direct_filter_lanes":
             return "tile_filter_lanes"      # filters along the lanes (LeNet C3)
+        if forward == "direct" and lanes < 16:
+            # SMALL_LANES_TILE_F6 (AVX2, 2 threads, batch 256, LeNet C1 1 -> 6 on 28x28,
+            # direct + after_conv_2x2 -> tile_f6, medians, ms): see the measurement in
+            # csrc/direct_conv.h fl_direct_conv_pool2_f6cols
+            return "tile_f6"
         if forward == "direct" and ow <= lanes:
             return "tile_f8"                # one vector per conv row: 8 filters per tile
         if forward == "direct" and ow <= 2 * lanes:
