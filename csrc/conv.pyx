@@ -737,9 +737,9 @@ cdef inline void _dw_columns(const floating* xp, Geometry g, const floating* dzr
             fl_dw_lanes_k3_f64(xp, g.c, g.hs, g.ws, g.kh, dzr, nf, g.oh, g.owr, dwv)
     else:
         if floating is float:
-            fl_dw_lanes_f3k5_f32(xp, g.c, g.hs, g.ws, g.kh, dzr, nf, g.oh, g.owr, dwv)
+            fl_dw_lanes_k5_f32(xp, g.c, g.hs, g.ws, g.kh, dzr, nf, g.oh, g.owr, dwv)
         else:
-            fl_dw_lanes_f3k5_f64(xp, g.c, g.hs, g.ws, g.kh, dzr, nf, g.oh, g.owr, dwv)
+            fl_dw_lanes_k5_f64(xp, g.c, g.hs, g.ws, g.kh, dzr, nf, g.oh, g.owr, dwv)
 
 
 cdef inline int _winograd_dw(const floating* xp, Geometry g, const floating* dzr, floating[:, ::1] vm,

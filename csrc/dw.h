@@ -117,8 +117,17 @@ static void fl_dw_lanes_f##FB##k##KWC##_##SUFFIX(const T *xp, long C, long HS, l
             }                                                                                 \
 }
 
+/* KW 5: 3 filters x 5 taps (15 accumulators + 5 input vectors) with 32 vector registers,
+ * 2 x 5 with 16 (3 x 5 spilled there: 21 registers' worth). */
+#if FL_VREGS == 32
 FL_DEFINE_DW_LANES(float, f32, 3, 5)
+#define fl_dw_lanes_k5_f32 fl_dw_lanes_f3k5_f32
+#else
+FL_DEFINE_DW_LANES(float, f32, 2, 5)
+#define fl_dw_lanes_k5_f32 fl_dw_lanes_f2k5_f32
+#endif
 FL_DEFINE_DW_LANES(double, f64, 3, 5)
+#define fl_dw_lanes_k5_f64 fl_dw_lanes_f3k5_f64
 /* KW 3: 6 filters x 3 taps (18 accumulators + 3 input vectors) with 32 vector registers
  * (AVX-512), 3 x 3 with 16; each input vector then feeds FB multiply-adds. */
 #if FL_LB == 16

@@ -84,9 +84,9 @@ cdef extern from "direct_conv.h" nogil:
             int* arg, long ldy)
 
 cdef extern from "dw.h" nogil:
-    void fl_dw_lanes_f3k5_f32(const float* xp, long C, long HS, long WS, long KH, const float* dzr,
+    void fl_dw_lanes_k5_f32(const float* xp, long C, long HS, long WS, long KH, const float* dzr,
                               long F, long OH, long OWr, float* dwv)
-    void fl_dw_lanes_f3k5_f64(const double* xp, long C, long HS, long WS, long KH, const double* dzr,
+    void fl_dw_lanes_k5_f64(const double* xp, long C, long HS, long WS, long KH, const double* dzr,
                               long F, long OH, long OWr, double* dwv)
     void fl_dw_lanes_k3_f32(const float* xp, long C, long HS, long WS, long KH, const float* dzr,
                               long F, long OH, long OWr, float* dwv)
