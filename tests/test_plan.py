@@ -118,14 +118,17 @@ LANES8 = {
     3: ("direct", "tile_f6", "expand_2x2", "direct_column_lanes", "col2im_s1"),   # 5 blocks, 4 filters
     8: ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1"),   # 8 filters fill 8 lanes
     12: ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1"),  # 8 filters, 20 columns
-    # rows of 10 and 8 tiles fill 8 lanes: the Winograd dW, whole samples summed together
-    19: ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "winograd_f2x2_3x3", "winograd_f2x2_3x3"),
-    21: ("winograd_f2x2_3x3", "winograd_f2x2_3x3", "winograd_f2x2_3x3"),
-    # rows of 12 tiles fill 8 lanes: the 5x5 Winograd dW; rows of 4 and 6 tiles half of them
-    25: ("winograd_f2x2_5x5",) * 3,
-    26: ("winograd_f2x2_5x5", "after_conv_2x2", "expand_2x2", "winograd_f2x2_5x5", "winograd_f2x2_5x5"),
+    # no Winograd dW with 8 lanes (WINOGRAD_DW_MIN_LANES): the direct dW by the lanes rule
+    16: ("winograd_f2x2_3x3", "direct_filter_lanes", "winograd_f2x2_3x3"),
+    17: ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "direct_column_lanes", "winograd_f2x2_3x3"),
+    19: ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "winograd_f2x2_3x3"),
+    20: ("winograd_f2x2_3x3", "direct_filter_lanes", "col2im_s1"),
+    21: ("winograd_f2x2_3x3", "direct_column_lanes", "winograd_f2x2_3x3"),
+    25: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),
+    26: ("winograd_f2x2_5x5", "after_conv_2x2", "expand_2x2", "direct_column_lanes", "winograd_f2x2_5x5"),
     27: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),
-    28: ("winograd_f2x2_5x5", "winograd_f2x2_5x5", "col2im_s1"),
+    28: ("winograd_f2x2_5x5", "direct_filter_lanes", "col2im_s1"),
+    29: ("winograd_f2x2_5x5", "after_conv", "route", "direct_filter_lanes", "winograd_f2x2_5x5"),
     31: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),
 }
 CASES_8 = [(args, LANES8.get(i, names)) for i, (args, names) in enumerate(CASES)] + [
@@ -329,6 +332,32 @@ def test_each_planned_path_matches_the_reference(name, args, dtype):
     y, grads = _conv_and_grads(k, x, w, b, s, p, pool, grad)
     for got, wanted, what in zip((y,) + tuple(grads), want, ("y", "dx", "dw", "db")):
         assert_close(what if pool is None else f"fused {what}", got, wanted)
+
+
+#: the plain cases whose 16-lane plan takes a Winograd dW (WINOGRAD_DW, WINOGRAD5_DW): an
+#: 8-lane build plans the direct dW there (WINOGRAD_DW_MIN_LANES), so they are forced
+WINOGRAD_DW_CASES = [args for args, names in CASES if args[4] is None and names[1].startswith("winograd")]
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
+@pytest.mark.parametrize("args", WINOGRAD_DW_CASES, ids=[",".join(map(str, a[0])) for a in WINOGRAD_DW_CASES])
+def test_the_winograd_dw_forced_on_any_build_matches_the_reference(args):
+    import dataclasses
+
+    from fastlenet.kernels import _cy_conv
+    x_shape, w_shape, s, p, _ = args
+    k = backend("cython")
+    planned = k.plan_conv2d(x_shape, w_shape, s, p, None)
+    assert planned.forward.startswith("winograd"), planned.names
+    codes = dataclasses.replace(planned, dw=planned.forward).codes      # the forward's Winograd
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    dy = rng.standard_normal((x_shape[0], w_shape[0]) + planned.out_hw).astype(np.float32)
+    _, dw, db = _cy_conv.conv2d_backward(dy, x, w, s, p, False, codes)
+    _, want_dw, want_db = ref.conv2d_backward(dy, x, w, s, p, False)
+    assert_close("dw", dw, want_dw)
+    assert_close("db", db, want_db)
 
 
 PLAIN_8 = [args for args, _ in CASES_8 if args[4] is None]

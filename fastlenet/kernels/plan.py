@@ -219,6 +219,15 @@ WINOGRAD_DW = "rows of whole vectors of tiles"
 #: on 16x16 18.10 / 17.81.  Float64 wins on every row width (16 -> 32 on 24x24 51.45 /
 #: 39.81, 8 -> 16 24.78 / 16.98, 64 -> 64 on 8x8 54.76 / 28.81)
 WINOGRAD5_DW = "rows of whole vectors of tiles, or narrow rows"
+#: Both Winograd dW rules hold with 16 lanes (AVX-512, where they were measured).  With
+#: fewer (AVX2: 8 lanes and 16 vector registers, whose tile transforms spill) the direct dW
+#: wins on every measured shape.  Measured (AMD EPYC Zen 3, AVX2, `python -m
+#: benchmarks.conv_paths --dtype float32`, medians, ms, filter lanes / column lanes /
+#: Winograd): 32 -> 64 on 16x16, batch 128, 1 thread 17.76 / 35.40 / 22.01, 2 threads
+#: 13.57 / 23.71 / 17.29, batch 32 4.39 / 6.01 / 4.48; 16 -> 32 5x5 pad 2 on 24x24, batch
+#: 128, 1 thread 34.37 / 28.07 / 51.51, 2 threads 19.50 / 17.74 / 34.98, batch 32 5.21 /
+#: 5.18 / 9.07; 64 -> 64 on 8x8 (planned by filter lanes already) 10.55 / - / 18.23
+WINOGRAD_DW_MIN_LANES = 16
 #: In float64 (the element size is part of the plan) the direct kernels compute in vectors of
 #: LANES doubles, two registers, which GCC keeps in memory: they lose to the GEMM paths, whose
 #: GEMM computes in one register of doubles (csrc/gemm.h).  Measured (cython, 2 threads,
@@ -355,8 +364,8 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, oh: int, o
     winograd, rows = _winograd(c, f, kh, kw, stride, ow, lanes, rules), _tile_rows(ow, lanes)
     if itemsize == 8:                  # WINOGRAD_FLOAT64
         return winograd if winograd and rows == "narrow rows" else "gemm_im2row"
-    if winograd and (rows == "full rows" or (kh == 5 and rows == "narrow rows")):
-        return winograd                # WINOGRAD_DW, WINOGRAD5_DW
+    if winograd and lanes >= WINOGRAD_DW_MIN_LANES and (rows == "full rows" or (kh == 5 and rows == "narrow rows")):
+        return winograd                # WINOGRAD_DW, WINOGRAD5_DW, WINOGRAD_DW_MIN_LANES
     if kw in DIRECT_DW_WIDTHS:
         columns = _fills_more_lanes(ow, f, lanes) if kw == 5 else \
             c <= COLUMN_DW3_MAX_C and not _fills_more_lanes(f, ow, lanes)
