@@ -1,0 +1,50 @@
+"""benchmarks/step_kernels.py: the per-kernel breakdown of a training step times the kernels
+the layers really call, passes their results through unchanged, and puts them back."""
+import time
+
+import numpy as np
+
+from benchmarks import networks, step_kernels
+from checks import COMPILED
+from fastlenet import kernels
+
+BACKEND = "cython" if "cython" in COMPILED else "numpy"
+
+
+def _loss_and_grads(backend):
+    model = networks.build("lenet5", backend)
+    rng = np.random.default_rng(0)
+    x = rng.random((8,) + model.input_shape, dtype=np.float32)
+    loss, grads = model.loss_and_grads(x, rng.integers(0, 10, 8))
+    return loss, {name: g.copy() for name, g in grads.items()}
+
+
+def test_the_wrapped_kernels_record_each_call_and_change_no_result():
+    k = kernels.backend(BACKEND)
+    plain_loss, plain_grads = _loss_and_grads(BACKEND)
+    with step_kernels.instrumented(k, time.perf_counter) as times:
+        loss, grads = _loss_and_grads(BACKEND)
+    assert loss == plain_loss
+    for name in plain_grads:
+        np.testing.assert_array_equal(grads[name], plain_grads[name])
+    names = {name for name, _ in times}
+    conv = {"conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward"} if k.fast is not None \
+        else {"conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward"}
+    assert conv <= names, names
+    assert all(len(v) >= 1 and min(v) >= 0 for v in times.values())
+    assert ("conv2d_forward" in names) == (k.fast is None)      # the fused path replaces it
+
+
+def test_the_originals_are_back_after_the_block():
+    k = kernels.backend(BACKEND)
+    before = [getattr(k, name) for name in step_kernels.PUBLIC]
+    with step_kernels.instrumented(k, time.perf_counter):
+        assert [getattr(k, name) for name in step_kernels.PUBLIC] != before
+    assert [getattr(k, name) for name in step_kernels.PUBLIC] == before
+
+
+def test_the_report_sums_the_kernels_of_a_few_steps(capsys):
+    step_kernels.main([BACKEND, "--batch", "4", "--steps", "2", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "| ms / step | fastest ms | kernel | shapes |" in out
+    assert "kernels " in out and "ms of a step of" in out
