@@ -3,6 +3,10 @@ from a pytest-benchmark JSON file.
 
     pytest --benchmark-only benchmarks/test_bench_shapes.py -k b128_f32 --benchmark-json=shapes.json
     python -m benchmarks.shape_table shapes.json
+    python -m benchmarks.shape_table shapes.json --stat min     # each cell's fastest round
+
+The fastest round is the steadier figure where other work shares the machine (a noisy
+neighbour moves medians by 1.5x and more; the same run's minima much less).
 """
 from __future__ import annotations
 
@@ -15,18 +19,22 @@ from collections import defaultdict
 BACKENDS = ("cython", "numba", "numpy")
 
 
-def rows(doc: dict):
-    """group -> {backend: median seconds}."""
+def rows(doc: dict, stat: str = "median"):
+    """group -> {backend: seconds (the rounds' median, or ``stat``)}."""
     table = defaultdict(dict)
     for bench in doc["benchmarks"]:
         backend = re.search(r"\[(\w+)-", bench["name"]).group(1)
-        table[bench["group"]][backend] = bench["stats"]["median"]
+        table[bench["group"]][backend] = bench["stats"][stat]
     return table
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    table = rows(json.load(open(argv[0])))
+    stat = argv[argv.index("--stat") + 1] if "--stat" in argv else "median"
+    if stat not in ("median", "min"):
+        raise SystemExit(f"shape_table: --stat must be median or min, not {stat!r}")
+    table = rows(json.load(open(argv[0])), stat)
+    print(f"({stat} of each cell's rounds)")
     print("| case | torch ms | " + " | ".join(f"{b} ms (x torch)" for b in BACKENDS) + " |")
     print("|---|---|" + "---|" * len(BACKENDS))
     ratios = defaultdict(list)

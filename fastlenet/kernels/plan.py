@@ -228,6 +228,14 @@ WINOGRAD5_DW = "rows of whole vectors of tiles, or narrow rows"
 #: 128, 1 thread 34.37 / 28.07 / 51.51, 2 threads 19.50 / 17.74 / 34.98, batch 32 5.21 /
 #: 5.18 / 9.07; 64 -> 64 on 8x8 (planned by filter lanes already) 10.55 / - / 18.23
 WINOGRAD_DW_MIN_LANES = 16
+#: With fewer than 16 lanes (AVX2: 16 vector registers) the 16- and 24-accumulator pool tiles
+#: tile_f8 and tile_f6 spill, and the pool ran after the stored conv output on rows wider
+#: than 2 LANES (LeNet C1: 28); tile_f6 then computes 6 filters x 2 rows x one vector, in
+#: blocks along the row, for every direct forward before a 2x2/2 pool.  Measured (AMD EPYC
+#: Zen 3, AVX2, LeNet C1 1 -> 6 on 28x28, batch 256, `python -m benchmarks.step_kernels
+#: cython`, fastest call, three interleaved rounds, ms, direct + after_conv_2x2 / tile_f6):
+#: 1 thread (CPU time) 2.37-2.43 / 1.48-1.53, 2 threads 1.24-1.25 / 0.91-0.93
+SMALL_LANES_TILE_F6 = "tile_f6 on rows of any width before a 2x2/2 pool, with fewer than 16 lanes"
 #: In float64 (the element size is part of the plan) the direct kernels compute in vectors of
 #: LANES doubles, two registers, which GCC keeps in memory: they lose to the GEMM paths, whose
 #: GEMM computes in one register of doubles (csrc/gemm.h).  Measured (cython, 2 threads,
@@ -335,10 +343,7 @@ def _pool_kernel(forward: str, ow: int, pool, lanes: int, stride: int) -> Option
         if forward == "direct_filter_lanes":
             return "tile_filter_lanes"      # filters along the lanes (LeNet C3)
         if forward == "direct" and lanes < 16:
-            # SMALL_LANES_TILE_F6 (AVX2, 2 threads, batch 256, LeNet C1 1 -> 6 on 28x28,
-            # direct + after_conv_2x2 -> tile_f6, medians, ms): see the measurement in
-            # csrc/direct_conv.h fl_direct_conv_pool2_f6cols
-            return "tile_f6"
+            return "tile_f6"                # SMALL_LANES_TILE_F6: blocks along the row
         if forward == "direct" and ow <= lanes:
             return "tile_f8"                # one vector per conv row: 8 filters per tile
         if forward == "direct" and ow <= 2 * lanes:
