@@ -101,6 +101,18 @@ static inline fl_vec_##SUFFIX fl_relu_max4_##SUFFIX(fl_vec_##SUFFIX a, fl_vec_##
     *k = kk;                                                                                  \
     *pos = m > zero;                                                                          \
     return FL_SEL(IV, V, ~(m <= zero), m, zero);               /* NaN stays NaN */            \
+}                                                                                             \
+/* ... and *idx: the flat index in the conv output (row stride OW) of each window's first    \
+ * max, from the window's top conv row y0 and left column x0 (per lane), or -1 where that    \
+ * max is not > 0 (the pool's arg; every fused conv + ReLU + pool kernel stores these). */   \
+static inline fl_vec_##SUFFIX fl_pool2_window_##SUFFIX(fl_vec_##SUFFIX a, fl_vec_##SUFFIX b, \
+        fl_vec_##SUFFIX c, fl_vec_##SUFFIX d, IT y0, fl_ivec_##SUFFIX x0, IT OW,             \
+        fl_ivec_##SUFFIX *idx) {                                                              \
+    fl_ivec_##SUFFIX k, pos;                                                                  \
+    fl_vec_##SUFFIX out = fl_relu_max4_##SUFFIX(a, b, c, d, &k, &pos);                        \
+    fl_ivec_##SUFFIX i = (y0 + (k >> 1)) * OW + x0 + (k & 1);                                 \
+    *idx = FL_SEL(fl_ivec_##SUFFIX, fl_ivec_##SUFFIX, pos, i, i * 0 - 1);                     \
+    return out;                                                                               \
 }
 
 FL_DEFINE_VECTORS(float, int, f32)
