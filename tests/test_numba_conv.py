@@ -130,20 +130,50 @@ def test_a_forked_child_gets_a_pool_of_its_own():
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+@pytest.mark.parametrize("tile", ["_gemm_nt_4x4", "_gemm_nt_4x2"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gemm_nt_tiles_match_numpy_for_every_row_and_column_remainder(dtype):
-    """gemm_nt's 4 x 4 tiles (a last block of 1 or 3 rows repeating its last one) and its
-    2 x 8 tiles for a remainder of two rows, over b's rows given as offsets into one flat
-    array (shifted windows, as dW uses them)."""
-    from fastlenet.kernels._numba_loops import gemm_nt
+def test_gemm_nt_tiles_match_numpy_for_every_row_and_column_remainder(tile, dtype):
+    """Both of gemm_nt's tiles, whichever this CPU's registers select (4 x 4 with a 2 x 8
+    remainder for AVX-512, 4 x 2 with a 2 x 4 remainder for 16 registers; a last block of 1
+    or 3 rows repeats its last one), over b's rows given as offsets into one flat array
+    (shifted windows, as dW uses them)."""
+    from fastlenet.kernels import _numba_loops
+    gemm_nt = getattr(_numba_loops, tile)
     rng = np.random.default_rng(11)
     flat = rng.standard_normal(400).astype(dtype)
     for m in range(1, 11):
-        for n in (1, 3, 4, 5, 8, 9, 13, 16, 17):
+        for n in (1, 2, 3, 4, 5, 8, 9, 13, 16, 17):
             k = int(rng.integers(1, 40))
             a = rng.standard_normal((m, k)).astype(dtype)
             offs = rng.integers(0, flat.size - k, n).astype(np.int64)
             out = rng.standard_normal((m, n)).astype(dtype)
             want = out + a @ np.stack([flat[o:o + k] for o in offs]).T
             gemm_nt(a, flat, offs, out)
-            assert_close(f"gemm_nt m {m} n {n} k {k}", out, want)
+            assert_close(f"{tile} m {m} n {n} k {k}", out, want)
+
+
+def test_gemm_nt_is_the_tile_of_this_cpus_vector_registers():
+    from fastlenet.kernels import _numba_loops
+    want = _numba_loops._gemm_nt_4x4 if _numba_loops.VREGS >= 32 else _numba_loops._gemm_nt_4x2
+    assert _numba_loops.gemm_nt is want
+    assert _numba_loops.VREGS in (16, 32)
+
+
+@pytest.mark.parametrize("tile", ["_planes_f8", "_planes_f4_twice"])
+@pytest.mark.parametrize("taps", [1, 3, 4, 7, 9])
+def test_both_eight_filter_plane_passes_match_numpy(tile, taps):
+    """The direct forward's pass over eight filters (8 x 4 taps for AVX-512, two 4 x 4 for 16
+    registers; a last 1-3 taps one at a time): z = b + sum over taps of w * shifted plane."""
+    from fastlenet.kernels import _numba_loops
+    run = getattr(_numba_loops, tile)
+    rng = np.random.default_rng(taps)
+    m, f0 = 48, 8
+    flat = rng.standard_normal(200).astype(np.float32)
+    offs = rng.integers(0, flat.size - m, taps).astype(np.int64)
+    wm = rng.standard_normal((16, taps)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    z = np.full((16, m), 7.0, dtype=np.float32)
+    run(flat, wm, b, offs, f0, z)
+    windows = np.stack([flat[o:o + m] for o in offs])                 # (taps, M)
+    assert_close(f"{tile} taps {taps}", z[f0:], b[f0:, None] + wm[f0:] @ windows)
+    assert np.all(z[:f0] == 7.0)                                       # other filters untouched

@@ -2,9 +2,10 @@
 are made of (im2col/col2im, the small GEMMs, the direct layouts, the channels-last
 im2row, ReLU + max pool).
 
-Its register tile is ``gemm_nt``'s 4 x 4 block of dot products (Numba has no SIMD types,
-and LLVM's loop vectoriser keeps accumulators in registers only as reductions); the
-forward GEMM, dW at stride 1 and the flipped-conv dx run on it.
+Its register tile is ``gemm_nt``'s block of dot products, 4 x 4 or 4 x 2 by the CPU's
+vector registers (Numba has no SIMD types, and LLVM's loop vectoriser keeps accumulators
+in registers only as reductions); the forward GEMM, dW at stride 1 and the flipped-conv
+dx run on it.
 
 Dimension legend: C channels, H/W input height/width, F filters, KH/KW kernel
 height/width, OH/OW output height/width, L = OH*OW, K = C*KH*KW, s stride, p pad,
@@ -29,7 +30,7 @@ import numpy as np
 from numba import njit
 from numba import uint64 as u64
 
-from ._numba_options import INLINE, SERIAL, ZERO, takes
+from ._numba_options import INLINE, SERIAL, VREGS, ZERO, takes
 
 
 @njit(**SERIAL)
@@ -130,18 +131,29 @@ def gemm(a, bm, bias, out):
         m += rows
 
 
-@njit(**SERIAL)
-def gemm_nt(a, flat, offs, out):
-    """out (M, N) += a (M, K) @ b (N, K)^T, where row n of b is flat[offs[n]:offs[n] + K]:
-    a plain matrix (offs[n] = n*K), or shifted windows of padded planes (dW's taps).
+# gemm_nt: out (M, N) += a (M, K) @ b (N, K)^T, where row n of b is flat[offs[n]:offs[n] + K]:
+# a plain matrix (offs[n] = n*K), or shifted windows of padded planes (dW's taps).
+#
+# Numba's register tiles: each block of ``out`` is a set of dot products summed in one
+# pass over K, accumulators that LLVM keeps in vector registers (fast-math lets it split
+# each sum across the lanes), no stores in the loop.  ``gemm``'s row updates load and
+# store ``out`` at every step instead (single thread, 64 x 288 x 256, AVX-512: 92 against
+# 33 GFLOP/s).  A last block of fewer rows (or columns) repeats its last one and stores
+# only the real ones, as csrc/gemm.h does: single dot products there made dx of a
+# 3-channel input 3x slower.  The block fits the CPU's vector registers (VREGS):
+# - 32 (AVX-512): 4 x 4, 16 accumulators + 8 loaded vectors;
+# - 16 (AVX2): 4 x 2, 8 accumulators + 6 loaded vectors.  The 4 x 4 tile kept 6 of its
+#   16 accumulators on the stack there (a load and a store per multiply-add).  Measured
+#   2026-12-07 (AMD EPYC Zen 3, AVX2, 1 thread, CPU time, best of 5 rounds, GFLOP/s, 4 x 4
+#   / 4 x 2 / 2 x 4 / 3 x 3; scratch copies of the tile): 16 x 160 x 100 (C3's forward
+#   GEMM) 41 / 58 / 47 / 53; 64 x 288 x 256 17 / 33 / 23 / 26; 64 x 576 x 64 23 / 33 / 28
+#   / 27; 128 x 64 x 256 23 / 28 / 25 / 28; 6 x 784 x 25 32 / 53 / 59 / 64; 16 x 112 x
+#   150 36 / 53 / 45 / 48.
 
-    Numba's register tiles: each 4 x 4 block of ``out`` is 16 dot products summed in one
-    pass over K, 16 accumulators that LLVM keeps in vector registers (fast-math lets it
-    split each sum across the lanes), 8 loads per 16 multiply-adds and no stores in the
-    loop.  ``gemm``'s row updates load and store ``out`` at every step instead (single
-    thread, 64 x 288 x 256: 92 against 33 GFLOP/s).  A last block of fewer than 4 rows
-    (or columns) repeats its last one and stores only the real ones, as csrc/gemm.h does:
-    single dot products there made dx of a 3-channel input 3x slower."""
+
+@njit(**SERIAL)
+def _gemm_nt_4x4(a, flat, offs, out):
+    """gemm_nt in 4 x 4 blocks (32 vector registers), the last two rows in 2 x 8 blocks."""
     m_, k_ = a.shape
     n_ = offs.shape[0]
     m4 = m_ - 2 if m_ % 4 == 2 else m_                 # two rows left: _gemm_nt_2x8 takes them
@@ -196,6 +208,64 @@ def _gemm_nt_2x8(a0, a1, flat, offs, out0, out1):
         if n + 4 < n_:
             _add_row4(out0, n + 4, n_, s04, s05, s06, s07)
             _add_row4(out1, n + 4, n_, s14, s15, s16, s17)
+
+
+@njit(**SERIAL)
+def _gemm_nt_4x2(a, flat, offs, out):
+    """gemm_nt in 4 x 2 blocks (16 vector registers), the last two rows in 2 x 4 blocks."""
+    m_, k_ = a.shape
+    n_ = offs.shape[0]
+    m4 = m_ - 2 if m_ % 4 == 2 else m_                 # two rows left: _gemm_nt_2x4 takes them
+    for m in range(0, m4, 4):
+        a0, a1, a2, a3 = a[m], a[min(m + 1, m_ - 1)], a[min(m + 2, m_ - 1)], a[min(m + 3, m_ - 1)]
+        for n in range(0, n_, 2):
+            o0, o1 = offs[n], offs[min(n + 1, n_ - 1)]
+            b0, b1 = flat[o0:o0 + k_], flat[o1:o1 + k_]
+            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = ZERO
+            for k in range(k_):
+                x0, x1, x2, x3 = a0[k], a1[k], a2[k], a3[k]
+                y0, y1 = b0[k], b1[k]
+                s00 += x0 * y0; s01 += x0 * y1; s10 += x1 * y0; s11 += x1 * y1    # noqa: E702
+                s20 += x2 * y0; s21 += x2 * y1; s30 += x3 * y0; s31 += x3 * y1    # noqa: E702
+            _add_row2(out[m], n, n_, s00, s01)
+            if m + 1 < m_:
+                _add_row2(out[m + 1], n, n_, s10, s11)
+            if m + 2 < m_:
+                _add_row2(out[m + 2], n, n_, s20, s21)
+            if m + 3 < m_:
+                _add_row2(out[m + 3], n, n_, s30, s31)
+    if m4 < m_:
+        _gemm_nt_2x4(a[m4], a[m4 + 1], flat, offs, out[m4], out[m4 + 1])
+
+
+@njit(**SERIAL)
+def _gemm_nt_2x4(a0, a1, flat, offs, out0, out1):
+    """out0/out1 (N,) += a0/a1 (K,) . row n of b: the last two rows of a 16-register
+    gemm_nt in 2 x 4 tiles (8 dot products, as its 4 x 2 tile)."""
+    k_, n_ = a0.shape[0], offs.shape[0]
+    for n in range(0, n_, 4):
+        o0, o1, o2, o3 = offs[n], offs[min(n + 1, n_ - 1)], offs[min(n + 2, n_ - 1)], offs[min(n + 3, n_ - 1)]
+        b0, b1, b2, b3 = flat[o0:o0 + k_], flat[o1:o1 + k_], flat[o2:o2 + k_], flat[o3:o3 + k_]
+        s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = ZERO
+        for k in range(k_):
+            x0, x1 = a0[k], a1[k]
+            y0, y1, y2, y3 = b0[k], b1[k], b2[k], b3[k]
+            s00 += x0 * y0; s01 += x0 * y1; s02 += x0 * y2; s03 += x0 * y3    # noqa: E702
+            s10 += x1 * y0; s11 += x1 * y1; s12 += x1 * y2; s13 += x1 * y3    # noqa: E702
+        _add_row4(out0, n, n_, s00, s01, s02, s03)
+        _add_row4(out1, n, n_, s10, s11, s12, s13)
+
+
+#: the GEMM tile for this CPU's vector registers (see gemm_nt's comment above)
+gemm_nt = _gemm_nt_4x4 if VREGS >= 32 else _gemm_nt_4x2
+
+
+@njit(**INLINE)
+def _add_row2(row, n, n_, v0, v1):
+    """row[n..n+1] += v0, v1, those below n_ only."""
+    row[n] += v0
+    if n + 1 < n_:
+        row[n + 1] += v1
 
 
 @njit(**INLINE)
@@ -276,7 +346,7 @@ def relu_maxpool_2x2(z, fs, rs, cs, ow, y, arg):
 #     z[f, q] += w[f, c, i, j] * xp[c, i*WS + j + q]      q in [0, OH*WS)
 # which LLVM vectorises without remainder work (row-by-row loops of 10 or 28 elements
 # would mostly run scalar).  dW is the same sum as dot products of dz with those
-# shifted windows (gemm_nt, 4 filters x 4 taps per tile), and dx (col2im_s1) a GEMM on
+# shifted windows (gemm_nt, 4 filters x 4 or 2 taps per tile), and dx (col2im_s1) a GEMM on
 # the stride-WS layout followed by the same shifted adds into padded dx planes.  Plane
 # loops run over M = OH*WS rounded up to 16 (whole vectors, no scalar remainder); padded
 # planes carry WS + 16 elements of slack at the end for the shifted reads of the last row.
@@ -310,9 +380,10 @@ def conv_planes(xp, wm, b, offs, z):
     taps per pass over a plane (_planes_f8): each loaded input feeds 32 multiply-adds and
     z is loaded and stored once per four (one sample: LeNet C3 12.6 -> 9.2 us, 3 -> 32 on
     32x32 28.3 -> 23.6 us against four filters per pass, which took 41 against one filter).
-    One pass width only: each compiled variant costs a cold start about a second."""
+    One pass width per CPU only (each compiled variant costs a cold start about a second):
+    on 16 vector registers the eight filters go as two passes of four (_planes_f4_twice)."""
     for f0 in range(0, wm.shape[0], 8):
-        _planes_f8(xp.ravel(), wm, b, offs, f0, z)
+        _planes_8_filters(xp.ravel(), wm, b, offs, f0, z)
 
 
 @njit(**SERIAL)
@@ -353,6 +424,45 @@ def _planes_f8(flat, wm, b, offs, f0, z):
             zf = z[f0 + f]
             for q in range(m):
                 zf[q] += wv * s0[q]
+
+@njit(**SERIAL)
+def _planes_f4_twice(flat, wm, b, offs, f0, z):
+    """z[f0:f0+8] = b + conv(xp) (flat: xp's planes) in two passes of four filters by four
+    taps: 16 weights, 4 inputs and 4 outputs live in the loop, where _planes_f8's 32 weights
+    spill on 16 vector registers.  Measured 2026-12-07 (AMD EPYC Zen 3, AVX2, 1 thread, one
+    sample's planes, us, 8 x 4 / 4 x 4 taps): 32 -> 64 3x3 on 16x16 203 / 162; 3 -> 32 on
+    32x32 43 / 31; 1x1 64 -> 128 on 16x16 95 / 78; 5x5 pad 2 16 -> 32 on 24x24 308 / 238;
+    LeNet C3 16 / 13 (8 filters by 2 taps: 251, 41, 93, 390, 15)."""
+    k_, m = wm.shape[1], z.shape[1]
+    k4 = k_ - k_ % 4
+    for g in range(f0, f0 + 8, 4):
+        z0, z1, z2, z3 = z[g], z[g + 1], z[g + 2], z[g + 3]
+        for q in range(m):
+            z0[q], z1[q], z2[q], z3[q] = b[g], b[g + 1], b[g + 2], b[g + 3]
+        for t in range(0, k4, 4):
+            s0, s1 = flat[offs[t]:offs[t] + m], flat[offs[t + 1]:offs[t + 1] + m]
+            s2, s3 = flat[offs[t + 2]:offs[t + 2] + m], flat[offs[t + 3]:offs[t + 3] + m]
+            a0, a1, a2, a3 = wm[g, t], wm[g, t + 1], wm[g, t + 2], wm[g, t + 3]
+            c0, c1, c2, c3 = wm[g + 1, t], wm[g + 1, t + 1], wm[g + 1, t + 2], wm[g + 1, t + 3]
+            d0, d1, d2, d3 = wm[g + 2, t], wm[g + 2, t + 1], wm[g + 2, t + 2], wm[g + 2, t + 3]
+            e0, e1, e2, e3 = wm[g + 3, t], wm[g + 3, t + 1], wm[g + 3, t + 2], wm[g + 3, t + 3]
+            for q in range(m):
+                v0, v1, v2, v3 = s0[q], s1[q], s2[q], s3[q]
+                z0[q] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
+                z1[q] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
+                z2[q] += d0 * v0 + d1 * v1 + d2 * v2 + d3 * v3
+                z3[q] += e0 * v0 + e1 * v1 + e2 * v2 + e3 * v3
+        for t in range(k4, k_):
+            s0 = flat[offs[t]:offs[t] + m]
+            for f in range(g, g + 4):
+                wv = wm[f, t]
+                zf = z[f]
+                for q in range(m):
+                    zf[q] += wv * s0[q]
+
+
+#: conv_planes' pass over eight filters for this CPU's vector registers
+_planes_8_filters = _planes_f8 if VREGS >= 32 else _planes_f4_twice
 
 # Narrow rows with many filters (LeNet C3: 10 columns, 16 filters): a plane loop of
 # OH*WS elements is too short to amortise its set-up for every (filter, tap), so the
@@ -400,7 +510,7 @@ def conv_filter_lanes(xe, wt, bt, kh, kw, fq, z):
 def tap_offsets(c_, kh, kw, plane, ws):
     """Where tap (c, i, j) starts in flat padded planes of ``plane`` elements, row stride WS:
     c*plane + i*WS + j, in (c, i, j) order (gemm_nt's offs: dW at stride 1 is dz's rows dotted
-    with these shifted windows, 4 filters x 4 taps per tile; the direct forward's taps)."""
+    with these shifted windows, 4 filters x 4 or 2 taps per tile; the direct forward's taps)."""
     offs = np.empty(c_ * kh * kw, dtype=np.int64)
     t = 0
     for c in range(c_):

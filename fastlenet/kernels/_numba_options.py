@@ -23,6 +23,21 @@ INLINE = dict(SERIAL, inline="always")
 ZERO = np.float32(0)
 
 
+def vector_registers() -> int:
+    """The vector registers of the CPU Numba compiles for: 32 with AVX-512 (zmm0-31), else
+    16 (x86's ymm/xmm0-15 with AVX2 or SSE).  The features are Numba's own
+    (``NUMBA_CPU_FEATURES`` when set, else the host's), so a kernel's register tile
+    matches the code LLVM generates for it; Numba's cache keys on the same features."""
+    from numba.core import config
+    from numba.core.codegen import get_host_cpu_features
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    return 32 if "+avx512f" in features.split(",") else 16
+
+
+#: the vector registers the kernels' register tiles are sized for (_numba_loops.gemm_nt)
+VREGS = vector_registers()
+
+
 @njit(**SERIAL)
 def takes(v, best):
     """Whether a max-pool scan replaces its max by v: larger, or the window's first NaN

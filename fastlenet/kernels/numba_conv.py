@@ -9,9 +9,10 @@ SB samples per block (at most 16; fewer for small batches), T threads, B = ceil(
 blocks.
 
 Each convolution runs the plan of ``fastlenet.kernels.plan`` with this backend's rules
-(``PLAN_RULES``, "dots": its register tile is ``_numba_loops.gemm_nt``'s 4 x 4 block of dot
-products, so GEMM-shaped paths win more often than in the Cython kernels; the pool variants
-are one ReLU + pool over the conv output).  The batch is cut into blocks of SB samples
+(``PLAN_RULES``, "dots": its register tile is ``_numba_loops.gemm_nt``'s block of dot
+products, 4 x 4 or 4 x 2 by the CPU's vector registers, so GEMM-shaped paths win more
+often than in the Cython kernels; the pool variants are one ReLU + pool over the conv
+output).  The batch is cut into blocks of SB samples
 (``forward_samples``, ``backward_samples``: 16, or fewer when a small batch would leave
 threads idle); ``_block_threads`` hands them to T threads; each block writes its own
 outputs and its own dW/db partial, summed in block order at the end, so results do not
@@ -356,7 +357,7 @@ def _dw_sample_column_lanes(xs, dz, p, oh, ow, xp, offs, dzp, dw):
     ws = xs.shape[2] + 2 * p
     pad_into(xs, p, ws, xp)
     to_planes(dz, oh, ow, ws, dzp)
-    gemm_nt(dzp, xp.ravel(), offs, dw)                 # 4 filters x 4 taps per tile
+    gemm_nt(dzp, xp.ravel(), offs, dw)                 # 4 filters x 4 (or 2) taps per tile
 
 
 @njit(**SERIAL)

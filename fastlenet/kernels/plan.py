@@ -132,7 +132,7 @@ DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes"
 DX = ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5")
 #: the rule sets a backend plans with: "lanes", the Cython kernels' (register tiles along
 #: the vector lanes: the rules below); "dots", the Numba backend's, whose register tiles
-#: are 4 x 4 blocks of dot products (``_numba_loops.gemm_nt``): its forward is im2col_gemm
+#: are blocks of dot products (``_numba_loops.gemm_nt``): its forward is im2col_gemm
 #: from DOTS_MIN_K taps on and for 1x1 kernels (the lanes rule's direct paths below that), its dW
 #: direct_column_lanes at stride 1 (any kernel) and gemm_im2col otherwise, its dx
 #: flipped_conv_s1 at stride 1 from DOTS_MIN_DX_C input channels
@@ -354,8 +354,8 @@ def _pool_kernel(forward: str, ow: int, pool, lanes: int, stride: int) -> Option
 def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, oh: int, ow: int, lanes: int,
              rules: str, itemsize: int) -> str:
     if rules == "dots":
-        # dot products of dz with shifted windows of the padded planes, 4 filters x 4 taps
-        # per register tile, at stride 1 (any kernel); measured in numba_conv.PLAN_RULES
+        # dot products of dz with shifted windows of the padded planes, 4 filters x 4 (2 on
+        # 16 vector registers) taps per register tile, at stride 1 (any kernel); measured in numba_conv.PLAN_RULES
         return "direct_column_lanes" if stride == 1 else "gemm_im2col"
     # KW 3 or 5 (every preset): dW from the padded input, no im2row/im2col copy (which
     # cost more than the product), with the filters or the output columns along the
