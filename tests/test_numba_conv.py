@@ -1,6 +1,6 @@
 """The Numba convolution's pieces: each forward path forced on one geometry (the crossover
-benchmarks run them so) against the reference, and the block thread pool that runs
-every Numba kernel."""
+benchmarks run them so) against the reference, the block thread pool that runs every
+Numba kernel, and each CPU's register tiles and row widths whatever CPU runs the tests."""
 import os
 import signal
 import threading
@@ -177,3 +177,22 @@ def test_both_eight_filter_plane_passes_match_numpy(tile, taps):
     windows = np.stack([flat[o:o + m] for o in offs])                 # (taps, M)
     assert_close(f"{tile} taps {taps}", z[f0:], b[f0:, None] + wm[f0:] @ windows)
     assert np.all(z[:f0] == 7.0)                                       # other filters untouched
+
+
+@pytest.mark.parametrize("multiple", [8, 16, 32])
+@pytest.mark.parametrize("size", [2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_max_pool_rows_match_the_reference_at_every_row_multiple(multiple, size, dtype):
+    """The max pool's rows computed in multiples of 8, 16 or 32 columns (numba_pool
+    max_row_multiple: by the item size with AVX-512, 16 elements with 16 registers), junk
+    columns written into the next pooled rows and overwritten; ties and NaN."""
+    from fastlenet.kernels import numba_pool
+    rng = np.random.default_rng(multiple + size)
+    for width in (size, 7, 16, 17, 33, 40):
+        x = rng.integers(0, 4, (2, 3, size + 4, width)).astype(dtype)
+        x[0, 1, 1, width // 2] = np.nan
+        oh, ow = (x.shape[2] - size) // 2 + 1, (width - size) // 2 + 1
+        y, arg = numba_pool._maxpool2d_forward_kernel(x, size, 2, oh, ow, numba_pool.tap_codes(dtype), multiple)
+        ry, rarg = ref.maxpool2d_forward(x, size, 2)
+        np.testing.assert_array_equal(y, ry, err_msg=f"y, width {width}")
+        np.testing.assert_array_equal(arg, rarg, err_msg=f"arg, width {width}")

@@ -33,15 +33,27 @@ import numpy as np
 from numba import njit, prange
 from numba import uint64 as u64
 
-from ._numba_options import INLINE, PARALLEL, SERIAL, ZERO, takes
+from ._numba_options import INLINE, PARALLEL, SERIAL, VREGS, ZERO, takes
 
 #: the average pool computes its pooled rows in multiples of this many columns (its
 #: vector loop's width or its 8-lane epilogue's)
 ROW_MULTIPLE = 8
 #: the widest input the row kernels take (their tap offsets are exact in float32)
 ROWS_MAX_W = 1 << 22
-#: ... the max pool in whole vectors: this many bytes (16 float32, 8 float64)
+#: ... the max pool in whole vectors of LLVM's vector loop: this many bytes (16 float32, 8
+#: float64) with AVX-512's 32 vector registers; with 16 (AVX2) 16 elements of either type,
+#: where LLVM unrolls float64's loop to 16 (rows of 8 ran scalar).  Measured 2026-12-07
+#: (AMD EPYC Zen 3, AVX2, 1 thread, CPU ms, rows of 64 / 128 / 32 bytes): float64 batch 32,
+#: 64 channels on 16x16: 2x2 2.08 / 0.55-0.89 / 2.12, 3x3 2.93-3.00 / 1.27 / 2.92-2.97;
+#: on 32x32 (batch 8): 2x2 0.23-0.36 / 0.22 / 0.21-0.37, 3x3 0.43-0.56 / 0.43 / 0.42-0.62;
+#: float32 batch 128 on 16x16: 2x2 2.28-2.33 / 4.88-5.39 / 8.55-8.78
 VECTOR_BYTES = 64
+MAX_ROW_ELEMENTS_16_REGISTERS = 16
+
+
+def max_row_multiple(itemsize: int) -> int:
+    """The max pool's row width multiple (elements) for x's item size on this CPU."""
+    return VECTOR_BYTES // itemsize if VREGS >= 32 else MAX_ROW_ELEMENTS_16_REGISTERS
 
 
 def pool_path(size: int, stride: int) -> str:
@@ -98,7 +110,7 @@ def _max_rows_3x3s2(x, xo, w, oh, ow, wide, rows, codes, y, arg, yo):
     are carried to the next pooled column (e0..e2) instead of loaded at an offset of two,
     which LLVM would gather rather than shuffle (float64: 0.90 -> 0.33 ms on 32x32x32 at
     batch 32).  LLVM vectorises the carried values in its main vector loop only, so max
-    rows are whole vectors wide (VECTOR_BYTES)."""
+    rows are whole vectors wide (max_row_multiple)."""
     k0, k1, k2, k3, k4, k5, k6, k7, k8 = codes[0], codes[1], codes[2], codes[3], codes[4], codes[5], \
         codes[6], codes[7], codes[8]
     for py in range(oh):
@@ -145,7 +157,7 @@ def _max_scan(x, xo, w, size, stride, oh, ow, y, arg, yo):
 
 
 @njit(**PARALLEL)
-def _maxpool2d_forward_kernel(x, size, stride, oh, ow, codes):
+def _maxpool2d_forward_kernel(x, size, stride, oh, ow, codes, multiple):
     n, c, h, w = x.shape
     q_ = n * c
     flat = x.reshape(q_ * h * w)
@@ -158,7 +170,7 @@ def _maxpool2d_forward_kernel(x, size, stride, oh, ow, codes):
     for q in prange(q_):
         xo, yo = q * h * w, q * oh * ow
         if rows_path:
-            wide, rows = wide_rows(q, h, w, oh, ow, size, stride, q_ * h * w, VECTOR_BYTES // x.itemsize)
+            wide, rows = wide_rows(q, h, w, oh, ow, size, stride, q_ * h * w, multiple)
             if size == 2:
                 _max_rows_2x2s2(flat, xo, w, oh, ow, wide, rows, codes, y, arg, yo)
             else:
@@ -170,7 +182,7 @@ def _maxpool2d_forward_kernel(x, size, stride, oh, ow, codes):
 
 def _maxpool2d_forward_impl(x, size, stride, oh, ow):
     """y (N, C, OH, OW) = window max, arg = flat h*W + w of the first max."""
-    return _maxpool2d_forward_kernel(x, size, stride, oh, ow, tap_codes(x.dtype))
+    return _maxpool2d_forward_kernel(x, size, stride, oh, ow, tap_codes(x.dtype), max_row_multiple(x.itemsize))
 
 
 def tap_codes(dtype):
