@@ -196,3 +196,25 @@ def test_the_max_pool_rows_match_the_reference_at_every_row_multiple(multiple, s
         ry, rarg = ref.maxpool2d_forward(x, size, 2)
         np.testing.assert_array_equal(y, ry, err_msg=f"y, width {width}")
         np.testing.assert_array_equal(arg, rarg, err_msg=f"arg, width {width}")
+
+
+@pytest.mark.parametrize("slack", [False, True], ids=["row-by-row", "wide-rows"])
+@pytest.mark.parametrize("ow", [2, 10, 24, 33, 40])
+def test_both_fused_relu_pool_paths_match_the_reference(slack, ow):
+    """relu_maxpool_2x2 on a unit-stride conv output: its rows computed whole vectors wide
+    when z has room for their reads (pool_slack_rows), else pooled column by column; the
+    first max of each window (ties, NaN), -1 where it is <= 0."""
+    from fastlenet.kernels import _numba_loops
+    rng = np.random.default_rng(ow)
+    f_, oh = 3, 6
+    z = rng.integers(-2, 3, (f_, oh, ow)).astype(np.float32)
+    z[1, 2, ow - 1] = np.nan
+    extra = _numba_loops.pool_slack_rows(oh * ow, ow, 2, 2) if slack else 0
+    flat = np.concatenate([z.ravel(), np.full(extra * oh * ow, np.nan, dtype=np.float32)])
+    y = np.empty((f_, oh // 2, ow // 2), dtype=np.float32)
+    arg = np.empty(y.shape, dtype=np.int32)
+    _numba_loops.relu_maxpool_2x2(flat, oh * ow, ow, 1, ow, y, arg)
+    want, want_arg = ref.maxpool2d_forward(z[None], 2, 2)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(y, np.where(want[0] <= 0, 0, want[0]))
+        np.testing.assert_array_equal(arg, np.where(want[0] > 0, want_arg[0], -1))

@@ -43,3 +43,12 @@ def takes(v, best):
     """Whether a max-pool scan replaces its max by v: larger, or the window's first NaN
     (FL_TAKES in csrc/fl_common.h: NaN propagates, as np.max)."""
     return best == best and not v <= best
+
+
+@njit(**dict(SERIAL, inline="always"))
+def take_tap(best, top, v, code):
+    """(best, top) after tap v with offset code: v if it is larger or the window's first
+    NaN (takes), as selects (inlined: LLVM sees one expression per tap).  The codes are
+    of v's own float type in the vectorised row loops (numba_pool.tap_codes)."""
+    gt = best == best and not v <= best
+    return (v, code) if gt else (best, top)

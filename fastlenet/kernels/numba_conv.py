@@ -38,7 +38,7 @@ from . import plan
 from ._block_threads import run_blocks
 from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, conv_planes, expand_lanes,
                            gemm, gemm_nt, im2col_one, pad_into, pad_nhwc, relu_maxpool,
-                           relu_maxpool_2x2, round16, row_offsets, rows_nhwc, tap_offsets, to_planes)
+                           pool_slack_rows, relu_maxpool_2x2, round16, row_offsets, rows_nhwc, tap_offsets, to_planes)
 from ._numba_options import INLINE, SERIAL, ZERO
 
 SB = 16                                  # samples per block (Cython's SB)
@@ -131,7 +131,7 @@ def _sample_im2col_gemm(xs, h, w, wk, b, kh, kw, s, p, oh, ow, xn, rows, offs, z
     ws = w + 2 * p
     pad_nhwc(xs, h, w, p, p, ws, xn)
     rows_nhwc(xn, kh, kw, s, ws, oh, ow, rows)
-    for fi in range(z.shape[0]):
+    for fi in range(b.shape[0]):                       # z's rows past F: the pool's slack
         for li in range(z.shape[1]):
             z[fi, li] = b[fi]
     gemm_nt(wk, rows.ravel(), offs, z)
@@ -147,7 +147,7 @@ def forward_im2col_gemm(x3, h, w, wk, b, kh, kw, s, p, oh, ow, size, ps, lo, hi,
     xn = np.zeros((hs * ws, c_), dtype=x3.dtype)
     rows = np.zeros((oh * ow, wk.shape[1]), dtype=x3.dtype)
     offs = row_offsets(oh * ow, wk.shape[1])
-    z = np.empty((f_, oh * ow), dtype=x3.dtype)
+    z = np.empty((f_ + pool_slack_rows(oh * ow, ow, size, ps), oh * ow), dtype=x3.dtype)
     for n_ in range(lo, hi):
         _sample_im2col_gemm(x3[n_], h, w, wk, b, kh, kw, s, p, oh, ow, xn, rows, offs, z)
         _emit(z, oh * ow, ow, 1, ow, size, ps, y[n_], arg[n_])
@@ -189,7 +189,7 @@ def forward_direct(x, w, b, p, oh, ow, size, ps, lo, hi, y, arg):
         b8[fi] = b[fi]
         for t in range(k):
             wm[fi, t] = w2[fi, t]
-    z = np.empty((f8, round16(oh * ws)), dtype=x.dtype)
+    z = np.empty((f8 + pool_slack_rows(round16(oh * ws), ow, size, ps), round16(oh * ws)), dtype=x.dtype)
     for n_ in range(lo, hi):
         _sample_direct(x[n_], wm, b8, p, ws, offs, xp, z)
         _emit(z, z.shape[1], ws, 1, ow, size, ps, y[n_], arg[n_])

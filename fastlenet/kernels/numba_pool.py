@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 from numba import uint64 as u64
 
-from ._numba_options import INLINE, PARALLEL, SERIAL, VREGS, ZERO, takes
+from ._numba_options import INLINE, PARALLEL, SERIAL, VREGS, ZERO, take_tap, takes
 
 #: the average pool computes its pooled rows in multiples of this many columns (its
 #: vector loop's width or its 8-lane epilogue's)
@@ -76,14 +76,6 @@ def wide_rows(q, h, w, oh, ow, size, stride, total, multiple):
 
 
 # --------------------------------------------------------------------------- max pool
-@njit(**INLINE)
-def _take(best, top, v, code):
-    """(best, top) after tap v with offset code: v if it is larger or the window's first
-    NaN (_numba_options.takes), as selects (inlined: LLVM sees one expression per tap)."""
-    gt = best == best and not v <= best
-    return (v, code) if gt else (best, top)
-
-
 @njit(**SERIAL)
 def _max_rows_2x2s2(x, xo, w, oh, ow, wide, rows, codes, y, arg, yo):
     """Plane at x[xo:] -> y/arg[yo:] (OH, OW), 2x2 windows at stride 2 (codes: tap_codes)."""
@@ -96,9 +88,9 @@ def _max_rows_2x2s2(x, xo, w, oh, ow, wide, rows, codes, y, arg, yo):
         for px in range(width):
             c0 = r + 2 * px
             best, top = x[u64(c0)], k0
-            best, top = _take(best, top, x[u64(c0 + 1)], k1)
-            best, top = _take(best, top, x[u64(c0 + w)], k3)
-            best, top = _take(best, top, x[u64(c0 + w + 1)], k4)
+            best, top = take_tap(best, top, x[u64(c0 + 1)], k1)
+            best, top = take_tap(best, top, x[u64(c0 + w)], k3)
+            best, top = take_tap(best, top, x[u64(c0 + w + 1)], k4)
             y[u64(o + px)] = best
             arg[u64(o + px)] = np.int32(top) + t0 + np.int32(2 * px)
 
@@ -125,14 +117,14 @@ def _max_rows_3x3s2(x, xo, w, oh, ow, wide, rows, codes, y, arg, yo):
             o1, n1 = x[u64(c0 + w + 1)], x[u64(c0 + w + 2)]
             o2, n2 = x[u64(c0 + 2 * w + 1)], x[u64(c0 + 2 * w + 2)]
             best, top = e0, k0
-            best, top = _take(best, top, o0, k1)
-            best, top = _take(best, top, n0, k2)
-            best, top = _take(best, top, e1, k3)
-            best, top = _take(best, top, o1, k4)
-            best, top = _take(best, top, n1, k5)
-            best, top = _take(best, top, e2, k6)
-            best, top = _take(best, top, o2, k7)
-            best, top = _take(best, top, n2, k8)
+            best, top = take_tap(best, top, o0, k1)
+            best, top = take_tap(best, top, n0, k2)
+            best, top = take_tap(best, top, e1, k3)
+            best, top = take_tap(best, top, o1, k4)
+            best, top = take_tap(best, top, n1, k5)
+            best, top = take_tap(best, top, e2, k6)
+            best, top = take_tap(best, top, o2, k7)
+            best, top = take_tap(best, top, n2, k8)
             y[u64(o + px)] = best
             arg[u64(o + px)] = np.int32(top) + t0 + np.int32(2 * px)
             e0, e1, e2 = n0, n1, n2
