@@ -59,6 +59,23 @@ def test_the_flipped_conv_dx_matches_the_reference(x_shape, w_shape, pad, dtype)
         assert_close(what, g, want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, f", [((3, 5, 4, 5), 7), ((19, 12, 6, 6), 9), ((2, 3, 9, 7), 16)],
+                         ids=["odd-planes", "blocks-of-samples", "more-filters-than-channels"])
+def test_the_1x1_dx_by_plane_passes_matches_the_reference(x_shape, f, dtype):
+    """dx of an unpadded 1x1 conv whose planes hold more than F pixels (DOTS_1X1_DX):
+    w^T @ dz by the direct forward's passes over dz's planes, a block of samples at a time."""
+    assert numba_conv.conv_plan(x_shape, (f, x_shape[1], 1, 1), 1, 0).dx == "gemm_1x1"
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((f, x_shape[1], 1, 1)).astype(dtype)
+    dy = rng.standard_normal((x_shape[0], f) + x_shape[2:]).astype(dtype)
+    no_arg = np.zeros((1, 1, 1, 1), np.int32)
+    got = numba_conv.conv_backward(dy, no_arg, x, w, 1, 0, x_shape[2], x_shape[3], True, False)
+    for what, g, want in zip(("dx", "dw", "db"), got, ref.conv2d_backward(dy, x, w, 1, 0)):
+        assert_close(what, g, want)
+
+
 @pytest.mark.parametrize("n,threads,samples", [(128, 2, 16), (32, 2, 16), (16, 2, 8), (3, 2, 2), (1, 2, 1),
                                                (40, 4, 10), (16, 1, 16)])
 def test_the_forward_cuts_a_small_batch_by_the_thread_count(n, threads, samples):

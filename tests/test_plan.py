@@ -163,8 +163,11 @@ def test_the_dots_rules_take_gemms_from_dots_min_k_and_planes_dw_at_stride_1():
             assert dots.forward in ("direct", "direct_filter_lanes"), args
         else:
             assert dots.forward == lanes.forward, args
-        assert dots.dx == ("col2im" if stride != 1 else
-                           "flipped_conv_s1" if c >= plan.DOTS_MIN_DX_C else "col2im_s1"), args
+        if one_by_one and dots.out_hw[0] * dots.out_hw[1] > args[1][0]:       # DOTS_1X1_DX
+            assert dots.dx == "gemm_1x1", args
+        else:
+            assert dots.dx == ("col2im" if stride != 1 else
+                               "flipped_conv_s1" if c >= plan.DOTS_MIN_DX_C else "col2im_s1"), args
     with pytest.raises(ValueError, match="rules"):
         plan.conv2d(*CASES[0][0], rules="fastest")
     if "numba" in COMPILED:
@@ -304,10 +307,15 @@ def test_the_winograd_dw_of_whole_samples_summed_together_matches_the_reference(
 @pytest.mark.skipif("numba" not in COMPILED, reason="numba is not installed")
 @pytest.mark.parametrize("path", ["gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5"])
 def test_the_numba_backend_refuses_the_cython_only_paths_by_name(path):
+    """Its forward has no gemm_1x1 (its dx has: DOTS_1X1_DX) and no Winograd path."""
     from fastlenet.kernels import numba_conv
     w = np.ones((4, 8, 1, 1), np.float32)
+    if path.startswith("winograd"):
+        with pytest.raises(ValueError, match=path):
+            numba_conv._dx_block(path, None, w, 1, 0, 16, 16, None)
+    x = np.ones((2, 8, 8, 8), np.float32)
     with pytest.raises(ValueError, match=path):
-        numba_conv._dx_block(path, None, w, 1, 0, 16, 16, None)
+        numba_conv.conv_forward(x, w, np.zeros(4, np.float32), 1, 0, 8, 8, path=path)
     if path.startswith("winograd"):
         x, k = np.ones((2, 32, 8, 8), np.float32), int(path[-1])
         with pytest.raises(ValueError, match=path):

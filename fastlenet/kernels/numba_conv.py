@@ -232,8 +232,11 @@ def tiled_weights(w, b, ow, fq):
     return wt.reshape(k, ow * fq), bt.reshape(ow * fq)
 
 
-#: plan paths only the Cython build has (the "lanes" rules; PLAN_RULES never plans them here)
+#: plan paths only the Cython build has (the "lanes" rules; PLAN_RULES never plans them here):
+#: forward paths, and dx paths (this backend's gemm_1x1 dx is the direct forward's plane
+#: passes over dz: _dx_block)
 CYTHON_ONLY = ("gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5")
+CYTHON_ONLY_DX = ("winograd_f2x2_3x3", "winograd_f2x2_5x5")
 
 
 def _forward_block(path, x, w, b, stride, pad, oh, ow, size, ps, y, arg):
@@ -479,8 +482,13 @@ def _dw_block(path, g4, arg, fused, x, w, stride, pad, oh, ow, dw_part, db_part)
 def _dx_block(path, x, w, stride, pad, oh, ow, dx):
     """run(lo, hi, dzb): the plan's dx path on samples lo..hi."""
     f_, c_, kh, kw = w.shape
-    if path in CYTHON_ONLY:
+    if path in CYTHON_ONLY_DX:
         raise ValueError(f"dx {path!r} is a Cython path (\"lanes\" plan rules), not built in this backend")
+    if path == "gemm_1x1":                     # dx (C, L) = w^T (C, F) @ dz (F, L): dz's planes by w^T
+        wt, zero = np.ascontiguousarray(w.transpose(1, 0, 2, 3)), np.zeros(c_, dtype=dx.dtype)
+        no_arg = np.empty((dx.shape[0], 1, 1, 1), dtype=np.int32)
+        return lambda lo, hi, dzb: forward_direct(dzb.reshape(hi - lo, f_, oh, ow), wt, zero, 0, oh, ow, 0, 1,
+                                                  0, hi - lo, dx[lo:hi], no_arg)
     if path == "flipped_conv_s1":
         wf, dx3 = flipped_weights(w), dx.reshape(dx.shape[0], c_, -1)
         return lambda lo, hi, dzb: dx_flipped_conv_s1(dzb, wf, kh, kw, pad, oh, ow, lo, hi, dx3)

@@ -68,7 +68,9 @@ dx (the input gradient)
                      "dots" rules from DOTS_MIN_DX_C channels; not in the Cython build)
     ``gemm_1x1``  -- W^T dz written straight into dx: a 1x1, stride-1, unpadded conv, whose
                      col2im is the identity, with C a multiple of GEMM_ROWS and OH*OW of the
-                     lanes (the GEMM's whole tiles; "lanes" rules: the Cython build)
+                     lanes (the GEMM's whole tiles; "lanes" rules: the Cython build); with
+                     the "dots" rules, by the direct forward's plane passes over dz, when
+                     OH*OW > F (DOTS_1X1_DX)
     ``winograd_f2x2_3x3`` -- dx as the forward's Winograd convolution of dz, padded by 2 - p,
                      with the filters rotated and transposed (pad <= 2; the forward's rule
                      with F channels in and C out)
@@ -171,6 +173,14 @@ DOTS_DIRECT_MIN_PLANE = 256
 #: col2im_s1 / flipped): C 1 (LeNet C1) 1.18 / 5.02, C 3 6.84 / 9.64, C 6 (LeNet C3) 5.04 /
 #: 4.54 and 4.90 / 4.67, C 16 (5x5 pad 2) 25.99 / 12.18, C 32 31.24 / 15.27, C 64 17.75 / 6.52
 DOTS_MIN_DX_C = 6
+#: ... but an unpadded 1x1 stride-1 dx whose planes hold more than F pixels is "gemm_1x1":
+#: dx = w^T @ dz by the direct forward's passes over whole planes of dz (numba_conv), no
+#: channels-last copy of dz (the forward's DOTS_1X1_DIRECT rule, as a conv of F channels to
+#: C).  Measured 2026-12-07 (AMD EPYC Zen 3, AVX2, 1 thread, CPU ms, flipped_conv_s1 /
+#: planes, batch 128 unless noted; dx of C from F): 64 from 128 on 16x16 19.81 / 11.24 (batch
+#: 32: 5.19 / 2.67), 32 from 64 on 32x32 26.87 / 13.67, 16 from 32 on 8x8 0.82 / 0.59; 64 from
+#: 64 on 8x8 1.95 / 2.53, 128 from 256 on 8x8 11.61 / 14.25, 256 from 256 on 8x8 19.04 / 27.81
+DOTS_1X1_DX = "gemm_1x1 when OH*OW > F"
 #: rows per block of the Cython GEMM (csrc FL_MB): the gemm_1x1 dx writes C rows in whole blocks
 GEMM_ROWS = 4
 #: the fewest channels in and out of a Winograd F(2x2, 3x3) convolution (forward: C in,
@@ -389,6 +399,8 @@ def _dx_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, w: int, l:
         winograd = None                # WINOGRAD_FLOAT64
     if winograd and pad <= kh - 1:
         return winograd
+    if rules == "dots" and kh == kw == 1 and pad == 0 and l > f:
+        return "gemm_1x1"              # DOTS_1X1_DX
     if rules == "dots":
         return "flipped_conv_s1" if c >= DOTS_MIN_DX_C else "col2im_s1"
     # a 1x1 conv's dx is the GEMM's output itself (64 -> 128 on 16x16, batch 128, 2 threads,
