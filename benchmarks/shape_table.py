@@ -10,6 +10,7 @@ neighbour moves medians by 1.5x and more; the same run's minima much less).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -29,11 +30,17 @@ def rows(doc: dict, stat: str = "median"):
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    stat = argv[argv.index("--stat") + 1] if "--stat" in argv else "median"
-    if stat not in ("median", "min"):
-        raise SystemExit(f"shape_table: --stat must be median or min, not {stat!r}")
-    table = rows(json.load(open(argv[0])), stat)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("json", help="a pytest-benchmark JSON file (--benchmark-json)")
+    p.add_argument("--stat", choices=["median", "min"], default="median",
+                   help="each cell's rounds' median, or its fastest round")
+    args = p.parse_args(argv)
+    stat = args.stat
+    try:
+        with open(args.json) as f:
+            table = rows(json.load(f), stat)
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        p.exit(2, f"shape_table: {args.json} is not a pytest-benchmark JSON file of the shape suite: {exc}\n")
     print(f"({stat} of each cell's rounds)")
     print("| case | torch ms | " + " | ".join(f"{b} ms (x torch)" for b in BACKENDS) + " |")
     print("|---|---|" + "---|" * len(BACKENDS))

@@ -1,5 +1,6 @@
-"""benchmarks/step_kernels.py: the per-kernel breakdown of a training step times the kernels
-the layers really call, passes their results through unchanged, and puts them back."""
+"""The kernel benchmarks' tools. benchmarks/step_kernels.py: the per-kernel breakdown of a
+training step times the kernels the layers really call, passes their results through
+unchanged, and puts them back; benchmarks/shape_table.py: the shape suite's table."""
 import time
 
 import numpy as np
@@ -48,3 +49,29 @@ def test_the_report_sums_the_kernels_of_a_few_steps(capsys):
     out = capsys.readouterr().out
     assert "| ms / step | fastest ms | kernel | shapes |" in out
     assert "kernels " in out and "ms of a step of" in out
+
+
+def test_the_shape_table_reads_a_benchmark_file_and_refuses_others_in_one_line(tmp_path, capsys):
+    """benchmarks/shape_table.py: each case's time and its ratio to PyTorch's; a file that is
+    not the suite's JSON is refused with one line (exit 2), not a traceback."""
+    import json
+
+    import pytest
+
+    from benchmarks import shape_table
+    doc = {"benchmarks": [
+        {"name": "test_shape[torch-x]", "group": "shape conv fwd x", "stats": {"median": 0.002, "min": 0.001}},
+        {"name": "test_shape[cython-x]", "group": "shape conv fwd x", "stats": {"median": 0.001, "min": 0.001}},
+    ]}
+    good = tmp_path / "shapes.json"
+    good.write_text(json.dumps(doc))
+    assert shape_table.main([str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "| conv fwd x | 2.00 | 1.00 (0.50x) |" in out and "cython: geometric mean 0.50x" in out
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        shape_table.main([str(bad)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a pytest-benchmark JSON file" in err
