@@ -365,7 +365,8 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, oh: int, o
              rules: str, itemsize: int) -> str:
     if rules == "dots":
         # dot products of dz with shifted windows of the padded planes, 4 filters x 4 (2 on
-        # 16 vector registers) taps per register tile, at stride 1 (any kernel); measured in numba_conv.PLAN_RULES
+        # 16 vector registers) taps per register tile, at stride 1 (any kernel); measured
+        # in numba_conv.PLAN_RULES
         return "direct_column_lanes" if stride == 1 else "gemm_im2col"
     # KW 3 or 5 (every preset): dW from the padded input, no im2row/im2col copy (which
     # cost more than the product), with the filters or the output columns along the
