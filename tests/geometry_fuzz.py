@@ -22,7 +22,7 @@ def close(name, got, want, case):
 
 def one_case(k, ref, rng):
     # batches past one block of samples (16) exercise the dynamic schedule
-    # 6 or more channels reach the Numba backend's flipped-conv dx (plan.DOTS_MIN_DX_C), 3x3
+    # 8 or more channels reach the Numba backend's flipped-conv dx (plan.DOTS_MIN_DX_C), 3x3
     # kernels with 8 or more channels in and out the Cython Winograd (plan.WINOGRAD_MIN_C),
     # square 5x5 ones with 16 or more its F(2x2, 5x5) (plan.WINOGRAD5_MIN_C)
     n, c, f = int(rng.choice([1, 2, 3, 5, 17, 40])), int(rng.choice([1, 2, 3, 4, 6, 16, 33])), int(rng.integers(1, 35))

@@ -92,53 +92,14 @@ def col2im_one(cols, kh, kw, s, p, oh, ow, xs):
 
 
 # --------------------------------------------------------------------------- small GEMMs
-@njit(**SERIAL)
-def gemm(a, bm, bias, out):
-    """out (M, L) = a (M, K) @ bm (K, L) (+ bias[m] per row when bias.size == M).
-
-    Four output rows are updated per pass over a row of ``bm``, so each loaded
-    element of ``bm`` feeds four multiply-adds; the inner loop is contiguous and
-    vectorises."""
-    m_, k_ = a.shape
-    l_ = bm.shape[1]
-    with_bias = bias.shape[0] == m_
-    m = 0
-    while m < m_:
-        rows = min(4, m_ - m)
-        for r in range(rows):
-            v0 = bias[m + r] if with_bias else 0.0
-            for li in range(l_):
-                out[m + r, li] = v0
-        if rows == 4:
-            o0, o1, o2, o3 = out[m], out[m + 1], out[m + 2], out[m + 3]
-            for ki in range(k_):
-                w0, w1, w2, w3 = a[m, ki], a[m + 1, ki], a[m + 2, ki], a[m + 3, ki]
-                src = bm[ki]
-                for li in range(l_):
-                    v = src[li]
-                    o0[li] += w0 * v
-                    o1[li] += w1 * v
-                    o2[li] += w2 * v
-                    o3[li] += w3 * v
-        else:
-            for r in range(rows):
-                o = out[m + r]
-                for ki in range(k_):
-                    w0 = a[m + r, ki]
-                    src = bm[ki]
-                    for li in range(l_):
-                        o[li] += w0 * src[li]
-        m += rows
-
-
 # gemm_nt: out (M, N) += a (M, K) @ b (N, K)^T, where row n of b is flat[offs[n]:offs[n] + K]:
 # a plain matrix (offs[n] = n*K), or shifted windows of padded planes (dW's taps).
 #
 # Numba's register tiles: each block of ``out`` is a set of dot products summed in one
 # pass over K, accumulators that LLVM keeps in vector registers (fast-math lets it split
-# each sum across the lanes), no stores in the loop.  ``gemm``'s row updates load and
-# store ``out`` at every step instead (single thread, 64 x 288 x 256, AVX-512: 92 against
-# 33 GFLOP/s).  A last block of fewer rows (or columns) repeats its last one and stores
+# each sum across the lanes), no stores in the loop.  Row updates (one row of b a step)
+# loaded and stored ``out`` at every step instead (single thread, 64 x 288 x 256, AVX-512:
+# 92 against 33 GFLOP/s).  A last block of fewer rows (or columns) repeats its last one and stores
 # only the real ones, as csrc/gemm.h does: single dot products there made dx of a
 # 3-channel input 3x slower.  The block fits the CPU's vector registers (VREGS):
 # - 32 (AVX-512): 4 x 4, 16 accumulators + 8 loaded vectors;

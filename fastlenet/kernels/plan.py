@@ -171,8 +171,13 @@ DOTS_DIRECT_MIN_PLANE = 256
 #: col2im_s1 wins at C 3 and 6, the flipped conv at 32 and 64, a tie at 16; re-measured
 #: 2026-12-07 after the unsigned indices made im2row 3-7x faster (1 thread, CPU ms,
 #: col2im_s1 / flipped): C 1 (LeNet C1) 1.18 / 5.02, C 3 6.84 / 9.64, C 6 (LeNet C3) 5.04 /
-#: 4.54 and 4.90 / 4.67, C 16 (5x5 pad 2) 25.99 / 12.18, C 32 31.24 / 15.27, C 64 17.75 / 6.52
-DOTS_MIN_DX_C = 6
+#: 4.54 and 4.90 / 4.67, C 16 (5x5 pad 2) 25.99 / 12.18, C 32 31.24 / 15.27, C 64 17.75 / 6.52;
+#: re-measured 2026-12-07 after col2im_s1's GEMM became plane passes (numba_conv.dcols_weights;
+#: AMD EPYC Zen 3, AVX2, 1 thread, CPU ms, col2im_s1 / flipped): C 1 (LeNet C1) 2.42 / 9.53,
+#: C 3 6.02 / 12.03, C 6 (LeNet C3) 4.83 / 5.36, C 8 (3x3 on 16x16, F 16) 1.95 / 2.00, C 16
+#: (F 32, 3x3 on 16x16) 6.49 / 5.90, C 16 (5x5 pad 2) 18.57 / 16.42, C 32 23.51 / 20.44, C 64
+#: (8x8) 20.02 / 7.92
+DOTS_MIN_DX_C = 8
 #: ... but an unpadded 1x1 stride-1 dx whose planes hold more than F pixels is "gemm_1x1":
 #: dx = w^T @ dz by the direct forward's passes over whole planes of dz (numba_conv), no
 #: channels-last copy of dz (the forward's DOTS_1X1_DIRECT rule, as a conv of F channels to
