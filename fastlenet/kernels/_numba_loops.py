@@ -243,7 +243,8 @@ def _add_row4(row, n, n_, v0, v1, v2, v3):
 
 @njit(**SERIAL)
 def row_offsets(rows, k):
-    """The offs of gemm_nt for a plain (rows, k) matrix: n*k."""
+    """The offs of gemm_nt for a plain (rows, k) matrix: n*k (and the taps of conv_planes
+    when a GEMM's right-hand matrix is its planes: numba_conv's dcols_gemm)."""
     offs = np.empty(rows, dtype=np.int64)
     for n in range(rows):
         offs[n] = n * k
@@ -280,14 +281,18 @@ POOL_ROW_MULTIPLE = 16
 
 
 @njit(**SERIAL)
+def pool_row_width(pw):
+    """The width the unit-stride 2x2 ReLU + pool computes a pooled row of PW columns at."""
+    return (pw + POOL_ROW_MULTIPLE - 1) // POOL_ROW_MULTIPLE * POOL_ROW_MULTIPLE
+
+
+@njit(**SERIAL)
 def pool_slack_rows(fs, ow, size, ps):
     """Rows of fs elements a conv output z needs past its filters' so that the 2x2/2 pool's
     wide rows (_relu_maxpool_2x2_wide) read inside it: 0 without that pool."""
     if size != 2 or ps != 2:
         return 0
-    pw = ow // 2
-    wide = (pw + POOL_ROW_MULTIPLE - 1) // POOL_ROW_MULTIPLE * POOL_ROW_MULTIPLE
-    return (2 * wide + fs - 1) // fs
+    return (2 * pool_row_width(ow // 2) + fs - 1) // fs
 
 
 @njit(**SERIAL)
@@ -297,7 +302,7 @@ def relu_maxpool_2x2(z, fs, rs, cs, ow, y, arg):
     _relu_maxpool_2x2_wide when z holds the reads of its wide rows, else the loop over
     pooled columns runs as it is (any cs)."""
     f_, ph, pw = y.shape
-    wide = (pw + POOL_ROW_MULTIPLE - 1) // POOL_ROW_MULTIPLE * POOL_ROW_MULTIPLE
+    wide = pool_row_width(pw)
     last_read = (f_ - 1) * fs + (2 * ph - 1) * rs + 2 * wide
     if cs == 1 and last_read <= z.size:
         _relu_maxpool_2x2_wide(z, fs, rs, ow, wide, y, arg)
@@ -440,6 +445,7 @@ def _planes_f8(flat, wm, b, offs, f0, z):
             zf = z[f0 + f]
             for q in range(m):
                 zf[q] += wv * s0[q]
+
 
 @njit(**SERIAL)
 def _planes_f4_twice(flat, wm, b, offs, f0, z):

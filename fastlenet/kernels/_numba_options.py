@@ -45,7 +45,7 @@ def takes(v, best):
     return best == best and not v <= best
 
 
-@njit(**dict(SERIAL, inline="always"))
+@njit(**INLINE)
 def take_tap(best, top, v, code):
     """(best, top) after tap v with offset code: v if it is larger or the window's first
     NaN (takes), as selects (inlined: LLVM sees one expression per tap).  The codes are

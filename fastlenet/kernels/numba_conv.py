@@ -37,8 +37,8 @@ from numba import uint64 as u64
 from . import plan
 from ._block_threads import run_blocks
 from ._numba_loops import (LANES, col2im_one, col2im_planes, conv_filter_lanes, conv_planes, expand_lanes,
-                           gemm_nt, im2col_one, pad_into, pad_nhwc, relu_maxpool,
-                           pool_slack_rows, relu_maxpool_2x2, round16, row_offsets, rows_nhwc, tap_offsets, to_planes)
+                           gemm_nt, im2col_one, pad_into, pad_nhwc, pool_slack_rows, relu_maxpool,
+                           relu_maxpool_2x2, round16, row_offsets, rows_nhwc, tap_offsets, to_planes)
 from ._numba_options import INLINE, SERIAL, ZERO
 
 SB = 16                                  # samples per block (Cython's SB)
@@ -233,8 +233,8 @@ def tiled_weights(w, b, ow, fq):
 
 
 #: plan paths only the Cython build has (the "lanes" rules; PLAN_RULES never plans them here):
-#: forward paths, and dx paths (this backend's gemm_1x1 dx is the direct forward's plane
-#: passes over dz: _dx_block)
+#: its forward paths, and its dx paths (this backend has a gemm_1x1 dx of its own: the
+#: direct forward's plane passes over dz, _dx_block)
 CYTHON_ONLY = ("gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5")
 CYTHON_ONLY_DX = ("winograd_f2x2_3x3", "winograd_f2x2_5x5")
 
@@ -391,7 +391,7 @@ def _add_into(acc, out):
 def _dx_sample_s1(dz, wtr, kh, kw, p, oh, ow, dzp, offs, zeros, dcols, dxp, dxs):
     """dxs (C, H, W) of one sample, stride 1: dcols (K8, M) = wtr (K8, F) @ dz in the
     stride-WS layout (dzp), by the direct forward's plane passes (dz's F planes its taps,
-    offs where they start; dcols_gemm), folded into the padded planes dxp with whole rows,
+    offs where they start: row_offsets; dcols_gemm), folded into the padded planes dxp with whole rows,
     then cropped."""
     c_, h, wd = dxs.shape
     ws = wd + 2 * p
@@ -414,7 +414,7 @@ def dx_col2im_s1(dzb, wtr, kh, kw, p, oh, ow, lo, hi, dx):
     hs, ws = h + 2 * p, wd + 2 * p
     m = round16(oh * ws)
     dzp = np.zeros((dzb.shape[1], m), dtype=dx.dtype)
-    offs, zeros = plane_offsets(dzb.shape[1], m), np.zeros(wtr.shape[0], dtype=dx.dtype)
+    offs, zeros = row_offsets(dzb.shape[1], m), np.zeros(wtr.shape[0], dtype=dx.dtype)
     dcols = np.empty((wtr.shape[0], m), dtype=dx.dtype)
     dxp = np.empty((c_, hs * ws + ws + 16), dtype=dx.dtype)
     for n_ in range(lo, hi):
@@ -468,19 +468,9 @@ def _dx_sample(dz, wtr, kh, kw, s, p, oh, ow, offs, zeros, dcols, dxs):
 def dx_col2im(dzb, wtr, kh, kw, s, p, oh, ow, lo, hi, dx):
     """dx[n] (C, H, W) of samples lo..hi, any stride; wtr (K8, F) (dcols_weights)."""
     dcols = np.empty((wtr.shape[0], oh * ow), dtype=dx.dtype)
-    offs, zeros = plane_offsets(dzb.shape[1], oh * ow), np.zeros(wtr.shape[0], dtype=dx.dtype)
+    offs, zeros = row_offsets(dzb.shape[1], oh * ow), np.zeros(wtr.shape[0], dtype=dx.dtype)
     for n_ in range(lo, hi):
         _dx_sample(dzb[n_ - lo], wtr, kh, kw, s, p, oh, ow, offs, zeros, dcols, dx[n_])
-
-
-@njit(**SERIAL)
-def plane_offsets(planes, m):
-    """Where each of ``planes`` rows of m elements starts: the taps of conv_planes when a
-    GEMM's right-hand matrix is its planes."""
-    offs = np.empty(planes, dtype=np.int64)
-    for f in range(planes):
-        offs[f] = f * m
-    return offs
 
 
 def dcols_weights(w):
