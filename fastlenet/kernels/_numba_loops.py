@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 from numba import uint64 as u64
 
-from ._numba_options import INLINE, SERIAL, VREGS, ZERO, take_tap, takes
+from ._numba_options import INLINE, SERIAL, VECTOR_LOOP_MIN, VREGS, ZERO, take_tap, takes
 
 
 @njit(**SERIAL)
@@ -274,16 +274,11 @@ def relu_maxpool(z, fs, rs, cs, ow, size, ps, y, arg):
                 arg[fi, py, px] = top if best > 0 else -1
 
 
-#: the unit-stride 2x2 ReLU + pool computes its pooled rows this many columns wide at
-#: least, rounded up to a multiple (LLVM's vector loop runs from 16 elements on AVX2;
-#: numba_pool.max_row_multiple); the junk columns are not stored
-POOL_ROW_MULTIPLE = 16
-
-
 @njit(**SERIAL)
 def pool_row_width(pw):
-    """The width the unit-stride 2x2 ReLU + pool computes a pooled row of PW columns at."""
-    return (pw + POOL_ROW_MULTIPLE - 1) // POOL_ROW_MULTIPLE * POOL_ROW_MULTIPLE
+    """The width the unit-stride 2x2 ReLU + pool computes a pooled row of PW columns at:
+    whole VECTOR_LOOP_MIN blocks (its junk columns are not stored)."""
+    return (pw + VECTOR_LOOP_MIN - 1) // VECTOR_LOOP_MIN * VECTOR_LOOP_MIN
 
 
 @njit(**SERIAL)
@@ -438,11 +433,18 @@ def _planes_f8(flat, wm, b, offs, f0, z):
             z5[q] += h0 * v0 + h1 * v1 + h2 * v2 + h3 * v3
             z6[q] += i0 * v0 + i1 * v1 + i2 * v2 + i3 * v3
             z7[q] += j0 * v0 + j1 * v1 + j2 * v2 + j3 * v3
-    for t in range(k4, k_):
+    _planes_last_taps(flat, wm, offs, f0, f0 + 8, k4, z)
+
+
+@njit(**SERIAL)
+def _planes_last_taps(flat, wm, offs, f_lo, f_hi, t0, z):
+    """z[f_lo:f_hi] += the taps t0.. of wm (the 1-3 a plane pass of 4 taps leaves), one at a time."""
+    m = z.shape[1]
+    for t in range(t0, wm.shape[1]):
         s0 = flat[offs[t]:offs[t] + m]
-        for f in range(8):
-            wv = wm[f0 + f, t]
-            zf = z[f0 + f]
+        for f in range(f_lo, f_hi):
+            wv = wm[f, t]
+            zf = z[f]
             for q in range(m):
                 zf[q] += wv * s0[q]
 
@@ -474,13 +476,7 @@ def _planes_f4_twice(flat, wm, b, offs, f0, z):
                 z1[q] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
                 z2[q] += d0 * v0 + d1 * v1 + d2 * v2 + d3 * v3
                 z3[q] += e0 * v0 + e1 * v1 + e2 * v2 + e3 * v3
-        for t in range(k4, k_):
-            s0 = flat[offs[t]:offs[t] + m]
-            for f in range(g, g + 4):
-                wv = wm[f, t]
-                zf = z[f]
-                for q in range(m):
-                    zf[q] += wv * s0[q]
+        _planes_last_taps(flat, wm, offs, g, g + 4, k4, z)
 
 
 #: conv_planes' pass over eight filters for this CPU's vector registers

@@ -36,6 +36,10 @@ def vector_registers() -> int:
 
 #: the vector registers the kernels' register tiles are sized for (_numba_loops.gemm_nt)
 VREGS = vector_registers()
+#: the fewest iterations LLVM's vector loop takes on AVX2 (8 lanes, unrolled twice; float64
+#: too): loops over short rows run this many wide, junk past the row (numba_pool's max
+#: rows, _numba_loops' fused 2x2 pool)
+VECTOR_LOOP_MIN = 16
 
 
 @njit(**SERIAL)

@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 from numba import uint64 as u64
 
-from ._numba_options import INLINE, PARALLEL, SERIAL, VREGS, ZERO, take_tap, takes
+from ._numba_options import INLINE, PARALLEL, SERIAL, VECTOR_LOOP_MIN, VREGS, ZERO, take_tap, takes
 
 #: the average pool computes its pooled rows in multiples of this many columns (its
 #: vector loop's width or its 8-lane epilogue's)
@@ -48,12 +48,11 @@ ROWS_MAX_W = 1 << 22
 #: on 32x32 (batch 8): 2x2 0.23-0.36 / 0.22 / 0.21-0.37, 3x3 0.43-0.56 / 0.43 / 0.42-0.62;
 #: float32 batch 128 on 16x16: 2x2 2.28-2.33 / 4.88-5.39 / 8.55-8.78
 VECTOR_BYTES = 64
-MAX_ROW_ELEMENTS_16_REGISTERS = 16
 
 
 def max_row_multiple(itemsize: int) -> int:
     """The max pool's row width multiple (elements) for x's item size on this CPU."""
-    return VECTOR_BYTES // itemsize if VREGS >= 32 else MAX_ROW_ELEMENTS_16_REGISTERS
+    return VECTOR_BYTES // itemsize if VREGS >= 32 else VECTOR_LOOP_MIN
 
 
 def pool_path(size: int, stride: int) -> str:
