@@ -18,7 +18,8 @@
 # a fused ReLU + max pool runs on the tile's
 # accumulators or over the conv output kept in the workspace, and its backward turns
 # the pooled gradient straight into the conv-output gradient (csrc/pool_grad.h); dW
-# comes from the padded input (csrc/dw.h) or a GEMM over im2row/im2col columns.
+# comes from the padded input (csrc/dw.h), a GEMM over im2row/im2col columns, or under
+# a max pool from the pooled gradient at each window's argmax only (csrc/pool_dw.h).
 # The batch is cut into blocks of SB samples that the T threads take dynamically;
 # each thread owns zero-padded workspaces, each block its own dW/db accumulators,
 # summed once at the end in block order (no atomics, no false sharing, and the same
@@ -69,6 +70,7 @@ cdef enum:
     DW_DIRECT_COLUMN_LANES = 3
     DW_WINOGRAD = 4
     DW_WINOGRAD5 = 5
+    DW_POOLED_ARGMAX = 6
 cdef enum:
     DX_COL2IM = 0
     DX_COL2IM_S1 = 1
@@ -91,7 +93,7 @@ PLAN_NAMES = {
     "pool": (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes"),
     "pool_grad": (None, "route", "expand_2x2"),
     "dw": ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes", "winograd_f2x2_3x3",
-           "winograd_f2x2_5x5"),
+           "winograd_f2x2_5x5", "pooled_argmax"),
     "dx": ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5"),
 }
 LANES = LB
@@ -228,6 +230,8 @@ cdef Geometry _geometry(Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, 
         g.ws = max(g.ws, 2 * _round_up(g.pw, FLANES_TILE) + g.kw - 1)
     if g.fwd == FWD_DIRECT_FILTER_LANES:  # ... and the last tile of FL_FLANES_COLS conv columns
         g.ws = max(g.ws, s * (_round_up(ow, FL_FLANES_COLS) - 1) + g.kw)
+    if g.dw == DW_POOLED_ARGMAX:          # ... and the pooled dW's vector of a kernel row, in its row
+        g.ws = max(g.ws, s * (ow - 1) + LB)
     if _fwd_winograd(g) or _dw_winograd(g):       # ... and the Winograd tiles' vector rows
         g.hs, g.ws = max(g.hs, _winograd_rows(oh, kh)), max(g.ws, _winograd_cols(ow, kw))
     g.cq, g.zrows = _round_up(c, MB), oh
@@ -312,6 +316,8 @@ cdef _check_plan(Geometry g):
         bad.append("dw 'direct_filter_lanes' needs KW 3 or 5")
     if g.dw == DW_DIRECT_COLUMN_LANES and (g.kw not in (3, 5) or g.s != 1):
         bad.append("dw 'direct_column_lanes' needs KW 3 or 5 and stride 1")
+    if g.dw == DW_POOLED_ARGMAX and (g.size == 0 or g.kw > LB or g.c * g.hs * g.ws >= 1 << 31):
+        bad.append(f"dw 'pooled_argmax' needs a fused max pool, KW <= {LB} and a sample of < 2^31 elements")
     if g.dx == DX_COL2IM_S1 and g.s != 1:
         bad.append("dx 'col2im_s1' needs stride 1")
     if g.fwd == FWD_GEMM_1X1 and not (g.kh == 1 and g.kw == 1 and g.s == 1 and g.p == 0 and g.lp == g.l):
@@ -742,6 +748,29 @@ cdef inline void _dw_columns(const floating* xp, Geometry g, const floating* dzr
             fl_dw_lanes_k5_f64(xp, g.c, g.hs, g.ws, g.kh, dzr, nf, g.oh, g.owr, dwv)
 
 
+cdef inline void _dw_pooled(const floating* xp, Geometry g, const floating* dpy, const int* arg,
+                            Py_ssize_t nf, const int* offsets, const int* row_offsets, floating* active_g,
+                            int* active_off, floating* dwl) noexcept nogil:
+    """dwl (NF, C*KH*LB) += per-lane dW sums of one sample from its padded input xp and the
+    pooled gradient dpy (NF, PH, PW) at its windows' argmaxes arg (csrc/pool_dw.h)."""
+    if floating is float:
+        fl_dw_pooled_argmax_f32(xp, row_offsets, g.c * g.kh, dpy, arg, g.ph * g.pw, g.ph * g.pw, offsets, nf,
+                                active_g, active_off, dwl)
+    else:
+        fl_dw_pooled_argmax_f64(xp, row_offsets, g.c * g.kh, dpy, arg, g.ph * g.pw, g.ph * g.pw, offsets, nf,
+                                active_g, active_off, dwl)
+
+
+cdef bint _all_finite(const floating[:, :, :, ::1] x):
+    """Whether x holds no Inf and no NaN."""
+    cdef Py_ssize_t n = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3]
+    with nogil:
+        if floating is float:
+            return fl_all_finite_f32(&x[0, 0, 0, 0], n) != 0
+        else:
+            return fl_all_finite_f64(&x[0, 0, 0, 0], n) != 0
+
+
 cdef inline int _winograd_dw(const floating* xp, Geometry g, const floating* dzr, floating[:, ::1] vm,
                              floating* du, int k, bint last) noexcept nogil:
     """du (Q, Fp, Cq) += the Winograd weight gradient (before its filter-domain transform,
@@ -851,11 +880,16 @@ cdef void _gradient_layouts(const floating[:, :, ::1] dy, const floating[:, :, :
         if want_dzt:        # dz (padding zero) as the source of the transposed layout
             _transpose(&dz[0, 0], g.lp, g.f, g.l, &dzt[0, 0], g.fq)
         return
-    memset(&dz[0, 0], 0, dz.shape[0] * dz.shape[1] * sizeof(floating))
-    memset(&dzt[0, 0], 0, dzt.shape[0] * dzt.shape[1] * sizeof(floating))
-    memset(&dzr[0, 0, 0], 0, dzr.shape[0] * dzr.shape[1] * dzr.shape[2] * sizeof(floating))
+    if want_dz:
+        memset(&dz[0, 0], 0, dz.shape[0] * dz.shape[1] * sizeof(floating))
+    if want_dzt:
+        memset(&dzt[0, 0], 0, dzt.shape[0] * dzt.shape[1] * sizeof(floating))
+    if want_dzr:
+        memset(&dzr[0, 0, 0], 0, dzr.shape[0] * dzr.shape[1] * dzr.shape[2] * sizeof(floating))
     for f in range(g.f):    # any other pool: a branch-free scatter
         acc = 0
+        if with_db and not (want_dz or want_dzt or want_dzr):    # the pooled dW: db only
+            acc = _routed_sum(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g.ph * g.pw)
         if want_dz:
             acc = _route(&dpy[n, f, 0, 0], &arg[n, f, 0, 0], g, &dz[f, 0], g.ow, 1)
         if want_dzt:
@@ -888,14 +922,17 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
                           floating[:, ::1] dz,
                           floating[:, ::1] dzt, floating[:, :, ::1] dzr, floating[:, ::1] dcols,
                           floating[:, :, ::1] xp, floating[:, :, ::1] dxp, floating[:, ::1] dw,
-                          floating[::1] db, floating[:, :, :, ::1] dx) noexcept nogil:
+                          floating[::1] db, floating[:, :, :, ::1] dx, const int* offsets,
+                          const int* row_offsets, floating* active_g, int* active_off) noexcept nogil:
     """Accumulate dW of the NF filters from f0 (none when NF = 0) and, with_db, db over
     samples [start, stop); fold dx of the NC input channels from c0 per sample.
     dW accumulates as dw: (Fp, Kq) for the GEMM paths, (K, Fq) (transposed) with
     filters along the lanes, (F, K*LB) per-lane partial sums with columns along the
     lanes.  xp and dxp (C, HS, WS) are padded-plane workspaces: the input for dW, and
     the dx accumulator of the stride-1 col2im.  The padding of dz, dzt and dzr (past
-    L, F and OW) is zero and never written."""
+    L, F and OW) is zero and never written.  The pooled dW (F, C*KH*LB) per-lane sums
+    reads the pooled gradient itself, with its tables (offsets, row_offsets) and the
+    thread's scratch for the active outputs (active_g, active_off)."""
     cdef Py_ssize_t n, c, yy, kk = g.kh * g.kw
     cdef Py_ssize_t r0 = (c0 * kk) // MB * MB, r1 = min(g.kp, _round_up((c0 + nc) * kk, MB))
     cdef bint want_dz = (need_dx and nc > 0) or (nf > 0 and (g.dw == DW_GEMM_IM2COL or
@@ -913,6 +950,9 @@ cdef void _backward_chunk(const floating[:, :, ::1] dy, const floating[:, :, :, 
             pass
         elif g.dw == DW_DIRECT_COLUMN_LANES:
             _dw_columns(&xp[0, 0, 0], g, &dzr[f0, 0, 0], nf, &dw[f0, 0])
+        elif g.dw == DW_POOLED_ARGMAX:
+            _dw_pooled(&xp[0, 0, 0], g, &dpy[n, f0, 0, 0], &arg[n, f0, 0, 0], nf, offsets, row_offsets,
+                       active_g, active_off, &dw[f0, 0])
         elif _dw_winograd(g):
             waiting = _winograd_dw(&xp[0, 0, 0], g, &dzr[0, 0, 0], rows, &dw[0, 0], waiting, n == stop - 1)
         elif g.dw == DW_DIRECT_FILTER_LANES:
@@ -974,6 +1014,8 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks
     elif g.dw == DW_DIRECT_FILTER_LANES:  # transposed (K, Fq)
         dzt_ws = aligned_zeros((chunks, g.l, g.fq), dtype)
         dw_part = aligned_zeros((blocks, g.k, g.fq), dtype)
+    elif g.dw == DW_POOLED_ARGMAX:        # per-lane partial sums (F, C*KH*LB); no dz layout
+        dw_part = aligned_zeros((blocks, g.f, g.c * g.kh * LB), dtype)
     else:
         by_rows = g.dw == DW_GEMM_IM2ROW
         rows_ws = aligned_zeros(_dims(chunks, g.l, g.kq) if by_rows else _dims(chunks, g.kp, g.lp), dtype)
@@ -990,7 +1032,22 @@ cdef tuple _backward_workspaces(Geometry g, Py_ssize_t chunks, Py_ssize_t blocks
     return (wpt_ws, rows_ws,
             aligned_zeros((chunks, g.fp, g.lp), dtype), dzt_ws, dzr_ws, dcols_ws,
             aligned_zeros((chunks, g.c, g.hs, g.ws), dtype), dxp_ws,
-            dw_part, aligned_zeros((blocks, g.f), dtype))
+            dw_part, aligned_zeros((blocks, g.f), dtype), _pooled_workspaces(g, chunks, dtype))
+
+
+cdef tuple _pooled_workspaces(Geometry g, Py_ssize_t chunks, dtype):
+    """The pooled dW's tables -- the offset in the padded input of each conv output's
+    receptive field (L,) and of each (channel, kernel row) (C*KH,) -- and each thread's
+    active pooled outputs, gradients (T, P) and offsets (T, P); dummies for other paths."""
+    if g.dw != DW_POOLED_ARGMAX:
+        return (np.zeros(1, np.int32), np.zeros(1, np.int32), np.zeros((chunks, 1), dtype),
+                np.zeros((chunks, 1), np.int32))
+    positions = np.arange(g.l, dtype=np.int64)
+    offsets = (positions // g.ow * g.ws + positions % g.ow) * g.s
+    rows = np.arange(g.c * g.kh, dtype=np.int64)
+    row_offsets = rows // g.kh * (g.hs * g.ws) + rows % g.kh * g.ws
+    return (offsets.astype(np.int32), row_offsets.astype(np.int32),
+            np.zeros((chunks, g.ph * g.pw), dtype), np.zeros((chunks, g.ph * g.pw), np.int32))
 
 
 cdef inline bint _im2row_is_transpose(Geometry g) noexcept nogil:
@@ -1011,7 +1068,8 @@ cdef Py_ssize_t _backward_shares(Geometry g, Py_ssize_t blocks, bint need_dx, Py
     element is the same sum, in the same order, whichever item computes it."""
     cdef Py_ssize_t threads = openmp.omp_get_max_threads(), want, dw_most, dx_most, dwi, dxi
     cdef Py_ssize_t funit = 0 if _dw_winograd(g) else (6 if g.dw == DW_DIRECT_COLUMN_LANES else
-                                                       (LB if g.dw == DW_DIRECT_FILTER_LANES else 8))
+                                                       (LB if g.dw == DW_DIRECT_FILTER_LANES else
+                                                        (1 if g.dw == DW_POOLED_ARGMAX else 8)))
     cdef Py_ssize_t cunit = 0 if _dx_winograd(g) else (MB if g.dx == DX_GEMM_1X1 else 1)
     fshare[0], cshare[0], dw_items[0] = g.f, g.c, 1
     if blocks >= threads or not _worth_sharing(g, 1 << 22):
@@ -1052,6 +1110,10 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     only where y_relu > 0."""
     cdef bint fused = size != 0
     cdef bint relu = y_relu is not None
+    if codes[3] == DW_POOLED_ARGMAX and not _all_finite(x):
+        # the dense dW's sum holds 0 * x for every conv output the pool dropped: NaN where x is
+        # Inf or NaN, as the reference's; the pooled dW never multiplies those, so it cannot say it
+        codes = codes[:3] + (DW_GEMM_IM2ROW,) + codes[4:]
     cdef Geometry g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
                                 w.shape[2], w.shape[3], stride, pad, oh, ow, codes, size, pstride,
                                 grad.shape[2] if fused else 0, grad.shape[3] if fused else 0)
@@ -1066,7 +1128,7 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     ws = _workspace.lookup(key)
     if ws is None:
         ws = _workspace.store(key, _backward_workspaces(g, chunks, blocks, need_dx, dtype))
-    wpt_arr, rows_ws, dz_ws, dzt_ws, dzr_ws, dcols_ws, xp_ws, dxp_ws, dw_part, db_part = ws
+    wpt_arr, rows_ws, dz_ws, dzt_ws, dzr_ws, dcols_ws, xp_ws, dxp_ws, dw_part, db_part, pooled_ws = ws
     if need_dx:
         dx_out = _result(dx_out, (g.n, g.c, g.h, g.w), dtype)
         if g.dx == DX_COL2IM:       # it accumulates; col2im_s1 writes every element (a crop)
@@ -1091,6 +1153,10 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
     cdef floating[:, :, :, ::1] dx = dx_out
     cdef floating[:, :, :, ::1] dw = dw_out
     cdef floating[::1] db = db_out
+    cdef const int[::1] offsets = pooled_ws[0]
+    cdef const int[::1] row_offsets = pooled_ws[1]
+    cdef floating[:, ::1] active_g = pooled_ws[2]
+    cdef int[:, ::1] active_off = pooled_ws[3]
     if need_dx and _dx_winograd(g):       # the rotated filters, transformed (Q, C, F)
         _winograd_filters(&w[0, 0, 0, 0], g.f, g.c, g.kh, True, &wpt[0, 0])
     else:
@@ -1115,7 +1181,8 @@ def _backward(const floating[:, :, :, ::1] grad, const int[:, :, :, ::1] arg_in,
         _backward_chunk(dy, grad, arg_in, yr, relu, x, wpt, &w[0, 0, 0, 0], g, (q // shares) * SB,
                         min(g.n, (q // shares + 1) * SB), need_dx, fused, f0, nf, c0, nc, j == 0,
                         rows[tid], dz[tid], dzt[tid], dzr[tid],
-                        dcols[tid], xp[tid], dxp[tid], dwp[q // shares], dbp[q // shares], dx)
+                        dcols[tid], xp[tid], dxp[tid], dwp[q // shares], dbp[q // shares], dx,
+                        &offsets[0], &row_offsets[0], &active_g[tid, 0], &active_off[tid, 0])
     _sum_blocks(g, dwp, dbp, &dw[0, 0, 0, 0], &db[0])
     if _dw_winograd(g):
         _sum_winograd_dw(g, dwp, &dw[0, 0, 0, 0])
@@ -1143,6 +1210,7 @@ cdef void _sum_blocks(Geometry g, const floating[:, :, ::1] dwp, const floating[
                       floating* dw, floating* db) noexcept nogil:
     """dw (F, K) and db (F,): the per-block partials summed in block order, from the
     layout of the dW mode: (blocks, F, K*LB) per-lane sums with columns along the lanes,
+    (blocks, F, C*KH*LB) per-lane sums with a kernel row's taps along the lanes (pooled),
     (blocks, K, Fq) with filters along the lanes, (blocks, Fp, Kq) for the GEMM."""
     cdef Py_ssize_t q, f, k, lane
     cdef floating acc, lanes
@@ -1166,6 +1234,13 @@ cdef void _sum_blocks(Geometry g, const floating[:, :, ::1] dwp, const floating[
                 part = &dwp[q, f, 0]
                 for k in range(g.k):
                     row[k] = row[k] + part[k]
+            continue
+        if g.dw == DW_POOLED_ARGMAX:  # lane j of row (c, i): tap (c, i, j)
+            for k in range(g.k):
+                acc = 0
+                for q in range(dwp.shape[0]):
+                    acc = acc + dwp[q, f, (k // g.kw) * LB + k % g.kw]
+                dw[f * g.k + k] = acc
             continue
         for k in range(g.k):
             acc = 0

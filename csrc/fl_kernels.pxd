@@ -101,6 +101,16 @@ cdef extern from "dw.h" nogil:
     void fl_dw_direct_k3_f64(const double* xp, long C, long HS, long WS, long KH, long s,
                              const double* dzt, long ldt, long lanes, long OH, long OW, double* dwt)
 
+cdef extern from "pool_dw.h" nogil:
+    void fl_dw_pooled_argmax_f32(const float* xp, const int* row_offsets, long rows, const float* dpy,
+                                 const int* arg, long ldp, long P, const int* offsets, long nf, float* g,
+                                 int* off, float* dwl)
+    void fl_dw_pooled_argmax_f64(const double* xp, const int* row_offsets, long rows, const double* dpy,
+                                 const int* arg, long ldp, long P, const int* offsets, long nf, double* g,
+                                 int* off, double* dwl)
+    int fl_all_finite_f32(const float* x, long n)
+    int fl_all_finite_f64(const double* x, long n)
+
 cdef extern from "winograd.h" nogil:
     void fl_winograd_transform_filters_f32(const float* w, long F, long C, long K, int flip, float* U)
     void fl_winograd_transform_filters_f64(const double* w, long F, long C, long K, int flip, double* U)

@@ -107,33 +107,44 @@ CASES = [
     # 32 channels on rows of 6 tiles: too few for a gathered 5x5 Winograd (8 lanes: half rows,
     # no Winograd dW there)
     (((2, 32, 12, 12), (32, 32, 5, 5), 1, 2, None), ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1")),
+    # a 4x4/4 pool keeps one conv output in 16: dW from the pooled gradient even on 16 lanes
+    # (POOLED_DW_MAX_RATIO), 4 filters of 3 channels
+    (((2, 3, 20, 20), (4, 3, 5, 5), 1, 0, (4, 4)), ("direct", "after_conv", "route", "pooled_argmax", "col2im_s1")),
 ]
 IDS = [",".join(names) for _, names in CASES]
 # the same cases planned for 8-lane rows (an AVX2 build of the Cython backend): where
 # the choice changes, and one more case (OW 8, 8 filters: tile_f8 with 16 lanes) that
 # takes tile_f6 there too (SMALL_LANES_TILE_F6: any row width, 6 filters per tile)
+# Under a max pool with 8 lanes, dW comes from the pooled gradient at the windows' argmaxes
+# (POOLED_DW_MAX_RATIO: 8 lanes per kernel row of a pooled output, against 3 or 5 taps of
+# four or more conv outputs), whatever the pool, the stride and the forward
 LANES8 = {
-    0: ("direct", "tile_f6", "expand_2x2", "direct_column_lanes", "col2im_s1"),   # blocks of 8 columns
-    2: ("direct", "tile_f6", "expand_2x2", "direct_filter_lanes", "col2im_s1"),
-    3: ("direct", "tile_f6", "expand_2x2", "direct_column_lanes", "col2im_s1"),   # 5 blocks, 4 filters
+    0: ("direct", "tile_f6", "expand_2x2", "pooled_argmax", "col2im_s1"),   # blocks of 8 columns
+    1: ("direct_filter_lanes", "tile_filter_lanes", "expand_2x2", "pooled_argmax", "col2im_s1"),
+    2: ("direct", "tile_f6", "expand_2x2", "pooled_argmax", "col2im_s1"),
+    3: ("direct", "tile_f6", "expand_2x2", "pooled_argmax", "col2im_s1"),   # 5 blocks, 4 filters
+    4: ("direct", "after_conv", "route", "pooled_argmax", "col2im_s1"),
+    5: ("im2col_gemm", "after_conv_2x2", "expand_2x2", "pooled_argmax", "col2im"),
     8: ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1"),   # 8 filters fill 8 lanes
     12: ("direct_filter_lanes", "direct_filter_lanes", "col2im_s1"),  # 8 filters, 20 columns
     # no Winograd dW with 8 lanes (WINOGRAD_DW_MIN_LANES): the direct dW by the lanes rule
     16: ("winograd_f2x2_3x3", "direct_filter_lanes", "winograd_f2x2_3x3"),
-    17: ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "direct_column_lanes", "winograd_f2x2_3x3"),
-    19: ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "direct_filter_lanes", "winograd_f2x2_3x3"),
+    17: ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "pooled_argmax", "winograd_f2x2_3x3"),
+    18: ("winograd_f2x2_3x3", "after_conv", "route", "pooled_argmax", "winograd_f2x2_3x3"),
+    19: ("winograd_f2x2_3x3", "after_conv_2x2", "expand_2x2", "pooled_argmax", "winograd_f2x2_3x3"),
     20: ("winograd_f2x2_3x3", "direct_filter_lanes", "col2im_s1"),
     21: ("winograd_f2x2_3x3", "direct_column_lanes", "winograd_f2x2_3x3"),
     25: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),
-    26: ("winograd_f2x2_5x5", "after_conv_2x2", "expand_2x2", "direct_column_lanes", "winograd_f2x2_5x5"),
+    23: ("direct_filter_lanes", "after_conv_2x2", "expand_2x2", "pooled_argmax", "col2im"),
+    26: ("winograd_f2x2_5x5", "after_conv_2x2", "expand_2x2", "pooled_argmax", "winograd_f2x2_5x5"),
     27: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),
     28: ("winograd_f2x2_5x5", "direct_filter_lanes", "col2im_s1"),
-    29: ("winograd_f2x2_5x5", "after_conv", "route", "direct_filter_lanes", "winograd_f2x2_5x5"),
+    29: ("winograd_f2x2_5x5", "after_conv", "route", "pooled_argmax", "winograd_f2x2_5x5"),
     31: ("winograd_f2x2_5x5", "direct_filter_lanes", "winograd_f2x2_5x5"),
 }
 CASES_8 = [(args, LANES8.get(i, names)) for i, (args, names) in enumerate(CASES)] + [
     (((2, 2, 12, 12), (8, 2, 5, 5), 1, 0, (2, 2)),
-     ("direct", "tile_f6", "expand_2x2", "direct_filter_lanes", "col2im_s1")),
+     ("direct", "tile_f6", "expand_2x2", "pooled_argmax", "col2im_s1")),
 ]
 CASES_BY_LANES = {16: CASES, 8: CASES_8}
 # the Numba backend's filter-lanes forward stops at 256 taps (numba_backend.MAX_FLANES_K):

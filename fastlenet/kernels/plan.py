@@ -121,6 +121,16 @@ ONE_BY_ONE_DW = "gemm_im2row"
 #: pooled columns per tile of the filter-lanes pool kernel (FL_POOL_FLANES_TILE in
 #: csrc/direct_conv.h: 5 pooled x 2 rows x 2 columns = 20 accumulators + 5 loads)
 FLANES_TILE = 5
+#: dW of a conv fused with ReLU + max pool from the pooled gradient at each window's argmax
+#: (csrc/pool_dw.h) when its lane work, LB lanes per kernel row of each pooled output, is
+#: below this share of the dense dW's (KW taps per kernel row of every conv output).  Measured
+#: (cython, AVX2, 8 lanes, fused backward, fastest ms, pooled vs the dense plan's dW, 1 / 2
+#: threads; the ratio is 0.40 for 5x5 and 0.67 for 3x3 under a 2x2/2 pool): LeNet C1 batch 256
+#: 0.82 vs 1.50 / 0.52 vs 0.67, C3 6.54 vs 8.62 / 2.74 vs 3.67, 16 -> 32 5x5 on 24x24 batch 64
+#: 32.4 vs 44.2 / 12.5 vs 21.1; 3x3: 3 -> 32 on 32x32 batch 64 9.05 vs 10.32 / 4.28 vs 4.37,
+#: 32 -> 64 on 16x16 20.9 vs 26.3 / 8.17 vs 9.30, 64 -> 128 on 8x8 batch 32 12.7 vs 14.3 /
+#: 5.45 vs 6.13.  16 lanes (AVX-512) give 5x5 0.8 and 3x3 1.33: unmeasured, left dense
+POOLED_DW_MAX_RATIO = 0.7
 #: kernel widths with a direct dW kernel (fl_dw_direct_k3 / _k5 in csrc/dw.h)
 DIRECT_DW_WIDTHS = (3, 5)
 COLUMN_DW3_MAX_C = 16
@@ -130,7 +140,7 @@ FORWARD = ("im2col_gemm", "direct", "direct_filter_lanes", "winograd_f2x2_3x3", 
 POOL = (None, "after_conv", "after_conv_2x2", "tile_f8", "tile_f6", "tile_filter_lanes")
 POOL_GRAD = (None, "route", "expand_2x2")
 DW = ("gemm_im2col", "gemm_im2row", "direct_filter_lanes", "direct_column_lanes", "winograd_f2x2_3x3",
-      "winograd_f2x2_5x5")
+      "winograd_f2x2_5x5", "pooled_argmax")
 DX = ("col2im", "col2im_s1", "flipped_conv_s1", "gemm_1x1", "winograd_f2x2_3x3", "winograd_f2x2_5x5")
 #: the rule sets a backend plans with: "lanes", the Cython kernels' (register tiles along
 #: the vector lanes: the rules below); "dots", the Numba backend's, whose register tiles
@@ -396,6 +406,17 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, oh: int, o
     return "gemm_im2row" if oh * ow < IM2ROW_RATIO * c * kh * kw else "gemm_im2col"
 
 
+def _pooled_dw(pool, kw: int, oh: int, ow: int, lanes: int, rules: str) -> Optional[str]:
+    # under a max pool only each window's argmax has a gradient: dW from those alone, one
+    # vector of LB lanes per kernel row (KW of them used), against the dense paths' KW taps
+    # of every conv output (POOLED_DW_MAX_RATIO)
+    if pool is None or rules != "lanes" or kw > lanes:
+        return None
+    size, ps = pool
+    ph, pw = (oh - size) // ps + 1, (ow - size) // ps + 1
+    return "pooled_argmax" if lanes * ph * pw < POOLED_DW_MAX_RATIO * kw * oh * ow else None
+
+
 def _dx_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, w: int, l: int, lanes: int,
              rules: str, itemsize: int) -> str:
     if stride != 1:
@@ -435,7 +456,8 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules, items
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes, stride), pool_grad,
-                    _dw_path(c, f, kh, kw, stride, pad, oh, ow, lanes, rules, itemsize),
+                    _pooled_dw(pool, kw, oh, ow, lanes, rules)
+                    or _dw_path(c, f, kh, kw, stride, pad, oh, ow, lanes, rules, itemsize),
                     _dx_path(c, f, kh, kw, stride, pad, w, oh * ow, lanes, rules, itemsize), lanes, itemsize)
 
 
