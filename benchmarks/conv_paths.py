@@ -18,11 +18,18 @@ import time
 import numpy as np
 
 from benchmarks.conv_shapes import fastest_and_median_ms
-from benchmarks.test_bench_shapes import SHAPES
+from benchmarks.test_bench_shapes import SHAPES, tolerance
 
 
 def _timed(run) -> float:
     return fastest_and_median_ms(run, time.perf_counter)[1]
+
+
+def _within(got, want, rtol) -> bool:
+    """The suite's check (benchmarks.workloads.check): max |diff| within rtol of the largest
+    |value| (an absolute 1e-3 called a 5x5 Winograd dW summed over 64 samples, values near
+    700, wrong for 0.006 off)."""
+    return float(np.abs(got - want).max()) <= rtol * max(1.0, float(np.abs(want).max()))
 
 
 def _forced(label, run, check):
@@ -49,7 +56,7 @@ def layer_paths(name: str, batch: int, dtype, dw_for_dx: str = "") -> str:
     dy = rng.standard_normal((batch, f, oh, ow)).astype(dtype)
     want_y = ref.conv2d_forward(x, wt, b, s, p)
     want_dx, want_dw, _ = ref.conv2d_backward(dy, x, wt, s, p, True)
-    close = lambda got, want: np.allclose(got, want, rtol=1e-3, atol=1e-3)        # noqa: E731
+    close = lambda got, want: _within(got, want, tolerance(dtype))                  # noqa: E731
     cells = [f"{name}: plan {'/'.join(planned.names)}"]
     for path in plan.FORWARD:
         codes = dataclasses.replace(planned, forward=path).codes
