@@ -24,4 +24,5 @@ for seed in 0 1 2; do
     python tests/geometry_fuzz.py --cases "$cases" --seed "$seed"
 done
 python -m pytest -q -p no:cacheprovider tests/test_kernels_vs_reference.py tests/test_fused.py \
-    tests/test_linear.py tests/test_workspace.py tests/test_plan.py tests/test_fast_norm.py tests/test_nonfinite.py -k "cython or numpy or shared"
+    tests/test_linear.py tests/test_workspace.py tests/test_plan.py tests/test_fast_norm.py tests/test_nonfinite.py \
+    tests/test_pooled_dw.py -k "cython or numpy or shared or pooled"

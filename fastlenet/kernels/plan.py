@@ -60,6 +60,9 @@ dw (the weight gradient)
                      summed over tiles (16 GEMMs), then taken back to 3x3 (the forward's
                      rule, on output rows of at least LANES tiles: WINOGRAD_DW)
     ``winograd_f2x2_5x5`` -- the same for 5x5 kernels (36 GEMMs; WINOGRAD5_DW)
+    ``pooled_argmax`` -- under a fused max pool, from the pooled gradient at each window's
+                     argmax only, a vector per kernel row (KW <= LANES; "lanes" rules, when
+                     its lane work is below POOLED_DW_MAX_RATIO of the dense dW's)
 dx (the input gradient)
     ``col2im_s1`` -- W^T dz, folded into padded planes with whole vectors (stride 1)
     ``col2im``    -- W^T dz, folded element by element (any stride)
