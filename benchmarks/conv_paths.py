@@ -3,10 +3,13 @@ rules (fastlenet/kernels/plan.py), measured instead of assumed.
 
     python -m benchmarks.conv_paths --dtype float64 --batch 32        # WINOGRAD_FLOAT64
     python -m benchmarks.conv_paths --dtype float32 --batch 128 --shapes 64to64_k3_8px
+    python -m benchmarks.conv_paths --dtype float32 --batch 64 --pool              # POOLED_DW_MAX_RATIO
 
 For each layer: the forward paths, the dW paths (backward without dx), and the backward
 with dx for each dx path (its dW the plan's, or ``--dw``'s), median of 9 calls after a
-warm-up call, ms.  A path that refuses the geometry is left out; a path whose result is
+warm-up call, ms; with ``--pool``, each layer fused with ReLU and a 2x2/2 max pool and
+the dW paths of its fused backward (the pooled gradient's argmaxes, or the dense ones),
+then the backward with dx for the pooled dW and for the dW the layer plans without a pool.  A path that refuses the geometry is left out; a path whose result is
 not the reference's is printed as WRONG (and is a bug).
 """
 from __future__ import annotations
@@ -75,6 +78,40 @@ def layer_paths(name: str, batch: int, dtype, dw_for_dx: str = "") -> str:
     return " | ".join(cell for cell in cells if cell)
 
 
+def pooled_layer_paths(name: str, batch: int, dtype) -> str:
+    """One layer fused with ReLU and a 2x2/2 max pool: every dW path forced on its fused
+    backward (dW and db only), against the reference's conv -> ReLU -> pool gradient."""
+    from fastlenet.kernels import _cy_conv, plan
+    from fastlenet.kernels import reference as ref
+    from fastlenet.kernels.cython_backend import LANES
+    c, h, w_, f, k, s, p = SHAPES[name]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, c, h, w_)).astype(dtype)
+    wt = (rng.standard_normal((f, c, k, k)) / np.sqrt(c * k * k)).astype(dtype)
+    b = np.zeros(f, dtype)
+    planned = plan.conv2d(x.shape, wt.shape, s, p, (2, 2), lanes=LANES, itemsize=x.itemsize)
+    oh, ow = planned.out_hw
+    y, arg = _cy_conv.conv2d_relu_maxpool_forward(x, wt, b, s, p, oh, ow, 2, 2, planned.codes, None, None)
+    grad = rng.standard_normal(y.shape).astype(dtype)
+    # the gradient routed by the kernel's own argmax (a Winograd forward's rounding may pick
+    # another of two nearly equal window values than the reference's would)
+    planes = arg.reshape(batch * f, -1)
+    at = (np.arange(batch * f)[:, None] * (oh * ow) + planes)[planes >= 0]
+    dz = np.zeros(batch * f * oh * ow, dtype)
+    np.add.at(dz, at, grad.reshape(batch * f, -1)[planes >= 0])
+    want_dw = ref.conv2d_backward(dz.reshape(batch, f, oh, ow), x, wt, s, p, False)[1]
+    active = float(np.mean(arg >= 0))          # the pooled dW's work grows with it, the dense one's not
+    cells = [f"{name} + ReLU + 2x2 pool ({active:.0%} of windows pass the ReLU): plan {'/'.join(planned.names)}"]
+    dense = plan.conv2d(x.shape, wt.shape, s, p, None, lanes=LANES, itemsize=x.itemsize).dw   # without the pool
+    for path, need_dx in [(path, False) for path in plan.DW] + [(dense, True), ("pooled_argmax", True)]:
+        codes = dataclasses.replace(planned, dw=path).codes
+        run = lambda: _cy_conv.conv2d_relu_maxpool_backward(grad, arg, x, wt, s, p, oh, ow, 2, 2,  # noqa: E731
+                                                            need_dx, codes, None, None, None)
+        cells.append(_forced(f"{'dx+' if need_dx else ''}dw {path}", run,
+                             lambda got: _within(got[1], want_dw, tolerance(dtype))))
+    return " | ".join(cell for cell in cells if cell)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
@@ -82,12 +119,17 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--shapes", nargs="*", choices=list(SHAPES), default=list(SHAPES))
     parser.add_argument("--dw", default="", help="the dW path beside each dx path (default: the plan's)")
+    parser.add_argument("--pool", action="store_true",
+                        help="each layer fused with ReLU + a 2x2/2 max pool: its dW paths (POOLED_DW_MAX_RATIO)")
     args = parser.parse_args(argv)
     from fastlenet import kernels
     kernels.set_num_threads(args.threads)
     print(f"cython, {args.threads} threads, batch {args.batch}, {args.dtype}, median ms")
     for name in args.shapes:
-        print(layer_paths(name, args.batch, np.dtype(args.dtype).type, args.dw), flush=True)
+        dtype = np.dtype(args.dtype).type
+        line = pooled_layer_paths(name, args.batch, dtype) if args.pool else layer_paths(name, args.batch, dtype,
+                                                                                           args.dw)
+        print(line, flush=True)
     return 0
 
 

@@ -1,9 +1,12 @@
 """The kernel benchmarks' tools. benchmarks/step_kernels.py: the per-kernel breakdown of a
 training step times the kernels the layers really call, passes their results through
-unchanged, and puts them back; benchmarks/shape_table.py: the shape suite's table."""
+unchanged, and puts them back; benchmarks/shape_table.py: the shape suite's table;
+benchmarks/conv_paths.py: every Cython path forced; benchmarks/pooled_dw.py: the pooled dW
+in training."""
 import time
 
 import numpy as np
+import pytest
 
 from benchmarks import networks, step_kernels
 from checks import COMPILED
@@ -56,8 +59,6 @@ def test_the_shape_table_reads_a_benchmark_file_and_refuses_others_in_one_line(t
     not the suite's JSON is refused with one line (exit 2), not a traceback."""
     import json
 
-    import pytest
-
     from benchmarks import shape_table
     doc = {"benchmarks": [
         {"name": "test_shape[torch-x]", "group": "shape conv fwd x", "stats": {"median": 0.002, "min": 0.001}},
@@ -75,3 +76,30 @@ def test_the_shape_table_reads_a_benchmark_file_and_refuses_others_in_one_line(t
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a pytest-benchmark JSON file" in err
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
+@pytest.mark.parametrize("pool", [False, True])
+def test_conv_paths_forces_every_path_and_none_is_wrong(pool):
+    """benchmarks/conv_paths.py: every Cython path forced on a layer (with --pool, every dW
+    path of its fused conv + ReLU + pool backward), each checked against the reference."""
+    from benchmarks import conv_paths
+    line = (conv_paths.pooled_layer_paths("lenetC3_6to16_k5_14px", 2, np.float32) if pool else
+            conv_paths.layer_paths("lenetC3_6to16_k5_14px", 2, np.float32))
+    assert "WRONG" not in line
+    assert ("dw pooled_argmax" in line) == pool and "dw direct_filter_lanes" in line
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
+def test_pooled_dw_times_both_rules_and_puts_the_shipped_one_back(capsys):
+    """benchmarks/pooled_dw.py: training steps with the pooled dW off and on, then the rule
+    as shipped again (the plans re-made from it)."""
+    from benchmarks import pooled_dw
+    from fastlenet.kernels import plan
+    shipped = plan.POOLED_DW_MAX_RATIO
+    assert pooled_dw.main(["--model", "cifar-cnn", "--batch", "4", "--steps", "2", "--rounds", "1",
+                           "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "pooled / dense (medians)" in out and "windows passing the ReLU" in out
+    assert plan.POOLED_DW_MAX_RATIO == shipped
+    assert plan.conv2d((4, 3, 32, 32), (32, 3, 3, 3), 1, 1, (2, 2), lanes=8).dw == "pooled_argmax"

@@ -126,13 +126,19 @@ ONE_BY_ONE_DW = "gemm_im2row"
 FLANES_TILE = 5
 #: dW of a conv fused with ReLU + max pool from the pooled gradient at each window's argmax
 #: (csrc/pool_dw.h) when its lane work, LB lanes per kernel row of each pooled output, is
-#: below this share of the dense dW's (KW taps per kernel row of every conv output).  Measured
-#: (cython, AVX2, 8 lanes, fused backward, fastest ms, pooled vs the dense plan's dW, 1 / 2
-#: threads; the ratio is 0.40 for 5x5 and 0.67 for 3x3 under a 2x2/2 pool): LeNet C1 batch 256
-#: 0.82 vs 1.50 / 0.52 vs 0.67, C3 6.54 vs 8.62 / 2.74 vs 3.67, 16 -> 32 5x5 on 24x24 batch 64
-#: 32.4 vs 44.2 / 12.5 vs 21.1; 3x3: 3 -> 32 on 32x32 batch 64 9.05 vs 10.32 / 4.28 vs 4.37,
-#: 32 -> 64 on 16x16 20.9 vs 26.3 / 8.17 vs 9.30, 64 -> 128 on 8x8 batch 32 12.7 vs 14.3 /
-#: 5.45 vs 6.13.  16 lanes (AVX-512) give 5x5 0.8 and 3x3 1.33: unmeasured, left dense
+#: below this share of the dense dW's (KW taps per kernel row of every conv output): 0.40
+#: for 5x5 and 0.67 for 3x3 under a 2x2/2 pool with 8 lanes (AVX2), 0.8 and 1.33 with 16.
+#: Its work also grows with the share of windows the ReLU lets through, the dense dW's not:
+#: 12-87% in training (`python -m benchmarks.pooled_dw`, over 40-step rounds of lenet5,
+#: cifar-cnn, vgg-small), 94% with the standard-normal data of `python -m
+#: benchmarks.conv_paths --pool`.  Measured on AVX2 (Zen 3, float32, 2 threads unless said):
+#: training steps, pooled / dense dW (`pooled_dw`, medians of 5 rounds): lenet5 batch 256
+#: 0.92, cifar-cnn batch 64 0.78, vgg-small batch 32 0.86 (all 3x3 but LeNet's); one layer's
+#: fused backward with dx at 94% (`conv_paths --pool --batch 64`, 3 rounds, ms, pooled vs
+#: the dense dW the layer plans without a pool): 5x5 16 -> 32 on 24x24 10.4-11.5 vs
+#: 12.6-14.3, LeNet C3 0.89-1.11 vs 1.07-1.30, 3x3 stride 2 about even, 3x3 32 -> 64 on
+#: 16x16 slower (8.7-12.9 vs 6.9-7.6; even at 67% passing: 13.4 vs 13.5 ms, 1 thread).
+#: 16 lanes (AVX-512) are unmeasured and left dense
 POOLED_DW_MAX_RATIO = 0.7
 #: kernel widths with a direct dW kernel (fl_dw_direct_k3 / _k5 in csrc/dw.h)
 DIRECT_DW_WIDTHS = (3, 5)
