@@ -18,10 +18,11 @@
  * NaN, no gradient) and g = dpy[f, p]:
  *   dwl[f, c*KH + i, j] += g * xp[c, oy*s + i, ox*s + j]     for every c, i and j < KW
  * dwl (F, C*KH, LB): per-lane partial sums, lane j holding tap j (lanes from KW on hold
- * products with the row's next inputs and are never read).  xp must be readable LB - KW
- * elements past its last row.  The same products as the dense dW over the routed
- * gradient minus its zeros, so the result matches it where the input is finite (the
- * caller runs a dense path when it is not: 0 * Inf in the dense sum is NaN). */
+ * products with the row's next inputs and are never read).  xp's rows are long enough for
+ * every such vector (WS >= s (OW - 1) + LB; conv.pyx _geometry).  The same products as
+ * the dense dW over the routed gradient minus its zeros, so the result matches it where
+ * the input is finite (the caller runs a dense path when it is not: 0 * Inf in the dense
+ * sum is NaN). */
 
 /* The active pooled outputs of one plane, compacted: g[e] and the offset in xp of its
  * window maximum's receptive field, off[e] = offsets[a] (offsets (L,): (a / OW) * s * WS +

@@ -121,3 +121,12 @@ def test_a_kernel_wider_than_the_lanes_is_refused():
     codes = dataclasses.replace(planned, dw="pooled_argmax").codes
     with pytest.raises(ValueError, match="pooled_argmax"):
         _cy_conv.conv2d_relu_maxpool_backward(y, arg, x, w, 1, 0, oh, ow, 2, 2, False, codes)
+
+
+def test_the_plan_takes_it_in_float32_only():
+    """POOLED_DW_FLOAT64: the float64 tile (two registers a vector on AVX2) lost to the im2row
+    GEMM that float64 plans; forced, it stays exact (above)."""
+    from fastlenet.kernels import plan
+    args = ((4, 6, 14, 14), (16, 6, 5, 5), 1, 0, (2, 2))
+    assert plan.conv2d(*args, lanes=8).dw == "pooled_argmax"
+    assert plan.conv2d(*args, lanes=8, itemsize=8).dw == "gemm_im2row"

@@ -61,8 +61,8 @@ dw (the weight gradient)
                      rule, on output rows of at least LANES tiles: WINOGRAD_DW)
     ``winograd_f2x2_5x5`` -- the same for 5x5 kernels (36 GEMMs; WINOGRAD5_DW)
     ``pooled_argmax`` -- under a fused max pool, from the pooled gradient at each window's
-                     argmax only, a vector per kernel row (KW <= LANES; "lanes" rules, when
-                     its lane work is below POOLED_DW_MAX_RATIO of the dense dW's)
+                     argmax only, a vector per kernel row (KW <= LANES; "lanes" rules, float32,
+                     when its lane work is below POOLED_DW_MAX_RATIO of the dense dW's)
 dx (the input gradient)
     ``col2im_s1`` -- W^T dz, folded into padded planes with whole vectors (stride 1)
     ``col2im``    -- W^T dz, folded element by element (any stride)
@@ -140,6 +140,11 @@ FLANES_TILE = 5
 #: 16x16 slower (8.7-12.9 vs 6.9-7.6; even at 67% passing: 13.4 vs 13.5 ms, 1 thread).
 #: 16 lanes (AVX-512) are unmeasured and left dense
 POOLED_DW_MAX_RATIO = 0.7
+#: ... in float32 only: its float64 tile (LB doubles, two AVX2 registers a vector) ran 4-6x
+#: slower than the im2row GEMM float64 plans (`python -m benchmarks.conv_paths --dtype float64
+#: --batch 32 --pool`, 1 thread, dW alone, ms: 3x3 32 -> 64 on 16x16 97.3 vs 15.1, LeNet C3
+#: 3.11 vs 0.79); it stays a path the tests force in float64 too
+POOLED_DW_FLOAT64 = False
 #: kernel widths with a direct dW kernel (fl_dw_direct_k3 / _k5 in csrc/dw.h)
 DIRECT_DW_WIDTHS = (3, 5)
 COLUMN_DW3_MAX_C = 16
@@ -415,11 +420,11 @@ def _dw_path(c: int, f: int, kh: int, kw: int, stride: int, pad: int, oh: int, o
     return "gemm_im2row" if oh * ow < IM2ROW_RATIO * c * kh * kw else "gemm_im2col"
 
 
-def _pooled_dw(pool, kw: int, oh: int, ow: int, lanes: int, rules: str) -> Optional[str]:
+def _pooled_dw(pool, kw: int, oh: int, ow: int, lanes: int, rules: str, itemsize: int) -> Optional[str]:
     # under a max pool only each window's argmax has a gradient: dW from those alone, one
     # vector of LB lanes per kernel row (KW of them used), against the dense paths' KW taps
-    # of every conv output (POOLED_DW_MAX_RATIO)
-    if pool is None or rules != "lanes" or kw > lanes:
+    # of every conv output (POOLED_DW_MAX_RATIO); float32 only (POOLED_DW_FLOAT64)
+    if pool is None or rules != "lanes" or kw > lanes or (itemsize == 8 and not POOLED_DW_FLOAT64):
         return None
     size, ps = pool
     ph, pw = (oh - size) // ps + 1, (ow - size) // ps + 1
@@ -465,7 +470,7 @@ def _plan(x_shape, w_shape, stride, pad, pool, lanes, max_flanes_k, rules, items
     pool_grad = None if pool is None else ("expand_2x2" if pool == (2, 2) else "route")
     return ConvPlan(x_shape, w_shape, stride, pad, (oh, ow), pool, forward,
                     _pool_kernel(forward, ow, pool, lanes, stride), pool_grad,
-                    _pooled_dw(pool, kw, oh, ow, lanes, rules)
+                    _pooled_dw(pool, kw, oh, ow, lanes, rules, itemsize)
                     or _dw_path(c, f, kh, kw, stride, pad, oh, ow, lanes, rules, itemsize),
                     _dx_path(c, f, kh, kw, stride, pad, w, oh * ow, lanes, rules, itemsize), lanes, itemsize)
 
