@@ -44,19 +44,26 @@ def _forced(label, run, check):
     return f"{label} {_timed(run):.2f}" if check(result) else f"{label} WRONG"
 
 
-def layer_paths(name: str, batch: int, dtype, dw_for_dx: str = "") -> str:
-    """One layer's line: every forward, dW and dx path forced (x, w: N, C, H, W / F, C, K, K)."""
-    from fastlenet.kernels import _cy_conv, plan
-    from fastlenet.kernels import reference as ref
+def _layer(name: str, batch: int, dtype, pool=None):
+    """(x, w, b, stride, pad, its plan, rng) of one suite layer: the same random data for
+    every path (rng carries on for the gradient)."""
+    from fastlenet.kernels import plan
     from fastlenet.kernels.cython_backend import LANES
     c, h, w_, f, k, s, p = SHAPES[name]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, c, h, w_)).astype(dtype)
     wt = (rng.standard_normal((f, c, k, k)) / np.sqrt(c * k * k)).astype(dtype)
-    b = np.zeros(f, dtype)
-    planned = plan.conv2d(x.shape, wt.shape, s, p, lanes=LANES, itemsize=x.itemsize)
+    planned = plan.conv2d(x.shape, wt.shape, s, p, pool, lanes=LANES, itemsize=x.itemsize)
+    return x, wt, np.zeros(f, dtype), s, p, planned, rng
+
+
+def layer_paths(name: str, batch: int, dtype, dw_for_dx: str = "") -> str:
+    """One layer's line: every forward, dW and dx path forced (x, w: N, C, H, W / F, C, K, K)."""
+    from fastlenet.kernels import _cy_conv, plan
+    from fastlenet.kernels import reference as ref
+    x, wt, b, s, p, planned, rng = _layer(name, batch, dtype)
     oh, ow = planned.out_hw
-    dy = rng.standard_normal((batch, f, oh, ow)).astype(dtype)
+    dy = rng.standard_normal((batch, wt.shape[0], oh, ow)).astype(dtype)
     want_y = ref.conv2d_forward(x, wt, b, s, p)
     want_dx, want_dw, _ = ref.conv2d_backward(dy, x, wt, s, p, True)
     close = lambda got, want: _within(got, want, tolerance(dtype))                  # noqa: E731
@@ -84,13 +91,8 @@ def pooled_layer_paths(name: str, batch: int, dtype) -> str:
     from fastlenet.kernels import _cy_conv, plan
     from fastlenet.kernels import reference as ref
     from fastlenet.kernels.cython_backend import LANES
-    c, h, w_, f, k, s, p = SHAPES[name]
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, c, h, w_)).astype(dtype)
-    wt = (rng.standard_normal((f, c, k, k)) / np.sqrt(c * k * k)).astype(dtype)
-    b = np.zeros(f, dtype)
-    planned = plan.conv2d(x.shape, wt.shape, s, p, (2, 2), lanes=LANES, itemsize=x.itemsize)
-    oh, ow = planned.out_hw
+    x, wt, b, s, p, planned, rng = _layer(name, batch, dtype, (2, 2))
+    f, (oh, ow) = wt.shape[0], planned.out_hw
     y, arg = _cy_conv.conv2d_relu_maxpool_forward(x, wt, b, s, p, oh, ow, 2, 2, planned.codes, None, None)
     grad = rng.standard_normal(y.shape).astype(dtype)
     # the gradient routed by the kernel's own argmax (a Winograd forward's rounding may pick
