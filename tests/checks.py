@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastlenet import kernels
+from fastlenet.kernels import reference as ref
 
 #: (rtol, atol) keyed by dtype; atol is scaled by the reference's magnitude.
 TOLERANCE = {
@@ -92,3 +93,19 @@ def assert_same_step(a, b, x, y) -> None:
     assert ga.keys() == gb.keys()
     for key in ga:
         assert_close(key, ga[key], gb[key])
+
+
+def reference_conv_and_grads(x, w, b, s, p, pool, rng):
+    """(a random output gradient, the reference's (y, dx, dw, db) for it): plain, followed by a
+    ReLU (pool "relu"), or fused with ReLU and the max pool (y and its gradient then pooled)."""
+    z = ref.conv2d_forward(x, w, b, s, p)
+    if pool is None or pool == "relu":
+        grad = rng.standard_normal(z.shape).astype(x.dtype)
+        if pool == "relu":
+            return grad, (np.maximum(z, 0),) + tuple(ref.conv2d_backward(grad * (z > 0), x, w, s, p))
+        return grad, (z,) + tuple(ref.conv2d_backward(grad, x, w, s, p))
+    r = np.maximum(z, 0)
+    y, arg = ref.maxpool2d_forward(r, *pool)
+    grad = rng.standard_normal(y.shape).astype(x.dtype)
+    dz = ref.maxpool2d_backward(grad, arg, r.shape, *pool) * (z > 0)
+    return grad, (y,) + tuple(ref.conv2d_backward(dz, x, w, s, p))

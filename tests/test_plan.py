@@ -3,7 +3,7 @@ that asserts the plan and checks both compiled backends against the reference on
 import numpy as np
 import pytest
 
-from checks import COMPILED, assert_close, backend
+from checks import COMPILED, assert_close, backend, reference_conv_and_grads
 from fastlenet.kernels import plan
 from fastlenet.kernels import reference as ref
 
@@ -347,7 +347,7 @@ def test_each_planned_path_matches_the_reference(name, args, dtype):
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     b = rng.standard_normal(w_shape[0]).astype(dtype) * 0.1
-    grad, want = _reference_conv_and_grads(x, w, b, s, p, pool, rng)
+    grad, want = reference_conv_and_grads(x, w, b, s, p, pool, rng)
     y, grads = _conv_and_grads(k, x, w, b, s, p, pool, grad)
     for got, wanted, what in zip((y,) + tuple(grads), want, ("y", "dx", "dw", "db")):
         assert_close(what if pool is None else f"fused {what}", got, wanted)
@@ -393,7 +393,7 @@ def test_each_planned_path_with_a_relu_after_it_matches_the_reference(name, args
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     b = rng.standard_normal(w_shape[0]).astype(dtype) * 0.1
-    grad, want = _reference_conv_and_grads(x, w, b, s, p, "relu", rng)
+    grad, want = reference_conv_and_grads(x, w, b, s, p, "relu", rng)
     y, grads = _conv_and_grads(backend(name), x, w, b, s, p, "relu", grad)
     assert (want[0] == 0).mean() > 0.2                           # the mask matters
     for got, wanted, what in zip((y,) + tuple(grads), want, ("y", "dx", "dw", "db")):
@@ -449,22 +449,6 @@ SHARED = [
 ]
 
 
-def _reference_conv_and_grads(x, w, b, s, p, pool, rng):
-    """(a random output gradient, the reference's (y, dx, dw, db) for it): plain, followed by a
-    ReLU (pool "relu"), or fused with ReLU and the max pool (y and its gradient then pooled)."""
-    z = ref.conv2d_forward(x, w, b, s, p)
-    if pool is None or pool == "relu":
-        grad = rng.standard_normal(z.shape).astype(x.dtype)
-        if pool == "relu":
-            return grad, (np.maximum(z, 0),) + tuple(ref.conv2d_backward(grad * (z > 0), x, w, s, p))
-        return grad, (z,) + tuple(ref.conv2d_backward(grad, x, w, s, p))
-    r = np.maximum(z, 0)
-    y, arg = ref.maxpool2d_forward(r, *pool)
-    grad = rng.standard_normal(y.shape).astype(x.dtype)
-    dz = ref.maxpool2d_backward(grad, arg, r.shape, *pool) * (z > 0)
-    return grad, (y,) + tuple(ref.conv2d_backward(dz, x, w, s, p))
-
-
 def _conv_and_grads(k, x, w, b, s, p, pool, dz_or_dy):
     """y and (dx, dw, db) on backend k: plain, fused with a ReLU (pool "relu"), or fused with
     ReLU and the max pool."""
@@ -505,7 +489,7 @@ def test_a_small_batch_shares_each_sample_among_threads_with_the_same_results(na
     x = rng.standard_normal((n,) + x_shape[1:]).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     b = rng.standard_normal(w_shape[0]).astype(dtype) * 0.1
-    grad, want = _reference_conv_and_grads(x, w, b, s, p, pool, rng)
+    grad, want = reference_conv_and_grads(x, w, b, s, p, pool, rng)
     results = []
     for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
         kernels.set_num_threads(threads)

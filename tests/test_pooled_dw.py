@@ -8,9 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from checks import COMPILED, assert_close, backend
+from checks import COMPILED, assert_close, backend, reference_conv_and_grads
 from fastlenet import kernels
-from fastlenet.kernels import reference as ref
 
 pytestmark = pytest.mark.skipif("cython" not in COMPILED, reason="the cython backend is not built")
 
@@ -27,23 +26,16 @@ GEOMETRIES = [
 ]
 
 
-def _conv_pool_grads(x, w, b, s, p, pool, dw_path, grad_rng=None):
+def _conv_pool_grads(x, w, b, s, p, pool, dw_path):
     """(dx, dw, db) of the fused conv + ReLU + max pool with ``dw_path`` forced, and the
     reference's, for one random pooled gradient."""
     from fastlenet.kernels import _cy_conv
+    grad, want = reference_conv_and_grads(x, w, b, s, p, pool, np.random.default_rng(5))
     k = backend("cython")
     oh, ow = (x.shape[2] + 2 * p - w.shape[2]) // s + 1, (x.shape[3] + 2 * p - w.shape[3]) // s + 1
-    y, arg = k.fast.conv2d_relu_maxpool_forward(x, w, b, s, p, oh, ow, *pool)
-    rng = grad_rng or np.random.default_rng(5)
-    grad = rng.standard_normal(y.shape).astype(x.dtype)
-    planned = k.plan_conv2d(x.shape, w.shape, s, p, pool, dtype=x.dtype)
-    codes = dataclasses.replace(planned, dw=dw_path).codes
-    got = _cy_conv.conv2d_relu_maxpool_backward(grad, arg, x, w, s, p, oh, ow, *pool, True, codes)
-    z = ref.conv2d_forward(x, w, b, s, p)
-    r = np.maximum(z, 0)
-    _, ref_arg = ref.maxpool2d_forward(r, *pool)
-    dz = ref.maxpool2d_backward(grad, ref_arg, r.shape, *pool) * (z > 0)
-    return got, ref.conv2d_backward(dz, x, w, s, p)
+    _, arg = k.fast.conv2d_relu_maxpool_forward(x, w, b, s, p, oh, ow, *pool)
+    codes = dataclasses.replace(k.plan_conv2d(x.shape, w.shape, s, p, pool, dtype=x.dtype), dw=dw_path).codes
+    return _cy_conv.conv2d_relu_maxpool_backward(grad, arg, x, w, s, p, oh, ow, *pool, True, codes), want[1:]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
